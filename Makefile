@@ -1,0 +1,31 @@
+# Every target that needs Python depends on install, so each works as the
+# first command on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up down test bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt -e .
+	touch $(STAMP)
+
+up: install
+	$(BIN)/swarming local up --bots 1
+
+down: install
+	$(BIN)/swarming local down
+
+test: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m bench.task_life
+
+clean:
+	rm -rf $(VENV) .local
