@@ -1,0 +1,1 @@
+"""The `swarming` command line tool and the local stack."""

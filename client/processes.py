@@ -1,0 +1,96 @@
+"""Starting local service processes, waiting for them, and stopping them with
+everything they spawned."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+
+class StartError(RuntimeError):
+    """A local service could not start; the message says what to do."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen:
+    """Starts a process in its own session (process group), so that stopping it
+    also stops its children (gunicorn workers, a bot's task)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+        )
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen, name: str, log_path: Path,
+               timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StartError(f"{name} exited with code {process.returncode}; see {log_path}")
+        if ready():
+            return
+        time.sleep(0.1)
+    stop(process.pid)
+    raise StartError(f"{name} did not answer within {timeout:.0f} s; see {log_path}")
+
+
+def http_ok(url: str, expect: str | None = None) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            response = requests.get(url, timeout=1)
+        except requests.RequestException:
+            return False
+        return response.ok and (expect is None or expect in response.text)
+
+    return ready
+
+
+def stop(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after `grace`."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _group_alive(pgid):
+        _reap(pid)
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collects the exit status when the process is our child, so it leaves no zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

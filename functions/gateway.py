@@ -1,0 +1,43 @@
+"""The local gateway: every Cloud Function at `BASE_URL/<function_name>`.
+
+Each function is its own functions-framework app, as deployed; this small WSGI
+dispatcher picks one by the first path segment. (Werkzeug's
+DispatcherMiddleware answers `POST /name` with a 308, which POST clients do
+not follow.) Served by gunicorn: `gunicorn 'functions.gateway:make_app()'`.
+"""
+
+import json
+import pathlib
+from typing import Callable, Iterable
+
+import functions_framework
+
+from functions.endpoints import FUNCTIONS
+
+MAIN = str(pathlib.Path(__file__).with_name("main.py"))
+
+WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def make_app() -> WsgiApp:
+    apps = {f.name: functions_framework.create_app(target=f.name, source=MAIN) for f in FUNCTIONS}
+
+    def dispatch(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        name, _, rest = environ.get("PATH_INFO", "/").lstrip("/").partition("/")
+        if not name:
+            return _json(start_response, "200 OK", {"functions": sorted(apps)})
+        app = apps.get(name)
+        if app is None:
+            return _json(start_response, "404 Not Found",
+                         {"error": {"code": "not_found", "message": f"no function {name!r}"}})
+        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + "/" + name
+        environ["PATH_INFO"] = "/" + rest
+        return app(environ, start_response)
+
+    return dispatch
+
+
+def _json(start_response: Callable, status: str, body: dict) -> list[bytes]:
+    data = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]

@@ -1,0 +1,102 @@
+"""The documents the server stores, as typed values.
+
+The request is `shared.task_request.TaskRequest`; one attempt at running it is
+a `TaskRun`; what the task came to is its `TaskResult`; a pending slice waiting
+for a bot is a `TaskToRun`.
+"""
+
+import dataclasses
+import datetime
+from typing import Any
+
+from shared import task_id as task_ids
+from shared.dimensions import Dimensions
+from shared.states import State
+
+
+def iso(ts: datetime.datetime | None) -> str | None:
+    return ts.isoformat().replace("+00:00", "Z") if ts else None
+
+
+@dataclasses.dataclass
+class TaskResult:
+    task_id: str
+    name: str
+    tags: list[str]
+    user: str
+    priority: int
+    created_ts: datetime.datetime
+    modified_ts: datetime.datetime
+    state: State = State.PENDING
+    current_task_slice: int = 0
+    try_number: int = 0
+    bot_id: str | None = None
+    bot_dimensions: Dimensions | None = None
+    started_ts: datetime.datetime | None = None
+    completed_ts: datetime.datetime | None = None
+    exit_code: int | None = None
+    duration: float | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        return task_ids.run_id(self.task_id, self.try_number) if self.try_number else None
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "TaskResult":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        result = cls(**{k: v for k, v in doc.items() if k in fields})
+        result.state = State(result.state)
+        return result
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = dataclasses.asdict(self)
+        doc["state"] = self.state.value
+        return doc
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = self.to_doc()
+        for key in ("created_ts", "modified_ts", "started_ts", "completed_ts"):
+            wire[key] = iso(wire[key])
+        wire["run_id"] = self.run_id
+        wire["failure"] = self.state == State.COMPLETED and self.exit_code != 0
+        wire["internal_failure"] = self.state == State.BOT_DIED
+        return wire
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskToRun:
+    task_id: str
+    slice_index: int
+    pool: str
+    #: Priority then creation time: the order bots get pending slices in.
+    order_key: str
+    dimensions: Dimensions
+    expiration_ts: datetime.datetime
+
+    @staticmethod
+    def order_key_for(priority: int, created_ts: datetime.datetime) -> str:
+        return f"{priority:03d}:{int(created_ts.timestamp() * 1000):015d}"
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "TaskToRun":
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
+
+    def to_doc(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRun:
+    """One attempt: created once by the claim that won it."""
+
+    run_id: str
+    bot_id: str
+    claim_id: str
+    started_ts: datetime.datetime
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "TaskRun":
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
+
+    def to_doc(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

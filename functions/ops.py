@@ -1,0 +1,38 @@
+"""Counts the Firestore reads and writes of the current request.
+
+The store adds to the counter of the running context; the HTTP layer opens one
+per request and reports it in the `X-Firestore-Reads` / `X-Firestore-Writes`
+response headers, which benchmarks add up.
+"""
+
+import contextlib
+import contextvars
+import dataclasses
+from typing import Iterator
+
+
+@dataclasses.dataclass
+class OpCount:
+    reads: int = 0
+    writes: int = 0
+
+
+_current: contextvars.ContextVar[OpCount] = contextvars.ContextVar("firestore_ops", default=OpCount())
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[OpCount]:
+    count = OpCount()
+    token = _current.set(count)
+    try:
+        yield count
+    finally:
+        _current.reset(token)
+
+
+def read(n: int = 1) -> None:
+    _current.get().reads += n
+
+
+def write(n: int = 1) -> None:
+    _current.get().writes += n

@@ -1,0 +1,70 @@
+"""What a bot reports about the run it holds: stdout, heartbeats, the end."""
+
+import base64
+import binascii
+import datetime
+from typing import Any
+
+from functions import stdout
+from functions.bots import BotRequest
+from functions.errors import BadRequest, Conflict, PayloadTooLarge
+from functions.models import TaskResult
+from functions.store import Store
+from shared import task_id as task_ids
+from shared.states import State
+
+#: The result of a running task is rewritten at most this often by heartbeats.
+HEARTBEAT_SECS = 10
+
+
+def update(store: Store, bot: BotRequest, body: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+    run_id = body.get("task_id")
+    if not isinstance(run_id, str) or not task_ids.is_valid(run_id) or run_id.endswith("0"):
+        raise BadRequest("task_id: must be the run id from the manifest")
+    data, offset = _output(body)
+    completion = _completion(body)
+
+    def change(result: TaskResult) -> bool:
+        if result.run_id != run_id or result.bot_id != bot.bot_id:
+            raise Conflict(f"run {run_id} is not held by bot {bot.bot_id}")
+        if result.state.is_final:
+            return False
+        if completion:
+            result.state = State.TIMED_OUT if completion["timed_out"] else State.COMPLETED
+            result.exit_code, result.duration = completion["exit_code"], completion["duration"]
+            result.completed_ts = now
+        elif (now - result.modified_ts).total_seconds() < HEARTBEAT_SECS:
+            return False
+        result.modified_ts = now
+        return True
+
+    result = store.update_run(run_id, offset, data, change)
+    must_stop = result.state.is_final and not completion
+    return {"ok": True, "must_stop": must_stop, "stop_reason": result.state.value if must_stop else None}
+
+
+def _output(body: dict[str, Any]) -> tuple[bytes, int]:
+    try:
+        data = base64.b64decode(body.get("output") or "", validate=True)
+    except (binascii.Error, TypeError) as e:
+        raise BadRequest(f"output: not valid base64 ({e})") from e
+    offset = body.get("output_chunk_start", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise BadRequest("output_chunk_start: must be a non-negative integer")
+    if offset + len(data) > stdout.MAX_SIZE:
+        raise PayloadTooLarge(f"output: stdout is capped at {stdout.MAX_SIZE} bytes")
+    return data, offset
+
+
+def _completion(body: dict[str, Any]) -> dict[str, Any] | None:
+    exit_code, duration = body.get("exit_code"), body.get("duration")
+    if (exit_code is None) != (duration is None):
+        raise BadRequest("exit_code: exit_code and duration come together or not at all")
+    if exit_code is None:
+        return None
+    if isinstance(exit_code, bool) or not isinstance(exit_code, int):
+        raise BadRequest("exit_code: must be an integer")
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0:
+        raise BadRequest("duration: must be a non-negative number of seconds")
+    timed_out = bool(body.get("hard_timeout") or body.get("io_timeout"))
+    return {"exit_code": exit_code, "duration": float(duration), "timed_out": timed_out}

@@ -1,0 +1,100 @@
+"""Handing pending tasks to bots: `poll` reads, `claim` commits.
+
+Polls never transact; correctness comes only from the claim's one batch,
+guarded by the pending slice's update time and the `create()` of the run
+(DESIGN.md §6, §11).
+"""
+
+import datetime
+import random
+from typing import Any
+
+from functions.bots import BotRequest
+from functions.models import TaskRun, TaskToRun
+from functions.store import LostRace, Store
+from shared import dimensions as dims_lib
+from shared import task_id as task_ids
+from shared.states import State
+from shared.task_request import TaskRequest
+
+#: Pending slices a poll reads; the candidates it returns.
+POLL_SCAN, MAX_CANDIDATES = 20, 5
+MAX_SLEEP_SECS = 60.0
+
+
+def sleep_secs(streak: int, rand: random.Random) -> float:
+    """Idle backoff of the reference: 1.5 ** (streak + 1) capped at 60 s, with
+    jitter, and a rare quick comeback so a backed-off fleet still reacts."""
+    if rand.random() < 0.05:
+        return 1.0
+    return min(MAX_SLEEP_SECS, 1.5 ** (streak + 1)) * rand.uniform(0.9, 1.1)
+
+
+def poll(store: Store, bot: BotRequest, now: datetime.datetime, rand: random.Random) -> dict[str, Any]:
+    pools = bot.dimensions.get("pool", [])
+    pending = store.pending(pools, POLL_SCAN) if pools else []
+    matching = [t for t in pending if t.expiration_ts > now and dims_lib.matches(t.dimensions, bot.flat)]
+    if not matching:
+        streak = bot.state.get("sleep_streak", 0)
+        return {"cmd": "sleep", "duration": sleep_secs(streak if isinstance(streak, int) else 0, rand)}
+    return {"cmd": "claim", "candidates": [_candidate(t) for t in _spread(matching, rand)]}
+
+
+def _spread(matching: list[TaskToRun], rand: random.Random) -> list[TaskToRun]:
+    """Shuffles the head of the queue among tasks of the same priority, so
+    concurrent bots do not all race for the same task."""
+    head_priority = matching[0].order_key.split(":")[0]
+    head = [t for t in matching[:MAX_CANDIDATES] if t.order_key.split(":")[0] == head_priority]
+    rand.shuffle(head)
+    return (head + matching[len(head):])[:MAX_CANDIDATES]
+
+
+def _candidate(to_run: TaskToRun) -> dict[str, Any]:
+    return {"task_id": to_run.task_id, "slice": to_run.slice_index}
+
+
+def claim(store: Store, bot: BotRequest, task_id: str, slice_index: int, claim_id: str,
+          now: datetime.datetime) -> dict[str, Any]:
+    found = store.get_to_run(task_id, slice_index)
+    if found is None:
+        return _replay(store, bot, task_id, claim_id, "the task is no longer pending")
+    to_run, update_time = found
+    if not dims_lib.matches(to_run.dimensions, bot.flat):
+        return _skip("the bot's dimensions do not match the task's")
+    request = store.get_request(task_id)
+    run = TaskRun(run_id=task_ids.run_id(task_id, 1), bot_id=bot.bot_id, claim_id=claim_id, started_ts=now)
+    changes = {
+        "state": State.RUNNING.value, "bot_id": bot.bot_id, "bot_dimensions": bot.dimensions,
+        "started_ts": now, "modified_ts": now, "try_number": 1, "current_task_slice": slice_index,
+    }
+    try:
+        store.commit_claim(to_run, update_time, run, changes)
+    except LostRace:
+        return _replay(store, bot, task_id, claim_id, "another bot claimed the task")
+    return {"cmd": "run", "manifest": manifest(request, run, slice_index)}
+
+
+def _replay(store: Store, bot: BotRequest, task_id: str, claim_id: str, reason: str) -> dict[str, Any]:
+    """A retried claim (same claim_id, same bot) gets the manifest it won."""
+    run = store.get_run(task_ids.run_id(task_id, 1))
+    if run is None or run.claim_id != claim_id or run.bot_id != bot.bot_id:
+        return _skip(reason)
+    request = store.get_request(task_id)
+    result = store.get_result(task_id)
+    return {"cmd": "run", "manifest": manifest(request, run, result.current_task_slice)}
+
+
+def _skip(reason: str) -> dict[str, Any]:
+    return {"cmd": "skip", "reason": reason}
+
+
+def manifest(request: TaskRequest, run: TaskRun, slice_index: int) -> dict[str, Any]:
+    props = request.task_slices[slice_index].properties
+    return {
+        "task_id": run.run_id,
+        "bot_id": run.bot_id,
+        "command": props.command,
+        "env": props.env,
+        "dimensions": props.dimensions,
+        "hard_timeout": props.execution_timeout_secs,
+    }

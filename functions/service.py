@@ -1,0 +1,54 @@
+"""What every handler needs: settings, the store, the authenticator and a clock.
+
+Built lazily on first use from the environment (no client at import time), once
+per function instance; tests swap in their own with `use()`.
+"""
+
+import contextlib
+import datetime
+import functools
+from typing import Callable, Iterator
+
+from google.cloud import firestore
+
+from functions.auth import Authenticator
+from functions.config import Settings
+from functions.store import Store
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class Service:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime.datetime] = utcnow):
+        self.settings = settings
+        self.clock = clock
+
+    @functools.cached_property
+    def store(self) -> Store:
+        return Store(firestore.Client(project=self.settings.project))
+
+    @functools.cached_property
+    def auth(self) -> Authenticator:
+        return Authenticator(self.settings.load_config())
+
+
+_current: Service | None = None
+
+
+def current() -> Service:
+    global _current
+    if _current is None:
+        _current = Service(Settings.from_env())
+    return _current
+
+
+@contextlib.contextmanager
+def use(service: Service) -> Iterator[Service]:
+    global _current
+    previous, _current = _current, service
+    try:
+        yield service
+    finally:
+        _current = previous

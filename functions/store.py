@@ -1,0 +1,178 @@
+"""The one seam between the server and Firestore.
+
+Everything the server keeps goes through `Store`, which speaks our models,
+owns the collection names and the document id scheme, and counts every read
+and write (`functions.ops`) so that each request's cost can be reported.
+"""
+
+import datetime
+import hashlib
+from typing import Any, Callable
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from functions import ops, stdout
+from functions.models import TaskResult, TaskRun, TaskToRun
+from shared import task_id as task_ids
+from shared.task_request import TaskRequest
+
+TASK_REQUESTS = "task_requests"
+TASK_RESULTS = "task_results"
+TASK_TO_RUN = "task_to_run"
+TASK_RUNS = "task_runs"
+TASK_OUTPUT = "task_output"
+BOTS = "bots"
+
+
+def hashed(id_: str) -> str:
+    """Document id of a time-ordered id: a short hash in front spreads writes."""
+    return f"{hashlib.sha256(id_.encode()).hexdigest()[:4]}-{id_}"
+
+
+class LostRace(Exception):
+    """A precondition-guarded write found the documents changed under it."""
+
+
+class Store:
+    def __init__(self, db: firestore.Client):
+        self._db = db
+
+    def _doc(self, collection: str, id_: str) -> firestore.DocumentReference:
+        return self._db.collection(collection).document(hashed(id_))
+
+    def _get(self, ref: firestore.DocumentReference, transaction=None) -> firestore.DocumentSnapshot:
+        ops.read()
+        return ref.get(transaction=transaction)
+
+    # Tasks.
+
+    def create_task(self, request: TaskRequest, result: TaskResult, to_run: TaskToRun) -> None:
+        batch = self._db.batch()
+        batch.create(self._doc(TASK_REQUESTS, result.task_id), request.to_wire())
+        batch.create(self._doc(TASK_RESULTS, result.task_id), result.to_doc())
+        batch.create(self._to_run_ref(to_run.task_id, to_run.slice_index), to_run.to_doc())
+        ops.write(3)
+        batch.commit()
+
+    def get_request(self, task_id: str) -> TaskRequest | None:
+        snap = self._get(self._doc(TASK_REQUESTS, task_id))
+        return TaskRequest.from_wire(snap.to_dict()) if snap.exists else None
+
+    def get_result(self, task_id: str) -> TaskResult | None:
+        snap = self._get(self._doc(TASK_RESULTS, task_id))
+        return TaskResult.from_doc(snap.to_dict()) if snap.exists else None
+
+    # Scheduling.
+
+    def _to_run_ref(self, task_id: str, slice_index: int) -> firestore.DocumentReference:
+        return self._doc(TASK_TO_RUN, f"{task_id}:{slice_index}")
+
+    def pending(self, pools: list[str], limit: int) -> list[TaskToRun]:
+        query = (
+            self._db.collection(TASK_TO_RUN)
+            .where(filter=FieldFilter("pool", "in", pools))
+            .order_by("order_key")
+            .limit(limit)
+        )
+        docs = list(query.stream())
+        ops.read(max(1, len(docs)))
+        return [TaskToRun.from_doc(d.to_dict()) for d in docs]
+
+    def get_to_run(self, task_id: str, slice_index: int) -> tuple[TaskToRun, Any] | None:
+        """The pending slice and its update time, the claim's precondition."""
+        snap = self._get(self._to_run_ref(task_id, slice_index))
+        return (TaskToRun.from_doc(snap.to_dict()), snap.update_time) if snap.exists else None
+
+    def get_run(self, run_id: str) -> TaskRun | None:
+        snap = self._get(self._doc(TASK_RUNS, run_id))
+        return TaskRun.from_doc(snap.to_dict()) if snap.exists else None
+
+    def commit_claim(self, to_run: TaskToRun, seen_update_time: Any, run: TaskRun, result_changes: dict) -> None:
+        """Deletes the pending slice, creates the run and marks the result, all
+        or nothing; raises LostRace when the slice changed since it was read."""
+        batch = self._db.batch()
+        batch.delete(
+            self._to_run_ref(to_run.task_id, to_run.slice_index),
+            option=self._db.write_option(last_update_time=seen_update_time),
+        )
+        batch.create(self._doc(TASK_RUNS, run.run_id), run.to_doc())
+        batch.update(self._doc(TASK_RESULTS, to_run.task_id), result_changes)
+        ops.write(3)
+        try:
+            batch.commit()
+        except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists, gexc.Conflict) as e:
+            raise LostRace(str(e)) from e
+
+    # Runs.
+
+    def update_run(
+        self, run_id: str, offset: int, data: bytes, change_result: Callable[[TaskResult], bool]
+    ) -> TaskResult:
+        """In one transaction: reads the result, lets `change_result` check and
+        change it (it says whether to write it back), and writes the stdout
+        packet at its offset."""
+        result_ref = self._doc(TASK_RESULTS, task_ids.summary_id(run_id))
+        pieces = stdout.pieces(offset, data)
+        chunk_refs = [self._chunk_ref(run_id, index) for index, _, _ in pieces]
+
+        @firestore.transactional
+        def apply(transaction) -> TaskResult:
+            snap = self._get(result_ref, transaction)
+            if not snap.exists:
+                raise gexc.NotFound(f"no task for run {run_id}")
+            result = TaskResult.from_doc(snap.to_dict())
+            write_result = change_result(result)
+            chunks = self._get_all(chunk_refs, transaction)
+            for ref, (_, position, piece) in zip(chunk_refs, pieces):
+                existing = chunks.get(ref.id, b"")
+                merged = stdout.merge(existing, position, piece)
+                if merged != existing:
+                    ops.write()
+                    transaction.set(ref, {"data": merged})
+            if write_result:
+                ops.write()
+                transaction.set(result_ref, result.to_doc())
+            return result
+
+        return apply(self._db.transaction())
+
+    def _chunk_ref(self, run_id: str, index: int) -> firestore.DocumentReference:
+        return self._db.collection(TASK_OUTPUT).document(f"{hashed(run_id)}:{index:06d}")
+
+    def _get_all(self, refs: list, transaction=None) -> dict[str, bytes]:
+        if not refs:
+            return {}
+        snaps = list(self._db.get_all(refs, transaction=transaction))
+        ops.read(len(refs))
+        return {s.id: s.to_dict()["data"] for s in snaps if s.exists}
+
+    def read_output(self, run_id: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset`; stops at the first missing chunk."""
+        indexes = list(stdout.chunk_range(offset, length))
+        refs = [self._chunk_ref(run_id, i) for i in indexes]
+        chunks = self._get_all(refs)
+        out = bytearray()
+        for index, ref in zip(indexes, refs):
+            data = chunks.get(ref.id)
+            if data is None:
+                break
+            out += data
+            if len(data) < stdout.CHUNK_SIZE:
+                break
+        start = offset - indexes[0] * stdout.CHUNK_SIZE
+        return bytes(out[start:start + length])
+
+    # Bots.
+
+    def register_bot(self, bot_id: str, fields: dict[str, Any], now: datetime.datetime) -> None:
+        ref = self._db.collection(BOTS).document(bot_id)
+        snap = self._get(ref)
+        first_seen = snap.get("first_seen") if snap.exists else now
+        ops.write()
+        ref.set({**fields, "bot_id": bot_id, "first_seen": first_seen, "last_seen": now})
+
+    def get_bot(self, bot_id: str) -> dict[str, Any] | None:
+        snap = self._get(self._db.collection(BOTS).document(bot_id))
+        return snap.to_dict() if snap.exists else None

@@ -1,0 +1,76 @@
+"""Creating tasks and reading what became of them (the client side of a task)."""
+
+import base64
+import datetime
+from typing import Any
+
+from functions import stdout
+from functions.auth import Caller
+from functions.errors import BadRequest, NotFound
+from functions.models import TaskResult, TaskToRun
+from functions.store import Store
+from shared import task_id as task_ids
+from shared.task_request import TaskRequest
+
+#: The most stdout one `task_stdout` call returns; clients page with `offset`.
+MAX_STDOUT_READ = 4 * 1024 * 1024
+
+
+def new(store: Store, body: Any, caller: Caller, now: datetime.datetime) -> dict[str, Any]:
+    request = TaskRequest.from_wire(body)
+    request = _with_automatic_tags(request, user=request.user or caller.name)
+    task_id = task_ids.task_id(task_ids.new_request_id(now))
+    first = request.task_slices[0]
+    result = TaskResult(
+        task_id=task_id, name=request.name, tags=request.tags, user=request.user,
+        priority=request.priority, created_ts=now, modified_ts=now,
+    )
+    to_run = TaskToRun(
+        task_id=task_id, slice_index=0, pool=first.properties.dimensions["pool"][0],
+        order_key=TaskToRun.order_key_for(request.priority, now),
+        dimensions=first.properties.dimensions,
+        expiration_ts=now + datetime.timedelta(seconds=first.expiration_secs),
+    )
+    store.create_task(request, result, to_run)
+    return {"task_id": task_id, "request": request.to_wire(), "task_result": None}
+
+
+def _with_automatic_tags(request: TaskRequest, user: str) -> TaskRequest:
+    dims = request.task_slices[0].properties.dimensions
+    automatic = [f"priority:{request.priority}", f"user:{user}"]
+    if request.name:
+        automatic.append(f"name:{request.name}")
+    automatic += [f"{k}:{v}" for k, values in dims.items() for v in values]
+    tags = sorted(set(request.tags) | set(automatic))
+    return TaskRequest(name=request.name, priority=request.priority, tags=tags,
+                       task_slices=request.task_slices, user=user)
+
+
+def result(store: Store, task_id: str) -> dict[str, Any]:
+    return _result(store, task_id).to_wire()
+
+
+def _result(store: Store, task_id: str) -> TaskResult:
+    if not task_ids.is_valid(task_id):
+        raise BadRequest(f"task_id: {task_id!r} is not a task id")
+    found = store.get_result(task_ids.summary_id(task_id))
+    if found is None:
+        raise NotFound(f"no task {task_id}")
+    return found
+
+
+def output(store: Store, task_id: str, offset: int, length: int | None) -> dict[str, Any]:
+    if offset < 0 or offset >= stdout.MAX_SIZE:
+        raise BadRequest(f"offset: must be between 0 and {stdout.MAX_SIZE - 1}")
+    if length is not None and length <= 0:
+        raise BadRequest("length: must be positive")
+    found = _result(store, task_id)
+    length = min(length or MAX_STDOUT_READ, MAX_STDOUT_READ)
+    data = store.read_output(found.run_id, offset, length) if found.run_id else b""
+    return {
+        "task_id": found.task_id,
+        "state": found.state.value,
+        "offset": offset,
+        "output": base64.b64encode(data).decode(),
+        "next_offset": offset + len(data),
+    }

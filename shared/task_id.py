@@ -1,0 +1,42 @@
+"""Task ids in Swarming's shape.
+
+A request id packs the milliseconds since 2010-01-01 in its high bits, 16
+random bits below them and a 4-bit version. The task (summary) id is its hex
+form followed by "0"; the id of try N of the task is the same hex followed by N.
+"""
+
+import datetime
+import random
+import re
+
+EPOCH = datetime.datetime(2010, 1, 1, tzinfo=datetime.timezone.utc)
+_VERSION = 1
+_TASK_ID_RE = re.compile(r"^[0-9a-f]{8,20}[0-9]$")
+
+
+def new_request_id(now: datetime.datetime, rand: random.Random | None = None) -> int:
+    millis = int((now - EPOCH).total_seconds() * 1000)
+    suffix = (rand or random.SystemRandom()).getrandbits(16)
+    return (millis << 20) | (suffix << 4) | _VERSION
+
+
+def task_id(request_id: int) -> str:
+    return f"{request_id:x}0"
+
+
+def run_id(task_or_run_id: str, try_number: int = 1) -> str:
+    return task_or_run_id[:-1] + str(try_number)
+
+
+def is_valid(task_or_run_id: str) -> bool:
+    return bool(_TASK_ID_RE.match(task_or_run_id))
+
+
+def summary_id(task_or_run_id: str) -> str:
+    """The task id behind a task id or a run id."""
+    return task_or_run_id[:-1] + "0"
+
+
+def created_at(task_or_run_id: str) -> datetime.datetime:
+    millis = int(task_or_run_id[:-1], 16) >> 20
+    return EPOCH + datetime.timedelta(milliseconds=millis)
