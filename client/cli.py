@@ -3,6 +3,7 @@
 import click
 
 from client.local_cli import local
+from client.tasks_cli import collect, run, trigger
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -10,7 +11,8 @@ def cli() -> None:
     """Trigger tasks on a serverless Swarming, collect their results, and run the local stack."""
 
 
-cli.add_command(local)
+for _command in (trigger, collect, run, local):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from functions import stdout
 from functions.bots import BotRequest
 from functions.errors import BadRequest, Conflict, PayloadTooLarge
 from functions.models import TaskResult
-from functions.store import Store
+from functions.store import Store, Writes
 from shared import task_id as task_ids
 from shared.states import State
 
@@ -24,19 +24,19 @@ def update(store: Store, bot: BotRequest, body: dict[str, Any], now: datetime.da
     data, offset = _output(body)
     completion = _completion(body)
 
-    def change(result: TaskResult) -> bool:
+    def change(result: TaskResult) -> Writes:
         if result.run_id != run_id or result.bot_id != bot.bot_id:
             raise Conflict(f"run {run_id} is not held by bot {bot.bot_id}")
-        if result.state.is_final:
-            return False
+        if result.state.is_final:  # A final result never changes, nor its stdout.
+            return Writes.NOTHING
         if completion:
             result.state = State.TIMED_OUT if completion["timed_out"] else State.COMPLETED
             result.exit_code, result.duration = completion["exit_code"], completion["duration"]
             result.completed_ts = now
         elif (now - result.modified_ts).total_seconds() < HEARTBEAT_SECS:
-            return False
+            return Writes.OUTPUT
         result.modified_ts = now
-        return True
+        return Writes.OUTPUT | Writes.RESULT
 
     result = store.update_run(run_id, offset, data, change)
     must_stop = result.state.is_final and not completion

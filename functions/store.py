@@ -6,6 +6,7 @@ and write (`functions.ops`) so that each request's cost can be reported.
 """
 
 import datetime
+import enum
 import hashlib
 from typing import Any, Callable
 
@@ -29,6 +30,14 @@ BOTS = "bots"
 def hashed(id_: str) -> str:
     """Document id of a time-ordered id: a short hash in front spreads writes."""
     return f"{hashlib.sha256(id_.encode()).hexdigest()[:4]}-{id_}"
+
+
+class Writes(enum.Flag):
+    """What a run update decided to write."""
+
+    NOTHING = 0
+    OUTPUT = enum.auto()
+    RESULT = enum.auto()
 
 
 class LostRace(Exception):
@@ -108,11 +117,11 @@ class Store:
     # Runs.
 
     def update_run(
-        self, run_id: str, offset: int, data: bytes, change_result: Callable[[TaskResult], bool]
+        self, run_id: str, offset: int, data: bytes, change_result: Callable[[TaskResult], Writes]
     ) -> TaskResult:
         """In one transaction: reads the result, lets `change_result` check and
-        change it (it says whether to write it back), and writes the stdout
-        packet at its offset."""
+        change it and decide what to write, then writes the stdout packet at
+        its offset and the result, as decided."""
         result_ref = self._doc(TASK_RESULTS, task_ids.summary_id(run_id))
         pieces = stdout.pieces(offset, data)
         chunk_refs = [self._chunk_ref(run_id, index) for index, _, _ in pieces]
@@ -123,20 +132,24 @@ class Store:
             if not snap.exists:
                 raise gexc.NotFound(f"no task for run {run_id}")
             result = TaskResult.from_doc(snap.to_dict())
-            write_result = change_result(result)
-            chunks = self._get_all(chunk_refs, transaction)
-            for ref, (_, position, piece) in zip(chunk_refs, pieces):
-                existing = chunks.get(ref.id, b"")
-                merged = stdout.merge(existing, position, piece)
-                if merged != existing:
-                    ops.write()
-                    transaction.set(ref, {"data": merged})
-            if write_result:
+            writes = change_result(result)
+            if Writes.OUTPUT in writes:
+                self._write_output(transaction, chunk_refs, pieces)
+            if Writes.RESULT in writes:
                 ops.write()
                 transaction.set(result_ref, result.to_doc())
             return result
 
         return apply(self._db.transaction())
+
+    def _write_output(self, transaction, chunk_refs: list, pieces: list[tuple[int, int, bytes]]) -> None:
+        chunks = self._get_all(chunk_refs, transaction)
+        for ref, (_, position, piece) in zip(chunk_refs, pieces):
+            existing = chunks.get(ref.id, b"")
+            merged = stdout.merge(existing, position, piece)
+            if merged != existing:
+                ops.write()
+                transaction.set(ref, {"data": merged})
 
     def _chunk_ref(self, run_id: str, index: int) -> firestore.DocumentReference:
         return self._db.collection(TASK_OUTPUT).document(f"{hashed(run_id)}:{index:06d}")

@@ -1,0 +1,199 @@
+"""`swarming trigger`, `collect` and `run`."""
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from client import exit_status, local_stack
+from client.api import ApiError, Client
+from shared import task_request
+from shared.states import State
+
+#: How often `collect` looks at a task: fast while output flows, then slower.
+POLL_MIN_SECS, POLL_MAX_SECS = 0.5, 5.0
+
+
+def server_options(command: Callable) -> Callable:
+    """--server and --token, defaulting to the local stack of --local-dir."""
+
+    @click.option("--server", envvar="SWARMING_SERVER",
+                  help="Base URL of the functions. Default: the running local stack.")
+    @click.option("--token", envvar="SWARMING_TOKEN",
+                  help="Bearer token. Default: the local stack's user token.")
+    @click.option("--local-dir", envvar="SWARMING_LOCAL_DIR", default=".local", show_default=True,
+                  type=click.Path(path_type=Path), help="State directory of the local stack.")
+    @functools.wraps(command)
+    def wrapper(server: str | None, token: str | None, local_dir: Path, **kwargs: Any) -> Any:
+        return command(client=_client(server, token, local_dir), **kwargs)
+
+    return wrapper
+
+
+def _client(server: str | None, token: str | None, local_dir: Path) -> Client:
+    if not server:
+        state = local_stack.read_state(local_dir)
+        if state is None:
+            raise click.UsageError(f"no --server given and no local stack runs in {local_dir} "
+                                   "(start one with 'swarming local up --detach')")
+        server = state["base_url"]
+    if not token:
+        try:
+            token = local_stack.token_for(local_dir, "user")
+        except (OSError, KeyError, ValueError):
+            raise click.UsageError("no --token given (or SWARMING_TOKEN) and no local stack config "
+                                   f"in {local_dir}") from None
+    return Client(server, token)
+
+
+def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not key=value", param_hint=option)
+        pairs.append((key, val))
+    return pairs
+
+
+def request_options(command: Callable) -> Callable:
+    for decorator in reversed([
+        click.option("-d", "--dimension", "dimensions", multiple=True, metavar="KEY=VALUE",
+                     help="A dimension the bot must have; repeat a key to AND values, 'a|b' is an OR. "
+                          "pool is required."),
+        click.option("--name", default="", help="Task name."),
+        click.option("--priority", type=int, default=task_request.DEFAULT_PRIORITY, show_default=True,
+                     help="0 (most urgent) to 255."),
+        click.option("--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Tag (repeatable)."),
+        click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable."),
+        click.option("--user", default="", help="User the task runs for (default: the caller)."),
+        click.option("--hard-timeout", type=int, default=task_request.DEFAULT_EXECUTION_TIMEOUT_SECS,
+                     show_default=True, help="Seconds the command may run."),
+        click.option("--expiration", type=int, default=task_request.DEFAULT_EXPIRATION_SECS,
+                     show_default=True, help="Seconds the task may wait for a bot."),
+        click.argument("command_args", nargs=-1, required=True, metavar="-- COMMAND [ARGS]..."),
+    ]):
+        command = decorator(command)
+    return command
+
+
+def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: tuple[str, ...],
+                  env: tuple[str, ...], user: str, hard_timeout: int, expiration: int,
+                  command_args: tuple[str, ...]) -> dict[str, Any]:
+    properties = {
+        "command": list(command_args),
+        "dimensions": [{"key": k, "value": v} for k, v in _pairs(dimensions, "--dimension")],
+        "env": [{"key": k, "value": v} for k, v in _pairs(env, "--env")],
+        "execution_timeout_secs": hard_timeout,
+    }
+    return {"name": name, "priority": priority, "tags": list(tags), "user": user,
+            "task_slices": [{"properties": properties, "expiration_secs": expiration}]}
+
+
+def _trigger(client: Client, request: dict[str, Any]) -> str:
+    try:
+        return client.new_task(request)["task_id"]
+    except ApiError as e:
+        _fail(e)
+
+
+def _fail(error: ApiError) -> None:
+    where = f" ({error.field})" if error.field else ""
+    click.echo(f"error: {error.message}{where}", err=True)
+    sys.exit(exit_status.ExitStatus.ERROR)
+
+
+@click.command()
+@server_options
+@request_options
+@click.option("--dump-json", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the task ids to this file, for 'collect --requests-json'.")
+def trigger(client: Client, dump_json: Path | None, **request_args: Any) -> None:
+    """Create a task and print its id."""
+    request = build_request(**request_args)
+    task_id = _trigger(client, request)
+    if dump_json:
+        dump_json.write_text(json.dumps({"server": client.server, "tasks": [{"task_id": task_id}]}, indent=2))
+    click.echo(task_id)
+
+
+@click.command()
+@server_options
+@click.argument("task_ids", nargs=-1)
+@click.option("--requests-json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Collect the tasks of a 'trigger --dump-json' file.")
+@click.option("--timeout", type=float, default=0, help="Give up waiting after this many seconds (0: never).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the output.")
+def collect(client: Client, task_ids: tuple[str, ...], requests_json: Path | None, timeout: float,
+            as_json: bool) -> None:
+    """Wait for tasks, print their output, and exit with the task's exit code."""
+    ids = list(task_ids)
+    if requests_json:
+        ids += [t["task_id"] for t in json.loads(requests_json.read_text())["tasks"]]
+    if not ids:
+        raise click.UsageError("give task ids or --requests-json")
+    sys.exit(_collect(client, ids, timeout, as_json))
+
+
+@click.command()
+@server_options
+@request_options
+@click.option("--timeout", type=float, default=0, help="Give up waiting after this many seconds (0: never).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of the output.")
+def run(client: Client, timeout: float, as_json: bool, **request_args: Any) -> None:
+    """Trigger a task, wait for it, print its output, and exit with its exit code."""
+    task_id = _trigger(client, build_request(**request_args))
+    click.echo(f"task {task_id}", err=True)
+    sys.exit(_collect(client, [task_id], timeout, as_json))
+
+
+def _collect(client: Client, task_ids: list[str], timeout: float, as_json: bool) -> int:
+    deadline = time.monotonic() + timeout if timeout else None
+    results, code = [], 0
+    try:
+        for task_id in task_ids:
+            sink = bytearray() if as_json else None
+            result = _wait(client, task_id, deadline, sink)
+            if result is None:
+                return exit_status.ExitStatus.WAIT_TIMEOUT
+            if sink is not None:
+                result["output"] = sink.decode("utf-8", "replace")
+            results.append(result)
+            code = code or exit_status.for_result(result)
+    except ApiError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        return exit_status.ExitStatus.INTERRUPTED
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    return code
+
+
+def _wait(client: Client, task_id: str, deadline: float | None, sink: bytearray | None) -> dict | None:
+    """Streams the task's stdout (to `sink`, or to our stdout) until it ends;
+    returns its result, or None when the deadline passed."""
+    offset, delay = 0, POLL_MIN_SECS
+    while True:
+        data, offset, state = client.stdout(task_id, offset)
+        if data:
+            _emit(data, sink)
+            delay = POLL_MIN_SECS
+            continue  # There may be more right away (reads are paged).
+        if State(state).is_final:
+            return client.result(task_id)
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 1.5, POLL_MAX_SECS)
+
+
+def _emit(data: bytes, sink: bytearray | None) -> None:
+    if sink is not None:
+        sink += data
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()

@@ -1,0 +1,120 @@
+"""tasks_new validation, authentication and reading results, through HTTP."""
+
+import copy
+
+import pytest
+import requests
+
+from tests.builders import bot_body, task_body
+from tests.conftest import TOKENS
+
+
+def test_new_task_is_pending_with_swarming_id(api):
+    answer = api.ok("tasks_new", task_body())
+    task_id = answer["task_id"]
+    assert len(task_id) == 16 and task_id.endswith("0")
+    result = api.ok("task_result", {"task_id": task_id})
+    assert result["state"] == "PENDING"
+    assert result["task_id"] == task_id and result["run_id"] is None
+    assert {"pool:default", "priority:100", "user:test-user", "name:t"} <= set(result["tags"])
+
+
+def test_task_result_by_get_with_query(api):
+    task_id = api.ok("tasks_new", task_body())["task_id"]
+    response = requests.get(f"{api.base_url}/task_result", params={"task_id": task_id},
+                            headers={"Authorization": f"Bearer {TOKENS['user']}"}, timeout=10)
+    assert response.status_code == 200 and response.json()["state"] == "PENDING"
+
+
+def _with(body, path, value):
+    body = copy.deepcopy(body)
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return body
+
+
+_DELETE = object()
+PROPS = ("task_slices", 0, "properties")
+
+
+@pytest.mark.parametrize("path,value,field", [
+    (("priority",), 300, "priority"),
+    (("priority",), "high", "priority"),
+    (("task_slices",), [], "task_slices"),
+    (("bogus",), 1, "bogus"),
+    (PROPS + ("command",), [], "task_slices[0].properties.command"),
+    (PROPS + ("command",), ["a"] * 129, "task_slices[0].properties.command"),
+    (PROPS + ("dimensions",), [{"key": "os", "value": "Linux"}], "task_slices[0].properties.dimensions.pool"),
+    (PROPS + ("dimensions",), [{"key": "pool", "value": "a|b"}], "task_slices[0].properties.dimensions.pool"),
+    (PROPS + ("dimensions",), [{"key": "pool", "value": "p"}, {"key": "b@d", "value": "x"}],
+     "task_slices[0].properties.dimensions.b@d"),
+    (PROPS + ("env",), [{"key": "1BAD", "value": "x"}], "task_slices[0].properties.env[0]"),
+    (PROPS + ("execution_timeout_secs",), 0, "task_slices[0].properties.execution_timeout_secs"),
+    (("task_slices", 0, "expiration_secs"), 5, "task_slices[0].expiration_secs"),
+    (("tags",), ["nocolon"], "tags[0]"),
+])
+def test_invalid_request_is_400_naming_the_field(api, path, value, field):
+    response = api.post("tasks_new", _with(task_body(), path, value))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_argument"
+    assert error["field"] == field
+
+
+def test_invalid_request_stores_nothing(api, svc):
+    api.post("tasks_new", _with(task_body(), ("priority",), 999))
+    assert list(svc.store._db.collections()) == []
+
+
+def test_body_must_be_json_object(api):
+    response = requests.post(f"{api.base_url}/tasks_new", data=b"{not json",
+                             headers={"Authorization": f"Bearer {TOKENS['user']}"}, timeout=10)
+    assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
+    assert api.post("tasks_new", [1, 2]).status_code == 400
+
+
+def test_no_token_is_401(api):
+    response = api.post("tasks_new", task_body(), role=None)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+
+
+def test_unknown_token_is_401(api):
+    response = requests.post(f"{api.base_url}/tasks_new", json=task_body(),
+                             headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("function,body,role", [
+    ("tasks_new", task_body(), "bot"),
+    ("bot_poll", bot_body(), "user"),
+    ("bot_poll", bot_body(), "admin"),
+])
+def test_wrong_role_is_403(api, function, body, role):
+    assert api.post(function, body, role=role).status_code == 403
+
+
+def test_admin_may_create_tasks(api):
+    assert api.post("tasks_new", task_body(), role="admin").status_code == 200
+
+
+def test_unknown_task_is_404_and_malformed_id_400(api):
+    assert api.post("task_result", {"task_id": "5a5a5a5a5a5a5a50"}).status_code == 404
+    response = api.post("task_result", {"task_id": "nope"})
+    assert response.status_code == 400
+    assert api.post("task_result", {}).status_code == 400
+
+
+def test_unknown_function_is_404(api):
+    assert api.post("no_such_function", {}).status_code == 404
+
+
+def test_wrong_method_is_405(api):
+    response = requests.get(f"{api.base_url}/tasks_new", headers={"Authorization": f"Bearer {TOKENS['user']}"},
+                            timeout=10)
+    assert response.status_code == 405
