@@ -27,6 +27,9 @@ class Emulator:
 def firestore_jar() -> Path:
     explicit = os.environ.get("SWARMING_FIRESTORE_JAR")
     if explicit:
+        if not Path(explicit).is_file():
+            raise StartError(f"{explicit} not found (SWARMING_FIRESTORE_JAR): point it at "
+                             "cloud-firestore-emulator.jar, or unset it to use the Google Cloud SDK's")
         return Path(explicit)
     gcloud = shutil.which("gcloud")
     if gcloud is None:

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import requests
 
@@ -81,11 +81,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return bool(group_members(pgid))
 
 
 def _reap(pid: int) -> None:
@@ -94,3 +90,33 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+class Stat(NamedTuple):
+    state: str
+    ppid: int
+    pgrp: int
+    start_ticks: int
+
+
+def stat(pid: int) -> Stat | None:
+    """The fields of /proc/<pid>/stat used here, or None when no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()  # the command name, in parentheses, may hold spaces
+    return Stat(fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
+
+
+def all_stats() -> dict[int, Stat]:
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (found := stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = found
+    return stats
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live members of a process group; zombies wait only for their reaper."""
+    return [pid for pid, found in all_stats().items() if found.pgrp == pgid and found.state != "Z"]

@@ -25,28 +25,28 @@ def server_options(command: Callable) -> Callable:
                   help="Base URL of the functions. Default: the running local stack.")
     @click.option("--token", envvar="SWARMING_TOKEN",
                   help="Bearer token. Default: the local stack's user token.")
-    @click.option("--local-dir", envvar="SWARMING_LOCAL_DIR", default=".local", show_default=True,
+    @click.option("--state-dir", envvar="SWARMING_LOCAL_DIR", default=".local", show_default=True,
                   type=click.Path(path_type=Path), help="State directory of the local stack.")
     @functools.wraps(command)
-    def wrapper(server: str | None, token: str | None, local_dir: Path, **kwargs: Any) -> Any:
-        return command(client=_client(server, token, local_dir), **kwargs)
+    def wrapper(server: str | None, token: str | None, state_dir: Path, **kwargs: Any) -> Any:
+        return command(client=_client(server, token, state_dir), **kwargs)
 
     return wrapper
 
 
-def _client(server: str | None, token: str | None, local_dir: Path) -> Client:
+def _client(server: str | None, token: str | None, state_dir: Path) -> Client:
     if not server:
-        state = local_stack.read_state(local_dir)
+        state = local_stack.read_state(state_dir)
         if state is None:
-            raise click.UsageError(f"no --server given and no local stack runs in {local_dir} "
+            raise click.UsageError(f"no --server given and no local stack runs in {state_dir} "
                                    "(start one with 'swarming local up --detach')")
         server = state["base_url"]
     if not token:
         try:
-            token = local_stack.token_for(local_dir, "user")
+            token = local_stack.token_for(state_dir, "user")
         except (OSError, KeyError, ValueError):
             raise click.UsageError("no --token given (or SWARMING_TOKEN) and no local stack config "
-                                   f"in {local_dir}") from None
+                                   f"in {state_dir}") from None
     return Client(server, token)
 
 

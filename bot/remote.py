@@ -1,0 +1,235 @@
+"""The bot's side of the Bot API (PROTOCOL.md): one method per call, typed
+replies, and one exception per failure the bot acts on.
+
+Every bot call is idempotent by design (a poll carries its request_uuid, a claim
+its claim_id, stdout its byte offset), so every one of them, POSTs included, is
+retried by urllib3 on transient failures; the body, and so those ids, is the
+same on every attempt.
+"""
+
+import base64
+import dataclasses
+from typing import Any, Callable, TypeVar
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
+
+from shared.errors import SwarmingError
+
+T = TypeVar("T")
+
+#: (connect, read) seconds. No bot call streams, so a read this long means a stuck server.
+TIMEOUT = (10.0, 60.0)
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def default_retry() -> Retry:
+    """Up to 8 attempts more, backing off 0, 1, 2, 4... s (capped at 30 s, plus
+    up to 1 s of jitter so a fleet does not retry in step): about a minute and a
+    half before a call fails and the loop's own backoff takes over."""
+    return Retry(total=8, allowed_methods=None, status_forcelist=RETRY_STATUSES,
+                 backoff_factor=0.5, backoff_max=30.0, backoff_jitter=1.0,
+                 raise_on_status=False)
+
+
+class RemoteError(SwarmingError):
+    """A call failed for good, after the retries. `status` is None when no HTTP
+    answer came back at all."""
+
+    def __init__(self, call: str, status: int | None, code: str, message: str):
+        where = f"HTTP {status}" if status else "no answer"
+        super().__init__(f"{call}: {where}: {code}: {message}")
+        self.call = call
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class RunGone(RemoteError):
+    """409 on a task update: the run is no longer this bot's to report on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Attributes:
+    """What a bot says about itself on every call."""
+
+    dimensions: dict[str, list[str]]
+    state: dict[str, Any]
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sleep:
+    duration: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    task_id: str
+    slice: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """Pending tasks the bot may claim, to be tried in order."""
+
+    candidates: tuple[Candidate, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """What to run, from a won claim."""
+
+    task_id: str  # The run id: every update names it.
+    bot_id: str
+    command: tuple[str, ...]
+    env: dict[str, str]
+    hard_timeout: float
+    grace_period: float | None  # None: the bot's default.
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "Manifest":
+        command = tuple(body["command"])
+        if not command or not all(isinstance(arg, str) for arg in command):
+            raise ValueError("command must be a non-empty list of strings")
+        grace = body.get("grace_period")
+        return cls(
+            task_id=_typed(body["task_id"], str),
+            bot_id=_typed(body["bot_id"], str),
+            command=command,
+            env={_typed(k, str): _typed(v, str) for k, v in body.get("env", {}).items()},
+            hard_timeout=float(body["hard_timeout"]),
+            grace_period=None if grace is None else float(grace),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """The end of a run; exit code and duration always travel together."""
+
+    exit_code: int
+    duration: float
+    hard_timeout: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    """One bot_task_update: stdout bytes at their offset, maybe the completion."""
+
+    offset: int
+    output: bytes = b""
+    completion: Completion | None = None
+
+
+class Remote:
+    """The server's Bot API over one HTTP session."""
+
+    def __init__(self, server: str, token: str, retry: Retry | None = None,
+                 timeout: tuple[float, float] = TIMEOUT):
+        self.server = server.rstrip("/")
+        self._timeout = timeout
+        self._session = requests.Session()
+        adapter = HTTPAdapter(max_retries=retry or default_retry())
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["Authorization"] = f"Bearer {token}"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def handshake(self, attributes: Attributes) -> dict[str, Any]:
+        return self._call("bot_handshake", attributes, {}, lambda reply: reply)
+
+    def poll(self, attributes: Attributes, request_uuid: str) -> Sleep | Claim:
+        return self._call("bot_poll", attributes, {"request_uuid": request_uuid}, _poll_reply)
+
+    def claim(self, attributes: Attributes, candidate: Candidate, claim_id: str) -> Manifest | Skip:
+        fields = {"task_id": candidate.task_id, "slice": candidate.slice, "claim_id": claim_id}
+        return self._call("bot_claim", attributes, fields, _claim_reply)
+
+    def task_update(self, attributes: Attributes, run_id: str, update: Update) -> str | None:
+        """Returns None to carry on, or why the server wants the task stopped."""
+        fields: dict[str, Any] = {
+            "task_id": run_id,
+            "output": base64.b64encode(update.output).decode("ascii"),
+            "output_chunk_start": update.offset,
+        }
+        if update.completion:
+            fields["exit_code"] = update.completion.exit_code
+            fields["duration"] = update.completion.duration
+            if update.completion.hard_timeout:
+                fields["hard_timeout"] = True
+        return self._call("bot_task_update", attributes, fields, _update_reply)
+
+    def _call(self, name: str, attributes: Attributes, fields: dict[str, Any],
+              parse: Callable[[dict[str, Any]], T]) -> T:
+        reply = self._post(name, {**attributes.to_json(), **fields})
+        try:
+            return parse(reply)
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise RemoteError(name, 200, "bad_reply", f"{e!r} in {reply!r}") from e
+
+    def _post(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = self._session.post(f"{self.server}/{name}", json=body, timeout=self._timeout)
+        except requests.RequestException as e:
+            raise RemoteError(name, None, "unreachable", str(e)) from e
+        if not response.ok:
+            raise _error(name, response)
+        try:
+            reply = response.json()
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            raise RemoteError(name, response.status_code, "bad_reply", response.text[:200])
+        return reply
+
+
+def _error(call: str, response: requests.Response) -> RemoteError:
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", response.text[:200]
+    kind = RunGone if response.status_code == 409 else RemoteError
+    return kind(call, response.status_code, code, message)
+
+
+def _poll_reply(reply: dict[str, Any]) -> Sleep | Claim:
+    match reply["cmd"]:
+        case "sleep":
+            return Sleep(float(reply["duration"]))
+        case "claim":
+            return Claim(tuple(Candidate(_typed(c["task_id"], str), int(c.get("slice", 0)))
+                               for c in reply["candidates"]))
+    raise ValueError(f"unknown cmd {reply['cmd']!r}")
+
+
+def _claim_reply(reply: dict[str, Any]) -> Manifest | Skip:
+    match reply["cmd"]:
+        case "run":
+            return Manifest.from_json(reply["manifest"])
+        case "skip":
+            return Skip(str(reply.get("reason", "")))
+    raise ValueError(f"unknown cmd {reply['cmd']!r}")
+
+
+def _update_reply(reply: dict[str, Any]) -> str | None:
+    if not reply.get("must_stop"):
+        return None
+    return str(reply.get("stop_reason") or "stopped by the server")
+
+
+def _typed(value: Any, kind: type[T]) -> T:
+    if not isinstance(value, kind):
+        raise TypeError(f"{value!r} is not a {kind.__name__}")
+    return value

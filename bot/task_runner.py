@@ -1,0 +1,264 @@
+"""Runs one task: its command in `w/`, the output streamed back by byte offset,
+the hard timeout and every stop enforced with the SIGTERM, grace period,
+SIGKILL dance of the seed ("Graceful termination")."""
+
+import contextlib
+import dataclasses
+import enum
+import logging
+import math
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from bot.remote import Completion, Manifest, RemoteError, RunGone, Update
+
+logger = logging.getLogger(__name__)
+
+#: Sends one update; returns None to carry on, or why the server wants the task stopped.
+Send = Callable[[Update], str | None]
+Clock = Callable[[], float]
+
+#: Reported for a command that could not start; its error text is in the output.
+START_FAILURE_EXIT_CODE = 1
+#: Bot settings a task must not inherit: the bot's credential would let a task act as the bot.
+HIDDEN_ENV = ("SWARMING_TOKEN",)
+_READ_SIZE = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Timings:
+    output_interval: float = 1.0  # New output is sent at most this often.
+    keepalive: float = 10.0  # A silent task still updates this often, or the server thinks the bot died.
+    max_packet: int = 250_000  # Output bytes per update, as in the reference.
+    grace_period: float = 30.0  # From SIGTERM to SIGKILL, unless the manifest says otherwise.
+    drain: float = 5.0  # Output still awaited after the exit, from a descendant that left the process group.
+    tick: float = 0.1  # How often the process, the timeout and stop requests are checked.
+
+
+class StopReason(str, enum.Enum):
+    HARD_TIMEOUT = "hard timeout"
+    SERVER = "the server asked"
+    RUN_GONE = "the run is no longer this bot's"
+    SHUTDOWN = "the bot is shutting down"
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    exit_code: int | None  # None: the command was never started.
+    duration: float
+    stop: StopReason | None
+
+
+class TaskRunner:
+    """Runs one manifest to its end and reports it. The command's failures,
+    including failing to start, are reported to the server, never raised."""
+
+    def __init__(self, manifest: Manifest, work_dir: Path, send: Send, *, server: str,
+                 shutdown: threading.Event, timings: Timings = Timings(),
+                 clock: Clock = time.monotonic):
+        self._manifest = manifest
+        self._work_dir = work_dir
+        self._send = send
+        self._server = server
+        self._shutdown = shutdown
+        self._timings = timings
+        self._clock = clock
+        self._name = f"task {manifest.task_id} (bot {manifest.bot_id})"
+        self._output = _Output()
+        self._sent = 0  # Output bytes the server has: the offset of the next packet.
+        self._last_send = -math.inf  # When the last update was attempted.
+        self._stop: StopReason | None = None  # Why the command is being stopped, once it is.
+        self._kill_at: float | None = None  # When SIGTERM turns into SIGKILL; None before SIGTERM.
+        self._gone = False  # The server disowned the run: report nothing more.
+
+    def run(self) -> Result:
+        _wipe(self._work_dir)
+        self._work_dir.mkdir(parents=True)
+        try:
+            return self._run()
+        finally:
+            _wipe(self._work_dir)
+
+    def _run(self) -> Result:
+        # The first update precedes the command, so a task cancelled meanwhile never starts.
+        self._flush()
+        if self._stop is not None:
+            logger.info("%s: not started: %s", self._name, self._stop.value)
+            return Result(None, 0.0, self._stop)
+        started = self._clock()
+        exit_code = self._execute(started)
+        duration = self._clock() - started
+        completion = Completion(exit_code, duration, hard_timeout=self._stop is StopReason.HARD_TIMEOUT)
+        if self._flush(completion):
+            logger.info("%s: exit code %d after %.1f s, %d bytes of output",
+                        self._name, exit_code, duration, self._sent)
+        else:
+            logger.error("%s: its completion (exit code %d) was not reported", self._name, exit_code)
+        return Result(exit_code, duration, self._stop)
+
+    def _execute(self, started: float) -> int:
+        command = list(self._manifest.command)
+        try:
+            process = subprocess.Popen(
+                command, cwd=self._work_dir, env=self._env(), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+                start_new_session=True,  # Its own process group, so stops reach its descendants too.
+            )
+        except (OSError, ValueError) as e:
+            logger.warning("%s: cannot start %s: %s", self._name, command, e)
+            self._output.append(f"swarming bot: cannot start {command[0]!r}: {e}\n".encode())
+            return START_FAILURE_EXIT_CODE
+        logger.info("%s: started pid %d: %s", self._name, process.pid, command)
+        self._output.start(process.stdout)
+        deadline = started + self._manifest.hard_timeout
+        while (exit_code := _wait(process, self._timings.tick)) is None:
+            now = self._clock()
+            if self._shutdown.is_set():
+                self._request_stop(StopReason.SHUTDOWN)
+            if now >= deadline:
+                self._request_stop(StopReason.HARD_TIMEOUT)
+            self._enforce_stop(process.pid, now)
+            self._report(now)
+        # Descendants left behind would hold the output pipe open and files in w/.
+        _signal_group(process.pid, signal.SIGKILL)
+        if not self._output.join(self._timings.drain):
+            logger.warning("%s: output still open %.0f s after the exit; ignoring the rest",
+                           self._name, self._timings.drain)
+        return exit_code
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
+        env.update(self._manifest.env)
+        env.update(SWARMING_TASK_ID=self._manifest.task_id, SWARMING_BOT_ID=self._manifest.bot_id,
+                   SWARMING_SERVER=self._server)
+        return env
+
+    def _request_stop(self, reason: StopReason, detail: str = "") -> None:
+        if self._stop is None:
+            logger.warning("%s: stopping: %s%s", self._name, reason.value, f" ({detail})" if detail else "")
+            self._stop = reason
+
+    def _enforce_stop(self, pgid: int, now: float) -> None:
+        if self._stop is None:
+            return
+        if self._kill_at is None:
+            grace = self._manifest.grace_period
+            grace = self._timings.grace_period if grace is None else grace
+            logger.info("%s: SIGTERM, SIGKILL in %.1f s if still running", self._name, grace)
+            _signal_group(pgid, signal.SIGTERM)
+            self._kill_at = now + grace
+        elif now >= self._kill_at:
+            logger.warning("%s: still running after the grace period: SIGKILL", self._name)
+            _signal_group(pgid, signal.SIGKILL)
+            self._kill_at = math.inf  # Nothing left to escalate to.
+
+    def _report(self, now: float) -> None:
+        since = now - self._last_send
+        if since >= self._timings.keepalive or (self._output.has_pending()
+                                                and since >= self._timings.output_interval):
+            self._flush()
+
+    def _flush(self, completion: Completion | None = None) -> bool:
+        """Sends the pending output in packets of at most max_packet bytes, the
+        completion riding on the last one. With no output pending one update
+        still goes (the first one, a keepalive or the completion). False when
+        an update failed: what it carried stays pending, for the same offset."""
+        while not self._gone:
+            data, more = self._output.peek(self._timings.max_packet)
+            if not self._send_update(Update(self._sent, data, None if more else completion)):
+                return False
+            self._output.drop(len(data))
+            self._sent += len(data)
+            if not more:
+                return True
+        return False
+
+    def _send_update(self, update: Update) -> bool:
+        self._last_send = self._clock()
+        try:
+            stop = self._send(update)
+        except RunGone as e:
+            self._gone = True
+            self._request_stop(StopReason.RUN_GONE, str(e))
+            return False
+        except RemoteError as e:
+            logger.warning("%s: update at offset %d failed, will resend: %s", self._name, update.offset, e)
+            return False
+        if stop is not None:
+            self._request_stop(StopReason.SERVER, stop)
+        return True
+
+
+class _Output:
+    """The command's merged stdout and stderr, read on a thread so the command
+    never blocks on a full pipe while the runner waits on the server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = bytearray()  # Read, not yet acknowledged by the server.
+        self._reader: threading.Thread | None = None
+
+    def start(self, pipe: IO[bytes]) -> None:
+        self._reader = threading.Thread(target=self._read, args=(pipe,), name="task-output", daemon=True)
+        self._reader.start()
+
+    def join(self, timeout: float) -> bool:
+        """True when the pipe reached its end."""
+        if self._reader:
+            self._reader.join(timeout)
+        return not (self._reader and self._reader.is_alive())
+
+    def _read(self, pipe: IO[bytes]) -> None:
+        with pipe:
+            while chunk := pipe.read(_READ_SIZE):
+                self.append(chunk)
+
+    def append(self, data: bytes) -> None:
+        with self._lock:
+            self._pending += data
+
+    def has_pending(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
+    def peek(self, limit: int) -> tuple[bytes, bool]:
+        """Up to `limit` pending bytes, and whether more are pending after them."""
+        with self._lock:
+            return bytes(self._pending[:limit]), len(self._pending) > limit
+
+    def drop(self, count: int) -> None:
+        with self._lock:
+            del self._pending[:count]
+
+
+def _wait(process: subprocess.Popen, timeout: float) -> int | None:
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # The group is already gone.
+        os.killpg(pgid, sig)
+
+
+def _wipe(path: Path) -> None:
+    """Deletes a task's directory, read-only parts included: one left behind
+    would fail every later task."""
+
+    def make_writable_and_retry(function: Callable[[str], Any], failed: str, _exc: Any) -> None:
+        for target in (os.path.dirname(failed), failed):
+            with contextlib.suppress(OSError):
+                os.chmod(target, stat.S_IRWXU)
+        function(failed)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=make_writable_and_retry)

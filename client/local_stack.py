@@ -1,0 +1,278 @@
+"""The whole service on one machine: the Firestore and Cloud Storage emulators,
+every Cloud Function behind one gunicorn (the gateway), and N bots.
+
+Each process runs in its own session, so it outlives the command that started
+it (`up --detach`) and stopping its process group also stops its children
+(gunicorn workers, a bot's task). What runs is recorded in the state directory:
+
+    stack.json   base_url, project, bucket, config, ports, started_secs and
+                 processes: [{name, kind, pid, start_ticks, url, log, started_secs}]
+    config.json  the tokens of the roles (bot, user, admin), mode 0600
+    logs/        one log per process
+    storage/     the Cloud Storage emulator's files
+    bots/<id>/   each bot's working directory
+
+A pid is trusted only with the start time it had (`start_ticks`, from
+/proc/<pid>/stat), so a stale stack.json never makes `down` signal a process
+that reused the pid. Linux only, like the emulators it runs.
+"""
+
+import concurrent.futures
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, TypeVar
+
+from client import emulators, processes
+from client.processes import StartError
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = "swarming-local"
+BUCKET = "swarming-local"
+ROLES = {"bot": "local-bots", "user": "local-user", "admin": "local-admin"}
+BOT_READY_SECS = 30.0
+
+Record = dict[str, Any]
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    """The recorded stack (stack.json), or None when none was started."""
+    try:
+        return json.loads(_state_path(state_dir).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def token_for(state_dir: Path, role: str) -> str:
+    """The token of `role` in the stack's config.json; KeyError when it has none."""
+    config = json.loads((Path(state_dir) / "config.json").read_text(encoding="utf-8"))
+    for token, entry in config["tokens"].items():
+        if entry.get("role") == role:
+            return token
+    raise KeyError(f"no {role} token in {Path(state_dir) / 'config.json'}")
+
+
+def ensure_config(state_dir: Path) -> Path:
+    """Creates config.json once with fresh tokens; later runs keep them, so the
+    tokens a user copied stay valid across restarts."""
+    path = Path(state_dir) / "config.json"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokens = {secrets.token_urlsafe(32): {"role": role, "name": name} for role, name in ROLES.items()}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"tokens": tokens}, f, indent=2)
+    return path
+
+
+def is_alive(record: Record) -> bool:
+    """Whether the recorded process still runs (not a zombie, not a reused pid)."""
+    stat = processes.stat(record["pid"])
+    return stat is not None and stat.state != "Z" and stat.start_ticks == record["start_ticks"]
+
+
+def up(state_dir: Path, bots: int = 0, gateway_port: int = 0, firestore_port: int = 0,
+       storage_port: int = 0) -> dict[str, Any]:
+    """Starts the stack and returns what stack.json records. On any failure (or
+    Ctrl-C) it stops everything it started before raising."""
+    state_dir = Path(state_dir).resolve()
+    _refuse_if_running(state_dir)
+    state: dict[str, Any] = {
+        "base_url": None, "project": PROJECT, "bucket": BUCKET,
+        "config": str(ensure_config(state_dir)), "ports": {}, "processes": [], "started_secs": None,
+    }
+    children_before = _children()
+    began = time.monotonic()
+    try:
+        _start_all(state_dir, state, bots, gateway_port, firestore_port, storage_port)
+    except BaseException:
+        _stop_new_children(children_before)
+        _state_path(state_dir).unlink(missing_ok=True)
+        raise
+    state["started_secs"] = round(time.monotonic() - began, 2)
+    _write_state(state_dir, state)
+    return state
+
+
+def down(state_dir: Path) -> list[str]:
+    """Stops every recorded process with its process group, bots first (they
+    call the gateway, which calls the emulators); returns the names that were
+    still running."""
+    state = read_state(state_dir)
+    if state is None:
+        return []
+    records = state["processes"]
+    bots = [r for r in records if r["kind"] == "bot"]
+    services = [r for r in reversed(records) if r["kind"] != "bot"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(bots))) as pool:
+        running = list(pool.map(_stop_record, bots))
+    running += [_stop_record(r) for r in services]
+    _state_path(state_dir).unlink(missing_ok=True)
+    return [r["name"] for r, was_running in zip(bots + services, running) if was_running]
+
+
+def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: int,
+               firestore_port: int, storage_port: int) -> None:
+    ports = state["ports"]
+    ports["firestore"] = _port(firestore_port, "firestore")
+    firestore = _launch(state_dir, state, "firestore", "firestore",
+                        lambda log_path: emulators.start_firestore(ports["firestore"], log_path))
+    ports["storage"] = _port(storage_port, "storage")
+    storage = _launch(state_dir, state, "storage", "storage",
+                      lambda log_path: emulators.start_storage(ports["storage"], log_path,
+                                                               state_dir / "storage"))
+    _create_bucket(storage.url)
+    env = {**firestore.env, **storage.env,
+           "SWARMING_PROJECT": PROJECT, "SWARMING_BUCKET": BUCKET, "SWARMING_CONFIG": state["config"]}
+    ports["gateway"] = _port(gateway_port, "gateway")
+    gateway = _launch(state_dir, state, "gateway", "gateway",
+                      lambda log_path: _start_gateway(ports["gateway"], log_path, env))
+    state["base_url"] = gateway.url
+    token = token_for(state_dir, "bot")
+    for n in range(1, bots + 1):
+        bot_id = f"local-bot-{n}"
+        _launch(state_dir, state, "bot", bot_id,
+                lambda log_path: _start_bot(bot_id, gateway.url, token, state_dir, firestore.url, log_path))
+
+
+class _Started(NamedTuple):
+    """A process that answers; an emulators.Emulator has these fields too."""
+    process: subprocess.Popen
+    url: str | None
+
+
+_S = TypeVar("_S", _Started, emulators.Emulator)
+
+
+def _launch(state_dir: Path, state: dict[str, Any], kind: str, name: str,
+            start: Callable[[Path], _S]) -> _S:
+    """Starts one process, times it, and records it in stack.json at once, so
+    that `down` finds it even if this command dies before the rest is up."""
+    log_path = state_dir / "logs" / (f"bot-{name}.log" if kind == "bot" else f"{name}.log")
+    began = time.monotonic()
+    started = start(log_path)
+    secs = round(time.monotonic() - began, 2)
+    pid = started.process.pid
+    stat = processes.stat(pid)
+    state["processes"].append({
+        "name": name, "kind": kind, "pid": pid, "start_ticks": stat.start_ticks if stat else None,
+        "url": started.url, "log": str(log_path), "started_secs": secs,
+    })
+    _write_state(state_dir, state)
+    log.info("%s ready at %s in %.2f s (pid %d)", name, started.url, secs, pid)
+    return started
+
+
+def _port(requested: int, name: str) -> int:
+    """A free port when 0 is asked; otherwise the requested one, refused when
+    taken, since the readiness check would believe whatever answers there."""
+    if requested == 0:
+        return processes.free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", requested))
+        except OSError:
+            raise StartError(f"port {requested} for {name} is already in use") from None
+    return requested
+
+
+def _create_bucket(storage_url: str) -> None:
+    # Imported here: it takes 0.3 s, which every `swarming` command would pay.
+    from google.api_core.exceptions import Conflict
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project=PROJECT, credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": storage_url})
+    try:
+        client.create_bucket(BUCKET)
+    except Conflict:
+        pass  # kept in storage/ from an earlier run
+
+
+def _start_gateway(port: int, log_path: Path, env: dict[str, str]) -> _Started:
+    url = f"http://127.0.0.1:{port}"
+    process = processes.spawn(
+        [sys.executable, "-m", "gunicorn", "functions.gateway:make_app()", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--threads", "8", "--graceful-timeout", "3", "--no-control-socket",
+         "--access-logfile", "-"],
+        log_path, env={**env, "PYTHONUNBUFFERED": "1"}, cwd=REPO,
+    )
+    processes.wait_until(processes.http_ok(url + "/", expect='"functions"'), process, "gateway", log_path)
+    return _Started(process, url)
+
+
+def _start_bot(bot_id: str, base_url: str, token: str, state_dir: Path, firestore_url: str,
+               log_path: Path) -> _Started:
+    """Ready once the bot's handshake has written its registry entry."""
+    # Imported here: it loads the Firestore client (0.4 s), needed only with bots.
+    from functions.store import BOTS
+
+    work_dir = state_dir / "bots" / bot_id
+    work_dir.mkdir(parents=True, exist_ok=True)
+    process = processes.spawn(
+        [sys.executable, "-m", "bot", "--server", base_url, "--work-dir", str(work_dir), "--id", bot_id],
+        log_path, env={"SWARMING_TOKEN": token, "PYTHONUNBUFFERED": "1"}, cwd=REPO,
+    )
+    registry = f"{firestore_url}/v1/projects/{PROJECT}/databases/(default)/documents/{BOTS}/{bot_id}"
+    processes.wait_until(processes.http_ok(registry), process, f"bot {bot_id}", log_path,
+                         timeout=BOT_READY_SECS)
+    return _Started(process, None)
+
+
+def _refuse_if_running(state_dir: Path) -> None:
+    """Refuses a second stack; clears what a dead one left (its record, and any
+    child left in the group of a process that died)."""
+    state = read_state(state_dir)
+    if state is None:
+        return
+    if any(is_alive(r) for r in state["processes"]):
+        raise StartError(f"a local stack is already running in {state_dir}; run 'swarming local down'")
+    down(state_dir)
+
+
+def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
+    path = _state_path(state_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _state_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "stack.json"
+
+
+def _stop_record(record: Record) -> bool:
+    """Stops a recorded process and its group; True when any of it still ran."""
+    pid = record["pid"]
+    stat = processes.stat(pid)
+    if stat is not None and stat.start_ticks != record["start_ticks"]:
+        return False  # the pid names another process now: ours ended, and its group with it
+    members = processes.group_members(pid)
+    if stat is not None:
+        processes.stop(pid)  # also reaps the leader when it is our dead child
+    elif members:
+        processes.stop(members[0])  # the leader died: stop what it left in its group
+    return bool(members)
+
+
+def _stop_new_children(before: set[int]) -> None:
+    """Stops every process this one started since `before`, newest first: they
+    include one that an emulator starter spawned and had not returned yet."""
+    new = [(stat.start_ticks, pid) for pid in _children() - before if (stat := processes.stat(pid))]
+    for _, pid in sorted(new, reverse=True):
+        processes.stop(pid)
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    return {pid for pid, stat in processes.all_stats().items() if stat.ppid == me}

@@ -1,0 +1,180 @@
+"""`swarming local up|status|down` with the real emulators and gateway, run as
+the console script (a detached stack must outlive the command that started it).
+Every test stops what it started, even when it fails."""
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from client import local_stack, processes
+
+SWARMING = str(Path(sys.executable).with_name("swarming"))
+
+
+def swarming(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+             timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([SWARMING, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Processes (other than this one) whose command line contains `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def assert_gone(pids: list[int], state_dir: Path) -> None:
+    """Every pid ended: gone, or a zombie waiting for PID 1 to reap it."""
+    for pid in pids:
+        found = processes.stat(pid)
+        assert found is None or found.state == "Z", f"pid {pid} still runs"
+        assert processes.group_members(pid) == []
+    assert pids_mentioning(str(state_dir)) == []
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    state_dir = tmp_path / "local"
+    try:
+        yield state_dir
+    finally:
+        local_stack.down(state_dir)
+        for pid in pids_mentioning(str(tmp_path)):
+            processes.stop(pid, grace=1)
+
+
+def test_config_is_created_once_private_with_a_token_per_role(tmp_path: Path):
+    path = local_stack.ensure_config(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    tokens = json.loads(path.read_text())["tokens"]
+    assert sorted((e["role"], e["name"]) for e in tokens.values()) == [
+        ("admin", "local-admin"), ("bot", "local-bots"), ("user", "local-user")]
+    assert all(len(token) >= 40 for token in tokens)
+    assert local_stack.ensure_config(tmp_path) == path and json.loads(path.read_text())["tokens"] == tokens
+    user = local_stack.token_for(tmp_path, "user")
+    assert tokens[user]["role"] == "user"
+    with pytest.raises(KeyError):
+        local_stack.token_for(tmp_path, "nobody")
+
+
+def test_missing_firestore_jar_fails_in_one_line(state_dir: Path):
+    result = swarming("local", "up", "--detach", "--bots", "0", "--state-dir", str(state_dir),
+                      env={"SWARMING_FIRESTORE_JAR": str(state_dir / "missing.jar")})
+    assert result.returncode == 1, result
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "SWARMING_FIRESTORE_JAR" in result.stderr
+    assert not (state_dir / "stack.json").exists()
+    assert pids_mentioning(str(state_dir)) == []
+
+
+def test_failure_midway_stops_what_had_started(state_dir: Path):
+    firestore_port = processes.free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        gateway_port = busy.getsockname()[1]
+        result = swarming("local", "up", "--detach", "--bots", "0", "--state-dir", str(state_dir),
+                          "--port", str(gateway_port), "--firestore-port", str(firestore_port))
+    assert result.returncode == 1, result
+    assert result.stderr == f"error: port {gateway_port} for gateway is already in use\n"
+    assert not (state_dir / "stack.json").exists()
+    assert (state_dir / "logs" / "firestore.log").exists() and (state_dir / "logs" / "storage.log").exists()
+    assert pids_mentioning(f"--port={firestore_port}") == []
+    assert pids_mentioning(str(state_dir)) == []
+
+
+def test_detached_stack_answers_refuses_a_second_and_stops_clean(state_dir: Path):
+    result = swarming("local", "up", "--detach", "--bots", "0", "--state-dir", str(state_dir))
+    assert result.returncode == 0, result.stderr
+    state = local_stack.read_state(state_dir)
+    assert [line.split()[0] for line in result.stdout.splitlines()[:3]] == ["firestore", "storage", "gateway"]
+    assert f"BASE_URL={state['base_url']}" in result.stdout.splitlines()
+
+    status = swarming("local", "status", "--json", "--state-dir", str(state_dir))
+    assert status.returncode == 0, status
+    shown = json.loads(status.stdout)
+    assert shown["running"] and [(p["name"], p["alive"]) for p in shown["processes"]] == [
+        ("firestore", True), ("storage", True), ("gateway", True)]
+    assert shown["project"] == shown["bucket"] == "swarming-local"
+
+    answer = requests.get(state["base_url"] + "/", timeout=10)
+    assert answer.status_code == 200 and "tasks_new" in answer.json()["functions"]
+    # The gateway reads the stack's config.json: its user token is accepted.
+    token = local_stack.token_for(state_dir, "user")
+    answer = requests.get(state["base_url"] + "/task_result", params={"task_id": "1234567890abcde0"},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code not in (401, 403), answer.text
+
+    again = swarming("local", "up", "--detach", "--bots", "0", "--state-dir", str(state_dir))
+    assert again.returncode == 1
+    assert again.stderr == (f"error: a local stack is already running in {state_dir}; "
+                            "run 'swarming local down'\n")
+
+    pids = [p["pid"] for p in state["processes"]]
+    stopped = swarming("local", "down", "--state-dir", str(state_dir))
+    assert stopped.returncode == 0 and stopped.stdout == "stopped: gateway, storage, firestore\n"
+    assert_gone(pids, state_dir)
+    assert swarming("local", "status", "--state-dir", str(state_dir)).returncode == 1
+    assert "nothing running" in swarming("local", "down", "--state-dir", str(state_dir)).stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_foreground_stack_stops_on_signal(state_dir: Path, sig: signal.Signals):
+    stack = subprocess.Popen([SWARMING, "local", "up", "--bots", "0", "--state-dir", str(state_dir)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in stack.stdout:
+            if line.startswith("started in"):
+                break
+        state = local_stack.read_state(state_dir)
+        assert state is not None and all(local_stack.is_alive(p) for p in state["processes"])
+        stack.send_signal(sig)
+        out, err = stack.communicate(timeout=30)
+        assert stack.returncode == 0, err
+        assert out.splitlines()[-1] == "stopped: gateway, storage, firestore"
+        assert_gone([p["pid"] for p in state["processes"]], state_dir)
+        assert not (state_dir / "stack.json").exists()
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+            stack.wait()
+
+
+def test_down_stops_a_dead_leaders_group_and_spares_a_reused_pid(state_dir: Path):
+    leader = processes.spawn(["sh", "-c", "sleep 300 & exit 0"], state_dir / "logs" / "leader.log")
+    leader.wait()
+    orphans = processes.group_members(leader.pid)
+    stranger = processes.spawn(["sleep", "300"], state_dir / "logs" / "stranger.log")
+    try:
+        assert len(orphans) == 1
+        records = [
+            {"name": "dead-leader", "kind": "bot", "pid": leader.pid, "start_ticks": 1, "url": None, "log": ""},
+            {"name": "reused", "kind": "gateway", "pid": stranger.pid, "start_ticks": 1, "url": None, "log": ""},
+        ]
+        (state_dir / "stack.json").write_text(json.dumps({"processes": records}))
+        assert not any(local_stack.is_alive(r) for r in records)
+        assert local_stack.down(state_dir) == ["dead-leader"]
+        assert processes.group_members(leader.pid) == []
+        assert stranger.poll() is None
+        assert not (state_dir / "stack.json").exists()
+    finally:
+        for pid in [stranger.pid, *orphans]:
+            processes.stop(pid, grace=1)

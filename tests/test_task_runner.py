@@ -1,0 +1,239 @@
+"""The task runner with real child processes; a recorder stands in for the server."""
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from bot.remote import Completion, Manifest, RemoteError, RunGone, Update
+from bot.task_runner import START_FAILURE_EXIT_CODE, Result, StopReason, TaskRunner, Timings
+
+RUN_ID = "5f3a1b2c3d4e5f01"
+BOT_ID = "bot-1"
+SERVER = "http://127.0.0.1:1"
+FAST = Timings(output_interval=0.1, keepalive=0.3, grace_period=0.5, drain=1.0, tick=0.02)
+
+#: Answers the n-th update (from 1): None to carry on, a stop reason, or raises.
+Answer = Callable[[int, Update], str | None]
+
+
+class Recorder:
+    """Records the updates the server would have accepted."""
+
+    def __init__(self, answer: Answer = lambda n, update: None):
+        self._answer = answer
+        self.attempts = 0
+        self.updates: list[Update] = []
+
+    def __call__(self, update: Update) -> str | None:
+        self.attempts += 1
+        reply = self._answer(self.attempts, update)  # Raises for a failed update.
+        self.updates.append(update)
+        return reply
+
+    def output(self) -> bytes:
+        """Everything the server got, checking each packet starts where the last ended."""
+        data = b""
+        for update in self.updates:
+            assert update.offset == len(data), "packets must be contiguous"
+            data += update.output
+        return data
+
+    @property
+    def completions(self) -> list[Completion]:
+        return [u.completion for u in self.updates if u.completion]
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def run_task(tmp_path: Path, command: list[str], *, send: Recorder | None = None,
+             shutdown: threading.Event | None = None, timings: Timings = FAST,
+             **manifest: object) -> tuple[Result, Recorder]:
+    send = send or Recorder()
+    fields = {"task_id": RUN_ID, "bot_id": BOT_ID, "command": tuple(command), "env": {},
+              "hard_timeout": 30.0, "grace_period": None, **manifest}
+    runner = TaskRunner(Manifest(**fields), tmp_path / "w", send, server=SERVER,
+                        shutdown=shutdown or threading.Event(), timings=timings)
+    return runner.run(), send
+
+
+def test_output_arrives_complete_in_order_at_exact_offsets(tmp_path: Path) -> None:
+    lines = "".join(f"line {i}\n" for i in range(40))
+    code = "import sys, time\nfor i in range(40):\n print(f'line {i}', flush=True)\n time.sleep(0.01)"
+
+    result, sent = run_task(tmp_path, python(code))
+
+    assert sent.output() == lines.encode()
+    assert sent.updates[0] == Update(0)  # Sent before the command starts.
+    assert sum(1 for u in sent.updates if u.output) > 1  # Streamed, not all at the end.
+    assert sent.completions == [sent.updates[-1].completion]
+    assert result.exit_code == 0 and result.stop is None
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_exit_code_is_reported_with_stderr_merged(tmp_path: Path, code: int) -> None:
+    result, sent = run_task(tmp_path, python(f"import sys; sys.stderr.write('oops'); sys.exit({code})"))
+
+    [completion] = sent.completions
+    assert completion.exit_code == code == result.exit_code
+    assert not completion.hard_timeout and completion.duration >= 0
+    assert sent.output() == b"oops"
+
+
+def test_large_output_is_split_into_contiguous_packets(tmp_path: Path) -> None:
+    # Slow intervals: the whole output is pending at the end and split there.
+    slow = Timings(output_interval=60, keepalive=60, tick=0.02)
+
+    _, sent = run_task(tmp_path, python("import sys; sys.stdout.write('x' * 600_000)"), timings=slow)
+
+    assert sent.output() == b"x" * 600_000
+    assert [len(u.output) for u in sent.updates if u.output] == [250_000, 250_000, 100_000]
+    assert sent.updates[-1].completion and len(sent.completions) == 1
+
+
+def test_hard_timeout_terminates_and_is_reported(tmp_path: Path) -> None:
+    started = time.monotonic()
+
+    result, sent = run_task(tmp_path, ["sleep", "60"], hard_timeout=0.3, grace_period=5.0)
+
+    [completion] = sent.completions
+    assert completion.hard_timeout
+    assert completion.exit_code == -signal.SIGTERM
+    assert result.stop is StopReason.HARD_TIMEOUT
+    assert time.monotonic() - started < 3
+
+
+def test_a_child_ignoring_sigterm_gets_sigkill_after_the_grace_period(tmp_path: Path) -> None:
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)")
+
+    result, sent = run_task(tmp_path, python(code), hard_timeout=0.5, grace_period=0.3)
+
+    [completion] = sent.completions
+    assert completion.exit_code == -signal.SIGKILL and completion.hard_timeout
+    assert completion.duration >= 0.8
+    assert sent.output() == b"ready\n"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_descendants_do_not_outlive_the_task(tmp_path: Path) -> None:
+    _, sent = run_task(tmp_path, ["sh", "-c", "sleep 30 & echo $!"])
+
+    pid = int(sent.output())
+    deadline = time.monotonic() + 2
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _running(pid)
+
+
+def test_must_stop_terminates_the_command(tmp_path: Path) -> None:
+    send = Recorder(lambda n, update: "KILLED" if n > 1 else None)
+
+    result, sent = run_task(tmp_path, python("import time; print('hi', flush=True); time.sleep(60)"),
+                            send=send)
+
+    assert result.stop is StopReason.SERVER
+    [completion] = sent.completions
+    assert completion.exit_code == -signal.SIGTERM and not completion.hard_timeout
+
+
+def test_a_task_cancelled_before_it_starts_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+
+    result, sent = run_task(tmp_path, ["touch", str(marker)], send=Recorder(lambda n, update: "CANCELED"))
+
+    assert result.exit_code is None and result.stop is StopReason.SERVER
+    assert sent.updates == [Update(0)]
+    assert not marker.exists()
+
+
+def test_run_gone_stops_the_command_and_reports_nothing_more(tmp_path: Path) -> None:
+    def answer(n: int, update: Update) -> None:
+        if n > 1:
+            raise RunGone("bot_task_update", 409, "conflict", "not held by this bot")
+
+    send = Recorder(answer)
+    result, sent = run_task(tmp_path, ["sleep", "60"], send=send)
+
+    assert result.stop is StopReason.RUN_GONE and result.exit_code == -signal.SIGTERM
+    assert sent.updates == [Update(0)] and send.attempts == 2
+
+
+def test_a_failed_update_is_resent_at_the_same_offset(tmp_path: Path) -> None:
+    def answer(n: int, update: Update) -> None:
+        if n == 2:
+            raise RemoteError("bot_task_update", 503, "unavailable", "try later")
+
+    code = "import time\nfor i in range(5):\n print(i, flush=True)\n time.sleep(0.1)"
+    _, sent = run_task(tmp_path, python(code), send=Recorder(answer))
+
+    assert sent.output() == b"0\n1\n2\n3\n4\n"
+    assert sent.completions[0].exit_code == 0
+
+
+def test_a_missing_executable_is_reported_not_raised(tmp_path: Path) -> None:
+    result, sent = run_task(tmp_path, ["/nonexistent/command", "arg"])
+
+    [completion] = sent.completions
+    assert completion.exit_code == START_FAILURE_EXIT_CODE == result.exit_code
+    assert b"cannot start '/nonexistent/command'" in sent.output()
+    assert b"No such file" in sent.output()
+
+
+def test_the_command_sees_its_environment_but_not_the_bot_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWARMING_TOKEN", "bot-secret")
+    monkeypatch.setenv("FROM_BOT", "inherited")
+    names = ["SWARMING_TASK_ID", "SWARMING_BOT_ID", "SWARMING_SERVER", "FOO", "FROM_BOT", "SWARMING_TOKEN"]
+    code = f"import os; print([os.environ.get(n) for n in {names!r}], os.getcwd())"
+
+    _, sent = run_task(tmp_path, python(code), env={"FOO": "bar"})
+
+    expected = [RUN_ID, BOT_ID, SERVER, "bar", "inherited", None]
+    assert sent.output().decode() == f"{expected} {tmp_path / 'w'}\n"
+
+
+def test_the_work_dir_is_wiped_before_and_after(tmp_path: Path) -> None:
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "stale").write_text("from an earlier task")
+    code = ("import os; print(os.listdir('.')); os.mkdir('ro'); open('ro/f', 'w').close(); "
+            "os.chmod('ro', 0o500)")
+
+    _, sent = run_task(tmp_path, python(code))
+
+    assert sent.output() == b"[]\n"
+    assert sent.completions[0].exit_code == 0
+    assert not (tmp_path / "w").exists()
+
+
+def test_bot_shutdown_terminates_the_command_and_reports(tmp_path: Path) -> None:
+    shutdown = threading.Event()
+    threading.Timer(0.3, shutdown.set).start()
+
+    result, sent = run_task(tmp_path, ["sleep", "60"], shutdown=shutdown)
+
+    assert result.stop is StopReason.SHUTDOWN
+    assert sent.completions[0].exit_code == -signal.SIGTERM
+
+
+def test_a_silent_command_still_sends_keepalives(tmp_path: Path) -> None:
+    _, sent = run_task(tmp_path, ["sleep", "1"])
+
+    keepalives = [u for u in sent.updates[1:-1] if not u.output and not u.completion]
+    assert len(keepalives) >= 2
+
+
+def _running(pid: int) -> bool:
+    """Not gone nor a zombie (an orphan's reaping depends on the container's init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
