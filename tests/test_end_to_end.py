@@ -1,0 +1,114 @@
+"""Tasks end to end: the `swarming` CLI and a real bot process, over real HTTP,
+on the emulators."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from client import processes
+from tests.conftest import REPO, TOKENS
+
+SWARMING = str(Path(sys.executable).with_name("swarming"))
+SCRIPT = "import sys; print('first line'); print('second line'); sys.stdout.flush(); raise SystemExit(int(sys.argv[1]))"
+
+
+def swarming(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([SWARMING, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=kwargs.pop("cwd", REPO), **kwargs)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err
+
+
+@pytest.fixture
+def start_bot(svc, base_url: str, tmp_path: Path) -> Iterator:
+    """Starts a real bot in pool `e2e`; it is stopped (SIGTERM) after the test."""
+    started = []
+
+    def start() -> subprocess.Popen:
+        bot = processes.spawn(
+            [sys.executable, "-m", "bot", "--server", base_url, "--work-dir", str(tmp_path / "bot"),
+             "--id", "e2e-bot", "--dimension", "pool=e2e"],
+            tmp_path / "bot.log", env={"SWARMING_TOKEN": TOKENS["bot"]}, cwd=REPO,
+        )
+        started.append(bot)
+        return bot
+
+    yield start
+    for bot in started:
+        processes.stop(bot.pid)
+
+
+def server_args(base_url: str) -> list[str]:
+    return ["--server", base_url, "--token", TOKENS["user"]]
+
+
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_run_prints_stdout_and_exits_with_the_task_code(base_url, start_bot, exit_code):
+    run = swarming("run", *server_args(base_url), "-d", "pool=e2e", "--", sys.executable, "-c", SCRIPT,
+                   str(exit_code))
+    start_bot()
+    code, out, err = finish(run)
+    assert code == exit_code, err
+    assert out == "first line\nsecond line\n"
+
+
+def test_trigger_dump_json_then_collect_json(base_url, start_bot, tmp_path):
+    dump = tmp_path / "tasks.json"
+    code, out, err = finish(swarming("trigger", *server_args(base_url), "-d", "pool=e2e", "--env", "GREETING=hello",
+                                     "--dump-json", str(dump), "--", "sh", "-c", "echo $GREETING $SWARMING_BOT_ID"))
+    assert code == 0, err
+    task_id = out.strip()
+    assert json.loads(dump.read_text())["tasks"] == [{"task_id": task_id}]
+    start_bot()
+    code, out, err = finish(swarming("collect", *server_args(base_url), "--requests-json", str(dump), "--json"))
+    assert code == 0, err
+    [result] = json.loads(out)
+    assert (result["task_id"], result["state"], result["exit_code"]) == (task_id, "COMPLETED", 0)
+    assert result["bot_id"] == "e2e-bot" and result["output"] == "hello e2e-bot\n"
+
+
+def test_hard_timeout_ends_timed_out(base_url, start_bot):
+    run = swarming("run", *server_args(base_url), "-d", "pool=e2e", "--hard-timeout", "1", "--",
+                   "sh", "-c", "echo started; sleep 60")
+    start_bot()
+    code, out, err = finish(run)
+    assert code == 81, err  # ExitStatus.TIMED_OUT
+    assert out == "started\n"
+
+
+def test_invalid_request_exits_1_naming_the_field(svc, base_url):
+    code, out, err = finish(swarming("trigger", *server_args(base_url), "-d", "os=Linux", "--", "true"))
+    assert code == 1 and out == ""
+    assert "pool" in err and "task_slices[0].properties.dimensions.pool" in err
+
+
+def test_collect_timeout_gives_up_with_its_own_code(svc, base_url):
+    code, out, err = finish(swarming("trigger", *server_args(base_url), "-d", "pool=nobody", "--", "true"))
+    assert code == 0, err
+    code, _, _ = finish(swarming("collect", *server_args(base_url), "--timeout", "1", out.strip()))
+    assert code == 88  # ExitStatus.WAIT_TIMEOUT
+
+
+def test_the_local_stack_runs_a_task_and_leaves_nothing_behind(tmp_path):
+    """The issue's acceptance check: up --detach with a bot, run, down."""
+    state = str(tmp_path / "stack")
+    code, out, err = finish(swarming("local", "up", "--detach", "--bots", "1", "--state-dir", state))
+    assert code == 0, err
+    pids = [p["pid"] for p in json.loads((Path(state) / "stack.json").read_text())["processes"]]
+    try:
+        code, out, err = finish(swarming("run", "--state-dir", state, "-d", "pool=default", "--",
+                                         "python3", "-c", "print('hi'); raise SystemExit(3)"))
+        assert (code, out) == (3, "hi\n"), err
+    finally:
+        finish(swarming("local", "down", "--state-dir", state))
+    for pid in pids:
+        found = processes.stat(pid)
+        assert found is None or found.state == "Z"
+        assert processes.group_members(pid) == []
