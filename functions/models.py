@@ -92,6 +92,7 @@ class TaskRun:
     run_id: str
     bot_id: str
     claim_id: str
+    slice_index: int
     started_ts: datetime.datetime
 
     @classmethod

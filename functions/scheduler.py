@@ -62,7 +62,8 @@ def claim(store: Store, bot: BotRequest, task_id: str, slice_index: int, claim_i
     if not dims_lib.matches(to_run.dimensions, bot.flat):
         return _skip("the bot's dimensions do not match the task's")
     request = store.get_request(task_id)
-    run = TaskRun(run_id=task_ids.run_id(task_id, 1), bot_id=bot.bot_id, claim_id=claim_id, started_ts=now)
+    run = TaskRun(run_id=task_ids.run_id(task_id, 1), bot_id=bot.bot_id, claim_id=claim_id,
+                  slice_index=slice_index, started_ts=now)
     changes = {
         "state": State.RUNNING.value, "bot_id": bot.bot_id, "bot_dimensions": bot.dimensions,
         "started_ts": now, "modified_ts": now, "try_number": 1, "current_task_slice": slice_index,
@@ -71,7 +72,7 @@ def claim(store: Store, bot: BotRequest, task_id: str, slice_index: int, claim_i
         store.commit_claim(to_run, update_time, run, changes)
     except LostRace:
         return _replay(store, bot, task_id, claim_id, "another bot claimed the task")
-    return {"cmd": "run", "manifest": manifest(request, run, slice_index)}
+    return {"cmd": "run", "manifest": manifest(request, run)}
 
 
 def _replay(store: Store, bot: BotRequest, task_id: str, claim_id: str, reason: str) -> dict[str, Any]:
@@ -79,17 +80,15 @@ def _replay(store: Store, bot: BotRequest, task_id: str, claim_id: str, reason: 
     run = store.get_run(task_ids.run_id(task_id, 1))
     if run is None or run.claim_id != claim_id or run.bot_id != bot.bot_id:
         return _skip(reason)
-    request = store.get_request(task_id)
-    result = store.get_result(task_id)
-    return {"cmd": "run", "manifest": manifest(request, run, result.current_task_slice)}
+    return {"cmd": "run", "manifest": manifest(store.get_request(task_id), run)}
 
 
 def _skip(reason: str) -> dict[str, Any]:
     return {"cmd": "skip", "reason": reason}
 
 
-def manifest(request: TaskRequest, run: TaskRun, slice_index: int) -> dict[str, Any]:
-    props = request.task_slices[slice_index].properties
+def manifest(request: TaskRequest, run: TaskRun) -> dict[str, Any]:
+    props = request.task_slices[run.slice_index].properties
     return {
         "task_id": run.run_id,
         "bot_id": run.bot_id,

@@ -108,11 +108,11 @@ class Store:
         )
         batch.create(self._doc(TASK_RUNS, run.run_id), run.to_doc())
         batch.update(self._doc(TASK_RESULTS, to_run.task_id), result_changes)
-        ops.write(3)
         try:
             batch.commit()
         except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists, gexc.Conflict) as e:
             raise LostRace(str(e)) from e
+        ops.write(3)  # A failed batch writes, and costs, nothing.
 
     # Runs.
 

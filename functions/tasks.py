@@ -1,6 +1,7 @@
 """Creating tasks and reading what became of them (the client side of a task)."""
 
 import base64
+import dataclasses
 import datetime
 from typing import Any
 
@@ -41,9 +42,7 @@ def _with_automatic_tags(request: TaskRequest, user: str) -> TaskRequest:
     if request.name:
         automatic.append(f"name:{request.name}")
     automatic += [f"{k}:{v}" for k, values in dims.items() for v in values]
-    tags = sorted(set(request.tags) | set(automatic))
-    return TaskRequest(name=request.name, priority=request.priority, tags=tags,
-                       task_slices=request.task_slices, user=user)
+    return dataclasses.replace(request, tags=sorted(set(request.tags) | set(automatic)), user=user)
 
 
 def result(store: Store, task_id: str) -> dict[str, Any]:
