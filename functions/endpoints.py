@@ -21,7 +21,7 @@ def bot_handshake(call: Call) -> dict[str, Any]:
 
 
 def bot_poll(call: Call) -> dict[str, Any]:
-    return scheduler.poll(call.store, BotRequest.from_body(call.params), call.now, _rand)
+    return scheduler.poll(call.store, call.service.queue_cache, BotRequest.from_body(call.params), call.now, _rand)
 
 
 def bot_claim(call: Call) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def bot_task_update(call: Call) -> dict[str, Any]:
 
 
 def tasks_new(call: Call) -> dict[str, Any]:
-    return tasks.new(call.store, call.params, call.caller, call.now)
+    return tasks.new(call.store, call.service.queue_cache, call.params, call.caller, call.now)
 
 
 def task_result(call: Call) -> dict[str, Any]:

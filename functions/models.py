@@ -67,7 +67,7 @@ class TaskResult:
 class TaskToRun:
     task_id: str
     slice_index: int
-    pool: str
+    queue_key: str
     #: Priority then creation time: the order bots get pending slices in.
     order_key: str
     dimensions: Dimensions

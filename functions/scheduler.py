@@ -11,6 +11,7 @@ from typing import Any
 
 from functions.bots import BotRequest
 from functions.models import TaskRun, TaskToRun
+from functions.queues import QueueCache
 from functions.store import LostRace, Store
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
@@ -30,14 +31,28 @@ def sleep_secs(streak: int, rand: random.Random) -> float:
     return min(MAX_SLEEP_SECS, 1.5 ** (streak + 1)) * rand.uniform(0.9, 1.1)
 
 
-def poll(store: Store, bot: BotRequest, now: datetime.datetime, rand: random.Random) -> dict[str, Any]:
-    pools = bot.dimensions.get("pool", [])
-    pending = store.pending(pools, POLL_SCAN) if pools else []
-    matching = [t for t in pending if t.expiration_ts > now and dims_lib.matches(t.dimensions, bot.flat)]
+def poll(store: Store, cache: QueueCache, bot: BotRequest, now: datetime.datetime,
+         rand: random.Random) -> dict[str, Any]:
+    queue_keys = matching_queues(store, cache, bot, now)
+    pending = store.pending(queue_keys, POLL_SCAN) if queue_keys else []
+    matching = [t for t in pending if t.expiration_ts > now]
     if not matching:
         streak = bot.state.get("sleep_streak", 0)
         return {"cmd": "sleep", "duration": sleep_secs(streak if isinstance(streak, int) else 0, rand)}
     return {"cmd": "claim", "candidates": [_candidate(t) for t in _spread(matching, rand)]}
+
+
+def matching_queues(store: Store, cache: QueueCache, bot: BotRequest, now: datetime.datetime) -> list[str]:
+    """The keys of the live queues of the bot's pools whose dimensions it has."""
+    keys = []
+    for pool in bot.dimensions.get("pool", []):
+        queues = cache.fresh(pool, now)
+        if queues is None:
+            found = store.queues(pool)
+            cache.remember(pool, found, now)
+            queues = {q.queue_key: q for q in found}
+        keys += sorted(k for k, q in queues.items() if q.expiry_ts > now and q.matches(bot.flat))
+    return keys
 
 
 def _spread(matching: list[TaskToRun], rand: random.Random) -> list[TaskToRun]:

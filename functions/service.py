@@ -13,6 +13,7 @@ from google.cloud import firestore
 
 from functions.auth import Authenticator
 from functions.config import Settings
+from functions.queues import QueueCache
 from functions.store import Store
 
 
@@ -28,6 +29,10 @@ class Service:
     @functools.cached_property
     def store(self) -> Store:
         return Store(firestore.Client(project=self.settings.project))
+
+    @functools.cached_property
+    def queue_cache(self) -> QueueCache:
+        return QueueCache()
 
     @functools.cached_property
     def auth(self) -> Authenticator:

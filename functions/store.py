@@ -16,6 +16,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions import ops, stdout
 from functions.models import TaskResult, TaskRun, TaskToRun
+from functions.queues import TaskQueue
 from shared import task_id as task_ids
 from shared.task_request import TaskRequest
 
@@ -24,6 +25,9 @@ TASK_RESULTS = "task_results"
 TASK_TO_RUN = "task_to_run"
 TASK_RUNS = "task_runs"
 TASK_OUTPUT = "task_output"
+TASK_QUEUES = "task_queues"
+#: Values one Firestore `in` filter takes.
+MAX_IN_VALUES = 30
 BOTS = "bots"
 
 
@@ -78,16 +82,32 @@ class Store:
     def _to_run_ref(self, task_id: str, slice_index: int) -> firestore.DocumentReference:
         return self._doc(TASK_TO_RUN, f"{task_id}:{slice_index}")
 
-    def pending(self, pools: list[str], limit: int) -> list[TaskToRun]:
-        query = (
-            self._db.collection(TASK_TO_RUN)
-            .where(filter=FieldFilter("pool", "in", pools))
-            .order_by("order_key")
-            .limit(limit)
-        )
-        docs = list(query.stream())
+    def put_queue(self, queue: TaskQueue) -> None:
+        ops.write()
+        self._db.collection(TASK_QUEUES).document(queue.queue_key).set(queue.to_doc())
+
+    def queues(self, pool: str) -> list[TaskQueue]:
+        query = self._db.collection(TASK_QUEUES).where(filter=FieldFilter("pool", "==", pool))
+        return [TaskQueue.from_doc(d) for d in self._stream(query)]
+
+    def pending(self, queue_keys: list[str], limit: int) -> list[TaskToRun]:
+        """The first `limit` pending slices of these queues, in order."""
+        found: list[TaskToRun] = []
+        for start in range(0, len(queue_keys), MAX_IN_VALUES):
+            query = (
+                self._db.collection(TASK_TO_RUN)
+                .where(filter=FieldFilter("queue_key", "in", queue_keys[start:start + MAX_IN_VALUES]))
+                .order_by("order_key")
+                .limit(limit)
+            )
+            found += [TaskToRun.from_doc(d) for d in self._stream(query)]
+        return sorted(found, key=lambda t: t.order_key)[:limit]
+
+    def _stream(self, query) -> list[dict[str, Any]]:
+        """Runs a query; Firestore bills at least one read even for no result."""
+        docs = [d.to_dict() for d in query.stream()]
         ops.read(max(1, len(docs)))
-        return [TaskToRun.from_doc(d.to_dict()) for d in docs]
+        return docs
 
     def get_to_run(self, task_id: str, slice_index: int) -> tuple[TaskToRun, Any] | None:
         """The pending slice and its update time, the claim's precondition."""

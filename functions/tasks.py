@@ -9,6 +9,7 @@ from functions import stdout
 from functions.auth import Caller
 from functions.errors import BadRequest, NotFound
 from functions.models import TaskResult, TaskToRun
+from functions.queues import QueueCache, TaskQueue
 from functions.store import Store
 from shared import task_id as task_ids
 from shared.task_request import TaskRequest
@@ -17,7 +18,8 @@ from shared.task_request import TaskRequest
 MAX_STDOUT_READ = 4 * 1024 * 1024
 
 
-def new(store: Store, body: Any, caller: Caller, now: datetime.datetime) -> dict[str, Any]:
+def new(store: Store, queue_cache: QueueCache, body: Any, caller: Caller,
+        now: datetime.datetime) -> dict[str, Any]:
     request = TaskRequest.from_wire(body)
     request = _with_automatic_tags(request, user=request.user or caller.name)
     task_id = task_ids.task_id(task_ids.new_request_id(now))
@@ -26,12 +28,18 @@ def new(store: Store, body: Any, caller: Caller, now: datetime.datetime) -> dict
         task_id=task_id, name=request.name, tags=request.tags, user=request.user,
         priority=request.priority, created_ts=now, modified_ts=now,
     )
+    queue = TaskQueue.for_dimensions(first.properties.dimensions, now)
     to_run = TaskToRun(
-        task_id=task_id, slice_index=0, pool=first.properties.dimensions["pool"][0],
+        task_id=task_id, slice_index=0, queue_key=queue.queue_key,
         order_key=TaskToRun.order_key_for(request.priority, now),
         dimensions=first.properties.dimensions,
         expiration_ts=now + datetime.timedelta(seconds=first.expiration_secs),
     )
+    # The queue is recorded before its first task, so no pending slice is
+    # ever in a queue that polls cannot find.
+    if queue_cache.needs_write(queue):
+        store.put_queue(queue)
+        queue_cache.written(queue)
     store.create_task(request, result, to_run)
     return {"task_id": task_id, "request": request.to_wire(), "task_result": None}
 

@@ -4,7 +4,9 @@ Task dimensions map a key to the values a bot must all have; a value "a|b" is
 an OR within its key. Bot dimensions map a key to every value the bot has.
 """
 
+import hashlib
 import itertools
+import json
 import re
 
 from shared.errors import ValidationError
@@ -97,3 +99,9 @@ def flatten(dims: Dimensions) -> frozenset[str]:
 
 def matches(task_dims: Dimensions, bot_flat: frozenset[str]) -> bool:
     return any(alternative <= bot_flat for alternative in expand(task_dims))
+
+
+def queue_hash(dims: Dimensions) -> str:
+    """Names the queue of a slice's normalised dimensions within its pool."""
+    canonical = json.dumps({k: sorted(v) for k, v in dims.items()}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

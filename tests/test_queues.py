@@ -1,0 +1,86 @@
+"""Task queues: keys, matching, the per-instance cache, and polls that find
+work through them."""
+
+import datetime
+import random
+
+from functions import scheduler, tasks
+from functions.auth import Caller, Role
+from functions.bots import BotRequest
+from functions.queues import CACHE_SECS, REFRESH, QueueCache, TaskQueue
+from tests.builders import bot_body, task_body
+
+NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.timezone.utc)
+USER = Caller("someone", Role.USER)
+
+
+def test_queue_key_names_the_normalised_dimensions_within_the_pool():
+    a = TaskQueue.for_dimensions({"pool": ["p"], "os": ["Linux", "Ubuntu"]}, NOW)
+    b = TaskQueue.for_dimensions({"os": ["Ubuntu", "Linux"], "pool": ["p"]}, NOW)
+    c = TaskQueue.for_dimensions({"pool": ["p"], "os": ["Linux"]}, NOW)
+    assert a.queue_key == b.queue_key != c.queue_key
+    assert a.queue_key.startswith("p:")
+    assert TaskQueue.from_doc(a.to_doc()) == a
+
+
+def test_queue_matches_any_or_alternative():
+    queue = TaskQueue.for_dimensions({"pool": ["p"], "os": ["Linux|Mac"]}, NOW)
+    assert queue.matches(frozenset({"pool:p", "os:Mac", "id:b"}))
+    assert not queue.matches(frozenset({"pool:p", "os:Windows"}))
+
+
+def test_cache_expires_and_writes_a_queue_once_per_refresh():
+    cache = QueueCache()
+    queue = TaskQueue.for_dimensions({"pool": ["p"]}, NOW)
+    assert cache.fresh("p", NOW) is None
+    cache.remember("p", [], NOW)
+    assert cache.fresh("p", NOW + datetime.timedelta(seconds=CACHE_SECS)) == {}
+    assert cache.fresh("p", NOW + datetime.timedelta(seconds=CACHE_SECS + 0.1)) is None
+    assert cache.needs_write(queue)
+    cache.written(queue)
+    assert cache.fresh("p", NOW) == {queue.queue_key: queue}  # its own writes show at once
+    assert not cache.needs_write(TaskQueue.for_dimensions({"pool": ["p"]}, NOW + REFRESH / 2))
+    assert cache.needs_write(TaskQueue.for_dimensions({"pool": ["p"]}, NOW + REFRESH))
+
+
+def _poll(store, cache, now, **dims):
+    body = bot_body()
+    body["dimensions"].update(dims)
+    return scheduler.poll(store, cache, BotRequest.from_body(body), now, random.Random(0))
+
+
+def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):
+    creator, poller = QueueCache(), QueueCache()
+    assert _poll(svc.store, poller, NOW)["cmd"] == "sleep"  # the poller has read the pool: empty
+    task_id = tasks.new(svc.store, creator, task_body(), USER, NOW)["task_id"]
+    assert _poll(svc.store, poller, NOW + datetime.timedelta(seconds=1))["cmd"] == "sleep"
+    later = NOW + datetime.timedelta(seconds=CACHE_SECS + 1)
+    assert _poll(svc.store, poller, later)["candidates"] == [{"task_id": task_id, "slice": 0}]
+
+
+def test_poll_finds_or_dimensions_and_skips_other_queues(svc):
+    cache = QueueCache()
+    mac = tasks.new(svc.store, cache, task_body(dimensions={"pool": "default", "os": "Linux|Mac"}), USER, NOW)
+    tasks.new(svc.store, cache, task_body(dimensions={"pool": "default", "gpu": "yes"}), USER, NOW)
+    answer = _poll(svc.store, QueueCache(), NOW, os=["Mac"])
+    assert [c["task_id"] for c in answer["candidates"]] == [mac["task_id"]]
+
+
+def test_second_task_of_a_queue_writes_no_queue_record(api):
+    first = api.post("tasks_new", task_body())
+    second = api.post("tasks_new", task_body())
+    assert first.headers["X-Firestore-Writes"] == "4"  # queue + request + result + pending slice
+    assert second.headers["X-Firestore-Writes"] == "3"
+
+
+def test_idle_poll_with_a_warm_cache_costs_at_most_one_read_and_no_write(api):
+    api.ok("bot_poll", bot_body(), role="bot")
+    idle = api.post("bot_poll", bot_body(), role="bot")
+    assert idle.json()["cmd"] == "sleep"
+    assert idle.headers["X-Firestore-Reads"] == "0" and idle.headers["X-Firestore-Writes"] == "0"
+    api.ok("tasks_new", task_body(dimensions={"pool": "default", "gpu": "yes"}))
+    unmatched = api.post("bot_poll", bot_body(), role="bot")
+    assert unmatched.json()["cmd"] == "sleep" and unmatched.headers["X-Firestore-Reads"] == "0"
+    api.ok("tasks_new", task_body())
+    busy = api.post("bot_poll", bot_body(), role="bot")
+    assert busy.json()["cmd"] == "claim" and busy.headers["X-Firestore-Reads"] == "1"
