@@ -28,6 +28,18 @@ TASK_OUTPUT = "task_output"
 TASK_QUEUES = "task_queues"
 #: Values one Firestore `in` filter takes.
 MAX_IN_VALUES = 30
+
+#: The composite indexes the queries below need, as (collection, fields in
+#: order). The emulator runs any query; production refuses one without its
+#: index, so `_query` refuses an undeclared shape here too, and a test checks
+#: that infra/terraform declares every one.
+COMPOSITE_INDEXES = frozenset({
+    (TASK_TO_RUN, ("queue_key", "order_key")),
+})
+
+
+class UndeclaredIndex(RuntimeError):
+    pass
 BOTS = "bots"
 
 
@@ -87,24 +99,29 @@ class Store:
         self._db.collection(TASK_QUEUES).document(queue.queue_key).set(queue.to_doc())
 
     def queues(self, pool: str) -> list[TaskQueue]:
-        query = self._db.collection(TASK_QUEUES).where(filter=FieldFilter("pool", "==", pool))
-        return [TaskQueue.from_doc(d) for d in self._stream(query)]
+        return [TaskQueue.from_doc(d) for d in self._query(TASK_QUEUES, ("pool", "==", pool))]
 
     def pending(self, queue_keys: list[str], limit: int) -> list[TaskToRun]:
         """The first `limit` pending slices of these queues, in order."""
         found: list[TaskToRun] = []
         for start in range(0, len(queue_keys), MAX_IN_VALUES):
-            query = (
-                self._db.collection(TASK_TO_RUN)
-                .where(filter=FieldFilter("queue_key", "in", queue_keys[start:start + MAX_IN_VALUES]))
-                .order_by("order_key")
-                .limit(limit)
-            )
-            found += [TaskToRun.from_doc(d) for d in self._stream(query)]
+            keys = queue_keys[start:start + MAX_IN_VALUES]
+            docs = self._query(TASK_TO_RUN, ("queue_key", "in", keys), order_by="order_key", limit=limit)
+            found += [TaskToRun.from_doc(d) for d in docs]
         return sorted(found, key=lambda t: t.order_key)[:limit]
 
-    def _stream(self, query) -> list[dict[str, Any]]:
-        """Runs a query; Firestore bills at least one read even for no result."""
+    def _query(self, collection: str, where: tuple[str, str, Any], order_by: str | None = None,
+               limit: int | None = None) -> list[dict[str, Any]]:
+        """Runs a query of one filter; Firestore bills at least one read even
+        for no result."""
+        field, op, value = where
+        if order_by and order_by != field and (collection, (field, order_by)) not in COMPOSITE_INDEXES:
+            raise UndeclaredIndex(f"{collection}: ({field}, {order_by}) is not in COMPOSITE_INDEXES")
+        query = self._db.collection(collection).where(filter=FieldFilter(field, op, value))
+        if order_by:
+            query = query.order_by(order_by)
+        if limit:
+            query = query.limit(limit)
         docs = [d.to_dict() for d in query.stream()]
         ops.read(max(1, len(docs)))
         return docs

@@ -1,0 +1,4 @@
+variable "project" {
+  description = "The Google Cloud project to deploy into."
+  type        = string
+}
