@@ -20,7 +20,9 @@ class BotRequest:
     version: str
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "BotRequest":
+    def from_body(cls, body: dict[str, Any], enforced: dict[str, dims_lib.Dimensions]) -> "BotRequest":
+        """Reads the bot's fields; the dimensions the server enforces for that
+        bot id (`enforced`) replace what it reports for those keys."""
         dims = dims_lib.validate_bot(body.get("dimensions"), "dimensions")
         ids = dims.get("id", [])
         if len(ids) != 1:
@@ -31,14 +33,17 @@ class BotRequest:
         version = body.get("version", "")
         if not isinstance(version, str):
             raise ValidationError("version", "must be a string")
-        return cls(bot_id=ids[0], dimensions=dims, state=state, version=version)
+        dims = {**dims, **enforced.get(ids[0], {})}
+        return cls(bot_id=ids[0], dimensions=dims_lib.validate_bot(dims, "dimensions"), state=state,
+                   version=version)
 
     @property
     def flat(self) -> frozenset[str]:
         return dims_lib.flatten(self.dimensions)
 
 
-def handshake(store: Store, bot: BotRequest, server_version: str, now: datetime.datetime) -> dict[str, Any]:
+def handshake(store: Store, bot: BotRequest, enforced: dims_lib.Dimensions, server_version: str,
+              now: datetime.datetime) -> dict[str, Any]:
     if "pool" not in bot.dimensions:
         raise BadRequest("dimensions.pool: a bot must report at least one pool")
     store.register_bot(
@@ -54,5 +59,5 @@ def handshake(store: Store, bot: BotRequest, server_version: str, now: datetime.
     return {
         "bot_version": bot.version,
         "server_version": server_version,
-        "bot_group_cfg": {"dimensions": {}},
+        "bot_group_cfg": {"dimensions": enforced},
     }

@@ -16,7 +16,7 @@ class ConfigError(SwarmingError):
 class Settings:
     project: str
     bucket: str
-    #: The local config file (tokens and their roles).
+    #: The local config file (tokens and their roles, pools, bots).
     config_path: str
     server_version: str = "dev"
 
@@ -32,6 +32,28 @@ class Settings:
     def load_config(self) -> dict[str, Any]:
         with open(self.config_path, encoding="utf-8") as f:
             return json.load(f)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """What the config file says of pools and bots (pools.cfg and bots.cfg later):
+
+        {"pools": {"<pool>": {"lifo": true}},
+         "bots": {"<bot id>": {"dimensions": {"<key>": ["<value>", ...]}}}}
+    """
+
+    lifo_pools: frozenset[str] = frozenset()
+    #: Per bot id, dimensions the server enforces over what the bot reports.
+    bot_dimensions: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, config: dict[str, Any]) -> "ServerConfig":
+        pools = config.get("pools", {})
+        bots = config.get("bots", {})
+        return cls(
+            lifo_pools=frozenset(name for name, pool in pools.items() if pool.get("lifo")),
+            bot_dimensions={bot_id: bot.get("dimensions", {}) for bot_id, bot in bots.items()},
+        )
 
 
 def _required(name: str) -> str:

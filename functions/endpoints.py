@@ -15,28 +15,34 @@ from functions.http import Call, Function
 _rand = random.SystemRandom()
 
 
+def _bot(call: Call) -> BotRequest:
+    return BotRequest.from_body(call.params, call.service.config.bot_dimensions)
+
+
 def bot_handshake(call: Call) -> dict[str, Any]:
-    return bots.handshake(call.store, BotRequest.from_body(call.params),
-                          call.service.settings.server_version, call.now)
+    bot = _bot(call)
+    enforced = call.service.config.bot_dimensions.get(bot.bot_id, {})
+    return bots.handshake(call.store, bot, enforced, call.service.settings.server_version, call.now)
 
 
 def bot_poll(call: Call) -> dict[str, Any]:
-    return scheduler.poll(call.store, call.service.queue_cache, BotRequest.from_body(call.params), call.now, _rand)
+    return scheduler.poll(call.store, call.service.queue_cache, _bot(call), call.now, _rand)
 
 
 def bot_claim(call: Call) -> dict[str, Any]:
     return scheduler.claim(
-        call.store, BotRequest.from_body(call.params), task_id=call.string("task_id"),
+        call.store, _bot(call), task_id=call.string("task_id"),
         slice_index=call.integer("slice", 0), claim_id=call.string("claim_id"), now=call.now,
     )
 
 
 def bot_task_update(call: Call) -> dict[str, Any]:
-    return runs.update(call.store, BotRequest.from_body(call.params), call.params, call.now)
+    return runs.update(call.store, _bot(call), call.params, call.now)
 
 
 def tasks_new(call: Call) -> dict[str, Any]:
-    return tasks.new(call.store, call.service.queue_cache, call.params, call.caller, call.now)
+    return tasks.new(call.store, call.service.queue_cache, call.service.config.lifo_pools, call.params,
+                     call.caller, call.now)
 
 
 def task_result(call: Call) -> dict[str, Any]:

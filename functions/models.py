@@ -14,6 +14,9 @@ from shared.dimensions import Dimensions
 from shared.states import State
 
 
+_MAX_MILLIS = 10**15 - 1
+
+
 def iso(ts: datetime.datetime | None) -> str | None:
     return ts.isoformat().replace("+00:00", "Z") if ts else None
 
@@ -74,8 +77,10 @@ class TaskToRun:
     expiration_ts: datetime.datetime
 
     @staticmethod
-    def order_key_for(priority: int, created_ts: datetime.datetime) -> str:
-        return f"{priority:03d}:{int(created_ts.timestamp() * 1000):015d}"
+    def order_key_for(priority: int, created_ts: datetime.datetime, lifo: bool = False) -> str:
+        """Sorts by priority, then oldest first (FIFO) or newest first (LIFO)."""
+        millis = int(created_ts.timestamp() * 1000)
+        return f"{priority:03d}:{(_MAX_MILLIS - millis if lifo else millis):015d}"
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "TaskToRun":

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 from google.cloud import firestore
 
 from functions.auth import Authenticator
-from functions.config import Settings
+from functions.config import ServerConfig, Settings
 from functions.queues import QueueCache
 from functions.store import Store
 
@@ -35,8 +35,16 @@ class Service:
         return QueueCache()
 
     @functools.cached_property
+    def _config_file(self) -> dict:
+        return self.settings.load_config()
+
+    @functools.cached_property
+    def config(self) -> ServerConfig:
+        return ServerConfig.from_json(self._config_file)
+
+    @functools.cached_property
     def auth(self) -> Authenticator:
-        return Authenticator(self.settings.load_config())
+        return Authenticator(self._config_file)
 
 
 _current: Service | None = None

@@ -18,7 +18,7 @@ from shared.task_request import TaskRequest
 MAX_STDOUT_READ = 4 * 1024 * 1024
 
 
-def new(store: Store, queue_cache: QueueCache, body: Any, caller: Caller,
+def new(store: Store, queue_cache: QueueCache, lifo_pools: frozenset[str], body: Any, caller: Caller,
         now: datetime.datetime) -> dict[str, Any]:
     request = TaskRequest.from_wire(body)
     request = _with_automatic_tags(request, user=request.user or caller.name)
@@ -31,7 +31,7 @@ def new(store: Store, queue_cache: QueueCache, body: Any, caller: Caller,
     queue = TaskQueue.for_dimensions(first.properties.dimensions, now)
     to_run = TaskToRun(
         task_id=task_id, slice_index=0, queue_key=queue.queue_key,
-        order_key=TaskToRun.order_key_for(request.priority, now),
+        order_key=TaskToRun.order_key_for(request.priority, now, lifo=queue.pool in lifo_pools),
         dimensions=first.properties.dimensions,
         expiration_ts=now + datetime.timedelta(seconds=first.expiration_secs),
     )

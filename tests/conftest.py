@@ -47,7 +47,11 @@ def emulator_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 @pytest.fixture(scope="session")
 def auth_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("config") / "config.json"
-    path.write_text(json.dumps({"tokens": {t: {"role": r, "name": f"test-{r}"} for r, t in TOKENS.items()}}))
+    path.write_text(json.dumps({
+        "tokens": {t: {"role": r, "name": f"test-{r}"} for r, t in TOKENS.items()},
+        "pools": {"lifo": {"lifo": True}},
+        "bots": {"enforced-bot": {"dimensions": {"pool": ["secure"]}}},
+    }))
     return path
 
 

@@ -46,13 +46,13 @@ def test_cache_expires_and_writes_a_queue_once_per_refresh():
 def _poll(store, cache, now, **dims):
     body = bot_body()
     body["dimensions"].update(dims)
-    return scheduler.poll(store, cache, BotRequest.from_body(body), now, random.Random(0))
+    return scheduler.poll(store, cache, BotRequest.from_body(body, {}), now, random.Random(0))
 
 
 def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):
     creator, poller = QueueCache(), QueueCache()
     assert _poll(svc.store, poller, NOW)["cmd"] == "sleep"  # the poller has read the pool: empty
-    task_id = tasks.new(svc.store, creator, task_body(), USER, NOW)["task_id"]
+    task_id = tasks.new(svc.store, creator, frozenset(), task_body(), USER, NOW)["task_id"]
     assert _poll(svc.store, poller, NOW + datetime.timedelta(seconds=1))["cmd"] == "sleep"
     later = NOW + datetime.timedelta(seconds=CACHE_SECS + 1)
     assert _poll(svc.store, poller, later)["candidates"] == [{"task_id": task_id, "slice": 0}]
@@ -60,8 +60,8 @@ def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):
 
 def test_poll_finds_or_dimensions_and_skips_other_queues(svc):
     cache = QueueCache()
-    mac = tasks.new(svc.store, cache, task_body(dimensions={"pool": "default", "os": "Linux|Mac"}), USER, NOW)
-    tasks.new(svc.store, cache, task_body(dimensions={"pool": "default", "gpu": "yes"}), USER, NOW)
+    mac = tasks.new(svc.store, cache, frozenset(), task_body(dimensions={"pool": "default", "os": "Linux|Mac"}), USER, NOW)
+    tasks.new(svc.store, cache, frozenset(), task_body(dimensions={"pool": "default", "gpu": "yes"}), USER, NOW)
     answer = _poll(svc.store, QueueCache(), NOW, os=["Mac"])
     assert [c["task_id"] for c in answer["candidates"]] == [mac["task_id"]]
 
@@ -84,3 +84,43 @@ def test_idle_poll_with_a_warm_cache_costs_at_most_one_read_and_no_write(api):
     api.ok("tasks_new", task_body())
     busy = api.post("bot_poll", bot_body(), role="bot")
     assert busy.json()["cmd"] == "claim" and busy.headers["X-Firestore-Reads"] == "1"
+
+
+def _pending_order(svc, pool: str, lifo_pools: frozenset[str]) -> tuple[list[str], list[str]]:
+    cache, created = QueueCache(), []
+    for i, priority in enumerate([50, 100, 100, 100, 10]):
+        body = task_body(dimensions={"pool": pool}, priority=priority)
+        created.append(tasks.new(svc.store, cache, lifo_pools, body, USER,
+                                 NOW + datetime.timedelta(seconds=i))["task_id"])
+    queue_key = TaskQueue.for_dimensions({"pool": [pool]}, NOW).queue_key
+    return [t.task_id for t in svc.store.pending([queue_key], 10)], created
+
+
+def test_priority_first_then_fifo(svc):
+    order, created = _pending_order(svc, "fifo", frozenset())
+    assert order == [created[4], created[0], created[1], created[2], created[3]]
+
+
+def test_priority_first_then_lifo_in_lifo_pools(svc):
+    order, created = _pending_order(svc, "lifo", frozenset({"lifo"}))
+    assert order == [created[4], created[0], created[3], created[2], created[1]]
+
+
+def test_lifo_pool_comes_from_the_config(api, svc):
+    assert svc.config.lifo_pools == {"lifo"}
+    first = api.ok("tasks_new", task_body(dimensions={"pool": "lifo"}))["task_id"]
+    second = api.ok("tasks_new", task_body(dimensions={"pool": "lifo"}))["task_id"]
+    queue_key = TaskQueue.for_dimensions({"pool": ["lifo"]}, NOW).queue_key
+    assert [t.task_id for t in svc.store.pending([queue_key], 10)] == [second, first]
+
+
+def test_server_enforced_dimensions_replace_what_the_bot_reports(api):
+    in_default = api.ok("tasks_new", task_body())["task_id"]
+    in_secure = api.ok("tasks_new", task_body(dimensions={"pool": "secure"}))["task_id"]
+    body = bot_body("enforced-bot", pool="default")
+    handshake = api.ok("bot_handshake", body, role="bot")
+    assert handshake["bot_group_cfg"]["dimensions"] == {"pool": ["secure"]}
+    answer = api.ok("bot_poll", body, role="bot")
+    assert [c["task_id"] for c in answer["candidates"]] == [in_secure]
+    claim = api.ok("bot_claim", {**body, "task_id": in_default, "slice": 0, "claim_id": "c"}, role="bot")
+    assert claim["cmd"] == "skip"
