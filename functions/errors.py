@@ -38,3 +38,7 @@ class MethodNotAllowed(HttpError):
 
 class PayloadTooLarge(HttpError):
     status, code = 413, "too_large"
+
+
+class Unavailable(HttpError):
+    status, code = 503, "unavailable"

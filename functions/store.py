@@ -56,6 +56,10 @@ class Writes(enum.Flag):
     RESULT = enum.auto()
 
 
+class IdTaken(Exception):
+    """A new task's id is already used (same millisecond, same random bits)."""
+
+
 class LostRace(Exception):
     """A precondition-guarded write found the documents changed under it."""
 
@@ -78,8 +82,11 @@ class Store:
         batch.create(self._doc(TASK_REQUESTS, result.task_id), request.to_wire())
         batch.create(self._doc(TASK_RESULTS, result.task_id), result.to_doc())
         batch.create(self._to_run_ref(to_run.task_id, to_run.slice_index), to_run.to_doc())
+        try:
+            batch.commit()
+        except gexc.AlreadyExists as e:
+            raise IdTaken(result.task_id) from e
         ops.write(3)
-        batch.commit()
 
     def get_request(self, task_id: str) -> TaskRequest | None:
         snap = self._get(self._doc(TASK_REQUESTS, task_id))

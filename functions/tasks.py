@@ -7,13 +7,16 @@ from typing import Any
 
 from functions import stdout
 from functions.auth import Caller
-from functions.errors import BadRequest, NotFound
+from functions.errors import BadRequest, NotFound, Unavailable
 from functions.models import TaskResult, TaskToRun
 from functions.queues import QueueCache, TaskQueue
-from functions.store import Store
+from functions.store import IdTaken, Store
 from shared import task_id as task_ids
 from shared.task_request import TaskRequest
 
+#: New ids drawn before giving up; a collision needs the same millisecond and
+#: the same 16 random bits, so a second draw almost always succeeds.
+ID_ATTEMPTS = 5
 #: The most stdout one `task_stdout` call returns; clients page with `offset`.
 MAX_STDOUT_READ = 4 * 1024 * 1024
 
@@ -22,25 +25,32 @@ def new(store: Store, queue_cache: QueueCache, lifo_pools: frozenset[str], body:
         now: datetime.datetime) -> dict[str, Any]:
     request = TaskRequest.from_wire(body)
     request = _with_automatic_tags(request, user=request.user or caller.name)
-    task_id = task_ids.task_id(task_ids.new_request_id(now))
     first = request.task_slices[0]
-    result = TaskResult(
-        task_id=task_id, name=request.name, tags=request.tags, user=request.user,
-        priority=request.priority, created_ts=now, modified_ts=now,
-    )
     queue = TaskQueue.for_dimensions(first.properties.dimensions, now)
-    to_run = TaskToRun(
-        task_id=task_id, slice_index=0, queue_key=queue.queue_key,
-        order_key=TaskToRun.order_key_for(request.priority, now, lifo=queue.pool in lifo_pools),
-        dimensions=first.properties.dimensions,
-        expiration_ts=now + datetime.timedelta(seconds=first.expiration_secs),
-    )
     # The queue is recorded before its first task, so no pending slice is
     # ever in a queue that polls cannot find.
     if queue_cache.needs_write(queue):
         store.put_queue(queue)
         queue_cache.written(queue)
-    store.create_task(request, result, to_run)
+    for _ in range(ID_ATTEMPTS):
+        task_id = task_ids.task_id(task_ids.new_request_id(now))
+        result = TaskResult(
+            task_id=task_id, name=request.name, tags=request.tags, user=request.user,
+            priority=request.priority, created_ts=now, modified_ts=now,
+        )
+        to_run = TaskToRun(
+            task_id=task_id, slice_index=0, queue_key=queue.queue_key,
+            order_key=TaskToRun.order_key_for(request.priority, now, lifo=queue.pool in lifo_pools),
+            dimensions=first.properties.dimensions,
+            expiration_ts=now + datetime.timedelta(seconds=first.expiration_secs),
+        )
+        try:
+            store.create_task(request, result, to_run)
+            break
+        except IdTaken:
+            continue  # Same millisecond and same 16 random bits: draw again.
+    else:
+        raise Unavailable("could not find a free task id; retry")
     return {"task_id": task_id, "request": request.to_wire(), "task_result": None}
 
 

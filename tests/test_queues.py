@@ -8,6 +8,7 @@ from functions import scheduler, tasks
 from functions.auth import Caller, Role
 from functions.bots import BotRequest
 from functions.queues import CACHE_SECS, REFRESH, QueueCache, TaskQueue
+from shared import task_id as task_ids
 from tests.builders import bot_body, task_body
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.timezone.utc)
@@ -124,3 +125,14 @@ def test_server_enforced_dimensions_replace_what_the_bot_reports(api):
     assert [c["task_id"] for c in answer["candidates"]] == [in_secure]
     claim = api.ok("bot_claim", {**body, "task_id": in_default, "slice": 0, "claim_id": "c"}, role="bot")
     assert claim["cmd"] == "skip"
+
+
+def test_task_ids_drawn_in_the_same_millisecond_never_collide(svc, monkeypatch):
+    """Ids repeat when the millisecond and the random bits do: a fresh id is drawn."""
+    draws = iter([0x1230, 0x1230, 0x4560])
+    monkeypatch.setattr(task_ids, "new_request_id", lambda now, rand=None: next(draws))
+    cache = QueueCache()
+    first = tasks.new(svc.store, cache, frozenset(), task_body(), USER, NOW)["task_id"]
+    second = tasks.new(svc.store, cache, frozenset(), task_body(), USER, NOW)["task_id"]
+    assert (first, second) == ("12300", "45600")
+    assert svc.store.get_result(second).task_id == second
