@@ -40,6 +40,10 @@ class Timings:
     grace_period: float = 30.0  # From SIGTERM to SIGKILL, unless the manifest says otherwise.
     drain: float = 5.0  # Output still awaited after the exit, from a descendant that left the process group.
     tick: float = 0.1  # How often the process, the timeout and stop requests are checked.
+    # How long a completion the server did not take is resent: past the
+    # server's ping tolerance the task is declared dead anyway.
+    report_patience: float = 600.0
+    max_report_backoff: float = 30.0  # Between resends of the completion.
 
 
 class StopReason(str, enum.Enum):
@@ -96,7 +100,7 @@ class TaskRunner:
         exit_code = self._execute(started)
         duration = self._clock() - started
         completion = Completion(exit_code, duration, hard_timeout=self._stop is StopReason.HARD_TIMEOUT)
-        if self._flush(completion):
+        if self._report_end(completion):
             logger.info("%s: exit code %d after %.1f s, %d bytes of output",
                         self._name, exit_code, duration, self._sent)
         else:
@@ -132,6 +136,20 @@ class TaskRunner:
             logger.warning("%s: output still open %.0f s after the exit; ignoring the rest",
                            self._name, self._timings.drain)
         return exit_code
+
+    def _report_end(self, completion: Completion) -> bool:
+        """Resends the completion, with the output before it, until the server
+        has it: a lost completion would leave the task running with its exit
+        code gone. Gives up only when the run is no longer this bot's, or after
+        `report_patience`."""
+        give_up = self._clock() + self._timings.report_patience
+        delay = self._timings.tick
+        while not self._flush(completion):
+            if self._gone or self._clock() >= give_up:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, self._timings.max_report_backoff)
+        return True
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}

@@ -237,3 +237,29 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_a_failed_completion_is_resent_until_the_server_has_it(tmp_path: Path) -> None:
+    def flaky_end(n: int, update: Update) -> None:
+        if update.completion and n < 6:  # The server is away when the command ends.
+            raise RemoteError("bot_task_update", 503, "unavailable", "down")
+
+    result, sent = run_task(tmp_path, python("print('done')"), send=Recorder(flaky_end))
+
+    assert sent.completions == [Completion(0, result.duration)]
+    assert sent.output() == b"done\n"
+
+
+def test_a_completion_is_given_up_after_the_patience(tmp_path: Path) -> None:
+    def never(n: int, update: Update) -> None:
+        if update.completion:
+            raise RemoteError("bot_task_update", None, "unreachable", "no network")
+
+    timings = Timings(output_interval=0.1, keepalive=0.3, grace_period=0.5, drain=1.0, tick=0.02,
+                      report_patience=0.3)
+    started = time.monotonic()
+    result, sent = run_task(tmp_path, python("pass"), send=Recorder(never), timings=timings)
+
+    assert sent.completions == [] and result.exit_code == 0
+    assert sent.attempts > 2  # It kept trying ...
+    assert time.monotonic() - started < 10  # ... but not forever.
