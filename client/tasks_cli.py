@@ -5,7 +5,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import click
 
@@ -101,7 +101,7 @@ def _trigger(client: Client, request: dict[str, Any]) -> str:
         _fail(e)
 
 
-def _fail(error: ApiError) -> None:
+def _fail(error: ApiError) -> NoReturn:
     where = f" ({error.field})" if error.field else ""
     click.echo(f"error: {error.message}{where}", err=True)
     sys.exit(exit_status.ExitStatus.ERROR)

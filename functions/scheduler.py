@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 from functions.bots import BotRequest
+from functions.errors import BadRequest
 from functions.models import TaskRun, TaskToRun
 from functions.queues import QueueCache
 from functions.store import LostRace, Store
@@ -70,6 +71,10 @@ def _candidate(to_run: TaskToRun) -> dict[str, Any]:
 
 def claim(store: Store, bot: BotRequest, task_id: str, slice_index: int, claim_id: str,
           now: datetime.datetime) -> dict[str, Any]:
+    if not task_ids.is_valid(task_id) or task_id != task_ids.summary_id(task_id):
+        raise BadRequest(f"task_id: {task_id!r} is not a task id (a candidate's task_id)")
+    if slice_index < 0:
+        raise BadRequest("slice: must be a non-negative integer")
     found = store.get_to_run(task_id, slice_index)
     if found is None:
         return _replay(store, bot, task_id, claim_id, "the task is no longer pending")

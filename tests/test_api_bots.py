@@ -158,3 +158,17 @@ def test_bad_updates_are_400(api):
     body = bot_body(task_id=run_id, output="***")
     assert api.post("bot_task_update", body, role="bot").status_code == 400
     assert api.post("bot_poll", {"dimensions": {"pool": ["x"]}}, role="bot").json()["error"]["field"] == "dimensions.id"
+
+
+def test_malformed_claims_and_stdout_reads_are_400(api):
+    task_id = api.ok("tasks_new", task_body())["task_id"]
+    for fields, field in [({"task_id": "nope"}, "task_id"), ({"task_id": task_id[:-1] + "1"}, "task_id"),
+                          ({"task_id": task_id, "slice": -1}, "slice"), ({"task_id": task_id, "slice": "x"}, "slice"),
+                          ({"task_id": task_id, "claim_id": ""}, "claim_id")]:
+        body = bot_body(**{"slice": 0, "claim_id": "c", **fields})
+        response = api.post("bot_claim", body, role="bot")
+        assert response.status_code == 400, fields
+        assert response.json()["error"]["message"].startswith(field)
+    for params in [{"offset": -1}, {"offset": "x"}, {"length": 0}]:
+        assert api.post("task_stdout", {"task_id": task_id, **params}).status_code == 400, params
+    assert api.ok("task_result", {"task_id": task_id})["state"] == "PENDING"  # nothing was claimed
