@@ -17,7 +17,8 @@ class OpCount:
     writes: int = 0
 
 
-_current: contextvars.ContextVar[OpCount] = contextvars.ContextVar("firestore_ops", default=OpCount())
+#: None outside a request: store calls made then (tests, scripts) are not counted.
+_current: contextvars.ContextVar[OpCount | None] = contextvars.ContextVar("firestore_ops", default=None)
 
 
 @contextlib.contextmanager
@@ -31,8 +32,10 @@ def counting() -> Iterator[OpCount]:
 
 
 def read(n: int = 1) -> None:
-    _current.get().reads += n
+    if (count := _current.get()) is not None:
+        count.reads += n
 
 
 def write(n: int = 1) -> None:
-    _current.get().writes += n
+    if (count := _current.get()) is not None:
+        count.writes += n

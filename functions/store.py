@@ -188,7 +188,7 @@ class Store:
 
     def _write_output(self, transaction, chunk_refs: list, pieces: list[tuple[int, int, bytes]]) -> None:
         chunks = self._get_all(chunk_refs, transaction)
-        for ref, (_, position, piece) in zip(chunk_refs, pieces):
+        for ref, (_, position, piece) in zip(chunk_refs, pieces, strict=True):
             existing = chunks.get(ref.id, b"")
             merged = stdout.merge(existing, position, piece)
             if merged != existing:
@@ -211,7 +211,7 @@ class Store:
         refs = [self._chunk_ref(run_id, i) for i in indexes]
         chunks = self._get_all(refs)
         out = bytearray()
-        for index, ref in zip(indexes, refs):
+        for ref in refs:
             data = chunks.get(ref.id)
             if data is None:
                 break
