@@ -1,5 +1,6 @@
 """The whole service on one machine: the Firestore and Cloud Storage emulators,
-every Cloud Function behind one gunicorn (the gateway), and N bots.
+every Cloud Function behind one gunicorn (the gateway), a cron that calls
+`cron_sweep` every minute (Cloud Scheduler's job in production), and N bots.
 
 Each process runs in its own session, so it outlives the command that started
 it (`up --detach`) and stopping its process group also stops its children
@@ -39,6 +40,8 @@ PROJECT = "swarming-local"
 BUCKET = "swarming-local"
 ROLES = {"bot": "local-bots", "user": "local-user", "admin": "local-admin"}
 BOT_READY_SECS = 30.0
+#: How often the local cron calls `cron_sweep` (Cloud Scheduler's in production).
+CRON_SECS = 60.0
 
 Record = dict[str, Any]
 
@@ -137,6 +140,7 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
     gateway = _launch(state_dir, state, "gateway", "gateway",
                       lambda log_path: _start_gateway(ports["gateway"], log_path, env))
     state["base_url"] = gateway.url
+    _launch(state_dir, state, "cron", "cron", lambda log_path: _start_cron(gateway.url, state_dir, log_path))
     token = token_for(state_dir, "bot")
     for n in range(1, bots + 1):
         bot_id = f"local-bot-{n}"
@@ -209,6 +213,14 @@ def _start_gateway(port: int, log_path: Path, env: dict[str, str]) -> _Started:
     )
     processes.wait_until(processes.http_ok(url + "/", expect='"functions"'), process, "gateway", log_path)
     return _Started(process, url)
+
+
+def _start_cron(base_url: str, state_dir: Path, log_path: Path) -> _Started:
+    process = processes.spawn(
+        [sys.executable, "-m", "client.local_cron", "--server", base_url, "--every", str(CRON_SECS), "cron_sweep"],
+        log_path, env={"SWARMING_TOKEN": token_for(state_dir, "admin"), "PYTHONUNBUFFERED": "1"}, cwd=REPO,
+    )
+    return _Started(process, None)
 
 
 def _start_bot(bot_id: str, base_url: str, token: str, state_dir: Path, firestore_url: str,

@@ -19,6 +19,10 @@ class Settings:
     #: The local config file (tokens and their roles, pools, bots).
     config_path: str
     server_version: str = "dev"
+    #: How often a function instance writes the bots it saw (functions.liveness).
+    sightings_flush_secs: float = 30.0
+    #: A bot not seen for this long is dead (PROTOCOL.md).
+    bot_death_timeout_secs: int = 600
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -27,6 +31,8 @@ class Settings:
             bucket=os.environ.get("SWARMING_BUCKET", "swarming-local"),
             config_path=_required("SWARMING_CONFIG"),
             server_version=os.environ.get("SWARMING_SERVER_VERSION", "dev"),
+            sightings_flush_secs=float(os.environ.get("SWARMING_SIGHTINGS_FLUSH_SECS", "30")),
+            bot_death_timeout_secs=int(os.environ.get("SWARMING_BOT_DEATH_TIMEOUT_SECS", "600")),
         )
 
     def load_config(self) -> dict[str, Any]:

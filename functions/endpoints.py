@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 from functions import bots, runs, scheduler, tasks
-from functions.auth import BOTS, USERS
+from functions.auth import ADMINS, BOTS, USERS
 from functions.bots import BotRequest
 from functions.http import Call, Function
 
@@ -22,22 +22,26 @@ def _bot(call: Call) -> BotRequest:
 def bot_handshake(call: Call) -> dict[str, Any]:
     bot = _bot(call)
     enforced = call.service.config.bot_dimensions.get(bot.bot_id, {})
-    return bots.handshake(call.store, bot, enforced, call.service.settings.server_version, call.now)
+    return bots.handshake(call.service.registry, bot, enforced, call.service.settings.server_version, call.now)
 
 
 def bot_poll(call: Call) -> dict[str, Any]:
-    return scheduler.poll(call.store, call.service.queue_cache, _bot(call), call.now, _rand)
+    return scheduler.poll(call.store, call.service.queue_cache, call.service.registry, _bot(call), call.now, _rand)
 
 
 def bot_claim(call: Call) -> dict[str, Any]:
     return scheduler.claim(
-        call.store, _bot(call), task_id=call.string("task_id"),
+        call.store, call.service.registry, _bot(call), task_id=call.string("task_id"),
         slice_index=call.integer("slice", 0), claim_id=call.string("claim_id"), now=call.now,
     )
 
 
 def bot_task_update(call: Call) -> dict[str, Any]:
-    return runs.update(call.store, _bot(call), call.params, call.now)
+    return runs.update(call.store, call.service.registry, _bot(call), call.params, call.now)
+
+
+def bot_event(call: Call) -> dict[str, Any]:
+    return bots.event(call.service.bot_store, call.service.registry, _bot(call), call.params, call.now)
 
 
 def tasks_new(call: Call) -> dict[str, Any]:
@@ -54,12 +58,55 @@ def task_stdout(call: Call) -> dict[str, Any]:
                         length=call.integer("length"))
 
 
+def bots_list(call: Call) -> dict[str, Any]:
+    return call.service.fleet.list_bots(call.params, call.integer("limit"), call.params.get("cursor"), call.now)
+
+
+def bots_count(call: Call) -> dict[str, Any]:
+    return call.service.fleet.count(call.params, call.now)
+
+
+def bots_dimensions(call: Call) -> dict[str, Any]:
+    return call.service.fleet.dimensions(call.params.get("pool") or None, call.now)
+
+
+def bot_get(call: Call) -> dict[str, Any]:
+    return call.service.fleet.get(call.string("bot_id"), call.now)
+
+
+def bot_events(call: Call) -> dict[str, Any]:
+    return call.service.fleet.events(call.string("bot_id"), call.integer("limit"), call.params.get("cursor"))
+
+
+def bot_tasks(call: Call) -> dict[str, Any]:
+    return call.service.fleet.tasks(call.string("bot_id"), call.integer("limit"), call.params.get("cursor"))
+
+
+def bot_delete(call: Call) -> dict[str, Any]:
+    return call.service.fleet.delete(call.string("bot_id"), call.now)
+
+
+def cron_sweep(call: Call) -> dict[str, Any]:
+    return {"bots": call.service.fleet.sweep(call.now)}
+
+
 FUNCTIONS: list[Function] = [
     Function("bot_handshake", bot_handshake, BOTS, summary="A bot says hello; its registry entry is written"),
     Function("bot_poll", bot_poll, BOTS, summary="A bot asks for work: candidates to claim, or sleep"),
     Function("bot_claim", bot_claim, BOTS, summary="A bot claims one pending task atomically"),
     Function("bot_task_update", bot_task_update, BOTS, summary="Stdout at an offset, heartbeat, completion"),
+    Function("bot_event", bot_event, BOTS, summary="A bot reports an error, a log line, a reboot or shutdown"),
     Function("tasks_new", tasks_new, USERS, summary="Create a task"),
     Function("task_result", task_result, USERS, ("GET", "POST"), summary="A task's state and outcome"),
     Function("task_stdout", task_stdout, USERS, ("GET", "POST"), summary="A range of a task's stdout"),
+    Function("bots_list", bots_list, USERS, ("GET", "POST"), summary="Bots by dimensions and state, paged"),
+    Function("bots_count", bots_count, USERS, ("GET", "POST"),
+             summary="How many bots match, and how many are quarantined, in maintenance, dead, busy"),
+    Function("bots_dimensions", bots_dimensions, USERS, ("GET", "POST"),
+             summary="Every dimension value the bots of a pool report"),
+    Function("bot_get", bot_get, USERS, ("GET", "POST"), summary="One bot"),
+    Function("bot_events", bot_events, USERS, ("GET", "POST"), summary="A bot's events, newest first"),
+    Function("bot_tasks", bot_tasks, USERS, ("GET", "POST"), summary="The tasks a bot ran, newest first"),
+    Function("bot_delete", bot_delete, ADMINS, summary="Forget a bot (it comes back if it calls again)"),
+    Function("cron_sweep", cron_sweep, ADMINS, summary="Repairs what lost timers left; marks bots dead or alive"),
 ]

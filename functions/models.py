@@ -1,8 +1,9 @@
 """The documents the server stores, as typed values.
 
-The request is `shared.task_request.TaskRequest`; one attempt at running it is
-a `TaskRun`; what the task came to is its `TaskResult`; a pending slice waiting
-for a bot is a `TaskToRun`.
+The request is `shared.task_request.TaskRequest`; what the task came to, and
+which bot runs it under which claim, is its `TaskResult`; a pending slice
+waiting for a bot is a `TaskToRun`. A bot's registry entry is
+`functions.bot_info.BotInfo`.
 """
 
 import dataclasses
@@ -34,6 +35,8 @@ class TaskResult:
     current_task_slice: int = 0
     try_number: int = 0
     bot_id: str | None = None
+    #: The bot's id for its winning claim: the same claim again replays it.
+    claim_id: str | None = None
     bot_dimensions: Dimensions | None = None
     started_ts: datetime.datetime | None = None
     completed_ts: datetime.datetime | None = None
@@ -58,6 +61,7 @@ class TaskResult:
 
     def to_wire(self) -> dict[str, Any]:
         wire = self.to_doc()
+        del wire["claim_id"]
         for key in ("created_ts", "modified_ts", "started_ts", "completed_ts"):
             wire[key] = iso(wire[key])
         wire["run_id"] = self.run_id
@@ -84,24 +88,6 @@ class TaskToRun:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "TaskToRun":
-        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
-
-    def to_doc(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskRun:
-    """One attempt: created once by the claim that won it."""
-
-    run_id: str
-    bot_id: str
-    claim_id: str
-    slice_index: int
-    started_ts: datetime.datetime
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> "TaskRun":
         return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
 
     def to_doc(self) -> dict[str, Any]:

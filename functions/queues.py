@@ -2,19 +2,23 @@
 
 A poll finds the queues a bot matches from these few records instead of
 scanning pending tasks, then reads only the heads of those queues. Each
-function instance keeps the queues of a pool for `CACHE_SECS`, so a new queue
-reaches every matching bot within a few seconds; the instance that created it
-sees it at once.
+function instance keeps the queues of a pool and, every `CACHE_SECS`, reads
+only the records written since its last read (one billed read when there are
+none), so a new queue reaches every matching bot within a few seconds however
+many queues the pool has; the instance that created it sees it at once.
 """
 
 import dataclasses
 import datetime
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from shared import dimensions as dims_lib
 
 CACHE_SECS = 3.0
+#: Records written this long before the last read are read again, so that the
+#: clocks of different instances may disagree by this much.
+CLOCK_SKEW = datetime.timedelta(seconds=60)
 #: A queue record outlives the longest slice expiration, and is rewritten by a
 #: given instance at most once per `REFRESH` while tasks keep using it.
 LIFETIME = datetime.timedelta(days=7, hours=1)
@@ -47,7 +51,8 @@ class TaskQueue:
     def to_doc(self) -> dict[str, Any]:
         # Firestore arrays cannot hold arrays: each alternative is a map.
         return {"queue_key": self.queue_key, "pool": self.pool, "expiry_ts": self.expiry_ts,
-                "alternatives": [{"flat": sorted(a)} for a in self.alternatives]}
+                "alternatives": [{"flat": sorted(a)} for a in self.alternatives],
+                "updated_ts": self.expiry_ts - LIFETIME}  # when it was (re)written
 
 
 class QueueCache:
@@ -60,16 +65,20 @@ class QueueCache:
         self._pools: dict[str, tuple[datetime.datetime, dict[str, TaskQueue]]] = {}
         self._written: dict[str, datetime.datetime] = {}
 
-    def fresh(self, pool: str, now: datetime.datetime) -> dict[str, TaskQueue] | None:
+    def queues(self, pool: str, now: datetime.datetime,
+               load: Callable[[datetime.datetime | None], list[TaskQueue]]) -> list[TaskQueue]:
+        """The live queues of `pool`; when the cache is older than
+        `CACHE_SECS`, `load(since)` reads the records written since (all of
+        them when `since` is None) and they are merged in."""
         with self._lock:
-            read_at, queues = self._pools.get(pool, (None, {}))
+            read_at, known = self._pools.get(pool, (None, {}))
         if read_at is None or (now - read_at).total_seconds() > self._cache_secs:
-            return None
-        return queues
-
-    def remember(self, pool: str, queues: list[TaskQueue], now: datetime.datetime) -> None:
-        with self._lock:
-            self._pools[pool] = (now, {q.queue_key: q for q in queues})
+            found = load(read_at - CLOCK_SKEW if read_at else None)
+            with self._lock:
+                known = {**self._pools.get(pool, (now, {}))[1], **{q.queue_key: q for q in found}}
+                known = {k: q for k, q in known.items() if q.expiry_ts > now}
+                self._pools[pool] = (now, known)
+        return list(known.values())
 
     def needs_write(self, queue: TaskQueue) -> bool:
         with self._lock:

@@ -6,7 +6,7 @@ import datetime
 from typing import Any
 
 from functions import stdout
-from functions.bots import BotRequest
+from functions.bots import BotRequest, Registry
 from functions.errors import BadRequest, Conflict, PayloadTooLarge
 from functions.models import TaskResult
 from functions.store import Store, Writes
@@ -17,7 +17,8 @@ from shared.states import State
 HEARTBEAT_SECS = 10
 
 
-def update(store: Store, bot: BotRequest, body: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+def update(store: Store, registry: Registry, bot: BotRequest, body: dict[str, Any],
+           now: datetime.datetime) -> dict[str, Any]:
     run_id = body.get("task_id")
     if not isinstance(run_id, str) or not task_ids.is_valid(run_id) or run_id.endswith("0"):
         raise BadRequest("task_id: must be the run id from the manifest")
@@ -40,7 +41,8 @@ def update(store: Store, bot: BotRequest, body: dict[str, Any], now: datetime.da
 
     result = store.update_run(run_id, offset, data, change)
     must_stop = result.state.is_final and not completion
-    return {"ok": True, "must_stop": must_stop, "stop_reason": result.state.value if must_stop else None}
+    return {"ok": True, "must_stop": must_stop, "stop_reason": result.state.value if must_stop else None,
+            "session": registry.check_in(bot, result.task_id, now)}
 
 
 def _output(body: dict[str, Any]) -> tuple[bytes, int]:

@@ -9,9 +9,9 @@ import datetime
 import random
 from typing import Any
 
-from functions.bots import BotRequest
+from functions.bots import BotRequest, Registry
 from functions.errors import BadRequest
-from functions.models import TaskRun, TaskToRun
+from functions.models import TaskToRun
 from functions.queues import QueueCache
 from functions.store import LostRace, Store
 from shared import dimensions as dims_lib
@@ -32,27 +32,26 @@ def sleep_secs(streak: int, rand: random.Random) -> float:
     return min(MAX_SLEEP_SECS, 1.5 ** (streak + 1)) * rand.uniform(0.9, 1.1)
 
 
-def poll(store: Store, cache: QueueCache, bot: BotRequest, now: datetime.datetime,
+def poll(store: Store, cache: QueueCache, registry: Registry, bot: BotRequest, now: datetime.datetime,
          rand: random.Random) -> dict[str, Any]:
-    queue_keys = matching_queues(store, cache, bot, now)
+    session = registry.check_in(bot, None, now)
+    info = bot.info(None)
+    queue_keys = [] if info.quarantined or info.maintenance_msg else matching_queues(store, cache, bot, now)
     pending = store.pending(queue_keys, POLL_SCAN) if queue_keys else []
     matching = [t for t in pending if t.expiration_ts > now]
     if not matching:
         streak = bot.state.get("sleep_streak", 0)
-        return {"cmd": "sleep", "duration": sleep_secs(streak if isinstance(streak, int) else 0, rand)}
-    return {"cmd": "claim", "candidates": [_candidate(t) for t in _spread(matching, rand)]}
+        duration = sleep_secs(streak if isinstance(streak, int) else 0, rand)
+        return {"cmd": "sleep", "duration": duration, "session": session}
+    return {"cmd": "claim", "candidates": [_candidate(t) for t in _spread(matching, rand)], "session": session}
 
 
 def matching_queues(store: Store, cache: QueueCache, bot: BotRequest, now: datetime.datetime) -> list[str]:
     """The keys of the live queues of the bot's pools whose dimensions it has."""
     keys = []
     for pool in bot.dimensions.get("pool", []):
-        queues = cache.fresh(pool, now)
-        if queues is None:
-            found = store.queues(pool)
-            cache.remember(pool, found, now)
-            queues = {q.queue_key: q for q in found}
-        keys += sorted(k for k, q in queues.items() if q.expiry_ts > now and q.matches(bot.flat))
+        queues = cache.queues(pool, now, lambda since, pool=pool: store.queues(pool, since))
+        keys += sorted(q.queue_key for q in queues if q.matches(bot.flat))
     return keys
 
 
@@ -69,7 +68,7 @@ def _candidate(to_run: TaskToRun) -> dict[str, Any]:
     return {"task_id": to_run.task_id, "slice": to_run.slice_index}
 
 
-def claim(store: Store, bot: BotRequest, task_id: str, slice_index: int, claim_id: str,
+def claim(store: Store, registry: Registry, bot: BotRequest, task_id: str, slice_index: int, claim_id: str,
           now: datetime.datetime) -> dict[str, Any]:
     if not task_ids.is_valid(task_id) or task_id != task_ids.summary_id(task_id):
         raise BadRequest(f"task_id: {task_id!r} is not a task id (a candidate's task_id)")
@@ -77,41 +76,45 @@ def claim(store: Store, bot: BotRequest, task_id: str, slice_index: int, claim_i
         raise BadRequest("slice: must be a non-negative integer")
     found = store.get_to_run(task_id, slice_index)
     if found is None:
-        return _replay(store, bot, task_id, claim_id, "the task is no longer pending")
+        return _replay(store, registry, bot, task_id, claim_id, now, "the task is no longer pending")
     to_run, update_time = found
     if not dims_lib.matches(to_run.dimensions, bot.flat):
         return _skip("the bot's dimensions do not match the task's")
     request = store.get_request(task_id)
-    run = TaskRun(run_id=task_ids.run_id(task_id, 1), bot_id=bot.bot_id, claim_id=claim_id,
-                  slice_index=slice_index, started_ts=now)
     changes = {
-        "state": State.RUNNING.value, "bot_id": bot.bot_id, "bot_dimensions": bot.dimensions,
-        "started_ts": now, "modified_ts": now, "try_number": 1, "current_task_slice": slice_index,
+        "state": State.RUNNING.value, "bot_id": bot.bot_id, "claim_id": claim_id,
+        "bot_dimensions": bot.dimensions, "started_ts": now, "modified_ts": now, "try_number": 1,
+        "current_task_slice": slice_index,
     }
+    info = bot.info(task_id)
     try:
-        store.commit_claim(to_run, update_time, run, changes)
+        store.commit_claim(to_run, update_time, changes, bot.bot_id, info.to_doc(now))
     except LostRace:
-        return _replay(store, bot, task_id, claim_id, "another bot claimed the task")
-    return {"cmd": "run", "manifest": manifest(request, run)}
+        return _replay(store, registry, bot, task_id, claim_id, now, "another bot claimed the task")
+    return {"cmd": "run", "manifest": manifest(request, bot.bot_id, task_ids.run_id(task_id, 1), slice_index),
+            "session": registry.claimed(bot, info, now)}
 
 
-def _replay(store: Store, bot: BotRequest, task_id: str, claim_id: str, reason: str) -> dict[str, Any]:
+def _replay(store: Store, registry: Registry, bot: BotRequest, task_id: str, claim_id: str,
+            now: datetime.datetime, reason: str) -> dict[str, Any]:
     """A retried claim (same claim_id, same bot) gets the manifest it won."""
-    run = store.get_run(task_ids.run_id(task_id, 1))
-    if run is None or run.claim_id != claim_id or run.bot_id != bot.bot_id:
+    result = store.get_result(task_id)
+    if result is None or result.claim_id != claim_id or result.bot_id != bot.bot_id:
         return _skip(reason)
-    return {"cmd": "run", "manifest": manifest(store.get_request(task_id), run)}
+    return {"cmd": "run",
+            "manifest": manifest(store.get_request(task_id), bot.bot_id, result.run_id, result.current_task_slice),
+            "session": registry.check_in(bot, task_id, now)}
 
 
 def _skip(reason: str) -> dict[str, Any]:
     return {"cmd": "skip", "reason": reason}
 
 
-def manifest(request: TaskRequest, run: TaskRun) -> dict[str, Any]:
-    props = request.task_slices[run.slice_index].properties
+def manifest(request: TaskRequest, bot_id: str, run_id: str, slice_index: int) -> dict[str, Any]:
+    props = request.task_slices[slice_index].properties
     return {
-        "task_id": run.run_id,
-        "bot_id": run.bot_id,
+        "task_id": run_id,
+        "bot_id": bot_id,
         "command": props.command,
         "env": props.env,
         "dimensions": props.dimensions,

@@ -12,7 +12,11 @@ from typing import Callable, Iterator
 from google.cloud import firestore
 
 from functions.auth import Authenticator
+from functions.fleet import Fleet
 from functions.config import ServerConfig, Settings
+from functions.bot_store import BotStore
+from functions.bots import Registry
+from functions.liveness import Sightings
 from functions.queues import QueueCache
 from functions.store import Store
 
@@ -29,6 +33,18 @@ class Service:
     @functools.cached_property
     def store(self) -> Store:
         return Store(firestore.Client(project=self.settings.project))
+
+    @functools.cached_property
+    def bot_store(self) -> BotStore:
+        return BotStore(self.store.db)
+
+    @functools.cached_property
+    def registry(self) -> Registry:
+        return Registry(self.bot_store, Sightings(self.settings.sightings_flush_secs))
+
+    @functools.cached_property
+    def fleet(self) -> Fleet:
+        return Fleet(self.bot_store, self.settings.bot_death_timeout_secs)
 
     @functools.cached_property
     def queue_cache(self) -> QueueCache:

@@ -15,7 +15,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions import ops, stdout
-from functions.models import TaskResult, TaskRun, TaskToRun
+from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
 from shared import task_id as task_ids
 from shared.task_request import TaskRequest
@@ -23,24 +23,73 @@ from shared.task_request import TaskRequest
 TASK_REQUESTS = "task_requests"
 TASK_RESULTS = "task_results"
 TASK_TO_RUN = "task_to_run"
-TASK_RUNS = "task_runs"
 TASK_OUTPUT = "task_output"
 TASK_QUEUES = "task_queues"
+BOTS = "bots"
+BOT_EVENTS = "bot_events"
+BOT_LIVENESS = "bot_liveness"
+BOT_DIMENSIONS = "bot_dimensions"
 #: Values one Firestore `in` filter takes.
 MAX_IN_VALUES = 30
 
 #: The composite indexes the queries below need, as (collection, fields in
 #: order). The emulator runs any query; production refuses one without its
-#: index, so `_query` refuses an undeclared shape here too, and a test checks
+#: index, so `query` refuses an undeclared shape here too, and a test checks
 #: that infra/terraform declares every one.
 COMPOSITE_INDEXES = frozenset({
     (TASK_TO_RUN, ("queue_key", "order_key")),
+    (TASK_QUEUES, ("pool", "updated_ts")),
+    (TASK_RESULTS, ("bot_id", "started_ts")),
+    (BOT_EVENTS, ("bot_id", "ts")),
 })
 
 
 class UndeclaredIndex(RuntimeError):
     pass
-BOTS = "bots"
+
+
+Filter = tuple[str, str, Any]
+
+
+def get(ref: firestore.DocumentReference, transaction=None) -> firestore.DocumentSnapshot:
+    """Reads one document, counted."""
+    ops.read()
+    return ref.get(transaction=transaction)
+
+
+def query(db: firestore.Client, collection: str, filters: list[Filter], order_by: str | None = None,
+          descending: bool = False, limit: int | None = None, start_after: Any = None) -> list[Any]:
+    """Runs a query, counted: Firestore bills at least one read even for no
+    result. Equality filters alone need no composite index (Firestore merges
+    single-field ones); an ordered or ranged query over more than one field
+    needs one, and an undeclared shape is refused here as production would.
+    `start_after` is a value of `order_by` (or a document id when unordered)."""
+    check_index(collection, filters, order_by)
+    q = filtered(db, collection, filters)
+    direction = firestore.Query.DESCENDING if descending else firestore.Query.ASCENDING
+    q = q.order_by(order_by or "__name__", direction=direction)
+    if start_after is not None:
+        q = q.start_after({order_by or "__name__": start_after})
+    if limit:
+        q = q.limit(limit)
+    docs = list(q.stream())
+    ops.read(max(1, len(docs)))
+    return docs
+
+
+def filtered(db: firestore.Client, collection: str, filters: list[Filter]) -> Any:
+    q = db.collection(collection)
+    for field, op, value in filters:
+        q = q.where(filter=FieldFilter(field, op, value))
+    return q
+
+
+def check_index(collection: str, filters: list[Filter], order_by: str | None) -> None:
+    fields = list(dict.fromkeys([f for f, _, _ in filters] + ([order_by] if order_by else [])))
+    if len(fields) < 2 or (not order_by and all(op == "==" for _, op, _ in filters)):
+        return
+    if (collection, tuple(fields)) not in COMPOSITE_INDEXES:
+        raise UndeclaredIndex(f"{collection}: {tuple(fields)} is not in COMPOSITE_INDEXES")
 
 
 def hashed(id_: str) -> str:
@@ -68,12 +117,12 @@ class Store:
     def __init__(self, db: firestore.Client):
         self._db = db
 
+    @property
+    def db(self) -> firestore.Client:
+        return self._db
+
     def _doc(self, collection: str, id_: str) -> firestore.DocumentReference:
         return self._db.collection(collection).document(hashed(id_))
-
-    def _get(self, ref: firestore.DocumentReference, transaction=None) -> firestore.DocumentSnapshot:
-        ops.read()
-        return ref.get(transaction=transaction)
 
     # Tasks.
 
@@ -89,11 +138,11 @@ class Store:
         ops.write(3)
 
     def get_request(self, task_id: str) -> TaskRequest | None:
-        snap = self._get(self._doc(TASK_REQUESTS, task_id))
+        snap = get(self._doc(TASK_REQUESTS, task_id))
         return TaskRequest.from_wire(snap.to_dict()) if snap.exists else None
 
     def get_result(self, task_id: str) -> TaskResult | None:
-        snap = self._get(self._doc(TASK_RESULTS, task_id))
+        snap = get(self._doc(TASK_RESULTS, task_id))
         return TaskResult.from_doc(snap.to_dict()) if snap.exists else None
 
     # Scheduling.
@@ -105,56 +154,43 @@ class Store:
         ops.write()
         self._db.collection(TASK_QUEUES).document(queue.queue_key).set(queue.to_doc())
 
-    def queues(self, pool: str) -> list[TaskQueue]:
-        return [TaskQueue.from_doc(d) for d in self._query(TASK_QUEUES, ("pool", "==", pool))]
+    def queues(self, pool: str, since: datetime.datetime | None = None) -> list[TaskQueue]:
+        """The queue records of `pool`, or those written since `since`."""
+        filters: list[Filter] = [("pool", "==", pool)]
+        if since:
+            filters.append(("updated_ts", ">=", since))
+        docs = query(self._db, TASK_QUEUES, filters, order_by="updated_ts" if since else None)
+        return [TaskQueue.from_doc(d.to_dict()) for d in docs]
 
     def pending(self, queue_keys: list[str], limit: int) -> list[TaskToRun]:
         """The first `limit` pending slices of these queues, in order."""
         found: list[TaskToRun] = []
         for start in range(0, len(queue_keys), MAX_IN_VALUES):
             keys = queue_keys[start:start + MAX_IN_VALUES]
-            docs = self._query(TASK_TO_RUN, ("queue_key", "in", keys), order_by="order_key", limit=limit)
-            found += [TaskToRun.from_doc(d) for d in docs]
+            docs = query(self._db, TASK_TO_RUN, [("queue_key", "in", keys)], order_by="order_key", limit=limit)
+            found += [TaskToRun.from_doc(d.to_dict()) for d in docs]
         return sorted(found, key=lambda t: t.order_key)[:limit]
-
-    def _query(self, collection: str, where: tuple[str, str, Any], order_by: str | None = None,
-               limit: int | None = None) -> list[dict[str, Any]]:
-        """Runs a query of one filter; Firestore bills at least one read even
-        for no result."""
-        field, op, value = where
-        if order_by and order_by != field and (collection, (field, order_by)) not in COMPOSITE_INDEXES:
-            raise UndeclaredIndex(f"{collection}: ({field}, {order_by}) is not in COMPOSITE_INDEXES")
-        query = self._db.collection(collection).where(filter=FieldFilter(field, op, value))
-        if order_by:
-            query = query.order_by(order_by)
-        if limit:
-            query = query.limit(limit)
-        docs = [d.to_dict() for d in query.stream()]
-        ops.read(max(1, len(docs)))
-        return docs
 
     def get_to_run(self, task_id: str, slice_index: int) -> tuple[TaskToRun, Any] | None:
         """The pending slice and its update time, the claim's precondition."""
-        snap = self._get(self._to_run_ref(task_id, slice_index))
+        snap = get(self._to_run_ref(task_id, slice_index))
         return (TaskToRun.from_doc(snap.to_dict()), snap.update_time) if snap.exists else None
 
-    def get_run(self, run_id: str) -> TaskRun | None:
-        snap = self._get(self._doc(TASK_RUNS, run_id))
-        return TaskRun.from_doc(snap.to_dict()) if snap.exists else None
-
-    def commit_claim(self, to_run: TaskToRun, seen_update_time: Any, run: TaskRun, result_changes: dict) -> None:
-        """Deletes the pending slice, creates the run and marks the result, all
-        or nothing; raises LostRace when the slice changed since it was read."""
+    def commit_claim(self, to_run: TaskToRun, seen_update_time: Any, result_changes: dict[str, Any],
+                     bot_id: str, bot_doc: dict[str, Any]) -> None:
+        """Deletes the pending slice, marks the result and records the task in
+        the bot's entry, all or nothing; raises LostRace when the slice changed
+        since it was read. The delete's precondition alone makes one winner."""
         batch = self._db.batch()
         batch.delete(
             self._to_run_ref(to_run.task_id, to_run.slice_index),
             option=self._db.write_option(last_update_time=seen_update_time),
         )
-        batch.create(self._doc(TASK_RUNS, run.run_id), run.to_doc())
         batch.update(self._doc(TASK_RESULTS, to_run.task_id), result_changes)
+        batch.set(self._db.collection(BOTS).document(bot_id), bot_doc, merge=True)
         try:
             batch.commit()
-        except (gexc.FailedPrecondition, gexc.NotFound, gexc.AlreadyExists, gexc.Conflict) as e:
+        except (gexc.FailedPrecondition, gexc.NotFound, gexc.Conflict) as e:
             raise LostRace(str(e)) from e
         ops.write(3)  # A failed batch writes, and costs, nothing.
 
@@ -172,7 +208,7 @@ class Store:
 
         @firestore.transactional
         def apply(transaction) -> TaskResult:
-            snap = self._get(result_ref, transaction)
+            snap = get(result_ref, transaction)
             if not snap.exists:
                 raise gexc.NotFound(f"no task for run {run_id}")
             result = TaskResult.from_doc(snap.to_dict())
@@ -220,16 +256,3 @@ class Store:
                 break
         start = offset - indexes[0] * stdout.CHUNK_SIZE
         return bytes(out[start:start + length])
-
-    # Bots.
-
-    def register_bot(self, bot_id: str, fields: dict[str, Any], now: datetime.datetime) -> None:
-        ref = self._db.collection(BOTS).document(bot_id)
-        snap = self._get(ref)
-        first_seen = snap.get("first_seen") if snap.exists else now
-        ops.write()
-        ref.set({**fields, "bot_id": bot_id, "first_seen": first_seen, "last_seen": now})
-
-    def get_bot(self, bot_id: str) -> dict[str, Any] | None:
-        snap = self._get(self._db.collection(BOTS).document(bot_id))
-        return snap.to_dict() if snap.exists else None

@@ -28,8 +28,9 @@ def _stdout(api, task_id, **params):
 def test_handshake_registers_the_bot(api, svc):
     answer = api.ok("bot_handshake", bot_body("bot-7"), role="bot")
     assert answer["server_version"] == "dev"
-    bot = svc.store.get_bot("bot-7")
-    assert "pool:default" in bot["dimensions_flat"] and bot["first_seen"] == bot["last_seen"]
+    bot = api.ok("bot_get", {"bot_id": "bot-7"})
+    assert {"key": "pool", "value": ["default"]} in bot["dimensions"]
+    assert bot["first_seen_ts"] == bot["last_seen_ts"] and not bot["is_dead"] and not bot["is_busy"]
 
 
 def test_idle_poll_sleeps_with_backoff(api):
@@ -73,8 +74,9 @@ def test_claim_race_has_exactly_one_winner(api):
 def test_retried_claim_gets_the_same_manifest_others_skip(api):
     task_id = api.ok("tasks_new", task_body())["task_id"]
     first = _claim(api, task_id, claim_id="c-1")
-    retry = api.post("bot_claim", bot_body(task_id=task_id, slice=0, claim_id="c-1"), role="bot")
-    assert retry.json() == first and first["cmd"] == "run"
+    retry = api.post("bot_claim", bot_body(task_id=task_id, slice=0, claim_id="c-1", session=first["session"]),
+                     role="bot")
+    assert retry.json()["manifest"] == first["manifest"] and first["cmd"] == "run"
     assert int(retry.headers["X-Firestore-Reads"]) <= 3 and retry.headers["X-Firestore-Writes"] == "0"
     assert _claim(api, task_id, claim_id="c-2")["cmd"] == "skip"
     assert _claim(api, task_id, bot_id="bot-2", claim_id="c-1")["cmd"] == "skip"
@@ -90,10 +92,11 @@ def test_bot_cannot_claim_a_task_it_does_not_match(api):
 
 def test_claim_costs_at_most_three_reads_and_writes(api):
     task_id = api.ok("tasks_new", task_body())["task_id"]
-    response = api.post("bot_claim", bot_body(task_id=task_id, slice=0, claim_id="c"), role="bot")
+    session = api.ok("bot_handshake", bot_body(), role="bot")["session"]
+    response = api.post("bot_claim", bot_body(task_id=task_id, slice=0, claim_id="c", session=session), role="bot")
     assert response.json()["cmd"] == "run"
-    assert int(response.headers["X-Firestore-Reads"]) <= 3
-    assert int(response.headers["X-Firestore-Writes"]) <= 3
+    # The pending slice and the request; the slice deleted, the result and the bot's entry.
+    assert response.headers["X-Firestore-Reads"] == "2" and response.headers["X-Firestore-Writes"] == "3"
 
 
 def _running(api):

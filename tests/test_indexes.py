@@ -25,6 +25,13 @@ def test_every_composite_index_is_declared_in_terraform():
     assert declared_indexes() >= store.COMPOSITE_INDEXES
 
 
-def test_an_ordered_query_without_a_declared_index_is_refused():
+def test_an_ordered_or_ranged_query_without_a_declared_index_is_refused():
     with pytest.raises(store.UndeclaredIndex, match="task_results"):
-        store.Store(db=None)._query(store.TASK_RESULTS, ("state", "==", "PENDING"), order_by="created_ts")
+        store.query(None, store.TASK_RESULTS, [("state", "==", "PENDING")], order_by="created_ts")
+    with pytest.raises(store.UndeclaredIndex, match="bots"):
+        store.query(None, store.BOTS, [("is_dead", "==", True), ("updated_ts", "<", 0)])
+
+
+def test_equality_filters_alone_need_no_composite_index(svc):
+    """Firestore merges single-field indexes for them (the bot list filters)."""
+    assert store.query(svc.store.db, store.BOTS, [("is_dead", "==", True), ("is_busy", "==", False)]) == []

@@ -112,7 +112,7 @@ def test_detached_stack_answers_refuses_a_second_and_stops_clean(state_dir: Path
     assert status.returncode == 0, status
     shown = json.loads(status.stdout)
     assert shown["running"] and [(p["name"], p["alive"]) for p in shown["processes"]] == [
-        ("firestore", True), ("storage", True), ("gateway", True)]
+        ("firestore", True), ("storage", True), ("gateway", True), ("cron", True)]
     assert shown["project"] == shown["bucket"] == "swarming-local"
 
     answer = requests.get(state["base_url"] + "/", timeout=10)
@@ -130,7 +130,7 @@ def test_detached_stack_answers_refuses_a_second_and_stops_clean(state_dir: Path
 
     pids = [p["pid"] for p in state["processes"]]
     stopped = swarming("local", "down", "--state-dir", str(state_dir))
-    assert stopped.returncode == 0 and stopped.stdout == "stopped: gateway, storage, firestore\n"
+    assert stopped.returncode == 0 and stopped.stdout == "stopped: cron, gateway, storage, firestore\n"
     assert_gone(pids, state_dir)
     assert swarming("local", "status", "--state-dir", str(state_dir)).returncode == 1
     assert "nothing running" in swarming("local", "down", "--state-dir", str(state_dir)).stdout
@@ -149,7 +149,7 @@ def test_foreground_stack_stops_on_signal(state_dir: Path, sig: signal.Signals):
         stack.send_signal(sig)
         out, err = stack.communicate(timeout=30)
         assert stack.returncode == 0, err
-        assert out.splitlines()[-1] == "stopped: gateway, storage, firestore"
+        assert out.splitlines()[-1] == "stopped: cron, gateway, storage, firestore"
         assert_gone([p["pid"] for p in state["processes"]], state_dir)
         assert not (state_dir / "stack.json").exists()
     finally:

@@ -7,7 +7,7 @@ import random
 from functions import scheduler, tasks
 from functions.auth import Caller, Role
 from functions.bots import BotRequest
-from functions.queues import CACHE_SECS, REFRESH, QueueCache, TaskQueue
+from functions.queues import CACHE_SECS, CLOCK_SKEW, REFRESH, QueueCache, TaskQueue
 from shared import task_id as task_ids
 from tests.builders import bot_body, task_body
 
@@ -30,40 +30,54 @@ def test_queue_matches_any_or_alternative():
     assert not queue.matches(frozenset({"pool:p", "os:Windows"}))
 
 
-def test_cache_expires_and_writes_a_queue_once_per_refresh():
+def test_cache_reads_only_what_was_written_since_its_last_read():
+    cache = QueueCache()
+    old = TaskQueue.for_dimensions({"pool": ["p"]}, NOW)
+    new = TaskQueue.for_dimensions({"pool": ["p"], "os": ["Linux"]}, NOW)
+    loads = []
+
+    def load(found):
+        return lambda since: loads.append(since) or found
+
+    assert cache.queues("p", NOW, load([old])) == [old]
+    assert cache.queues("p", NOW + datetime.timedelta(seconds=CACHE_SECS), load([new])) == [old]
+    later = NOW + datetime.timedelta(seconds=CACHE_SECS + 0.1)
+    assert set(cache.queues("p", later, load([new]))) == {old, new}
+    assert loads == [None, NOW - CLOCK_SKEW]  # all at first, then only since the last read
+    assert cache.queues("p", old.expiry_ts, load([])) == []  # expired records drop out
+
+
+def test_cache_writes_a_queue_once_per_refresh_and_shows_its_own_writes_at_once():
     cache = QueueCache()
     queue = TaskQueue.for_dimensions({"pool": ["p"]}, NOW)
-    assert cache.fresh("p", NOW) is None
-    cache.remember("p", [], NOW)
-    assert cache.fresh("p", NOW + datetime.timedelta(seconds=CACHE_SECS)) == {}
-    assert cache.fresh("p", NOW + datetime.timedelta(seconds=CACHE_SECS + 0.1)) is None
+    assert cache.queues("p", NOW, lambda since: []) == []
     assert cache.needs_write(queue)
     cache.written(queue)
-    assert cache.fresh("p", NOW) == {queue.queue_key: queue}  # its own writes show at once
+    assert cache.queues("p", NOW, lambda since: []) == [queue]
     assert not cache.needs_write(TaskQueue.for_dimensions({"pool": ["p"]}, NOW + REFRESH / 2))
     assert cache.needs_write(TaskQueue.for_dimensions({"pool": ["p"]}, NOW + REFRESH))
 
 
-def _poll(store, cache, now, **dims):
+def _poll(svc, cache, now, **dims):
     body = bot_body()
     body["dimensions"].update(dims)
-    return scheduler.poll(store, cache, BotRequest.from_body(body, {}), now, random.Random(0))
+    return scheduler.poll(svc.store, cache, svc.registry, BotRequest.from_body(body, {}), now, random.Random(0))
 
 
 def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):
     creator, poller = QueueCache(), QueueCache()
-    assert _poll(svc.store, poller, NOW)["cmd"] == "sleep"  # the poller has read the pool: empty
+    assert _poll(svc, poller, NOW)["cmd"] == "sleep"  # the poller has read the pool: empty
     task_id = tasks.new(svc.store, creator, frozenset(), task_body(), USER, NOW)["task_id"]
-    assert _poll(svc.store, poller, NOW + datetime.timedelta(seconds=1))["cmd"] == "sleep"
+    assert _poll(svc, poller, NOW + datetime.timedelta(seconds=1))["cmd"] == "sleep"
     later = NOW + datetime.timedelta(seconds=CACHE_SECS + 1)
-    assert _poll(svc.store, poller, later)["candidates"] == [{"task_id": task_id, "slice": 0}]
+    assert _poll(svc, poller, later)["candidates"] == [{"task_id": task_id, "slice": 0}]
 
 
 def test_poll_finds_or_dimensions_and_skips_other_queues(svc):
     cache = QueueCache()
     mac = tasks.new(svc.store, cache, frozenset(), task_body(dimensions={"pool": "default", "os": "Linux|Mac"}), USER, NOW)
     tasks.new(svc.store, cache, frozenset(), task_body(dimensions={"pool": "default", "gpu": "yes"}), USER, NOW)
-    answer = _poll(svc.store, QueueCache(), NOW, os=["Mac"])
+    answer = _poll(svc, QueueCache(), NOW, os=["Mac"])
     assert [c["task_id"] for c in answer["candidates"]] == [mac["task_id"]]
 
 
@@ -74,17 +88,20 @@ def test_second_task_of_a_queue_writes_no_queue_record(api):
     assert second.headers["X-Firestore-Writes"] == "3"
 
 
-def test_idle_poll_with_a_warm_cache_costs_at_most_one_read_and_no_write(api):
-    api.ok("bot_poll", bot_body(), role="bot")
-    idle = api.post("bot_poll", bot_body(), role="bot")
+def test_idle_poll_with_a_warm_cache_and_its_session_costs_at_most_one_read_and_no_write(api):
+    first = api.post("bot_poll", bot_body(), role="bot")
+    assert first.headers["X-Firestore-Writes"] == "4"  # no session yet: its entry, 3 dimension values
+    session = first.json()["session"]
+    idle = api.post("bot_poll", bot_body(session=session), role="bot")
     assert idle.json()["cmd"] == "sleep"
     assert idle.headers["X-Firestore-Reads"] == "0" and idle.headers["X-Firestore-Writes"] == "0"
     api.ok("tasks_new", task_body(dimensions={"pool": "default", "gpu": "yes"}))
-    unmatched = api.post("bot_poll", bot_body(), role="bot")
+    unmatched = api.post("bot_poll", bot_body(session=session), role="bot")
     assert unmatched.json()["cmd"] == "sleep" and unmatched.headers["X-Firestore-Reads"] == "0"
     api.ok("tasks_new", task_body())
-    busy = api.post("bot_poll", bot_body(), role="bot")
+    busy = api.post("bot_poll", bot_body(session=session), role="bot")
     assert busy.json()["cmd"] == "claim" and busy.headers["X-Firestore-Reads"] == "1"
+    assert busy.headers["X-Firestore-Writes"] == "0"
 
 
 def _pending_order(svc, pool: str, lifo_pools: frozenset[str]) -> tuple[list[str], list[str]]:

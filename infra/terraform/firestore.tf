@@ -19,9 +19,75 @@ resource "google_firestore_index" "task_to_run_queue_order" {
   }
 }
 
+resource "google_firestore_index" "task_queues_pool_updated" {
+  project    = var.project
+  database   = "(default)"
+  collection = "task_queues"
+
+  fields {
+    field_path = "pool"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "updated_ts"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_bot_started" {
+  project    = var.project
+  database   = "(default)"
+  collection = "task_results"
+
+  fields {
+    field_path = "bot_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "started_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "bot_events_bot_ts" {
+  project    = var.project
+  database   = "(default)"
+  collection = "bot_events"
+
+  fields {
+    field_path = "bot_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "ts"
+    order      = "DESCENDING"
+  }
+}
+
+# Expired documents are deleted by Firestore's TTL policies (within about a
+# day; readers ignore what expired already).
+resource "google_firestore_field" "ttl" {
+  for_each = {
+    bot_events     = "bot_events"
+    bot_dimensions = "bot_dimensions"
+  }
+
+  project    = var.project
+  database   = "(default)"
+  collection = each.value
+  field      = "expire_at"
+
+  ttl_config {}
+  index_config {}
+}
+
 # Fields that only grow (timestamps, order keys) get no single-field index: it
 # would be a hot spot at the end of the key range. Queries over them go
-# through the composite index above.
+# through the composite indexes above. Nor do big maps nobody filters on (a
+# bot's free-form state, the liveness shards' bot → time maps).
 resource "google_firestore_field" "no_single_field_index" {
   for_each = {
     task_to_run_order_key     = ["task_to_run", "order_key"]
@@ -30,9 +96,11 @@ resource "google_firestore_field" "no_single_field_index" {
     task_results_modified_ts  = ["task_results", "modified_ts"]
     task_results_started_ts   = ["task_results", "started_ts"]
     task_results_completed_ts = ["task_results", "completed_ts"]
-    task_runs_started_ts      = ["task_runs", "started_ts"]
-    bots_last_seen            = ["bots", "last_seen"]
-    bots_first_seen           = ["bots", "first_seen"]
+    bots_updated_ts           = ["bots", "updated_ts"]
+    bots_first_seen_ts        = ["bots", "first_seen_ts"]
+    bots_state                = ["bots", "state"]
+    bot_liveness_seen         = ["bot_liveness", "seen"]
+    bot_liveness_dead         = ["bot_liveness", "dead"]
     task_queues_expiry_ts     = ["task_queues", "expiry_ts"]
     task_output_data          = ["task_output", "data"]
   }

@@ -1,0 +1,158 @@
+"""The Firestore side of the bot registry: entries, events, liveness shards and
+the dimension values of each pool (counted like `functions.store`)."""
+
+import datetime
+import hashlib
+import uuid
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.field_path import FieldPath
+
+from functions import ops
+from functions.bot_info import DIMENSIONS_TTL, BotInfo
+from functions.liveness import shard_of
+from functions.store import (BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TASK_RESULTS, Filter, check_index,
+                             filtered, get, query)
+
+#: Bot events are kept this long (a Firestore TTL policy on `expire_at`).
+EVENTS_TTL = datetime.timedelta(days=28)
+
+
+def dimension_filter(flag: str) -> Filter:
+    """Matches bots having the flat dimension `k:v`."""
+    return (FieldPath("dimension_flags", flag).to_api_repr(), "==", True)
+
+
+class BotStore:
+    def __init__(self, db: firestore.Client):
+        self._db = db
+
+    def _bot(self, bot_id: str) -> firestore.DocumentReference:
+        return self._db.collection(BOTS).document(bot_id)
+
+    # Entries.
+
+    def put_bot(self, info: BotInfo, now: datetime.datetime, first_seen: datetime.datetime | None = None) -> None:
+        """Merges the entry; `first_seen` is given by the handshake only."""
+        doc = info.to_doc(now)
+        if first_seen:
+            doc["first_seen_ts"] = first_seen
+        ops.write()
+        self._bot(info.bot_id).set(doc, merge=True)
+
+    def get_bot(self, bot_id: str) -> dict[str, Any] | None:
+        snap = get(self._bot(bot_id))
+        return snap.to_dict() if snap.exists else None
+
+    def delete_bot(self, bot_id: str) -> bool:
+        if self.get_bot(bot_id) is None:
+            return False
+        ops.write()
+        self._bot(bot_id).delete()
+        self.forget_in_shard(bot_id)
+        return True
+
+    def list_bots(self, filters: list[Filter], limit: int, after: str | None) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in query(self._db, BOTS, filters, limit=limit, start_after=after and
+                                           self._bot(after))]
+
+    def count_bots(self, filters: list[Filter]) -> int:
+        """An aggregation: Firestore bills one read per 1,000 entries counted."""
+        check_index(BOTS, filters, None)
+        count = int(filtered(self._db, BOTS, filters).count().get()[0][0].value)
+        ops.read(max(1, -(-count // 1000)))
+        return count
+
+    def set_dead(self, bot_id: str, dead: bool) -> bool:
+        """Flags the entry dead or alive; False when the bot is not registered."""
+        try:
+            self._bot(bot_id).update({"is_dead": dead})
+        except gexc.NotFound:
+            return False
+        finally:
+            ops.write()
+        return True
+
+    # Events.
+
+    def add_event(self, bot_id: str, event_type: str, now: datetime.datetime, message: str = "",
+                  info: BotInfo | None = None) -> None:
+        """One event document; a random id spreads the writes."""
+        doc = {"bot_id": bot_id, "event_type": event_type, "ts": now, "message": message,
+               "expire_at": now + EVENTS_TTL}
+        if info:
+            doc.update({"dimensions": info.dimensions, "state": info.state, "version": info.version,
+                        "task_id": info.task_id, "quarantined": info.quarantined,
+                        "maintenance_msg": info.maintenance_msg})
+        ops.write()
+        self._db.collection(BOT_EVENTS).document(uuid.uuid4().hex).set(doc)
+
+    def events(self, bot_id: str, limit: int, before: datetime.datetime | None) -> list[dict[str, Any]]:
+        docs = query(self._db, BOT_EVENTS, [("bot_id", "==", bot_id)], order_by="ts", descending=True,
+                     limit=limit, start_after=before)
+        return [d.to_dict() for d in docs]
+
+    def tasks(self, bot_id: str, limit: int, before: datetime.datetime | None) -> list[dict[str, Any]]:
+        """The results of the tasks the bot ran, newest first."""
+        docs = query(self._db, TASK_RESULTS, [("bot_id", "==", bot_id)], order_by="started_ts",
+                     descending=True, limit=limit, start_after=before)
+        return [d.to_dict() for d in docs]
+
+    # Dimension values of each pool, for `bots_dimensions`.
+
+    def put_dimension_values(self, dims: dict[str, list[str]], now: datetime.datetime) -> None:
+        batch = self._db.batch()
+        count = 0
+        for pool in dims.get("pool", []):
+            for key, values in dims.items():
+                for value in values:
+                    doc_id = hashlib.sha256(f"{pool}\n{key}\n{value}".encode()).hexdigest()[:32]
+                    batch.set(self._db.collection(BOT_DIMENSIONS).document(doc_id),
+                              {"pool": pool, "key": key, "value": value, "expire_at": now + DIMENSIONS_TTL})
+                    count += 1
+        ops.write(count)
+        batch.commit()
+
+    def dimension_values(self, pool: str | None, now: datetime.datetime) -> list[tuple[str, str]]:
+        """(key, value) pairs some bot reported lately (TTL deletion lags, so
+        expired ones are dropped here)."""
+        filters: list[Filter] = [("pool", "==", pool)] if pool else []
+        docs = [d.to_dict() for d in query(self._db, BOT_DIMENSIONS, filters)]
+        return [(d["key"], d["value"]) for d in docs if d["expire_at"] > now]
+
+    # Liveness shards (functions.liveness).
+
+    def _liveness(self, bot_id: str) -> firestore.DocumentReference:
+        return self._shard(shard_of(bot_id))
+
+    def _shard(self, shard: int) -> firestore.DocumentReference:
+        return self._db.collection(BOT_LIVENESS).document(f"{shard:02d}")
+
+    def write_sightings(self, per_shard: dict[int, dict[str, datetime.datetime]]) -> None:
+        """Merges each shard's sightings: one write per shard."""
+        for shard, seen in per_shard.items():
+            ops.write()
+            self._shard(shard).set({"seen": seen}, merge=True)
+
+    def read_liveness(self, shards: list[int]) -> tuple[dict[str, datetime.datetime], set[str]]:
+        """(bot id → last seen, bots flagged dead) from these shards."""
+        snaps = list(self._db.get_all([self._shard(s) for s in shards]))
+        ops.read(len(shards))
+        seen: dict[str, datetime.datetime] = {}
+        dead: set[str] = set()
+        for snap in snaps:
+            doc = snap.to_dict() or {}
+            seen.update(doc.get("seen", {}))
+            dead.update(bot for bot, flag in doc.get("dead", {}).items() if flag)
+        return seen, dead
+
+    def flag_dead_in_shard(self, bot_id: str, dead: bool) -> None:
+        ops.write()
+        self._liveness(bot_id).set({"dead": {bot_id: dead}}, merge=True)
+
+    def forget_in_shard(self, bot_id: str) -> None:
+        ops.write()
+        self._liveness(bot_id).set({"seen": {bot_id: firestore.DELETE_FIELD},
+                                    "dead": {bot_id: firestore.DELETE_FIELD}}, merge=True)

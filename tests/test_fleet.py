@@ -1,0 +1,248 @@
+"""The bot registry: entries written only on change, liveness shards, the dead
+sweep, events, and the client's bot endpoints."""
+
+import datetime
+import logging
+import threading
+import time
+
+from bot.remote import Attributes, Remote
+from client import local_cron
+from functions.bot_info import REWRITE_SECS, BotInfo, Session
+from functions.bot_store import BotStore
+from functions.bots import BotRequest, Registry
+from functions.fleet import Fleet
+from functions.liveness import SHARDS, Sightings, shard_of
+from tests.builders import bot_body, task_body
+from tests.conftest import TOKENS
+
+NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def _later(seconds: float) -> datetime.datetime:
+    return NOW + datetime.timedelta(seconds=seconds)
+
+
+def _bot(bot_id="bot-1", session="", state=None, **dims):
+    body = bot_body(bot_id, session=session, state=state or {})
+    body["dimensions"].update(dims)
+    return BotRequest.from_body(body, {})
+
+
+def _registry(svc, flush_secs=0.0) -> Registry:
+    return Registry(svc.bot_store, Sightings(flush_secs))
+
+
+# Sessions and sightings: pure logic.
+
+def test_session_round_trips_and_garbage_is_an_empty_session():
+    info = BotInfo.from_report("b", {"pool": ["p"]}, {}, "v1", None)
+    session = Session(info.fingerprints(), 10.0, 5.0)
+    assert Session.decode(session.encode()) == session
+    assert Session.decode("not base64 json!") == Session() == Session.decode(None)
+    assert session.changed_parts(info) == []
+
+
+def test_volatile_state_changes_nothing_but_quarantine_does():
+    info = BotInfo.from_report("b", {"pool": ["p"]}, {"sleep_streak": 1}, "v1", None)
+    session = Session(info.fingerprints(), 0.0, 0.0)
+    assert session.changed_parts(BotInfo.from_report("b", {"pool": ["p"]}, {"sleep_streak": 9}, "v1", None)) == []
+    quarantined = BotInfo.from_report("b", {"pool": ["p"]}, {"quarantined": "disk full"}, "v1", None)
+    assert quarantined.quarantined and session.changed_parts(quarantined) == ["state", "quarantined"]
+    by_dimension = BotInfo.from_report("b", {"pool": ["p"], "quarantined": ["1"]}, {}, "v1", None)
+    assert by_dimension.quarantined
+
+
+def test_sightings_flush_once_per_period_grouped_by_shard():
+    sightings = Sightings(flush_secs=30)
+    sightings.record("a", NOW)
+    sightings.record("b", _later(1))
+    assert sightings.take_due(_later(29)) == {}
+    due = sightings.take_due(_later(30))
+    assert {bot for seen in due.values() for bot in seen} == {"a", "b"}
+    assert all(0 <= shard < SHARDS and all(shard_of(b) == shard for b in seen) for shard, seen in due.items())
+    assert sightings.take_due(_later(61)) == {}  # nothing seen since
+
+
+# The registry on the real emulator.
+
+def test_entry_is_written_on_change_or_when_the_session_is_stale(svc):
+    registry = _registry(svc, flush_secs=3600)
+    session = registry.handshake(_bot(), NOW)
+    first = svc.bot_store.get_bot("bot-1")
+    assert registry.check_in(_bot(session=session, state={"sleep_streak": 3}), None, _later(60)) == session
+    assert svc.bot_store.get_bot("bot-1")["updated_ts"] == first["updated_ts"]  # nothing written
+    changed = registry.check_in(_bot(session=session, os=["Mac"]), None, _later(61))
+    assert changed != session
+    assert svc.bot_store.get_bot("bot-1")["dimensions"]["os"] == ["Mac"]
+    registry.check_in(_bot(session=changed, os=["Mac"]), None, _later(61 + REWRITE_SECS))
+    assert svc.bot_store.get_bot("bot-1")["updated_ts"] == _later(61 + REWRITE_SECS)
+    events = [e["event_type"] for e in svc.bot_store.events("bot-1", 10, None)]
+    assert events == ["bot_changed", "bot_connected"]  # the stale rewrite is no event
+
+
+def test_sweep_marks_a_silent_bot_dead_and_alive_again(svc):
+    registry, fleet = _registry(svc), Fleet(svc.bot_store, death_timeout_secs=600)
+    session = registry.handshake(_bot(), NOW)
+    registry.handshake(_bot("bot-2"), NOW)
+    assert fleet.sweep(_later(600)) == {"dead": 0, "alive": 0, "forgotten": 0}
+    registry.check_in(_bot("bot-2"), None, _later(300))  # bot-2 keeps calling
+    assert fleet.sweep(_later(601)) == {"dead": 1, "alive": 0, "forgotten": 0}
+    assert fleet.sweep(_later(602))["dead"] == 0  # safe to run again
+    dead = fleet.list_bots({"is_dead": True}, None, None, _later(602))["items"]
+    assert [b["bot_id"] for b in dead] == ["bot-1"] and dead[0]["is_dead"]
+    registry.check_in(_bot(session=session), None, _later(700))
+    assert not fleet.get("bot-1", _later(700))["is_dead"]  # exact before the sweep
+    assert fleet.sweep(_later(701)) == {"dead": 0, "alive": 1, "forgotten": 0}
+    assert fleet.list_bots({"is_dead": True}, None, None, _later(701))["items"] == []
+    kinds = [e["event_type"] for e in fleet.events("bot-1", None, None)["items"]]
+    assert kinds == ["bot_alive", "bot_missing", "bot_connected"]
+
+
+def test_sweep_forgets_a_deleted_bot(svc):
+    registry, fleet = _registry(svc), Fleet(svc.bot_store, death_timeout_secs=600)
+    registry.handshake(_bot(), NOW)
+    fleet.delete("bot-1", NOW)
+    registry.see("bot-1", _later(1))  # a call in flight while it was deleted
+    assert fleet.sweep(_later(700))["forgotten"] == 1
+    assert svc.bot_store.read_liveness([shard_of("bot-1")]) == ({}, set())
+
+
+def test_quarantined_or_maintenance_bot_gets_no_task(api):
+    api.ok("tasks_new", task_body())
+    assert api.ok("bot_poll", bot_body(state={"quarantined": "disk"}), role="bot")["cmd"] == "sleep"
+    assert api.ok("bot_poll", bot_body(state={"maintenance": "upgrade"}), role="bot")["cmd"] == "sleep"
+    assert api.ok("bot_poll", bot_body(), role="bot")["cmd"] == "claim"
+    bot = api.ok("bot_get", {"bot_id": "bot-1"})
+    assert not bot["quarantined"] and bot["maintenance_msg"] is None
+
+
+def test_the_bot_echoes_its_session_so_polls_write_nothing(svc, base_url):
+    remote = Remote(base_url, TOKENS["bot"])
+    attributes = _attributes()
+    remote.handshake(attributes)
+    after_handshake = remote.bot_session
+    assert after_handshake and svc.bot_store.get_bot("bot-r")
+    remote.poll(attributes, "u-1")
+    remote.poll(attributes, "u-2")
+    assert remote.bot_session == after_handshake
+    assert [e["event_type"] for e in svc.bot_store.events("bot-r", 10, None)] == ["bot_connected"]
+
+
+def _attributes():
+    return Attributes(dimensions={"id": ["bot-r"], "pool": ["default"]}, state={}, version="dev")
+
+
+# The client endpoints.
+
+def _register(api, bot_id, pool="default", state=None, **dims):
+    body = bot_body(bot_id, pool=pool, state=state or {})
+    body["dimensions"].update(dims)
+    api.ok("bot_handshake", body, role="bot")
+
+
+def test_bots_list_filters_and_pages(api):
+    for i in range(5):
+        _register(api, f"bot-{i}", os=["Linux", "Ubuntu"] if i % 2 else ["Mac"])
+    _register(api, "bot-q", os=["Linux"], state={"quarantined": True})
+    linux = api.ok("bots_list", {"dimensions": ["os:Linux"]})["items"]
+    assert [b["bot_id"] for b in linux] == ["bot-1", "bot-3", "bot-q"]
+    both = api.ok("bots_list", {"dimensions": [{"key": "os", "value": "Ubuntu"}, "os:Linux"],
+                                "quarantined": False})
+    assert [b["bot_id"] for b in both["items"]] == ["bot-1", "bot-3"]
+    assert [b["bot_id"] for b in api.ok("bots_list", {"quarantined": "TRUE"})["items"]] == ["bot-q"]
+    pages, cursor = [], None
+    while True:
+        page = api.ok("bots_list", {"limit": 2, "cursor": cursor})
+        pages.append([b["bot_id"] for b in page["items"]])
+        cursor = page["cursor"]
+        if not cursor:
+            break
+    assert pages == [["bot-0", "bot-1"], ["bot-2", "bot-3"], ["bot-4", "bot-q"], []]
+
+
+def test_bots_count_and_dimensions(api):
+    _register(api, "a", os=["Linux"])
+    _register(api, "b", os=["Mac"], state={"maintenance": "reimage"})
+    _register(api, "c", pool="other", gpu=["nvidia"])
+    task_id = api.ok("tasks_new", task_body())["task_id"]
+    api.ok("bot_claim", bot_body("a", task_id=task_id, slice=0, claim_id="c"), role="bot")
+    assert api.ok("bots_count", {}) | {"now": None} == {
+        "count": 3, "quarantined": 0, "maintenance": 1, "dead": 0, "busy": 1, "now": None}
+    assert api.ok("bots_count", {"dimensions": "pool:default", "is_busy": False})["count"] == 1
+    dims = api.ok("bots_dimensions", {"pool": "default"})["bots_dimensions"]
+    assert dims == [{"key": "id", "value": ["a", "b"]}, {"key": "os", "value": ["Linux", "Mac"]},
+                    {"key": "pool", "value": ["default"]}]
+    assert {"key": "gpu", "value": ["nvidia"]} in api.ok("bots_dimensions", {})["bots_dimensions"]
+
+
+def test_bot_events_and_tasks_tell_the_bot_story(api):
+    _register(api, "bot-1")
+    task_id = api.ok("tasks_new", task_body())["task_id"]
+    claim = api.ok("bot_claim", bot_body(task_id=task_id, slice=0, claim_id="c"), role="bot")
+    run_id = claim["manifest"]["task_id"]
+    api.ok("bot_task_update", bot_body(task_id=run_id, exit_code=0, duration=1.0), role="bot")
+    api.ok("bot_event", bot_body(event="bot_error", message="hook failed"), role="bot")
+    events = api.ok("bot_events", {"bot_id": "bot-1"})["items"]
+    assert [e["event_type"] for e in events] == ["bot_error", "task_completed", "task_claimed", "bot_connected"]
+    assert events[1]["task_id"] == task_id and "COMPLETED, exit code 0" in events[1]["message"]
+    first = api.ok("bot_events", {"bot_id": "bot-1", "limit": 2})
+    rest = api.ok("bot_events", {"bot_id": "bot-1", "limit": 2, "cursor": first["cursor"]})
+    assert [e["event_type"] for e in first["items"] + rest["items"]] == [e["event_type"] for e in events]
+    bot_tasks = api.ok("bot_tasks", {"bot_id": "bot-1"})["items"]
+    assert [(t["task_id"], t["state"]) for t in bot_tasks] == [(task_id, "COMPLETED")]
+
+
+def test_bot_delete_is_for_admins_and_the_bot_comes_back_when_it_calls(api):
+    _register(api, "gone")
+    assert api.post("bot_delete", {"bot_id": "gone"}, role="user").status_code == 403
+    assert api.ok("bot_delete", {"bot_id": "gone"}, role="admin") == {"deleted": True}
+    assert api.post("bot_get", {"bot_id": "gone"}).status_code == 404
+    assert api.post("bot_delete", {"bot_id": "gone"}, role="admin").status_code == 404
+    _register(api, "gone")
+    assert api.ok("bot_get", {"bot_id": "gone"})["bot_id"] == "gone"
+    kinds = [e["event_type"] for e in api.ok("bot_events", {"bot_id": "gone"})["items"]]
+    assert kinds == ["bot_connected", "bot_deleted", "bot_connected"]
+
+
+def test_bad_bot_queries_say_which_field(api):
+    for function, body, field in [
+        ("bots_list", {"limit": 0}, "limit"),
+        ("bots_list", {"is_dead": "maybe"}, "is_dead"),
+        ("bots_list", {"dimensions": ["no-colon"]}, "dimensions[0]"),
+        ("bots_count", {"is_busy": 3}, "is_busy"),
+        ("bot_events", {"bot_id": "b", "cursor": "yesterday"}, "cursor"),
+        ("bot_get", {}, "bot_id"),
+    ]:
+        response = api.post(function, body)
+        assert response.status_code == 400, (function, response.text)
+        assert response.json()["error"]["message"].startswith(field), (function, response.text)
+    response = api.post("bot_event", bot_body(event="bot_party"), role="bot")
+    assert response.status_code == 400 and "event" in response.json()["error"]["message"]
+
+
+def test_cron_sweep_is_for_admins(api):
+    assert api.post("cron_sweep", {}, role="user").status_code == 403
+    assert api.ok("cron_sweep", {}, role="admin") == {"bots": {"dead": 0, "alive": 0, "forgotten": 0}}
+
+
+def test_store_counts_one_read_per_shard(svc):
+    store: BotStore = svc.bot_store
+    store.write_sightings({shard_of("x"): {"x": NOW}})
+    seen, dead = store.read_liveness(list(range(SHARDS)))
+    assert seen == {"x": NOW} and dead == set()
+
+
+def test_local_cron_calls_the_sweep_with_its_token(api, base_url, caplog):
+    stop = threading.Event()
+    caplog.set_level(logging.INFO, logger="local_cron")
+    worker = threading.Thread(target=local_cron.run, args=(base_url, TOKENS["admin"], ["cron_sweep"], 0.05, stop))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "cron_sweep: 200" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "cron_sweep: 200" in caplog.text
+    finally:
+        stop.set()
+        worker.join()
