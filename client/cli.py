@@ -2,16 +2,17 @@
 
 import click
 
+from client.bots_cli import bot, bots
 from client.local_cli import local
 from client.tasks_cli import collect, run, trigger
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Trigger tasks on a serverless Swarming, collect their results, and run the local stack."""
+    """Trigger tasks on a serverless Swarming, collect their results, see its bots, and run the local stack."""
 
 
-for _command in (trigger, collect, run, local):
+for _command in (trigger, collect, run, bots, bot, local):
     cli.add_command(_command)
 
 

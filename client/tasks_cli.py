@@ -50,7 +50,7 @@ def _client(server: str | None, token: str | None, state_dir: Path) -> Client:
     return Client(server, token)
 
 
-def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+def pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     pairs = []
     for value in values:
         key, sep, val = value.partition("=")
@@ -86,8 +86,8 @@ def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: t
                   command_args: tuple[str, ...]) -> dict[str, Any]:
     properties = {
         "command": list(command_args),
-        "dimensions": [{"key": k, "value": v} for k, v in _pairs(dimensions, "--dimension")],
-        "env": [{"key": k, "value": v} for k, v in _pairs(env, "--env")],
+        "dimensions": [{"key": k, "value": v} for k, v in pairs(dimensions, "--dimension")],
+        "env": [{"key": k, "value": v} for k, v in pairs(env, "--env")],
         "execution_timeout_secs": hard_timeout,
     }
     return {"name": name, "priority": priority, "tags": list(tags), "user": user,
@@ -98,10 +98,10 @@ def _trigger(client: Client, request: dict[str, Any]) -> str:
     try:
         return client.new_task(request)["task_id"]
     except ApiError as e:
-        _fail(e)
+        fail(e)
 
 
-def _fail(error: ApiError) -> NoReturn:
+def fail(error: ApiError) -> NoReturn:
     where = f" ({error.field})" if error.field else ""
     click.echo(f"error: {error.message}{where}", err=True)
     sys.exit(exit_status.ExitStatus.ERROR)
@@ -165,7 +165,7 @@ def _collect(client: Client, task_ids: list[str], timeout: float, as_json: bool)
             results.append(result)
             code = code or exit_status.for_result(result)
     except ApiError as e:
-        _fail(e)
+        fail(e)
     except KeyboardInterrupt:
         return exit_status.ExitStatus.INTERRUPTED
     if as_json:
