@@ -175,3 +175,26 @@ def test_malformed_claims_and_stdout_reads_are_400(api):
     for params in [{"offset": -1}, {"offset": "x"}, {"length": 0}]:
         assert api.post("task_stdout", {"task_id": task_id, **params}).status_code == 400, params
     assert api.ok("task_result", {"task_id": task_id})["state"] == "PENDING"  # nothing was claimed
+
+
+def test_each_bot_gets_exactly_what_it_matches_most_urgent_first(api):
+    def task(priority, **dims):
+        return api.ok("tasks_new", task_body(priority=priority, dimensions={"pool": "default", **dims}))["task_id"]
+
+    linux_only, linux_or_mac, gpu = task(10, os="Linux"), task(20, os="Linux|Mac"), task(30, gpu="nvidia")
+    anyone, mac_only, windows = task(40), task(50, os="Mac"), task(5, os="Windows")
+    bots = {"linux": {"os": ["Linux"]}, "mac": {"os": ["Mac"]}, "gpu": {"os": ["Linux"], "gpu": ["nvidia"]}}
+    got: dict[str, list[str]] = {name: [] for name in bots}
+    for _ in range(3):  # rounds: each bot in turn takes its most urgent candidate and finishes it
+        for name, dims in bots.items():
+            body = bot_body(name)
+            body["dimensions"].update(dims)
+            answer = api.ok("bot_poll", body, role="bot")
+            if answer["cmd"] == "sleep":
+                continue
+            claim = api.ok("bot_claim", {**body, **answer["candidates"][0], "claim_id": name}, role="bot")
+            got[name].append(answer["candidates"][0]["task_id"])
+            api.ok("bot_task_update", {**body, "task_id": claim["manifest"]["task_id"], "exit_code": 0,
+                                       "duration": 0.1}, role="bot")
+    assert got == {"linux": [linux_only, anyone], "mac": [linux_or_mac, mac_only], "gpu": [gpu]}
+    assert api.ok("task_result", {"task_id": windows})["state"] == "PENDING"
