@@ -12,12 +12,13 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from bot import remote
-from bot.task_runner import TaskRunner, Timings
+from bot.task_runner import Clock, TaskError, TaskRunner, Timings
 from shared import dimensions as dims_lib
 from shared.errors import ValidationError
 
@@ -49,7 +50,8 @@ class Bot:
 
     def __init__(self, api: remote.Remote, work_dir: Path, dimensions: dims_lib.Dimensions, *,
                  shutdown: threading.Event, sleep: Sleeper | None = None,
-                 rand: random.Random | None = None, timings: Timings = Timings()):
+                 rand: random.Random | None = None, timings: Timings = Timings(),
+                 clock: Clock = time.monotonic):
         self._remote = api  # The Bot API; it retries transient failures itself.
         self._work_dir = work_dir  # The bot's root; each task runs in its w/.
         self._dimensions = dimensions  # Reported on every call; `id` and `pool` always in.
@@ -57,6 +59,8 @@ class Bot:
         self._sleep = sleep or shutdown.wait  # Every wait of the loop; SIGTERM cuts it short.
         self._rand = rand or random.Random()  # Jitter of the loop's backoff.
         self._timings = timings  # Of the task runner.
+        self._clock = clock  # Measures the bot's running time.
+        self._started = clock()  # When the bot started: its running_time counts from it.
         self.sleep_streak = 0  # Polls answered "sleep" in a row; the server's idle backoff grows with it.
         self._error_streak = 0  # Failed iterations in a row; the loop's backoff grows with it.
         self._poll_uuid: str | None = None  # Kept until a poll is answered, so a retried poll is the same.
@@ -66,7 +70,8 @@ class Bot:
         return self._dimensions["id"][0]
 
     def attributes(self) -> remote.Attributes:
-        return remote.Attributes(self._dimensions, {"sleep_streak": self.sleep_streak}, VERSION)
+        state = {"sleep_streak": self.sleep_streak, "running_time": round(self._clock() - self._started, 1)}
+        return remote.Attributes(self._dimensions, state, VERSION)
 
     def run(self, once: bool = False) -> None:
         """Handshakes, then polls until shutdown; with `once`, only until a task
@@ -100,7 +105,12 @@ class Bot:
         return Outcome.SKIPPED
 
     def _claim_and_run(self, candidate: remote.Candidate) -> bool:
-        claimed = self._remote.claim(self.attributes(), candidate, claim_id=str(uuid.uuid4()))
+        """True when the claim was won, whether the task could run or not."""
+        try:
+            claimed = self._remote.claim(self.attributes(), candidate, claim_id=str(uuid.uuid4()))
+        except remote.BadManifest as e:
+            self._task_error(e.run_id, f"bad manifest: {e.message}")
+            return True
         if isinstance(claimed, remote.Skip):
             logger.info("task %s (bot %s): skipped: %s", candidate.task_id, self.bot_id, claimed.reason)
             return False
@@ -109,8 +119,23 @@ class Bot:
             send=lambda update: self._remote.task_update(self.attributes(), claimed.task_id, update),
             server=self._remote.server, shutdown=self._shutdown, timings=self._timings,
         )
-        runner.run()
+        try:
+            runner.run()
+        except TaskError as e:
+            self._task_error(claimed.task_id, e.message, e.missing_cas)
+        except Exception as e:  # A bug of the runner's must fail the task, not the bot.
+            logger.exception("task %s (bot %s): the task runner failed", claimed.task_id, self.bot_id)
+            self._task_error(claimed.task_id, f"the task runner failed: {e!r}")
         return True
+
+    def _task_error(self, run_id: str, message: str, missing_cas: Sequence[Any] | None = None) -> None:
+        """Ends a claimed run the bot cannot carry out, so that it fails now
+        rather than when its pings stop; the bot goes on polling either way."""
+        logger.error("task %s (bot %s): internal error: %s", run_id, self.bot_id, message)
+        try:
+            self._remote.task_error(self.attributes(), run_id, message, missing_cas)
+        except remote.RemoteError as e:
+            logger.error("task %s (bot %s): the error was not reported: %s", run_id, self.bot_id, e)
 
     def _guarded(self, step: Callable[[], T]) -> T | None:
         """Runs one step of the loop; a failure is logged and backed off from,

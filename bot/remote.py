@@ -9,7 +9,7 @@ same on every attempt.
 
 import base64
 import dataclasses
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -50,6 +50,15 @@ class RunGone(RemoteError):
     """409 on a task update: the run is no longer this bot's to report on."""
 
 
+class BadManifest(RemoteError):
+    """A claim was won but its manifest is unusable: the run is this bot's, and
+    must be failed with `task_error` rather than left to time out."""
+
+    def __init__(self, run_id: str, message: str):
+        super().__init__("bot_claim", 200, "bad_manifest", message)
+        self.run_id = run_id
+
+
 @dataclasses.dataclass(frozen=True)
 class Attributes:
     """What a bot says about itself on every call."""
@@ -87,7 +96,7 @@ class Skip:
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
-    """What to run, from a won claim."""
+    """What to run, from a won claim. Paths are relative to the task's `w/`."""
 
     task_id: str  # The run id: every update names it.
     bot_id: str
@@ -95,20 +104,29 @@ class Manifest:
     env: dict[str, str]
     hard_timeout: float
     grace_period: float | None  # None: the bot's default.
+    io_timeout: float = 0.0  # Seconds without output before the command is stopped; 0: none.
+    relative_cwd: str = ""  # Where the command runs, under w/.
+    # Prepended, in order and made absolute under w/, to each variable.
+    env_prefixes: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "Manifest":
-        command = tuple(body["command"])
+        """Raises TypeError or ValueError naming the first bad field."""
+        command = tuple(_typed(body["command"], list))
         if not command or not all(isinstance(arg, str) for arg in command):
             raise ValueError("command must be a non-empty list of strings")
         grace = body.get("grace_period")
+        env = _typed(body.get("env") or {}, dict)
         return cls(
             task_id=_typed(body["task_id"], str),
             bot_id=_typed(body["bot_id"], str),
             command=command,
-            env={_typed(k, str): _typed(v, str) for k, v in body.get("env", {}).items()},
-            hard_timeout=float(body["hard_timeout"]),
-            grace_period=None if grace is None else float(grace),
+            env={_typed(k, str): _typed(v, str) for k, v in env.items()},
+            hard_timeout=_seconds(body["hard_timeout"], "hard_timeout"),
+            grace_period=None if grace is None else _seconds(grace, "grace_period"),
+            io_timeout=_seconds(body.get("io_timeout") or 0, "io_timeout"),
+            relative_cwd=_typed(body.get("relative_cwd") or "", str),
+            env_prefixes=_env_prefixes(body.get("env_prefixes") or []),
         )
 
 
@@ -119,15 +137,18 @@ class Completion:
     exit_code: int
     duration: float
     hard_timeout: bool = False
+    io_timeout: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class Update:
-    """One bot_task_update: stdout bytes at their offset, maybe the completion."""
+    """One bot_task_update: stdout bytes at their offset, maybe the end: the
+    completion of a command that ran, or `canceled` for one that never started."""
 
     offset: int
     output: bytes = b""
     completion: Completion | None = None
+    canceled: bool = False
 
 
 class Remote:
@@ -169,9 +190,21 @@ class Remote:
         if update.completion:
             fields["exit_code"] = update.completion.exit_code
             fields["duration"] = update.completion.duration
-            if update.completion.hard_timeout:
-                fields["hard_timeout"] = True
+            fields["hard_timeout"] = update.completion.hard_timeout
+            fields["io_timeout"] = update.completion.io_timeout
+        if update.canceled:
+            fields["canceled"] = True
         return self._call("bot_task_update", attributes, fields, _update_reply)
+
+    def task_error(self, attributes: Attributes, run_id: str, message: str,
+                   missing_cas: Sequence[Any] | None = None) -> None:
+        """Ends a run the bot could not carry out: BOT_DIED, or CLIENT_ERROR
+        when `missing_cas` names inputs that were not there. Safe to retry:
+        an ended run does not end again."""
+        fields: dict[str, Any] = {"task_id": run_id, "message": message}
+        if missing_cas is not None:
+            fields["client_error"] = {"missing_cas": list(missing_cas)}
+        self._call("bot_task_error", attributes, fields, lambda reply: None)
 
     def _call(self, name: str, attributes: Attributes, fields: dict[str, Any],
               parse: Callable[[dict[str, Any]], T]) -> T:
@@ -223,7 +256,14 @@ def _poll_reply(reply: dict[str, Any]) -> Sleep | Claim:
 def _claim_reply(reply: dict[str, Any]) -> Manifest | Skip:
     match reply["cmd"]:
         case "run":
-            return Manifest.from_json(reply["manifest"])
+            body = reply["manifest"]
+            try:
+                return Manifest.from_json(body)
+            except (AttributeError, KeyError, TypeError, ValueError) as e:
+                run_id = body.get("task_id") if isinstance(body, dict) else None
+                if not isinstance(run_id, str):
+                    raise  # Not even whose run it is: nothing to report on.
+                raise BadManifest(run_id, f"{e!r} in the manifest") from e
         case "skip":
             return Skip(str(reply.get("reason", "")))
     raise ValueError(f"unknown cmd {reply['cmd']!r}")
@@ -233,6 +273,25 @@ def _update_reply(reply: dict[str, Any]) -> str | None:
     if not reply.get("must_stop"):
         return None
     return str(reply.get("stop_reason") or "stopped by the server")
+
+
+def _seconds(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{field}: {value!r} is not a non-negative number of seconds")
+    return float(value)
+
+
+def _env_prefixes(value: Any) -> dict[str, tuple[str, ...]]:
+    """`[{key, value: [paths]}]` as in the task request, or the reference's
+    `{key: [paths]}`; the paths are checked where they are used, under w/."""
+    pairs = value.items() if isinstance(value, dict) else (
+        (_typed(item, dict)["key"], item["value"]) for item in _typed(value, list))
+    prefixes: dict[str, tuple[str, ...]] = {}
+    for key, paths in pairs:
+        if _typed(key, str) in prefixes:
+            raise ValueError(f"env_prefixes: {key!r} given twice")
+        prefixes[key] = tuple(_typed(p, str) for p in _typed(paths, list))
+    return prefixes
 
 
 def _typed(value: Any, kind: type[T]) -> T:

@@ -1,6 +1,6 @@
 """Runs one task: its command in `w/`, the output streamed back by byte offset,
-the hard timeout and every stop enforced with the SIGTERM, grace period,
-SIGKILL dance of the seed ("Graceful termination")."""
+the hard and I/O timeouts and every stop enforced with the SIGTERM, grace
+period, SIGKILL dance of the seed ("Graceful termination")."""
 
 import contextlib
 import dataclasses
@@ -15,9 +15,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Sequence
 
 from bot.remote import Completion, Manifest, RemoteError, RunGone, Update
+from shared.errors import SwarmingError
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,20 @@ class Timings:
     max_report_backoff: float = 30.0  # Between resends of the completion.
 
 
+class TaskError(SwarmingError):
+    """The bot could not run a task for a reason of its own, not the command's:
+    reported with `bot_task_error` (BOT_DIED, or CLIENT_ERROR when inputs
+    named in `missing_cas` were missing)."""
+
+    def __init__(self, message: str, missing_cas: Sequence[Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.missing_cas = missing_cas
+
+
 class StopReason(str, enum.Enum):
     HARD_TIMEOUT = "hard timeout"
+    IO_TIMEOUT = "I/O timeout"
     SERVER = "the server asked"
     RUN_GONE = "the run is no longer this bot's"
     SHUTDOWN = "the bot is shutting down"
@@ -62,7 +75,9 @@ class Result:
 
 class TaskRunner:
     """Runs one manifest to its end and reports it. The command's failures,
-    including failing to start, are reported to the server, never raised."""
+    including failing to start, are reported to the server, never raised; the
+    bot's own (TaskError, or any other exception) are raised before the end
+    was reported, for the caller to report with `bot_task_error`."""
 
     def __init__(self, manifest: Manifest, work_dir: Path, send: Send, *, server: str,
                  shutdown: threading.Event, timings: Timings = Timings(),
@@ -75,7 +90,7 @@ class TaskRunner:
         self._timings = timings
         self._clock = clock
         self._name = f"task {manifest.task_id} (bot {manifest.bot_id})"
-        self._output = _Output()
+        self._output = _Output(clock)
         self._sent = 0  # Output bytes the server has: the offset of the next packet.
         self._last_send = -math.inf  # When the last update was attempted.
         self._stop: StopReason | None = None  # Why the command is being stopped, once it is.
@@ -83,23 +98,34 @@ class TaskRunner:
         self._gone = False  # The server disowned the run: report nothing more.
 
     def run(self) -> Result:
-        _wipe(self._work_dir)
-        self._work_dir.mkdir(parents=True)
+        cwd = self._under_work_dir(self._manifest.relative_cwd, "relative_cwd")
+        env = self._env()
         try:
-            return self._run()
-        finally:
             _wipe(self._work_dir)
+            cwd.mkdir(parents=True)
+        except OSError as e:
+            raise TaskError(f"cannot make the work directory {cwd}: {e}") from e
+        try:
+            return self._run(cwd, env)
+        finally:
+            try:
+                _wipe(self._work_dir)
+            except OSError as e:  # The end is reported by now; the next task's wipe retries.
+                logger.error("%s: cannot delete %s: %s", self._name, self._work_dir, e)
 
-    def _run(self) -> Result:
+    def _run(self, cwd: Path, env: dict[str, str]) -> Result:
         # The first update precedes the command, so a task cancelled meanwhile never starts.
         self._flush()
         if self._stop is not None:
             logger.info("%s: not started: %s", self._name, self._stop.value)
+            if self._stop is StopReason.SERVER and not self._report_end(canceled=True):
+                logger.error("%s: its cancellation was not reported", self._name)
             return Result(None, 0.0, self._stop)
         started = self._clock()
-        exit_code = self._execute(started)
+        exit_code = self._execute(started, cwd, env)
         duration = self._clock() - started
-        completion = Completion(exit_code, duration, hard_timeout=self._stop is StopReason.HARD_TIMEOUT)
+        completion = Completion(exit_code, duration, hard_timeout=self._stop is StopReason.HARD_TIMEOUT,
+                                io_timeout=self._stop is StopReason.IO_TIMEOUT)
         if self._report_end(completion):
             logger.info("%s: exit code %d after %.1f s, %d bytes of output",
                         self._name, exit_code, duration, self._sent)
@@ -107,11 +133,11 @@ class TaskRunner:
             logger.error("%s: its completion (exit code %d) was not reported", self._name, exit_code)
         return Result(exit_code, duration, self._stop)
 
-    def _execute(self, started: float) -> int:
+    def _execute(self, started: float, cwd: Path, env: dict[str, str]) -> int:
         command = list(self._manifest.command)
         try:
             process = subprocess.Popen(
-                command, cwd=self._work_dir, env=self._env(), stdin=subprocess.DEVNULL,
+                command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
                 start_new_session=True,  # Its own process group, so stops reach its descendants too.
             )
@@ -122,29 +148,36 @@ class TaskRunner:
         logger.info("%s: started pid %d: %s", self._name, process.pid, command)
         self._output.start(process.stdout)
         deadline = started + self._manifest.hard_timeout
-        while (exit_code := _wait(process, self._timings.tick)) is None:
-            now = self._clock()
-            if self._shutdown.is_set():
-                self._request_stop(StopReason.SHUTDOWN)
-            if now >= deadline:
-                self._request_stop(StopReason.HARD_TIMEOUT)
-            self._enforce_stop(process.pid, now)
-            self._report(now)
-        # Descendants left behind would hold the output pipe open and files in w/.
-        _signal_group(process.pid, signal.SIGKILL)
+        io_timeout = self._manifest.io_timeout
+        try:
+            while (exit_code := _wait(process, self._timings.tick)) is None:
+                now = self._clock()
+                if self._shutdown.is_set():
+                    self._request_stop(StopReason.SHUTDOWN)
+                if now >= deadline:
+                    self._request_stop(StopReason.HARD_TIMEOUT)
+                if io_timeout and now - self._output.last_output(started) >= io_timeout:
+                    self._request_stop(StopReason.IO_TIMEOUT, f"silent for {io_timeout:g} s")
+                self._enforce_stop(process.pid, now)
+                self._report(now)
+        finally:
+            # Descendants left behind would hold the output pipe open and files
+            # in w/; and should the runner itself fail, no command outlives it.
+            _signal_group(process.pid, signal.SIGKILL)
         if not self._output.join(self._timings.drain):
             logger.warning("%s: output still open %.0f s after the exit; ignoring the rest",
                            self._name, self._timings.drain)
         return exit_code
 
-    def _report_end(self, completion: Completion) -> bool:
-        """Resends the completion, with the output before it, until the server
-        has it: a lost completion would leave the task running with its exit
-        code gone. Gives up only when the run is no longer this bot's, or after
+    def _report_end(self, completion: Completion | None = None, canceled: bool = False) -> bool:
+        """Resends the end (the completion, or the cancellation of a command
+        never started), with the output before it, until the server has it: a
+        lost end would leave the task running with its exit code gone. Gives
+        up only when the run is no longer this bot's, or after
         `report_patience`."""
         give_up = self._clock() + self._timings.report_patience
         delay = self._timings.tick
-        while not self._flush(completion):
+        while not self._flush(completion, canceled):
             if self._gone or self._clock() >= give_up:
                 return False
             time.sleep(delay)
@@ -154,9 +187,20 @@ class TaskRunner:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
         env.update(self._manifest.env)
+        # As the reference: each prefix made absolute under w/, before what the variable held.
+        for key, paths in self._manifest.env_prefixes.items():
+            prefixes = [str(self._under_work_dir(p, f"env_prefixes.{key}")) for p in paths]
+            env[key] = os.pathsep.join([*prefixes, env[key]] if env.get(key) else prefixes)
         env.update(SWARMING_TASK_ID=self._manifest.task_id, SWARMING_BOT_ID=self._manifest.bot_id,
                    SWARMING_SERVER=self._server)
         return env
+
+    def _under_work_dir(self, relative: str, field: str) -> Path:
+        """The path of `relative` in w/; one that would leave w/ is the
+        server's fault (it validates them), so an internal error."""
+        if os.path.isabs(relative) or ".." in Path(relative).parts:
+            raise TaskError(f"{field}: {relative!r} is not a relative path inside the work directory")
+        return Path(os.path.normpath(self._work_dir / relative))
 
     def _request_stop(self, reason: StopReason, detail: str = "") -> None:
         if self._stop is None:
@@ -183,14 +227,17 @@ class TaskRunner:
                                                 and since >= self._timings.output_interval):
             self._flush()
 
-    def _flush(self, completion: Completion | None = None) -> bool:
+    def _flush(self, completion: Completion | None = None, canceled: bool = False) -> bool:
         """Sends the pending output in packets of at most max_packet bytes, the
-        completion riding on the last one. With no output pending one update
-        still goes (the first one, a keepalive or the completion). False when
-        an update failed: what it carried stays pending, for the same offset."""
+        end (completion or cancellation) riding on the last one. With no output
+        pending one update still goes (the first one, a keepalive or the end).
+        False when an update failed: what it carried stays pending, for the
+        same offset."""
         while not self._gone:
             data, more = self._output.peek(self._timings.max_packet)
-            if not self._send_update(Update(self._sent, data, None if more else completion)):
+            last = not more
+            update = Update(self._sent, data, completion if last else None, canceled=canceled and last)
+            if not self._send_update(update):
                 return False
             self._output.drop(len(data))
             self._sent += len(data)
@@ -218,9 +265,11 @@ class _Output:
     """The command's merged stdout and stderr, read on a thread so the command
     never blocks on a full pipe while the runner waits on the server."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._pending = bytearray()  # Read, not yet acknowledged by the server.
+        self._last_read: float | None = None  # When output last came: the I/O timeout counts from it.
         self._reader: threading.Thread | None = None
 
     def start(self, pipe: IO[bytes]) -> None:
@@ -241,6 +290,12 @@ class _Output:
     def append(self, data: bytes) -> None:
         with self._lock:
             self._pending += data
+            self._last_read = self._clock()
+
+    def last_output(self, default: float) -> float:
+        """When output last came, or `default` (the start) if none has."""
+        with self._lock:
+            return default if self._last_read is None else self._last_read
 
     def has_pending(self) -> bool:
         with self._lock:

@@ -17,7 +17,8 @@ import pytest
 
 from bot import bot_main, remote
 from bot.bot_main import Bot, Outcome
-from bot.task_runner import Timings
+from bot.remote import Manifest
+from bot.task_runner import TaskRunner, Timings
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bot-token"
@@ -60,6 +61,7 @@ class FakeServer(ThreadingHTTPServer):
         self._replies: dict[str, list[Reply]] = {
             "bot_handshake": [ok({"bot_version": "dev", "server_version": "fake", "bot_group_cfg": {}})],
             "bot_task_update": [ok({"ok": True, "must_stop": False, "stop_reason": None})],
+            "bot_task_error": [ok({"ok": True})],
         }
 
     def script(self, name: str, *replies: Reply) -> None:
@@ -128,6 +130,13 @@ def updates(fake: FakeServer) -> list[dict[str, Any]]:
     return fake.bodies("bot_task_update")
 
 
+def must_stop(reason: str) -> Reply:
+    return ok({"ok": True, "must_stop": True, "stop_reason": reason})
+
+
+CARRY_ON = ok({"ok": True, "must_stop": False, "stop_reason": None})
+
+
 def output(fake: FakeServer) -> bytes:
     return b"".join(base64.b64decode(u["output"]) for u in updates(fake))
 
@@ -150,6 +159,7 @@ def test_runs_a_claimed_task_and_reports_it(fake: FakeServer, bot: Bot, tmp_path
     assert output(fake) == b"hello\n"
     final = updates(fake)[-1]
     assert final["exit_code"] == 0 and final["duration"] >= 0
+    assert final["hard_timeout"] is False and final["io_timeout"] is False and "canceled" not in final
     assert all("exit_code" not in u for u in updates(fake)[:-1])
     assert not (tmp_path / "w").exists()
 
@@ -216,6 +226,186 @@ def test_a_409_stops_the_task_and_returns_to_polling(fake: FakeServer, bot: Bot)
 
     assert time.monotonic() - started < 3
     assert len(updates(fake)) == 2 and all("exit_code" not in u for u in updates(fake))
+
+
+def test_must_stop_on_the_first_update_cancels_without_running(
+        fake: FakeServer, bot: Bot, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["touch", str(marker)]))
+    fake.script("bot_task_update", must_stop("CANCELED"))
+
+    assert bot.run_once() is Outcome.RAN
+
+    first, end = updates(fake)
+    assert "canceled" not in first and "exit_code" not in first  # Before the command would start.
+    assert end["task_id"] == TASK_A[:-1] + "1" and end["canceled"] is True
+    assert "exit_code" not in end and "duration" not in end
+    assert not marker.exists()
+
+
+def test_must_stop_while_running_kills_and_reports_the_completion(
+        fake: FakeServer, bot: Bot, tmp_path: Path) -> None:
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", "import time; time.sleep(60)"],
+                                 grace_period=1))
+    fake.script("bot_task_update", CARRY_ON, must_stop("KILLED"), CARRY_ON)
+    started = time.monotonic()
+
+    assert bot.run_once() is Outcome.RAN
+
+    assert time.monotonic() - started < 3
+    final = updates(fake)[-1]
+    assert final["exit_code"] == -signal.SIGTERM and final["duration"] > 0
+    assert "canceled" not in final and final["hard_timeout"] is False and final["io_timeout"] is False
+
+
+def test_the_manifest_io_timeout_stops_a_silent_task(fake: FakeServer, bot: Bot) -> None:
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["sleep", "60"], io_timeout=0.3, grace_period=0.5))
+
+    assert bot.run_once() is Outcome.RAN
+
+    final = updates(fake)[-1]
+    assert final["io_timeout"] is True and final["hard_timeout"] is False
+    assert final["exit_code"] == -signal.SIGTERM
+
+
+def test_a_bad_relative_cwd_is_a_task_error_and_polling_goes_on(
+        fake: FakeServer, bot: Bot, tmp_path: Path) -> None:
+    fake.script("bot_poll", claim(TASK_A), sleep(1.0))
+    fake.script("bot_claim", run(TASK_A, ["touch", "ran"], relative_cwd="../escape"))
+
+    assert bot.run_once() is Outcome.RAN
+    assert bot.run_once() is Outcome.SLEPT
+
+    assert fake.names()[-3:] == ["bot_claim", "bot_task_error", "bot_poll"]  # No update: never started.
+    [reported] = fake.bodies("bot_task_error")
+    assert reported["task_id"] == TASK_A[:-1] + "1"
+    assert "relative_cwd" in reported["message"] and "'../escape'" in reported["message"]
+    assert "client_error" not in reported
+    assert reported["dimensions"]["id"] == ["bot-1"] and "sleep_streak" in reported["state"]
+    assert not (tmp_path / "escape").exists()
+
+
+def test_a_work_dir_that_cannot_be_made_is_a_task_error(fake: FakeServer, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("in the way of w/")
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["true"]))
+    api = remote.Remote(fake.url, TOKEN)
+    bot = Bot(api, tmp_path / "file", bot_main.default_dimensions("bot-1"), shutdown=threading.Event(),
+              sleep=lambda _: None, timings=FAST)
+
+    assert bot.run_once() is Outcome.RAN
+
+    [reported] = fake.bodies("bot_task_error")
+    assert "cannot make the work directory" in reported["message"]
+    api.close()
+
+
+def test_a_runner_failing_unexpectedly_is_a_task_error(
+        fake: FakeServer, bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: TaskRunner) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(TaskRunner, "run", broken)
+    fake.script("bot_poll", claim(TASK_A), sleep(1.0))
+    fake.script("bot_claim", run(TASK_A, ["true"]))
+
+    assert bot.run_once() is Outcome.RAN  # Handled, not raised to the loop's backoff.
+    assert bot.run_once() is Outcome.SLEPT
+
+    [reported] = fake.bodies("bot_task_error")
+    assert reported["task_id"] == TASK_A[:-1] + "1"
+    assert "RuntimeError('a bug')" in reported["message"]
+    assert fake.names()[-2:] == ["bot_task_error", "bot_poll"]
+
+
+def test_a_malformed_manifest_is_a_task_error(fake: FakeServer, bot: Bot) -> None:
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["true"], io_timeout="soon"))
+
+    assert bot.run_once() is Outcome.RAN
+
+    [reported] = fake.bodies("bot_task_error")
+    assert reported["task_id"] == TASK_A[:-1] + "1"
+    assert "bad manifest" in reported["message"] and "io_timeout" in reported["message"]
+    assert not updates(fake)
+
+
+def test_a_task_error_that_cannot_be_reported_does_not_stop_the_bot(fake: FakeServer, bot: Bot) -> None:
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["true"], relative_cwd="/abs"))
+    fake.script("bot_task_error", error(400, "invalid_argument"))
+
+    assert bot.run_once() is Outcome.RAN
+
+    assert len(fake.bodies("bot_task_error")) == 1
+
+
+def test_task_error_sends_missing_cas_as_a_client_error(fake: FakeServer) -> None:
+    api = remote.Remote(fake.url, TOKEN)
+    attributes = remote.Attributes({"id": ["bot-1"], "pool": ["default"]}, {}, "dev")
+    digest = {"cas_instance": "projects/p/instances/default",
+              "digest": {"hash": "ab" * 32, "size_bytes": 3}}
+
+    api.task_error(attributes, "5f3a1b2c3d4e5f01", "inputs missing", missing_cas=[digest])
+    api.task_error(attributes, "5f3a1b2c3d4e5f01", "internal")
+    api.close()
+
+    with_cas, without = fake.bodies("bot_task_error")
+    assert with_cas["task_id"] == "5f3a1b2c3d4e5f01" and with_cas["message"] == "inputs missing"
+    assert with_cas["client_error"] == {"missing_cas": [digest]}
+    assert "client_error" not in without and without["message"] == "internal"
+
+
+def test_the_state_reports_sleep_streak_and_running_time(fake: FakeServer, tmp_path: Path) -> None:
+    now = [1000.0]
+    fake.script("bot_poll", sleep(5.0))
+    api = remote.Remote(fake.url, TOKEN)
+
+    def advance(seconds: float) -> None:
+        now[0] += seconds
+
+    bot = Bot(api, tmp_path, bot_main.default_dimensions("bot-1"), shutdown=threading.Event(),
+              sleep=advance, timings=FAST, clock=lambda: now[0])
+    bot.handshake()
+    bot.run_once()
+    bot.run_once()
+    api.close()
+
+    states = [body["state"] for _, body, _ in fake.calls]
+    assert states == [{"sleep_streak": 0, "running_time": 0.0}, {"sleep_streak": 0, "running_time": 0.0},
+                      {"sleep_streak": 1, "running_time": 5.0}]
+
+
+def test_the_manifest_fields_and_their_defaults() -> None:
+    base = {"task_id": "5f3a1b2c3d4e5f01", "bot_id": "bot-1", "command": ["true"], "hard_timeout": 60}
+
+    bare = Manifest.from_json(base)
+    full = Manifest.from_json({**base, "env": {"A": "1"}, "io_timeout": 120, "grace_period": 5,
+                               "relative_cwd": "src",
+                               "env_prefixes": [{"key": "PATH", "value": ["bin", "tools"]}]})
+    reference_shape = Manifest.from_json({**base, "env_prefixes": {"PATH": ["bin"]}})
+
+    assert (bare.io_timeout, bare.grace_period, bare.relative_cwd, bare.env_prefixes, bare.env) == (
+        0.0, None, "", {}, {})
+    assert (full.io_timeout, full.grace_period, full.relative_cwd) == (120.0, 5.0, "src")
+    assert full.env_prefixes == {"PATH": ("bin", "tools")} and full.env == {"A": "1"}
+    assert reference_shape.env_prefixes == {"PATH": ("bin",)}
+
+
+@pytest.mark.parametrize("bad", [
+    {"io_timeout": "10"}, {"io_timeout": -1}, {"io_timeout": True}, {"grace_period": "30"},
+    {"hard_timeout": None}, {"relative_cwd": 3}, {"env_prefixes": [{"key": "PATH", "value": "bin"}]},
+    {"env_prefixes": [{"key": "P", "value": ["a"]}, {"key": "P", "value": ["b"]}]},
+    {"env_prefixes": {"PATH": [1]}}, {"env": [{"key": "A", "value": "1"}]}, {"command": "true"},
+])
+def test_a_mistyped_manifest_field_is_refused(bad: dict[str, Any]) -> None:
+    base = {"task_id": "5f3a1b2c3d4e5f01", "bot_id": "bot-1", "command": ["true"], "hard_timeout": 60}
+
+    with pytest.raises((TypeError, ValueError)):
+        Manifest.from_json({**base, **bad})
 
 
 def _start_bot(fake: FakeServer, work_dir: Path, *args: str) -> subprocess.Popen:

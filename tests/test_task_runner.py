@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 
 from bot.remote import Completion, Manifest, RemoteError, RunGone, Update
-from bot.task_runner import START_FAILURE_EXIT_CODE, Result, StopReason, TaskRunner, Timings
+from bot.task_runner import START_FAILURE_EXIT_CODE, Result, StopReason, TaskError, TaskRunner, Timings
 
 RUN_ID = "5f3a1b2c3d4e5f01"
 BOT_ID = "bot-1"
@@ -29,11 +29,13 @@ class Recorder:
         self._answer = answer
         self.attempts = 0
         self.updates: list[Update] = []
+        self.times: list[float] = []  # When each recorded update came.
 
     def __call__(self, update: Update) -> str | None:
         self.attempts += 1
         reply = self._answer(self.attempts, update)  # Raises for a failed update.
         self.updates.append(update)
+        self.times.append(time.monotonic())
         return reply
 
     def output(self) -> bytes:
@@ -141,7 +143,10 @@ def test_must_stop_terminates_the_command(tmp_path: Path) -> None:
 
     assert result.stop is StopReason.SERVER
     [completion] = sent.completions
-    assert completion.exit_code == -signal.SIGTERM and not completion.hard_timeout
+    assert completion.exit_code == -signal.SIGTERM and completion.duration > 0
+    assert not completion.hard_timeout and not completion.io_timeout
+    assert not any(u.canceled for u in sent.updates)  # It ran: killed, not canceled.
+    assert sent.output() == b"hi\n"
 
 
 def test_a_task_cancelled_before_it_starts_never_runs(tmp_path: Path) -> None:
@@ -150,7 +155,7 @@ def test_a_task_cancelled_before_it_starts_never_runs(tmp_path: Path) -> None:
     result, sent = run_task(tmp_path, ["touch", str(marker)], send=Recorder(lambda n, update: "CANCELED"))
 
     assert result.exit_code is None and result.stop is StopReason.SERVER
-    assert sent.updates == [Update(0)]
+    assert sent.updates == [Update(0), Update(0, canceled=True)]  # No completion: never ran.
     assert not marker.exists()
 
 
@@ -228,6 +233,89 @@ def test_a_silent_command_still_sends_keepalives(tmp_path: Path) -> None:
 
     keepalives = [u for u in sent.updates[1:-1] if not u.output and not u.completion]
     assert len(keepalives) >= 2
+    gaps = [later - earlier for earlier, later in zip(sent.times, sent.times[1:])]
+    assert max(gaps) < FAST.keepalive + 0.2  # Never silent much longer than the keepalive.
+
+
+def test_io_timeout_stops_a_silent_command_and_is_reported(tmp_path: Path) -> None:
+    started = time.monotonic()
+
+    result, sent = run_task(tmp_path, python("import time; print('hi', flush=True); time.sleep(60)"),
+                            io_timeout=0.3, grace_period=5.0)
+
+    assert result.stop is StopReason.IO_TIMEOUT
+    [completion] = sent.completions
+    assert completion.io_timeout and not completion.hard_timeout
+    assert completion.exit_code == -signal.SIGTERM
+    assert sent.output() == b"hi\n"
+    assert time.monotonic() - started < 3
+
+
+def test_output_keeps_the_io_timeout_from_firing(tmp_path: Path) -> None:
+    code = "import time\nfor i in range(8):\n print(i, flush=True)\n time.sleep(0.1)"
+
+    result, sent = run_task(tmp_path, python(code), io_timeout=0.5)
+
+    assert result.stop is None
+    assert sent.completions == [Completion(0, result.duration)]  # 0.8 s in all, never 0.5 s silent.
+
+
+def test_a_command_ignoring_sigterm_after_an_io_timeout_gets_sigkill(tmp_path: Path) -> None:
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)")
+    started = time.monotonic()
+
+    result, sent = run_task(tmp_path, python(code), io_timeout=0.3, grace_period=0.3)
+
+    assert result.stop is StopReason.IO_TIMEOUT
+    [completion] = sent.completions
+    assert completion.exit_code == -signal.SIGKILL and completion.io_timeout
+    assert completion.duration >= 0.6  # Silent 0.3 s after 'ready', then the 0.3 s grace.
+    assert time.monotonic() - started < 3
+
+
+def test_the_command_runs_in_relative_cwd_with_env_prefixes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.delenv("NEWVAR", raising=False)
+    code = "import os; print(os.getcwd()); print(os.environ['PATH']); print(os.environ['NEWVAR'])"
+
+    _, sent = run_task(tmp_path, python(code), relative_cwd="out/sub",
+                       env_prefixes={"PATH": ("bin", "."), "NEWVAR": ("./lib/",)})
+
+    w = tmp_path / "w"
+    cwd, path, new = sent.output().decode().splitlines()
+    assert cwd == str(w / "out" / "sub")  # Created for it.
+    assert path == os.pathsep.join([str(w / "bin"), str(w), "/usr/bin:/bin"])
+    assert new == str(w / "lib")
+    assert sent.completions[0].exit_code == 0
+
+
+@pytest.mark.parametrize("fields", [
+    {"relative_cwd": "../outside"},
+    {"relative_cwd": "/tmp"},
+    {"relative_cwd": "a/../../b"},
+    {"env_prefixes": {"PATH": ("../bin",)}},
+    {"env_prefixes": {"PATH": ("/usr/local/bin",)}},
+])
+def test_a_path_leaving_the_work_dir_is_an_internal_error(tmp_path: Path, fields: dict) -> None:
+    marker = tmp_path / "ran"
+    send = Recorder()
+
+    with pytest.raises(TaskError, match="not a relative path inside the work directory"):
+        run_task(tmp_path, ["touch", str(marker)], send=send, **fields)
+
+    assert send.attempts == 0 and not marker.exists()
+
+
+def test_a_work_dir_that_cannot_be_made_is_an_internal_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("in the way")
+    send = Recorder()
+
+    with pytest.raises(TaskError, match="cannot make the work directory"):
+        run_task(tmp_path / "file", ["true"], send=send)
+
+    assert send.attempts == 0
 
 
 def _running(pid: int) -> bool:
