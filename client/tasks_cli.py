@@ -11,7 +11,7 @@ import click
 
 from client import exit_status, local_stack
 from client.api import ApiError, Client
-from shared import task_request
+from shared import task_properties, task_request
 from shared.states import State
 
 #: How often `collect` looks at a task: fast while output flows, then slower.
@@ -73,8 +73,16 @@ def request_options(command: Callable) -> Callable:
         click.option("--user", default="", help="User the task runs for (default: the caller)."),
         click.option("--hard-timeout", type=int, default=task_request.DEFAULT_EXECUTION_TIMEOUT_SECS,
                      show_default=True, help="Seconds the command may run."),
+        click.option("--io-timeout", type=int, default=task_properties.DEFAULT_IO_TIMEOUT_SECS,
+                     show_default=True, help="Seconds the command may go without output (0: no limit)."),
+        click.option("--grace-period", type=int, default=task_properties.DEFAULT_GRACE_PERIOD_SECS,
+                     show_default=True, help="Seconds between SIGTERM and SIGKILL when the task is stopped."),
+        click.option("--idempotent", is_flag=True,
+                     help="The task may reuse the result of an identical successful task."),
         click.option("--expiration", type=int, default=task_request.DEFAULT_EXPIRATION_SECS,
                      show_default=True, help="Seconds the task may wait for a bot."),
+        click.option("--wait-for-capacity", is_flag=True,
+                     help="Wait even if no live bot has the dimensions (else the task ends NO_RESOURCE)."),
         click.argument("command_args", nargs=-1, required=True, metavar="-- COMMAND [ARGS]..."),
     ]):
         command = decorator(command)
@@ -82,16 +90,20 @@ def request_options(command: Callable) -> Callable:
 
 
 def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: tuple[str, ...],
-                  env: tuple[str, ...], user: str, hard_timeout: int, expiration: int,
+                  env: tuple[str, ...], user: str, hard_timeout: int, io_timeout: int, grace_period: int,
+                  idempotent: bool, expiration: int, wait_for_capacity: bool,
                   command_args: tuple[str, ...]) -> dict[str, Any]:
     properties = {
         "command": list(command_args),
         "dimensions": [{"key": k, "value": v} for k, v in pairs(dimensions, "--dimension")],
         "env": [{"key": k, "value": v} for k, v in pairs(env, "--env")],
         "execution_timeout_secs": hard_timeout,
+        "io_timeout_secs": io_timeout,
+        "grace_period_secs": grace_period,
+        "idempotent": idempotent,
     }
-    return {"name": name, "priority": priority, "tags": list(tags), "user": user,
-            "task_slices": [{"properties": properties, "expiration_secs": expiration}]}
+    task_slice = {"properties": properties, "expiration_secs": expiration, "wait_for_capacity": wait_for_capacity}
+    return {"name": name, "priority": priority, "tags": list(tags), "user": user, "task_slices": [task_slice]}
 
 
 def _trigger(client: Client, request: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from functions import ops
 from functions.bot_info import DIMENSIONS_TTL, BotInfo
 from functions.liveness import shard_of
+from shared import dimensions as dims_lib
 from functions.store import (BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TASK_RESULTS, Filter, check_index,
                              filtered, get, query)
 
@@ -57,6 +58,15 @@ class BotStore:
     def list_bots(self, filters: list[Filter], limit: int, after: str | None) -> list[dict[str, Any]]:
         return [d.to_dict() for d in query(self._db, BOTS, filters, limit=limit, start_after=after and
                                            self._bot(after))]
+
+    def has_capacity(self, task_dimensions: dict[str, list[str]]) -> bool:
+        """Whether a live bot matches: one query of at most one bot per OR
+        alternative, until one matches."""
+        for alternative in dims_lib.expand(task_dimensions):
+            filters = [dimension_filter(flag) for flag in sorted(alternative)] + [("is_dead", "==", False)]
+            if query(self._db, BOTS, filters, limit=1):
+                return True
+        return False
 
     def count_bots(self, filters: list[Filter]) -> int:
         """An aggregation: Firestore bills one read per 1,000 entries counted."""

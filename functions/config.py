@@ -23,6 +23,18 @@ class Settings:
     sightings_flush_secs: float = 30.0
     #: A bot not seen for this long is dead (PROTOCOL.md).
     bot_death_timeout_secs: int = 600
+    #: The base URL the functions are reached at, which timers call back.
+    functions_url: str = ""
+    #: The Cloud Tasks queue of the timers: projects/P/locations/L/queues/Q.
+    tasks_queue: str = ""
+    #: host:port of the local Cloud Tasks emulator; empty in production.
+    tasks_emulator_host: str = ""
+    #: The service account Cloud Tasks and Cloud Scheduler call the functions as.
+    service_account: str = ""
+    #: Where the certificates of ID tokens are; Google's unless on the local stack.
+    id_token_certs_url: str = ""
+    #: How long a successful idempotent task is reused (Swarming: 7 days).
+    dedup_max_age_secs: int = 7 * 24 * 3600
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -33,6 +45,12 @@ class Settings:
             server_version=os.environ.get("SWARMING_SERVER_VERSION", "dev"),
             sightings_flush_secs=float(os.environ.get("SWARMING_SIGHTINGS_FLUSH_SECS", "30")),
             bot_death_timeout_secs=int(os.environ.get("SWARMING_BOT_DEATH_TIMEOUT_SECS", "600")),
+            functions_url=os.environ.get("SWARMING_FUNCTIONS_URL", ""),
+            tasks_queue=os.environ.get("SWARMING_TASKS_QUEUE", ""),
+            tasks_emulator_host=os.environ.get("SWARMING_TASKS_EMULATOR_HOST", ""),
+            service_account=os.environ.get("SWARMING_SERVICE_ACCOUNT", ""),
+            id_token_certs_url=os.environ.get("SWARMING_ID_TOKEN_CERTS_URL", ""),
+            dedup_max_age_secs=int(os.environ.get("SWARMING_DEDUP_MAX_AGE_SECS", str(7 * 24 * 3600))),
         )
 
     def load_config(self) -> dict[str, Any]:

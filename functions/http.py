@@ -39,6 +39,14 @@ class Call:
             raise BadRequest(f"{name}: is required")
         return value
 
+    def boolean(self, name: str, default: bool = False) -> bool:
+        value = self.params.get(name, default)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise BadRequest(f"{name}: must be true or false")
+
     def integer(self, name: str, default: int | None = None) -> int | None:
         value = self.params.get(name, default)
         if value is None or isinstance(value, int) and not isinstance(value, bool):
@@ -65,6 +73,7 @@ def serve(function: Function, request: flask.Request) -> flask.Response:
     response = flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
     response.headers["X-Firestore-Reads"] = str(count.reads)
     response.headers["X-Firestore-Writes"] = str(count.writes)
+    response.headers["X-Cloud-Tasks-Ops"] = str(count.cloud_tasks)
     return response
 
 
@@ -73,7 +82,8 @@ def _handle(function: Function, request: flask.Request) -> tuple[int, dict[str, 
         if request.method not in function.methods:
             raise MethodNotAllowed(f"{function.name} accepts {', '.join(function.methods)}")
         svc = service.current()
-        caller = svc.auth.authenticate(request.headers.get("Authorization"), function.roles)
+        audience = f"{svc.settings.functions_url.rstrip('/')}/{function.name}"
+        caller = svc.auth.authenticate(request.headers.get("Authorization"), function.roles, audience)
         return 200, function.handler(Call(svc, caller, _params(request)))
     except ValidationError as e:
         return 400, _error("invalid_argument", str(e), field=e.field)

@@ -42,6 +42,23 @@ class TaskResult:
     completed_ts: datetime.datetime | None = None
     exit_code: int | None = None
     duration: float | None = None
+    parent_task_id: str | None = None
+    #: When the current slice stops waiting for a bot.
+    expiration_ts: datetime.datetime | None = None
+    bot_ping_tolerance_secs: int = 1200
+    #: A kill was asked while it ran: the bot is told to stop; it ends KILLED.
+    killing: bool = False
+    abandoned_ts: datetime.datetime | None = None
+    #: The successful idempotent task whose outcome this one took.
+    deduped_from: str | None = None
+    #: An identical idempotent task still running, whose outcome this one awaits.
+    waiting_on: str | None = None
+    #: The properties hash of an idempotent task's current slice.
+    properties_hash: str | None = None
+    #: The bot that a retry must not run on (it lost the first try).
+    excluded_bot: str | None = None
+    missing_cas: list[dict[str, Any]] | None = None
+    internal_failure_message: str | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -61,11 +78,12 @@ class TaskResult:
 
     def to_wire(self) -> dict[str, Any]:
         wire = self.to_doc()
-        del wire["claim_id"]
-        for key in ("created_ts", "modified_ts", "started_ts", "completed_ts"):
+        for internal in ("claim_id", "killing", "waiting_on", "properties_hash", "excluded_bot"):
+            del wire[internal]
+        for key in ("created_ts", "modified_ts", "started_ts", "completed_ts", "expiration_ts", "abandoned_ts"):
             wire[key] = iso(wire[key])
         wire["run_id"] = self.run_id
-        wire["failure"] = self.state == State.COMPLETED and self.exit_code != 0
+        wire["failure"] = self.state in (State.COMPLETED, State.TIMED_OUT) and self.exit_code != 0
         wire["internal_failure"] = self.state == State.BOT_DIED
         return wire
 
@@ -79,6 +97,9 @@ class TaskToRun:
     order_key: str
     dimensions: Dimensions
     expiration_ts: datetime.datetime
+    try_number: int = 1
+    #: A retry runs on another bot than the one that lost the first try.
+    excluded_bot: str | None = None
 
     @staticmethod
     def order_key_for(priority: int, created_ts: datetime.datetime, lifo: bool = False) -> str:
@@ -88,7 +109,7 @@ class TaskToRun:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "TaskToRun":
-        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc})
 
     def to_doc(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,8 +1,10 @@
-"""Counts the Firestore reads and writes of the current request.
+"""Counts the Firestore reads and writes, and the Cloud Tasks calls, of the
+current request.
 
-The store adds to the counter of the running context; the HTTP layer opens one
-per request and reports it in the `X-Firestore-Reads` / `X-Firestore-Writes`
-response headers, which benchmarks add up.
+The store and the timers add to the counter of the running context; the HTTP
+layer opens one per request and reports it in the `X-Firestore-Reads`,
+`X-Firestore-Writes` and `X-Cloud-Tasks-Ops` response headers, which
+benchmarks add up.
 """
 
 import contextlib
@@ -15,6 +17,7 @@ from typing import Iterator
 class OpCount:
     reads: int = 0
     writes: int = 0
+    cloud_tasks: int = 0
 
 
 #: None outside a request: store calls made then (tests, scripts) are not counted.
@@ -39,3 +42,8 @@ def read(n: int = 1) -> None:
 def write(n: int = 1) -> None:
     if (count := _current.get()) is not None:
         count.writes += n
+
+
+def cloud_task(n: int = 1) -> None:
+    if (count := _current.get()) is not None:
+        count.cloud_tasks += n

@@ -5,11 +5,12 @@ import binascii
 import datetime
 from typing import Any
 
-from functions import stdout
+from functions import dedup, stdout
 from functions.bots import BotRequest, Registry
+from functions.context import Context
 from functions.errors import BadRequest, Conflict, PayloadTooLarge
 from functions.models import TaskResult
-from functions.store import Store, Writes
+from functions.store import TaskBatch, Writes
 from shared import task_id as task_ids
 from shared.states import State
 
@@ -17,32 +18,55 @@ from shared.states import State
 HEARTBEAT_SECS = 10
 
 
-def update(store: Store, registry: Registry, bot: BotRequest, body: dict[str, Any],
+def update(ctx: Context, registry: Registry, bot: BotRequest, body: dict[str, Any],
            now: datetime.datetime) -> dict[str, Any]:
     run_id = body.get("task_id")
     if not isinstance(run_id, str) or not task_ids.is_valid(run_id) or run_id.endswith("0"):
         raise BadRequest("task_id: must be the run id from the manifest")
     data, offset = _output(body)
-    completion = _completion(body)
+    end = _end(body)
 
-    def change(result: TaskResult) -> Writes:
+    def change(result: TaskResult, _batch: TaskBatch) -> Writes:
         if result.run_id != run_id or result.bot_id != bot.bot_id:
             raise Conflict(f"run {run_id} is not held by bot {bot.bot_id}")
         if result.state.is_final:  # A final result never changes, nor its stdout.
+            if end and not _same_end(result, end):
+                raise Conflict(f"task {result.task_id} already ended {result.state.value}")
             return Writes.NOTHING
-        if completion:
-            result.state = State.TIMED_OUT if completion["timed_out"] else State.COMPLETED
-            result.exit_code, result.duration = completion["exit_code"], completion["duration"]
-            result.completed_ts = now
+        if end:
+            _apply_end(result, end, now)
         elif (now - result.modified_ts).total_seconds() < HEARTBEAT_SECS:
             return Writes.OUTPUT
         result.modified_ts = now
         return Writes.OUTPUT | Writes.RESULT
 
-    result = store.update_run(run_id, offset, data, change)
-    must_stop = result.state.is_final and not completion
-    return {"ok": True, "must_stop": must_stop, "stop_reason": result.state.value if must_stop else None,
+    result = ctx.store.transact(task_ids.summary_id(run_id), change, output=(run_id, offset, data))
+    if end:
+        dedup.finished(ctx, result, now)
+    must_stop = (result.state.is_final and not end) or result.killing and not result.state.is_final
+    stop_reason = (State.KILLED.value if result.killing else result.state.value) if must_stop else None
+    return {"ok": True, "must_stop": must_stop, "stop_reason": stop_reason,
             "session": registry.check_in(bot, result.task_id, now)}
+
+
+def _apply_end(result: TaskResult, end: dict[str, Any], now: datetime.datetime) -> None:
+    """A stop before the command started is CANCELED; after a kill, KILLED."""
+    if end["canceled"]:
+        result.state = State.CANCELED if result.killing else State.BOT_DIED
+        result.abandoned_ts = now
+        return
+    if result.killing:
+        result.state = State.KILLED
+    else:
+        result.state = State.TIMED_OUT if end["timed_out"] else State.COMPLETED
+    result.exit_code, result.duration, result.completed_ts = end["exit_code"], end["duration"], now
+
+
+def _same_end(result: TaskResult, end: dict[str, Any]) -> bool:
+    """A resent completion (the bot did not get the answer) is no conflict."""
+    if end["canceled"]:
+        return result.state in (State.CANCELED, State.BOT_DIED)
+    return result.exit_code == end["exit_code"] and result.duration == end["duration"]
 
 
 def _output(body: dict[str, Any]) -> tuple[bytes, int]:
@@ -58,15 +82,20 @@ def _output(body: dict[str, Any]) -> tuple[bytes, int]:
     return data, offset
 
 
-def _completion(body: dict[str, Any]) -> dict[str, Any] | None:
+def _end(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The end of the run the update reports, if it does: `exit_code` with
+    `duration`, or `canceled` (the bot stopped before starting the command)."""
     exit_code, duration = body.get("exit_code"), body.get("duration")
     if (exit_code is None) != (duration is None):
         raise BadRequest("exit_code: exit_code and duration come together or not at all")
+    canceled = body.get("canceled", False)
+    if not isinstance(canceled, bool):
+        raise BadRequest("canceled: must be a boolean")
     if exit_code is None:
-        return None
+        return {"canceled": True} if canceled else None
     if isinstance(exit_code, bool) or not isinstance(exit_code, int):
         raise BadRequest("exit_code: must be an integer")
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0:
         raise BadRequest("duration: must be a non-negative number of seconds")
     timed_out = bool(body.get("hard_timeout") or body.get("io_timeout"))
-    return {"exit_code": exit_code, "duration": float(duration), "timed_out": timed_out}
+    return {"exit_code": exit_code, "duration": float(duration), "timed_out": timed_out, "canceled": False}

@@ -5,11 +5,14 @@ guarded by the pending slice's update time and the `create()` of the run
 (DESIGN.md §6, §11).
 """
 
+import base64
 import datetime
 import random
 from typing import Any
 
+from functions import bot_death
 from functions.bots import BotRequest, Registry
+from functions.context import Context
 from functions.errors import BadRequest
 from functions.models import TaskToRun
 from functions.queues import QueueCache
@@ -38,7 +41,7 @@ def poll(store: Store, cache: QueueCache, registry: Registry, bot: BotRequest, n
     info = bot.info(None)
     queue_keys = [] if info.quarantined or info.maintenance_msg else matching_queues(store, cache, bot, now)
     pending = store.pending(queue_keys, POLL_SCAN) if queue_keys else []
-    matching = [t for t in pending if t.expiration_ts > now]
+    matching = [t for t in pending if t.expiration_ts > now and t.excluded_bot != bot.bot_id]
     if not matching:
         streak = bot.state.get("sleep_streak", 0)
         duration = sleep_secs(streak if isinstance(streak, int) else 0, rand)
@@ -68,41 +71,53 @@ def _candidate(to_run: TaskToRun) -> dict[str, Any]:
     return {"task_id": to_run.task_id, "slice": to_run.slice_index}
 
 
-def claim(store: Store, registry: Registry, bot: BotRequest, task_id: str, slice_index: int, claim_id: str,
+def claim(ctx: Context, registry: Registry, bot: BotRequest, task_id: str, slice_index: int, claim_id: str,
           now: datetime.datetime) -> dict[str, Any]:
     if not task_ids.is_valid(task_id) or task_id != task_ids.summary_id(task_id):
         raise BadRequest(f"task_id: {task_id!r} is not a task id (a candidate's task_id)")
     if slice_index < 0:
         raise BadRequest("slice: must be a non-negative integer")
-    found = store.get_to_run(task_id, slice_index)
-    if found is None:
-        return _replay(store, registry, bot, task_id, claim_id, now, "the task is no longer pending")
-    to_run, update_time = found
+    store = ctx.store
+    pending = store.get_to_run(task_id, slice_index)
+    if pending is None:
+        return _replay(ctx, registry, bot, task_id, claim_id, now, "the task is no longer pending")
+    to_run, update_time = pending
     if not dims_lib.matches(to_run.dimensions, bot.flat):
         return _skip("the bot's dimensions do not match the task's")
-    request = store.get_request(task_id)
-    changes = {
-        "state": State.RUNNING.value, "bot_id": bot.bot_id, "claim_id": claim_id,
-        "bot_dimensions": bot.dimensions, "started_ts": now, "modified_ts": now, "try_number": 1,
-        "current_task_slice": slice_index,
-    }
+    if to_run.excluded_bot == bot.bot_id:
+        return _skip("this retry must run on another bot")
+    found = store.get_task(task_id)
+    if found is None:
+        return _skip("the task is gone")
+    result, request = found
+    run_id = task_ids.run_id(task_id, to_run.try_number)
+    # The outbox rule: the BOT_DIED timer exists before the claim commits.
+    bot_death.arm(ctx, task_id, to_run.try_number, now + datetime.timedelta(seconds=result.bot_ping_tolerance_secs))
     info = bot.info(task_id)
+    batch = store.batch()
+    batch.delete_to_run(to_run, update_time)
+    batch.update_result(task_id, {
+        "state": State.RUNNING.value, "bot_id": bot.bot_id, "claim_id": claim_id,
+        "bot_dimensions": bot.dimensions, "started_ts": now, "modified_ts": now, "try_number": to_run.try_number,
+        "current_task_slice": slice_index,
+    })
+    batch.merge_bot(bot.bot_id, info.to_doc(now))
     try:
-        store.commit_claim(to_run, update_time, changes, bot.bot_id, info.to_doc(now))
+        batch.commit()
     except LostRace:
-        return _replay(store, registry, bot, task_id, claim_id, now, "another bot claimed the task")
-    return {"cmd": "run", "manifest": manifest(request, bot.bot_id, task_ids.run_id(task_id, 1), slice_index),
+        return _replay(ctx, registry, bot, task_id, claim_id, now, "another bot claimed the task")
+    return {"cmd": "run", "manifest": _manifest(ctx, request, bot.bot_id, run_id, slice_index),
             "session": registry.claimed(bot, info, now)}
 
 
-def _replay(store: Store, registry: Registry, bot: BotRequest, task_id: str, claim_id: str,
+def _replay(ctx: Context, registry: Registry, bot: BotRequest, task_id: str, claim_id: str,
             now: datetime.datetime, reason: str) -> dict[str, Any]:
     """A retried claim (same claim_id, same bot) gets the manifest it won."""
-    result = store.get_result(task_id)
-    if result is None or result.claim_id != claim_id or result.bot_id != bot.bot_id:
+    found = ctx.store.get_task(task_id)
+    if found is None or found[0].claim_id != claim_id or found[0].bot_id != bot.bot_id:
         return _skip(reason)
-    return {"cmd": "run",
-            "manifest": manifest(store.get_request(task_id), bot.bot_id, result.run_id, result.current_task_slice),
+    result, request = found
+    return {"cmd": "run", "manifest": _manifest(ctx, request, bot.bot_id, result.run_id, result.current_task_slice),
             "session": registry.check_in(bot, task_id, now)}
 
 
@@ -110,13 +125,25 @@ def _skip(reason: str) -> dict[str, Any]:
     return {"cmd": "skip", "reason": reason}
 
 
-def manifest(request: TaskRequest, bot_id: str, run_id: str, slice_index: int) -> dict[str, Any]:
+def _manifest(ctx: Context, request: TaskRequest, bot_id: str, run_id: str, slice_index: int) -> dict[str, Any]:
+    """What the bot needs to run the slice; the secret bytes, read apart,
+    are given only here."""
     props = request.task_slices[slice_index].properties
+    secret = ctx.store.get_secret(task_ids.summary_id(run_id)) if props.has_secret_bytes else None
+    wire = props.to_wire()
     return {
         "task_id": run_id,
         "bot_id": bot_id,
         "command": props.command,
+        "relative_cwd": props.relative_cwd,
         "env": props.env,
+        "env_prefixes": wire["env_prefixes"],
         "dimensions": props.dimensions,
         "hard_timeout": props.execution_timeout_secs,
+        "io_timeout": props.io_timeout_secs,
+        "grace_period": props.grace_period_secs,
+        "cas_input_root": wire.get("cas_input_root"),
+        "caches": wire["caches"],
+        "outputs": props.outputs,
+        "secret_bytes": base64.b64encode(secret).decode() if secret is not None else None,
     }

@@ -11,14 +11,16 @@ from typing import Callable, Iterator
 
 from google.cloud import firestore
 
-from functions.auth import Authenticator
+from functions.auth import GOOGLE_CERTS_URL, Authenticator, IdTokens
 from functions.fleet import Fleet
+from functions.context import Context
 from functions.config import ServerConfig, Settings
 from functions.bot_store import BotStore
 from functions.bots import Registry
 from functions.liveness import Sightings
 from functions.queues import QueueCache
 from functions.store import Store
+from functions.timers import TimerSettings, Timers, make_client
 
 
 def utcnow() -> datetime.datetime:
@@ -43,6 +45,11 @@ class Service:
         return Registry(self.bot_store, Sightings(self.settings.sightings_flush_secs))
 
     @functools.cached_property
+    def context(self) -> Context:
+        return Context(store=self.store, bots=self.bot_store, timers=self.timers, queues=self.queue_cache,
+                       lifo_pools=self.config.lifo_pools, dedup_max_age_secs=self.settings.dedup_max_age_secs)
+
+    @functools.cached_property
     def fleet(self) -> Fleet:
         return Fleet(self.bot_store, self.settings.bot_death_timeout_secs)
 
@@ -60,7 +67,18 @@ class Service:
 
     @functools.cached_property
     def auth(self) -> Authenticator:
-        return Authenticator(self._config_file)
+        settings = self.settings
+        id_tokens = None
+        if settings.service_account:
+            id_tokens = IdTokens(settings.service_account, settings.id_token_certs_url or GOOGLE_CERTS_URL)
+        return Authenticator(self._config_file, id_tokens)
+
+    @functools.cached_property
+    def timers(self) -> Timers:
+        s = self.settings
+        timer_settings = TimerSettings(queue=s.tasks_queue, functions_url=s.functions_url,
+                                       service_account=s.service_account, emulator_host=s.tasks_emulator_host)
+        return Timers(make_client(timer_settings), timer_settings)
 
 
 _current: Service | None = None

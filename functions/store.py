@@ -20,8 +20,12 @@ from functions.queues import TaskQueue
 from shared import task_id as task_ids
 from shared.task_request import TaskRequest
 
-TASK_REQUESTS = "task_requests"
+#: One document per task: its result, with the immutable request inside (one
+#: write at creation and one read at a claim fewer than two documents).
 TASK_RESULTS = "task_results"
+SECRET_BYTES = "secret_bytes"
+REQUEST_UUIDS = "request_uuids"
+DEDUP = "dedup"
 TASK_TO_RUN = "task_to_run"
 TASK_OUTPUT = "task_output"
 TASK_QUEUES = "task_queues"
@@ -105,8 +109,9 @@ class Writes(enum.Flag):
     RESULT = enum.auto()
 
 
-class IdTaken(Exception):
-    """A new task's id is already used (same millisecond, same random bits)."""
+class Taken(Exception):
+    """A document to create exists already: a task id drawn twice, a request
+    uuid or a dedup record made by a concurrent request."""
 
 
 class LostRace(Exception):
@@ -114,6 +119,8 @@ class LostRace(Exception):
 
 
 class Store:
+    """Reads and transactions on tasks; writes go through a `TaskBatch`."""
+
     def __init__(self, db: firestore.Client):
         self._db = db
 
@@ -126,24 +133,44 @@ class Store:
 
     # Tasks.
 
-    def create_task(self, request: TaskRequest, result: TaskResult, to_run: TaskToRun) -> None:
-        batch = self._db.batch()
-        batch.create(self._doc(TASK_REQUESTS, result.task_id), request.to_wire())
-        batch.create(self._doc(TASK_RESULTS, result.task_id), result.to_doc())
-        batch.create(self._to_run_ref(to_run.task_id, to_run.slice_index), to_run.to_doc())
-        try:
-            batch.commit()
-        except gexc.AlreadyExists as e:
-            raise IdTaken(result.task_id) from e
-        ops.write(3)
+    def batch(self) -> "TaskBatch":
+        return TaskBatch(self)
 
-    def get_request(self, task_id: str) -> TaskRequest | None:
-        snap = get(self._doc(TASK_REQUESTS, task_id))
-        return TaskRequest.from_wire(snap.to_dict()) if snap.exists else None
+    def _get_task(self, task_id: str) -> dict[str, Any] | None:
+        snap = get(self._doc(TASK_RESULTS, task_id))
+        return snap.to_dict() if snap.exists else None
+
+    def get_task(self, task_id: str) -> tuple[TaskResult, TaskRequest] | None:
+        """The result and the request (without secret bytes): one read."""
+        doc = self._get_task(task_id)
+        return (TaskResult.from_doc(doc), TaskRequest.from_wire(doc["request"])) if doc else None
 
     def get_result(self, task_id: str) -> TaskResult | None:
-        snap = get(self._doc(TASK_RESULTS, task_id))
-        return TaskResult.from_doc(snap.to_dict()) if snap.exists else None
+        doc = self._get_task(task_id)
+        return TaskResult.from_doc(doc) if doc else None
+
+    def get_secret(self, task_id: str) -> bytes | None:
+        snap = get(self._doc(SECRET_BYTES, task_id))
+        return snap.get("data") if snap.exists else None
+
+    def get_request_uuid(self, key: str) -> str | None:
+        """The task created under a request uuid (key: user and uuid)."""
+        snap = get(self._db.collection(REQUEST_UUIDS).document(key))
+        return snap.get("task_id") if snap.exists else None
+
+    def get_dedup(self, properties_hash: str) -> tuple[dict[str, Any], Any] | None:
+        """The dedup record of these properties, and its update time."""
+        snap = get(self._db.collection(DEDUP).document(properties_hash))
+        return (snap.to_dict(), snap.update_time) if snap.exists else None
+
+    def results_where(self, field: str, value: Any, limit: int, states: list[str] | None = None,
+                      array: bool = False) -> list[TaskResult]:
+        """Results with `field` equal to (or, `array`, containing) `value`,
+        optionally in `states`."""
+        filters: list[Filter] = [(field, "array_contains" if array else "==", value)]
+        if states:
+            filters.append(("state", "in", states))
+        return [TaskResult.from_doc(d.to_dict()) for d in query(self._db, TASK_RESULTS, filters, limit=limit)]
 
     # Scheduling.
 
@@ -196,13 +223,14 @@ class Store:
 
     # Runs.
 
-    def update_run(
-        self, run_id: str, offset: int, data: bytes, change_result: Callable[[TaskResult], Writes]
-    ) -> TaskResult:
-        """In one transaction: reads the result, lets `change_result` check and
-        change it and decide what to write, then writes the stdout packet at
-        its offset and the result, as decided."""
-        result_ref = self._doc(TASK_RESULTS, task_ids.summary_id(run_id))
+    def transact(self, task_id: str, change: Callable[[TaskResult, "TaskBatch"], Writes],
+                 output: tuple[str, int, bytes] | None = None) -> TaskResult:
+        """In one transaction: reads the result, lets `change` check and change
+        it, add writes to the batch it is given, and decide what else to write:
+        the stdout packet `output` (run id, offset, bytes) at its offset, and
+        the result."""
+        result_ref = self._doc(TASK_RESULTS, task_id)
+        run_id, offset, data = output or ("", 0, b"")
         pieces = stdout.pieces(offset, data)
         chunk_refs = [self._chunk_ref(run_id, index) for index, _, _ in pieces]
 
@@ -210,14 +238,16 @@ class Store:
         def apply(transaction) -> TaskResult:
             snap = get(result_ref, transaction)
             if not snap.exists:
-                raise gexc.NotFound(f"no task for run {run_id}")
+                raise gexc.NotFound(f"no task {task_id}")
             result = TaskResult.from_doc(snap.to_dict())
-            writes = change_result(result)
+            extra = TaskBatch(self, transaction)
+            writes = change(result, extra)
             if Writes.OUTPUT in writes:
                 self._write_output(transaction, chunk_refs, pieces)
             if Writes.RESULT in writes:
                 ops.write()
-                transaction.set(result_ref, result.to_doc())
+                transaction.update(result_ref, result.to_doc())
+            extra.count()
             return result
 
         return apply(self._db.transaction())
@@ -256,3 +286,70 @@ class Store:
                 break
         start = offset - indexes[0] * stdout.CHUNK_SIZE
         return bytes(out[start:start + length])
+
+
+class TaskBatch:
+    """Writes committed all or nothing: a batch, or the writes a transaction
+    adds. Creates fail when the document exists, guarded deletes when it
+    changed since it was read."""
+
+    def __init__(self, store: Store, transaction: Any = None):
+        self._store = store
+        self._db = store.db
+        self._writer = transaction or self._db.batch()
+        self._writes = 0
+
+    def _add(self, method: str, ref: firestore.DocumentReference, *args: Any, **kwargs: Any) -> None:
+        getattr(self._writer, method)(ref, *args, **kwargs)
+        self._writes += 1
+
+    def create_task(self, result: TaskResult, request: TaskRequest) -> None:
+        self._add("create", self._store._doc(TASK_RESULTS, result.task_id),
+                  {**result.to_doc(), "request": request.to_wire()})
+
+    def update_result(self, task_id: str, changes: dict[str, Any]) -> None:
+        self._add("update", self._store._doc(TASK_RESULTS, task_id), changes)
+
+    def create_to_run(self, to_run: TaskToRun) -> None:
+        self._add("create", self._store._to_run_ref(to_run.task_id, to_run.slice_index), to_run.to_doc())
+
+    def delete_to_run(self, to_run: TaskToRun, seen_update_time: Any) -> None:
+        self._add("delete", self._store._to_run_ref(to_run.task_id, to_run.slice_index),
+                  option=self._db.write_option(last_update_time=seen_update_time))
+
+    def create_secret(self, task_id: str, secret: bytes) -> None:
+        self._add("create", self._store._doc(SECRET_BYTES, task_id), {"data": secret})
+
+    def create_request_uuid(self, key: str, task_id: str, expire_at: datetime.datetime) -> None:
+        self._add("create", self._db.collection(REQUEST_UUIDS).document(key),
+                  {"task_id": task_id, "expire_at": expire_at})
+
+    def put_dedup(self, properties_hash: str, doc: dict[str, Any], seen_update_time: Any = None) -> None:
+        """Creates the record, or replaces the one read at `seen_update_time`."""
+        ref = self._db.collection(DEDUP).document(properties_hash)
+        if seen_update_time is None:
+            self._add("create", ref, doc)
+        else:
+            self._add("set", ref, doc, option=self._db.write_option(last_update_time=seen_update_time))
+
+    def delete_dedup(self, properties_hash: str, seen_update_time: Any) -> None:
+        self._add("delete", self._db.collection(DEDUP).document(properties_hash),
+                  option=self._db.write_option(last_update_time=seen_update_time))
+
+    def merge_bot(self, bot_id: str, doc: dict[str, Any]) -> None:
+        self._add("set", self._db.collection(BOTS).document(bot_id), doc, merge=True)
+
+    def count(self) -> None:
+        """Counts the writes of a transaction (which commits them itself)."""
+        ops.write(self._writes)
+
+    def commit(self) -> None:
+        """Raises Taken when a created document exists, LostRace when a guarded
+        one changed; a failed batch writes, and costs, nothing."""
+        try:
+            self._writer.commit()
+        except gexc.AlreadyExists as e:
+            raise Taken(str(e)) from e
+        except (gexc.FailedPrecondition, gexc.NotFound, gexc.Conflict) as e:
+            raise LostRace(str(e)) from e
+        ops.write(self._writes)

@@ -3,87 +3,147 @@
 import base64
 import dataclasses
 import datetime
+import hashlib
 from typing import Any
 
-from functions import stdout
-from functions.auth import Caller
-from functions.errors import BadRequest, NotFound, Unavailable
-from functions.models import TaskResult, TaskToRun
-from functions.queues import QueueCache, TaskQueue
-from functions.store import IdTaken, Store
+from functions import dedup, slices, stdout
+from functions.auth import Caller, Role
+from functions.context import Context
+from functions.errors import BadRequest, Forbidden, NotFound, Unavailable
+from functions.models import TaskResult
+from functions.store import LostRace, Taken
 from shared import task_id as task_ids
+from shared.states import State
 from shared.task_request import TaskRequest
 
-#: New ids drawn before giving up; a collision needs the same millisecond and
-#: the same 16 random bits, so a second draw almost always succeeds.
-ID_ATTEMPTS = 5
+#: Attempts at creating a task: a new id after an id collision (same
+#: millisecond, same 16 random bits), a fresh look after a concurrent
+#: identical idempotent task or request uuid.
+CREATE_ATTEMPTS = 5
 #: The most stdout one `task_stdout` call returns; clients page with `offset`.
 MAX_STDOUT_READ = 4 * 1024 * 1024
+#: Below this priority only admins may go (as Swarming's privileged callers).
+MIN_USER_PRIORITY = 20
+#: A retried create with the same request uuid returns the same task this long.
+REQUEST_UUID_TTL = datetime.timedelta(days=7)
 
 
-def new(store: Store, queue_cache: QueueCache, lifo_pools: frozenset[str], body: Any, caller: Caller,
-        now: datetime.datetime) -> dict[str, Any]:
+def new(ctx: Context, body: Any, caller: Caller, now: datetime.datetime) -> dict[str, Any]:
     request = TaskRequest.from_wire(body)
     request = _with_automatic_tags(request, user=request.user or caller.name)
-    first = request.task_slices[0]
-    queue = TaskQueue.for_dimensions(first.properties.dimensions, now)
-    # The queue is recorded before its first task, so no pending slice is
-    # ever in a queue that polls cannot find.
-    if queue_cache.needs_write(queue):
-        store.put_queue(queue)
-        queue_cache.written(queue)
-    for _ in range(ID_ATTEMPTS):
-        task_id = task_ids.task_id(task_ids.new_request_id(now))
-        result = TaskResult(
-            task_id=task_id, name=request.name, tags=request.tags, user=request.user,
-            priority=request.priority, created_ts=now, modified_ts=now,
-        )
-        to_run = TaskToRun(
-            task_id=task_id, slice_index=0, queue_key=queue.queue_key,
-            order_key=TaskToRun.order_key_for(request.priority, now, lifo=queue.pool in lifo_pools),
-            dimensions=first.properties.dimensions,
-            expiration_ts=now + datetime.timedelta(seconds=first.expiration_secs),
-        )
+    if request.priority < MIN_USER_PRIORITY and caller.role != Role.ADMIN:
+        raise Forbidden(f"priority: below {MIN_USER_PRIORITY} is for admins only")
+    if any(s.properties.secret_withheld for s in request.task_slices):
+        raise BadRequest("has_secret_bytes: a new task gives its secret_bytes, or none")
+    if request.evaluate_only:
+        return {"task_id": None, "request": request.to_wire(), "task_result": None}
+    uuid_key = _uuid_key(caller, request.request_uuid) if request.request_uuid else None
+    for _ in range(CREATE_ATTEMPTS):
+        if uuid_key and (existing := ctx.store.get_request_uuid(uuid_key)):
+            return _answer(ctx, existing)
         try:
-            store.create_task(request, result, to_run)
-            break
-        except IdTaken:
-            continue  # Same millisecond and same 16 random bits: draw again.
+            return _create(ctx, request, uuid_key, now)
+        except (Taken, LostRace):
+            continue  # A concurrent request made what this one would: look again.
+    raise Unavailable("could not create the task; retry")
+
+
+def _uuid_key(caller: Caller, request_uuid: str) -> str:
+    """Request uuids are per caller: another user's uuid never returns their task."""
+    return hashlib.sha256(f"{caller.name}\n{request_uuid}".encode()).hexdigest()
+
+
+def _create(ctx: Context, request: TaskRequest, uuid_key: str | None, now: datetime.datetime) -> dict[str, Any]:
+    task_id = task_ids.task_id(task_ids.new_request_id(now))
+    result = TaskResult(
+        task_id=task_id, name=request.name, tags=request.tags, user=request.user, priority=request.priority,
+        created_ts=now, modified_ts=now, parent_task_id=request.parent_task_id or None,
+        bot_ping_tolerance_secs=request.bot_ping_tolerance_secs,
+    )
+    batch = ctx.store.batch()
+    first = slices.runnable_slice(ctx, request, 0)
+    if first is None:
+        result.state, result.abandoned_ts = State.NO_RESOURCE, now
     else:
-        raise Unavailable("could not find a free task id; retry")
-    return {"task_id": task_id, "request": request.to_wire(), "task_result": None}
+        properties = request.task_slices[first].properties
+        runs = not properties.idempotent or dedup.admit(ctx, batch, result, properties.properties_hash(), now)
+        if runs:
+            slices.enqueue(ctx, batch, result, request, first, now)
+        else:
+            result.current_task_slice = first
+            result.expiration_ts = now + datetime.timedelta(seconds=request.task_slices[first].expiration_secs)
+            if result.waiting_on:
+                slices.schedule_expiry(ctx, task_id, first, result.expiration_ts)
+    batch.create_task(result, request)
+    secret = next((s.properties.secret_bytes for s in request.task_slices if s.properties.secret_bytes), None)
+    if secret is not None:
+        batch.create_secret(task_id, secret)
+    if uuid_key:
+        batch.create_request_uuid(uuid_key, task_id, now + REQUEST_UUID_TTL)
+    batch.commit()
+    return {"task_id": task_id, "request": request.to_wire(), "task_result": _shown(result)}
+
+
+def _shown(result: TaskResult) -> dict[str, Any] | None:
+    """The result is part of the answer when the task did not simply queue."""
+    return result.to_wire() if result.state != State.PENDING or result.waiting_on else None
+
+
+def _answer(ctx: Context, task_id: str) -> dict[str, Any]:
+    found = ctx.store.get_task(task_id)
+    if found is None:
+        raise Unavailable("the task of this request_uuid is being created; retry")
+    result, request = found
+    return {"task_id": task_id, "request": request.to_wire(), "task_result": result.to_wire()}
 
 
 def _with_automatic_tags(request: TaskRequest, user: str) -> TaskRequest:
-    dims = request.task_slices[0].properties.dimensions
     automatic = [f"priority:{request.priority}", f"user:{user}"]
     if request.name:
         automatic.append(f"name:{request.name}")
-    automatic += [f"{k}:{v}" for k, values in dims.items() for v in values]
+    if request.parent_task_id:
+        automatic.append(f"parent_task_id:{request.parent_task_id}")
+    for task_slice in request.task_slices:
+        automatic += [f"{k}:{v}" for k, values in task_slice.properties.dimensions.items() for v in values]
     return dataclasses.replace(request, tags=sorted(set(request.tags) | set(automatic)), user=user)
 
 
-def result(store: Store, task_id: str) -> dict[str, Any]:
-    return _result(store, task_id).to_wire()
+def result(ctx: Context, task_id: str) -> dict[str, Any]:
+    return _result(ctx, task_id).to_wire()
 
 
-def _result(store: Store, task_id: str) -> TaskResult:
+def request(ctx: Context, task_id: str) -> dict[str, Any]:
+    """The stored request; secret bytes are never in it."""
+    _check_id(task_id)
+    found = ctx.store.get_task(task_ids.summary_id(task_id))
+    if found is None:
+        raise NotFound(f"no task {task_id}")
+    return found[1].to_wire()
+
+
+def _check_id(task_id: str) -> None:
     if not task_ids.is_valid(task_id):
         raise BadRequest(f"task_id: {task_id!r} is not a task id")
-    found = store.get_result(task_ids.summary_id(task_id))
+
+
+def _result(ctx: Context, task_id: str) -> TaskResult:
+    _check_id(task_id)
+    found = ctx.store.get_result(task_ids.summary_id(task_id))
     if found is None:
         raise NotFound(f"no task {task_id}")
     return found
 
 
-def output(store: Store, task_id: str, offset: int, length: int | None) -> dict[str, Any]:
+def output(ctx: Context, task_id: str, offset: int, length: int | None) -> dict[str, Any]:
+    """A deduped task shows the stdout of the task it took its result from."""
     if offset < 0 or offset >= stdout.MAX_SIZE:
         raise BadRequest(f"offset: must be between 0 and {stdout.MAX_SIZE - 1}")
     if length is not None and length <= 0:
         raise BadRequest("length: must be positive")
-    found = _result(store, task_id)
+    found = _result(ctx, task_id)
+    source = _result(ctx, found.deduped_from) if found.deduped_from else found
     length = min(length or MAX_STDOUT_READ, MAX_STDOUT_READ)
-    data = store.read_output(found.run_id, offset, length) if found.run_id else b""
+    data = ctx.store.read_output(source.run_id, offset, length) if source.run_id else b""
     return {
         "task_id": found.task_id,
         "state": found.state.value,

@@ -11,8 +11,9 @@ def task_body(command: list[str] | None = None, dimensions: dict[str, str] | Non
         "dimensions": [{"key": k, "value": v} for k, v in dims.items()],
         "execution_timeout_secs": 60,
     }
-    return {"name": "t", "priority": 100, "task_slices": [{"properties": properties, "expiration_secs": 600}],
-            **top}
+    # Waiting for capacity, so that tests need not register a bot before a task.
+    task_slice = {"properties": properties, "expiration_secs": 600, "wait_for_capacity": True}
+    return {"name": "t", "priority": 100, "task_slices": [task_slice], **top}
 
 
 def bot_body(bot_id: str = "bot-1", pool: str = "default", **fields: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 bucket per test, and the real gateway (every function through
 functions-framework) served in-process over HTTP."""
 
+import datetime
 import json
 import os
 import threading
@@ -15,11 +16,12 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from werkzeug.serving import make_server
 
-from client import emulators, processes
+from client import cloud_tasks_emulator, emulators, processes
 from functions import gateway, service
 from functions.config import Settings
 
 TOKENS = {"bot": "test-bot-token", "user": "test-user-token", "admin": "test-admin-token"}
+TIMERS_ACCOUNT = "timers@test.iam.gserviceaccount.com"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -55,13 +57,42 @@ def auth_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def cloud_tasks() -> Iterator[cloud_tasks_emulator.Emulator]:
+    emulator = cloud_tasks_emulator.serve()
+    yield emulator
+    emulator.stop()
+
+
+class Clock:
+    """The service's clock: real time plus an offset tests may move."""
+
+    def __init__(self) -> None:
+        self.offset = datetime.timedelta()
+
+    def __call__(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.timezone.utc) + self.offset
+
+
 @pytest.fixture
-def svc(emulator_env: dict[str, str], auth_config: Path) -> Iterator[service.Service]:
-    """A service on a Firestore project and a bucket of this test's own."""
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def svc(emulator_env: dict[str, str], auth_config: Path, cloud_tasks: cloud_tasks_emulator.Emulator,
+        base_url: str, clock: Clock) -> Iterator[service.Service]:
+    """A service on a Firestore project, a bucket and a Cloud Tasks queue of
+    this test's own; its timers call the in-process gateway."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     storage.Client(project=name, credentials=AnonymousCredentials()).create_bucket(name)
-    settings = Settings(project=name, bucket=name, config_path=str(auth_config))
-    with service.use(service.Service(settings)) as current:
+    queue = f"projects/{name}/locations/local/queues/timers"
+    cloud_tasks_emulator.client_for(cloud_tasks.host).create_queue(
+        parent=queue.rsplit("/queues/", 1)[0], queue={"name": queue})
+    settings = Settings(project=name, bucket=name, config_path=str(auth_config), functions_url=base_url,
+                        tasks_queue=queue, tasks_emulator_host=cloud_tasks.host,
+                        service_account=TIMERS_ACCOUNT, id_token_certs_url=cloud_tasks.certs_url)
+    with service.use(service.Service(settings, clock=clock)) as current:
         yield current
 
 

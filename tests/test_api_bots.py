@@ -41,7 +41,7 @@ def test_idle_poll_sleeps_with_backoff(api):
 
 def test_poll_offers_only_matching_tasks_in_priority_order(api):
     low = api.ok("tasks_new", task_body(priority=200))["task_id"]
-    high = api.ok("tasks_new", task_body(priority=10))["task_id"]
+    high = api.ok("tasks_new", task_body(priority=10), role="admin")["task_id"]
     gpu = api.ok("tasks_new", task_body(dimensions={"pool": "default", "gpu": "nvidia"}))["task_id"]
     other_pool = api.ok("tasks_new", task_body(dimensions={"pool": "other"}))["task_id"]
     answer = api.ok("bot_poll", bot_body(), role="bot")
@@ -179,7 +179,8 @@ def test_malformed_claims_and_stdout_reads_are_400(api):
 
 def test_each_bot_gets_exactly_what_it_matches_most_urgent_first(api):
     def task(priority, **dims):
-        return api.ok("tasks_new", task_body(priority=priority, dimensions={"pool": "default", **dims}))["task_id"]
+        body = task_body(priority=priority, dimensions={"pool": "default", **dims})
+        return api.ok("tasks_new", body, role="admin")["task_id"]
 
     linux_only, linux_or_mac, gpu = task(10, os="Linux"), task(20, os="Linux|Mac"), task(30, gpu="nvidia")
     anyone, mac_only, windows = task(40), task(50, os="Mac"), task(5, os="Windows")

@@ -53,7 +53,7 @@ PROPS = ("task_slices", 0, "properties")
     (PROPS + ("dimensions",), [{"key": "pool", "value": "a|b"}], "task_slices[0].properties.dimensions.pool"),
     (PROPS + ("dimensions",), [{"key": "pool", "value": "p"}, {"key": "b@d", "value": "x"}],
      "task_slices[0].properties.dimensions.b@d"),
-    (PROPS + ("env",), [{"key": "1BAD", "value": "x"}], "task_slices[0].properties.env[0]"),
+    (PROPS + ("env",), [{"key": "1BAD", "value": "x"}], "task_slices[0].properties.env[0].key"),
     (PROPS + ("execution_timeout_secs",), 0, "task_slices[0].properties.execution_timeout_secs"),
     (("task_slices", 0, "expiration_secs"), 5, "task_slices[0].expiration_secs"),
     (("tags",), ["nocolon"], "tags[0]"),

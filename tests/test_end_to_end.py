@@ -51,7 +51,7 @@ def server_args(base_url: str) -> list[str]:
 
 @pytest.mark.parametrize("exit_code", [0, 3])
 def test_run_prints_stdout_and_exits_with_the_task_code(base_url, start_bot, exit_code):
-    run = swarming("run", *server_args(base_url), "-d", "pool=e2e", "--", sys.executable, "-c", SCRIPT,
+    run = swarming("run", *server_args(base_url), "-d", "pool=e2e", "--wait-for-capacity", "--", sys.executable, "-c", SCRIPT,
                    str(exit_code))
     start_bot()
     code, out, err = finish(run)
@@ -62,7 +62,7 @@ def test_run_prints_stdout_and_exits_with_the_task_code(base_url, start_bot, exi
 def test_trigger_dump_json_then_collect_json(base_url, start_bot, tmp_path):
     dump = tmp_path / "tasks.json"
     code, out, err = finish(swarming("trigger", *server_args(base_url), "-d", "pool=e2e", "--env", "GREETING=hello",
-                                     "--dump-json", str(dump), "--", "sh", "-c", "echo $GREETING $SWARMING_BOT_ID"))
+                                     "--wait-for-capacity", "--dump-json", str(dump), "--", "sh", "-c", "echo $GREETING $SWARMING_BOT_ID"))
     assert code == 0, err
     task_id = out.strip()
     assert json.loads(dump.read_text())["tasks"] == [{"task_id": task_id}]
@@ -75,7 +75,7 @@ def test_trigger_dump_json_then_collect_json(base_url, start_bot, tmp_path):
 
 
 def test_hard_timeout_ends_timed_out(base_url, start_bot):
-    run = swarming("run", *server_args(base_url), "-d", "pool=e2e", "--hard-timeout", "1", "--",
+    run = swarming("run", *server_args(base_url), "-d", "pool=e2e", "--wait-for-capacity", "--hard-timeout", "1", "--",
                    "sh", "-c", "echo started; sleep 60")
     start_bot()
     code, out, err = finish(run)
@@ -90,7 +90,8 @@ def test_invalid_request_exits_1_naming_the_field(svc, base_url):
 
 
 def test_collect_timeout_gives_up_with_its_own_code(svc, base_url):
-    code, out, err = finish(swarming("trigger", *server_args(base_url), "-d", "pool=nobody", "--", "true"))
+    code, out, err = finish(swarming("trigger", *server_args(base_url), "-d", "pool=nobody", "--wait-for-capacity",
+                                     "--", "true"))
     assert code == 0, err
     code, _, _ = finish(swarming("collect", *server_args(base_url), "--timeout", "1", out.strip()))
     assert code == 88  # ExitStatus.WAIT_TIMEOUT

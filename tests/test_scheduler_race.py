@@ -45,7 +45,7 @@ def test_every_task_is_claimed_exactly_once_by_a_matching_bot(api, svc):
     for i in range(TASKS):
         q = str(i % QUEUES)
         body = task_body(dimensions={"pool": "race", "q": q}, priority=100 + i % 3)
-        queue_of[tasks.new(svc.store, svc.queue_cache, frozenset(), body, caller, now)["task_id"]] = q
+        queue_of[tasks.new(svc.context, body, caller, now)["task_id"]] = q
     with concurrent.futures.ThreadPoolExecutor(BOTS) as pool:
         claims = [c for won in pool.map(lambda i: _work(api, i), range(BOTS)) for c in won]
     counts = collections.Counter(task_id for task_id, _ in claims)

@@ -1,0 +1,97 @@
+"""A running task whose bot went silent, or failed it: BOT_DIED, a retry, or
+CLIENT_ERROR.
+
+The claim arms one `timer_bot_died` at the end of the ping tolerance. When it
+fires, a task that heartbeat since re-arms it from its last heartbeat (so no
+heartbeat ever creates a Cloud Task); one that did not is declared dead. An
+infrastructure failure is retried once, on another bot, while the slice has
+time left, when the task is idempotent or its command never started (its bot
+never reported after the claim). Nothing else is retried.
+"""
+
+import datetime
+from typing import Any
+
+from functions import dedup, slices
+from functions.bots import BotRequest
+from functions.context import Context
+from functions.errors import BadRequest, Conflict
+from functions.models import TaskResult
+from functions.store import TaskBatch, Writes
+from shared import task_id as task_ids
+from shared.states import State
+
+BOT_DIED = "timer_bot_died"
+MAX_TRIES = 2
+
+
+def arm(ctx: Context, task_id: str, try_number: int, due: datetime.datetime) -> None:
+    ctx.timers.schedule(BOT_DIED, f"{task_id}:{try_number}:{due.isoformat()}", due,
+                        {"task_id": task_id, "try_number": try_number})
+
+
+def check(ctx: Context, task_id: str, try_number: int, now: datetime.datetime) -> dict[str, Any]:
+    """`timer_bot_died`: harmless when delivered twice, late, or after the task moved on."""
+    result = ctx.store.get_result(task_id)
+    if result is None or result.state != State.RUNNING or result.try_number != try_number:
+        return {"done": "the try is no longer running"}
+    due = result.modified_ts + datetime.timedelta(seconds=result.bot_ping_tolerance_secs)
+    if now < due:
+        arm(ctx, task_id, try_number, due)
+        return {"done": "alive", "next": due.isoformat()}
+    ended = _fail(ctx, task_id, try_number, State.BOT_DIED, "the bot stopped reporting", None, now)
+    return {"done": ended.state.value}
+
+
+def task_error(ctx: Context, bot: BotRequest, body: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+    """`bot_task_error`: the bot could not run the task. Missing inputs are the
+    client's fault (CLIENT_ERROR); anything else is the bot's (BOT_DIED)."""
+    run_id = body.get("task_id")
+    if not isinstance(run_id, str) or not task_ids.is_valid(run_id) or run_id.endswith("0"):
+        raise BadRequest("task_id: must be the run id from the manifest")
+    message = body.get("message", "")
+    if not isinstance(message, str):
+        raise BadRequest("message: must be a string")
+    client_error = body.get("client_error") or {}
+    missing = client_error.get("missing_cas") if isinstance(client_error, dict) else None
+    if missing is not None and not isinstance(missing, list):
+        raise BadRequest("client_error.missing_cas: must be a list")
+    task_id = task_ids.summary_id(run_id)
+    current = ctx.store.get_result(task_id)
+    if current is None or current.run_id != run_id or current.bot_id != bot.bot_id:
+        raise Conflict(f"run {run_id} is not held by bot {bot.bot_id}")
+    state = State.CLIENT_ERROR if missing else State.BOT_DIED
+    ended = _fail(ctx, task_id, current.try_number, state, message[:10_000], missing, now)
+    return {"ok": True, "state": ended.state.value}
+
+
+def _fail(ctx: Context, task_id: str, try_number: int, state: State, message: str,
+          missing: list[Any] | None, now: datetime.datetime) -> TaskResult:
+    found = ctx.store.get_task(task_id)
+    assert found is not None
+    request = found[1]
+
+    def change(result: TaskResult, batch: TaskBatch) -> Writes:
+        if result.state != State.RUNNING or result.try_number != try_number:
+            return Writes.NOTHING
+        if state == State.BOT_DIED and _retryable(result, request, now):
+            slices.enqueue(ctx, batch, result, request, result.current_task_slice, now,
+                           try_number=try_number + 1, excluded_bot=result.bot_id,
+                           expiration_ts=result.expiration_ts)
+            result.excluded_bot, result.bot_id, result.claim_id = result.bot_id, None, None
+        else:
+            result.state, result.abandoned_ts = state, now
+            result.internal_failure_message, result.missing_cas = message, missing
+        result.modified_ts = now
+        return Writes.RESULT
+
+    ended = ctx.store.transact(task_id, change)
+    dedup.finished(ctx, ended, now)
+    return ended
+
+
+def _retryable(result: TaskResult, request: Any, now: datetime.datetime) -> bool:
+    never_reported = result.modified_ts == result.started_ts
+    idempotent = request.task_slices[result.current_task_slice].properties.idempotent
+    time_left = result.expiration_ts is not None and result.expiration_ts > now
+    return result.try_number < MAX_TRIES and time_left and (idempotent or never_reported)

@@ -1,0 +1,99 @@
+"""Cancelling tasks: a pending one ends CANCELED at once; a running one, when
+asked to kill it, is told to stop at its bot's next update and ends KILLED
+(CANCELED if its command had not started). A task's children are cancelled
+with it."""
+
+import datetime
+from typing import Any
+
+from functions import dedup
+from functions.context import Context
+from functions.errors import BadRequest
+from functions.models import TaskResult
+from functions.store import LostRace, TaskBatch, Writes
+from shared.states import State
+
+#: Children cancelled with a task, at most (per level).
+MAX_CHILDREN = 1000
+MAX_BULK = 1000
+#: Attempts at cancelling a pending task that a bot claims at the same moment.
+ATTEMPTS = 3
+
+
+def cancel(ctx: Context, task_id: str, kill_running: bool, now: datetime.datetime) -> dict[str, Any]:
+    """`{canceled, was_running}` as in the reference."""
+    answer = {"canceled": False, "was_running": False}
+    for _ in range(ATTEMPTS):
+        result = ctx.store.get_result(task_id)
+        if result is None or result.state.is_final:
+            break
+        if result.state == State.RUNNING:
+            answer = {"canceled": kill_running and _kill(ctx, task_id, now), "was_running": True}
+            break
+        try:
+            answer = {"canceled": _cancel_pending(ctx, result, now), "was_running": False}
+            break
+        except LostRace:
+            continue  # Claimed meanwhile: look again.
+    _cancel_children(ctx, task_id, kill_running, now)
+    return answer
+
+
+def _cancel_pending(ctx: Context, result: TaskResult, now: datetime.datetime) -> bool:
+    changes = {"state": State.CANCELED.value, "abandoned_ts": now, "modified_ts": now, "waiting_on": None}
+    if result.waiting_on:
+        return _transact_cancel(ctx, result.task_id, now)
+    pending = ctx.store.get_to_run(result.task_id, result.current_task_slice)
+    if pending is None:
+        raise LostRace("no pending slice")
+    batch = ctx.store.batch()
+    batch.delete_to_run(*pending)
+    batch.update_result(result.task_id, changes)
+    batch.commit()
+    result.state = State.CANCELED
+    dedup.finished(ctx, result, now)
+    return True
+
+
+def _transact_cancel(ctx: Context, task_id: str, now: datetime.datetime) -> bool:
+    """A waiter (functions.dedup) has no pending slice: its result alone."""
+
+    def change(result: TaskResult, _batch: TaskBatch) -> Writes:
+        if result.state != State.PENDING:
+            return Writes.NOTHING
+        result.state, result.abandoned_ts, result.modified_ts, result.waiting_on = State.CANCELED, now, now, None
+        return Writes.RESULT
+
+    return ctx.store.transact(task_id, change).state == State.CANCELED
+
+
+def _kill(ctx: Context, task_id: str, now: datetime.datetime) -> bool:
+    def change(result: TaskResult, _batch: TaskBatch) -> Writes:
+        if result.state != State.RUNNING or result.killing:
+            return Writes.NOTHING
+        result.killing, result.abandoned_ts, result.modified_ts = True, now, now
+        return Writes.RESULT
+
+    return ctx.store.transact(task_id, change).killing
+
+
+def _cancel_children(ctx: Context, task_id: str, kill_running: bool, now: datetime.datetime) -> None:
+    states = [State.PENDING.value, State.RUNNING.value]
+    for child in ctx.store.results_where("parent_task_id", task_id, MAX_CHILDREN, states):
+        cancel(ctx, child.task_id, kill_running, now)
+
+
+def cancel_many(ctx: Context, tags: list[str], kill_running: bool, limit: int,
+                now: datetime.datetime) -> dict[str, Any]:
+    """`tasks_cancel`: the pending (and, with `kill_running`, running) tasks
+    having every tag, at most `limit`."""
+    if not tags or not all(isinstance(t, str) and ":" in t for t in tags):
+        raise BadRequest("tags: at least one 'key:value' tag is required")
+    if not 1 <= limit <= MAX_BULK:
+        raise BadRequest(f"limit: must be between 1 and {MAX_BULK}")
+    states = [State.PENDING.value] + ([State.RUNNING.value] if kill_running else [])
+    # One array filter per query: the first tag selects, the others filter.
+    found = [r for r in ctx.store.results_where("tags", tags[0], limit * 4, states, array=True)
+             if set(tags) <= set(r.tags)][:limit]
+    canceled = sum(cancel(ctx, r.task_id, kill_running, now)["canceled"] for r in found)
+    return {"matched": len(found), "canceled": canceled, "now": now.isoformat()}
