@@ -5,8 +5,9 @@ The claim arms one `timer_bot_died` at the end of the ping tolerance. When it
 fires, a task that heartbeat since re-arms it from its last heartbeat (so no
 heartbeat ever creates a Cloud Task); one that did not is declared dead. An
 infrastructure failure is retried once, on another bot, while the slice has
-time left, when the task is idempotent or its command never started (its bot
-never reported after the claim). Nothing else is retried.
+time left, when the task is idempotent or its command never started (no
+output and no heartbeat written since the claim; a command killed silently in
+its first 10 s counts as not started). Nothing else is retried.
 """
 
 import datetime
@@ -69,12 +70,14 @@ def _fail(ctx: Context, task_id: str, try_number: int, state: State, message: st
           missing: list[Any] | None, now: datetime.datetime) -> TaskResult:
     found = ctx.store.get_task(task_id)
     assert found is not None
-    request = found[1]
+    current, request = found
+    # Output proves the command started (its first heartbeat may not be written yet).
+    had_output = bool(current.run_id and ctx.store.read_output(current.run_id, 0, 1))
 
     def change(result: TaskResult, batch: TaskBatch) -> Writes:
         if result.state != State.RUNNING or result.try_number != try_number:
             return Writes.NOTHING
-        if state == State.BOT_DIED and _retryable(result, request, now):
+        if state == State.BOT_DIED and _retryable(result, request, had_output, now):
             slices.enqueue(ctx, batch, result, request, result.current_task_slice, now,
                            try_number=try_number + 1, excluded_bot=result.bot_id,
                            expiration_ts=result.expiration_ts)
@@ -90,8 +93,8 @@ def _fail(ctx: Context, task_id: str, try_number: int, state: State, message: st
     return ended
 
 
-def _retryable(result: TaskResult, request: Any, now: datetime.datetime) -> bool:
-    never_reported = result.modified_ts == result.started_ts
+def _retryable(result: TaskResult, request: Any, had_output: bool, now: datetime.datetime) -> bool:
+    never_reported = result.modified_ts == result.started_ts and not had_output
     idempotent = request.task_slices[result.current_task_slice].properties.idempotent
     time_left = result.expiration_ts is not None and result.expiration_ts > now
     return result.try_number < MAX_TRIES and time_left and (idempotent or never_reported)

@@ -28,8 +28,9 @@ def admit(ctx: Context, batch: TaskBatch, result: TaskResult, properties_hash: s
     (it owns the record now), False when it took a success or waits."""
     result.properties_hash = properties_hash
     found = ctx.store.get_dedup(properties_hash)
+    owned = {"task_id": result.task_id, "ended": None, "waiters": 0}
     if found is None:
-        batch.put_dedup(properties_hash, {"task_id": result.task_id})
+        batch.put_dedup(properties_hash, owned)
         return True
     record, seen = found
     owner = ctx.store.get_result(record["task_id"])
@@ -40,7 +41,7 @@ def admit(ctx: Context, batch: TaskBatch, result: TaskResult, properties_hash: s
         result.waiting_on = owner.task_id
         batch.put_dedup(properties_hash, {**record, "waiters": record.get("waiters", 0) + 1}, seen)
         return False
-    batch.put_dedup(properties_hash, {"task_id": result.task_id}, seen)
+    batch.put_dedup(properties_hash, owned, seen)
     return True
 
 
@@ -67,7 +68,7 @@ def finished(ctx: Context, result: TaskResult, now: datetime.datetime) -> None:
     if found and found[0]["task_id"] == result.task_id:
         batch = ctx.store.batch()
         if _reusable(result, now, ctx.dedup_max_age_secs):
-            batch.put_dedup(result.properties_hash, {"task_id": result.task_id, "ended": now}, found[1])
+            batch.put_dedup(result.properties_hash, {**found[0], "ended": now}, found[1])
         else:
             batch.delete_dedup(result.properties_hash, found[1])
         batch.commit()

@@ -44,6 +44,9 @@ COMPOSITE_INDEXES = frozenset({
     (TASK_TO_RUN, ("queue_key", "order_key")),
     (TASK_QUEUES, ("pool", "updated_ts")),
     (TASK_RESULTS, ("bot_id", "started_ts")),
+    (TASK_RESULTS, ("parent_task_id", "state")),
+    (TASK_RESULTS, ("waiting_on", "state")),
+    (TASK_RESULTS, ("tags", "state")),
     (BOT_EVENTS, ("bot_id", "ts")),
 })
 
@@ -296,7 +299,7 @@ class TaskBatch:
     def __init__(self, store: Store, transaction: Any = None):
         self._store = store
         self._db = store.db
-        self._writer = transaction or self._db.batch()
+        self._writer = transaction if transaction is not None else self._db.batch()
         self._writes = 0
 
     def _add(self, method: str, ref: firestore.DocumentReference, *args: Any, **kwargs: Any) -> None:
@@ -330,7 +333,7 @@ class TaskBatch:
         if seen_update_time is None:
             self._add("create", ref, doc)
         else:
-            self._add("set", ref, doc, option=self._db.write_option(last_update_time=seen_update_time))
+            self._add("update", ref, doc, option=self._db.write_option(last_update_time=seen_update_time))
 
     def delete_dedup(self, properties_hash: str, seen_update_time: Any) -> None:
         self._add("delete", self._db.collection(DEDUP).document(properties_hash),

@@ -51,6 +51,54 @@ resource "google_firestore_index" "task_results_bot_started" {
   }
 }
 
+resource "google_firestore_index" "task_results_parent_state" {
+  project    = var.project
+  database   = "(default)"
+  collection = "task_results"
+
+  fields {
+    field_path = "parent_task_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_waiting_state" {
+  project    = var.project
+  database   = "(default)"
+  collection = "task_results"
+
+  fields {
+    field_path = "waiting_on"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_tags_state" {
+  project    = var.project
+  database   = "(default)"
+  collection = "task_results"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+}
+
 resource "google_firestore_index" "bot_events_bot_ts" {
   project    = var.project
   database   = "(default)"
@@ -73,6 +121,7 @@ resource "google_firestore_field" "ttl" {
   for_each = {
     bot_events     = "bot_events"
     bot_dimensions = "bot_dimensions"
+    request_uuids  = "request_uuids"
   }
 
   project    = var.project

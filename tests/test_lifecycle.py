@@ -1,0 +1,313 @@
+"""Every state of the task model, through the real gateway, Firestore and
+Cloud Tasks emulators; timers are delivered by the emulator (the service's
+clock is moved so that a 30 s expiration falls due in about a second)."""
+
+import base64
+import concurrent.futures
+import datetime
+import time
+import uuid
+
+import pytest
+
+from tests.builders import bot_body, task_body
+
+SECOND = datetime.timedelta(seconds=1)
+
+
+def _task(api, role="user", **fields):
+    return api.ok("tasks_new", task_body(**fields), role=role)
+
+
+def _slice(dims, wait=True, expiration=600, **props):
+    properties = {"command": ["true"], "dimensions": [{"key": k, "value": v} for k, v in dims.items()], **props}
+    return {"properties": properties, "expiration_secs": expiration, "wait_for_capacity": wait}
+
+
+def _result(api, task_id):
+    return api.ok("task_result", {"task_id": task_id})
+
+
+def _wait_state(api, task_id, states, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while (state := _result(api, task_id)["state"]) not in states:
+        assert time.monotonic() < deadline, f"{task_id} still {state}"
+        time.sleep(0.1)
+    return _result(api, task_id)
+
+
+def _claim(api, task_id, bot_id="bot-1", try_number=1, **dims):
+    body = bot_body(bot_id, task_id=task_id, slice=0, claim_id=uuid.uuid4().hex)
+    body["dimensions"].update(dims)
+    answer = api.ok("bot_claim", body, role="bot")
+    assert answer["cmd"] == "run", answer
+    assert answer["manifest"]["task_id"].endswith(str(try_number))
+    return answer["manifest"]
+
+
+def _update(api, run_id, bot_id="bot-1", **fields):
+    return api.post("bot_task_update", bot_body(bot_id, task_id=run_id, **fields), role="bot")
+
+
+# Creation.
+
+def test_no_live_bot_means_no_resource_unless_waiting_for_capacity(api):
+    refused = api.ok("tasks_new", {"task_slices": [_slice({"pool": "empty"}, wait=False)]})
+    assert refused["task_result"]["state"] == "NO_RESOURCE"
+    waiting = api.ok("tasks_new", {"task_slices": [_slice({"pool": "empty"}, wait=True)]})
+    assert waiting["task_result"] is None and _result(api, waiting["task_id"])["state"] == "PENDING"
+
+
+def test_a_slice_no_bot_can_run_is_skipped_at_once(api):
+    api.ok("bot_handshake", bot_body("linux", pool="fallback"), role="bot")
+    created = api.ok("tasks_new", {"task_slices": [_slice({"pool": "fallback", "gpu": "yes"}, wait=False),
+                                                   _slice({"pool": "fallback"}, wait=False)]})
+    assert _result(api, created["task_id"])["current_task_slice"] == 1
+    claim = api.ok("bot_claim", bot_body("linux", pool="fallback", task_id=created["task_id"], slice=1,
+                                         claim_id="c"), role="bot")
+    assert claim["cmd"] == "run" and claim["manifest"]["task_id"] == created["task_id"][:-1] + "1"
+
+
+def test_evaluate_only_stores_nothing_and_shows_the_defaults(api, svc):
+    answer = api.ok("tasks_new", task_body(evaluate_only=True))
+    assert answer["task_id"] is None
+    props = answer["request"]["task_slices"][0]["properties"]
+    assert props["grace_period_secs"] == 30 and props["io_timeout_secs"] == 1200
+    assert api.ok("bots_count", {})["count"] == 0 and svc.store.results_where("user", "test-user", 10) == []
+
+
+def test_priority_below_20_is_for_admins(api):
+    response = api.post("tasks_new", task_body(priority=5))
+    assert response.status_code == 403 and "priority" in response.json()["error"]["message"]
+    assert _task(api, role="admin", priority=5)["task_id"]
+
+
+def test_request_uuid_returns_the_same_task_and_is_per_user(api):
+    first = _task(api, request_uuid="build-42")
+    again = _task(api, request_uuid="build-42")
+    assert again["task_id"] == first["task_id"] and again["task_result"]["state"] == "PENDING"
+    assert _task(api, role="admin", request_uuid="build-42")["task_id"] != first["task_id"]
+
+
+def test_secret_bytes_reach_only_the_bot_that_runs_the_task(api):
+    secret = base64.b64encode(b"s3cr3t").decode()
+    body = task_body()
+    body["task_slices"][0]["properties"]["secret_bytes"] = secret
+    created = api.ok("tasks_new", body)
+    shown = [created, api.ok("task_request", {"task_id": created["task_id"]}), _result(api, created["task_id"])]
+    assert all("s3cr3t" not in str(s) and secret not in str(s) for s in shown)
+    assert shown[1]["task_slices"][0]["properties"]["has_secret_bytes"]
+    assert _claim(api, created["task_id"])["secret_bytes"] == secret
+
+
+# Expiration, through the emulator's real delivery.
+
+def test_a_pending_task_expires_through_its_timer(api, clock):
+    clock.offset = -29 * SECOND  # created 29 s "ago": its 30 s expiration falls due in about 1 s
+    created = api.ok("tasks_new", {"task_slices": [_slice({"pool": "p"}, expiration=30)]})
+    clock.offset = datetime.timedelta()
+    result = _wait_state(api, created["task_id"], {"EXPIRED"})
+    assert result["abandoned_ts"] and result["current_task_slice"] == 0
+    assert api.ok("bot_poll", bot_body(pool="p"), role="bot")["cmd"] == "sleep"
+
+
+def test_an_expired_slice_falls_back_to_the_next(api, clock):
+    clock.offset = -29 * SECOND
+    created = api.ok("tasks_new", {"task_slices": [_slice({"pool": "p", "os": "Mac"}, expiration=30),
+                                                   _slice({"pool": "p"}, expiration=600)]})
+    clock.offset = datetime.timedelta()
+    deadline = time.monotonic() + 15
+    while _result(api, created["task_id"])["current_task_slice"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    candidates = api.ok("bot_poll", bot_body(pool="p"), role="bot")["candidates"]
+    assert candidates == [{"task_id": created["task_id"], "slice": 1}]
+
+
+def test_a_duplicate_or_late_timer_changes_nothing(api):
+    task_id = _task(api)["task_id"]
+    early = api.ok("timer_expire", {"task_id": task_id, "slice": 0}, role="admin")
+    assert early == {"done": "not yet"} and _result(api, task_id)["state"] == "PENDING"
+    run_id = _claim(api, task_id)["task_id"]
+    for _ in range(2):
+        assert api.ok("timer_expire", {"task_id": task_id, "slice": 0}, role="admin")["done"].startswith("the slice")
+        assert api.ok("timer_bot_died", {"task_id": task_id, "try_number": 1}, role="admin")["done"] == "alive"
+    assert _result(api, task_id)["state"] == "RUNNING" and run_id.endswith("1")
+
+
+def test_timers_refuse_users(api):
+    assert api.post("timer_expire", {"task_id": "1" * 15 + "0", "slice": 0}).status_code == 403
+
+
+# BOT_DIED and the retry.
+
+def test_a_silent_bot_dies_its_task_is_retried_on_another_bot_then_dies(api, clock):
+    task_id = _task(api, bot_ping_tolerance_secs=60)["task_id"]
+    clock.offset = -59 * SECOND  # claimed 59 s "ago": the BOT_DIED timer falls due in about 1 s
+    _claim(api, task_id, "first")
+    clock.offset = datetime.timedelta()
+    retried = _wait_state(api, task_id, {"PENDING"})
+    assert retried["bot_id"] is None and retried["try_number"] == 1
+    skip = api.ok("bot_claim", bot_body("first", task_id=task_id, slice=0, claim_id="again"), role="bot")
+    assert skip["cmd"] == "skip" and "another bot" in skip["reason"]
+    clock.offset = -59 * SECOND
+    _claim(api, task_id, "second", try_number=2)
+    clock.offset = datetime.timedelta()
+    died = _wait_state(api, task_id, {"BOT_DIED"})
+    assert died["try_number"] == 2 and died["internal_failure"]
+    assert _update(api, task_id[:-1] + "2", "second").json()["must_stop"]  # it reports too late
+
+
+def test_heartbeats_keep_a_task_alive_without_new_timers(api, clock):
+    task_id = _task(api, bot_ping_tolerance_secs=60)["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    clock.offset = 59 * SECOND
+    heartbeat = _update(api, run_id)
+    assert heartbeat.headers["X-Cloud-Tasks-Ops"] == "0"
+    clock.offset = 61 * SECOND  # the first timer's time: re-armed from the heartbeat
+    assert api.ok("timer_bot_died", {"task_id": task_id, "try_number": 1}, role="admin")["done"] == "alive"
+    assert _result(api, task_id)["state"] == "RUNNING"
+
+
+def test_a_task_error_is_bot_died_or_client_error(api):
+    started = _task(api)["task_id"]
+    run_id = _claim(api, started)["task_id"]
+    _update(api, run_id, output=base64.b64encode(b"x").decode())  # output: the command ran, no retry
+    answer = api.ok("bot_task_error", bot_body(task_id=run_id, message="disk on fire"), role="bot")
+    assert answer["state"] == "BOT_DIED" and _result(api, started)["internal_failure_message"] == "disk on fire"
+    not_started = _task(api)["task_id"]
+    failed_run = _claim(api, not_started)["task_id"]
+    retried = api.ok("bot_task_error", bot_body(task_id=failed_run, message="no work dir"), role="bot")
+    assert retried["state"] == "PENDING"  # never started: once more, elsewhere
+    other = _task(api)["task_id"]
+    other_run = _claim(api, other)["task_id"]
+    missing = [{"hash": "a" * 64, "size_bytes": 3}]
+    api.ok("bot_task_error", bot_body(task_id=other_run, message="inputs", client_error={"missing_cas": missing}),
+           role="bot")
+    result = _result(api, other)
+    assert result["state"] == "CLIENT_ERROR" and result["missing_cas"] == missing
+
+
+# Cancel and kill.
+
+def test_cancel_pending_then_nobody_can_claim_it(api):
+    task_id = _task(api)["task_id"]
+    assert api.ok("task_cancel", {"task_id": task_id}) == {"canceled": True, "was_running": False}
+    assert _result(api, task_id)["state"] == "CANCELED"
+    claim = api.ok("bot_claim", bot_body(task_id=task_id, slice=0, claim_id="c"), role="bot")
+    assert claim["cmd"] == "skip"
+    assert api.ok("task_cancel", {"task_id": task_id}) == {"canceled": False, "was_running": False}
+
+
+def test_kill_running_stops_the_bot_and_ends_killed(api):
+    task_id = _task(api)["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    assert _update(api, run_id).json()["must_stop"] is False
+    assert api.ok("task_cancel", {"task_id": task_id}) == {"canceled": False, "was_running": True}
+    assert api.ok("task_cancel", {"task_id": task_id, "kill_running": True}) == {"canceled": True,
+                                                                                 "was_running": True}
+    answer = _update(api, run_id).json()
+    assert answer["must_stop"] and answer["stop_reason"] == "KILLED"
+    _update(api, run_id, exit_code=-15, duration=2.0)
+    assert _result(api, task_id)["state"] == "KILLED"
+
+
+def test_a_kill_before_the_command_started_ends_canceled(api):
+    task_id = _task(api)["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    api.ok("task_cancel", {"task_id": task_id, "kill_running": True})
+    assert _update(api, run_id).json()["must_stop"]  # the first update, before the command
+    assert _update(api, run_id, canceled=True).status_code == 200
+    assert _result(api, task_id)["state"] == "CANCELED"
+
+
+def test_cancelling_a_task_cancels_its_children_and_bulk_cancel_by_tags(api):
+    parent = _task(api)["task_id"]
+    children = [_task(api, parent_task_id=parent, tags=["team:infra"])["task_id"] for _ in range(2)]
+    assert f"parent_task_id:{parent}" in api.ok("task_request", {"task_id": children[0]})["tags"]
+    api.ok("task_cancel", {"task_id": parent})
+    assert [_result(api, c)["state"] for c in children] == ["CANCELED", "CANCELED"]
+    tagged = [_task(api, tags=["team:web", f"n:{i}"])["task_id"] for i in range(3)]
+    answer = api.ok("tasks_cancel", {"tags": ["team:web"], "limit": 2})
+    assert answer["canceled"] == 2
+    assert sorted(_result(api, t)["state"] for t in tagged) == ["CANCELED", "CANCELED", "PENDING"]
+    assert api.post("tasks_cancel", {"tags": []}).status_code == 400
+
+
+# Completion reports.
+
+def test_a_different_second_completion_is_a_conflict(api):
+    task_id = _task(api)["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    assert _update(api, run_id, exit_code=1, duration=1.0).status_code == 200
+    assert _update(api, run_id, exit_code=1, duration=1.0).status_code == 200  # resent: fine
+    assert _update(api, run_id, exit_code=0, duration=2.0).status_code == 409
+    result = _result(api, task_id)
+    assert result["state"] == "COMPLETED" and result["failure"] and result["exit_code"] == 1
+
+
+def test_io_timeout_is_timed_out(api):
+    task_id = _task(api)["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    _update(api, run_id, exit_code=-9, duration=5.0, io_timeout=True)
+    assert _result(api, task_id)["state"] == "TIMED_OUT"
+
+
+# Idempotent dedup.
+
+def _idempotent(**props):
+    body = task_body(command=["echo", "same"])
+    body["task_slices"][0]["properties"].update(idempotent=True, **props)
+    return body
+
+
+def test_a_successful_idempotent_task_is_reused_with_its_stdout(api):
+    first = api.ok("tasks_new", _idempotent())["task_id"]
+    run_id = _claim(api, first)["task_id"]
+    _update(api, run_id, output=base64.b64encode(b"same\n").decode(), exit_code=0, duration=1.5)
+    second = api.ok("tasks_new", _idempotent())
+    result = second["task_result"]
+    assert result["state"] == "COMPLETED" and result["deduped_from"] == first and result["try_number"] == 0
+    stdout = api.ok("task_stdout", {"task_id": second["task_id"]})
+    assert base64.b64decode(stdout["output"]) == b"same\n"
+    secret = base64.b64encode(b"other").decode()
+    assert api.ok("tasks_new", _idempotent(secret_bytes=secret))["task_result"] is None  # another secret: runs
+    not_idempotent = task_body(command=["echo", "same"])
+    assert api.ok("tasks_new", not_idempotent)["task_result"] is None
+
+
+def test_a_failed_idempotent_task_is_not_reused(api):
+    first = api.ok("tasks_new", _idempotent())["task_id"]
+    _update(api, _claim(api, first)["task_id"], exit_code=1, duration=1.0)
+    assert api.ok("tasks_new", _idempotent())["task_result"] is None
+
+
+def test_simultaneous_identical_idempotent_tasks_run_once(api):
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: api.ok("tasks_new", _idempotent()), range(2)))
+    waiting = [a for a in answers if a["task_result"]]
+    running = [a for a in answers if not a["task_result"]]
+    assert len(waiting) == 1 and len(running) == 1
+    owner, waiter = running[0]["task_id"], waiting[0]["task_id"]
+    candidates = api.ok("bot_poll", bot_body(), role="bot")["candidates"]
+    assert [c["task_id"] for c in candidates] == [owner]  # the waiter has no pending slice
+    _update(api, _claim(api, owner)["task_id"], exit_code=0, duration=1.0)
+    result = _result(api, waiter)
+    assert result["state"] == "COMPLETED" and result["deduped_from"] == owner
+
+
+def test_a_waiter_runs_on_its_own_when_the_first_fails(api):
+    owner = api.ok("tasks_new", _idempotent())["task_id"]
+    waiter = api.ok("tasks_new", _idempotent())["task_id"]
+    assert _result(api, waiter)["state"] == "PENDING"
+    _update(api, _claim(api, owner)["task_id"], exit_code=2, duration=1.0)
+    candidates = api.ok("bot_poll", bot_body(), role="bot")["candidates"]
+    assert [c["task_id"] for c in candidates] == [waiter]
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_cancel_a_waiter(api, kill):
+    api.ok("tasks_new", _idempotent())
+    waiter = api.ok("tasks_new", _idempotent())["task_id"]
+    assert api.ok("task_cancel", {"task_id": waiter, "kill_running": kill})["canceled"]
+    assert _result(api, waiter)["state"] == "CANCELED"
