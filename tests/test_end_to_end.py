@@ -1,15 +1,20 @@
 """Tasks end to end: the `swarming` CLI and a real bot process, over real HTTP,
 on the emulators."""
 
+import datetime
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from client import processes
+from tests.builders import task_body
 from tests.conftest import REPO, TOKENS
 
 SWARMING = str(Path(sys.executable).with_name("swarming"))
@@ -31,11 +36,11 @@ def start_bot(svc, base_url: str, tmp_path: Path) -> Iterator:
     """Starts a real bot in pool `e2e`; it is stopped (SIGTERM) after the test."""
     started = []
 
-    def start() -> subprocess.Popen:
+    def start(bot_id: str = "e2e-bot") -> subprocess.Popen:
         bot = processes.spawn(
-            [sys.executable, "-m", "bot", "--server", base_url, "--work-dir", str(tmp_path / "bot"),
-             "--id", "e2e-bot", "--dimension", "pool=e2e"],
-            tmp_path / "bot.log", env={"SWARMING_TOKEN": TOKENS["bot"]}, cwd=REPO,
+            [sys.executable, "-m", "bot", "--server", base_url, "--work-dir", str(tmp_path / bot_id),
+             "--id", bot_id, "--dimension", "pool=e2e"],
+            tmp_path / f"{bot_id}.log", env={"SWARMING_TOKEN": TOKENS["bot"]}, cwd=REPO,
         )
         started.append(bot)
         return bot
@@ -81,6 +86,54 @@ def test_hard_timeout_ends_timed_out(base_url, start_bot):
     code, out, err = finish(run)
     assert code == 81, err  # ExitStatus.TIMED_OUT
     assert out == "started\n"
+
+
+def test_io_timeout_kills_even_a_process_that_ignores_sigterm(base_url, start_bot):
+    script = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              "print('deaf', flush=True); time.sleep(60)")
+    run = swarming("run", *server_args(base_url), "-d", "pool=e2e", "--wait-for-capacity", "--io-timeout", "1",
+                   "--grace-period", "1", "--json", "--", sys.executable, "-c", script)
+    start_bot()
+    code, out, err = finish(run)
+    assert code == 81, err  # TIMED_OUT, after SIGTERM was ignored and SIGKILL followed the grace
+    result = json.loads(out)[0]
+    assert result["state"] == "TIMED_OUT" and result["output"] == "deaf\n" and result["duration"] < 20
+
+
+def _wait_running(api, task_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while api.ok("task_result", {"task_id": task_id})["state"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_a_running_task_killed_by_cancel_ends_killed(api, base_url, start_bot):
+    code, out, err = finish(swarming("trigger", *server_args(base_url), "-d", "pool=e2e", "--wait-for-capacity",
+                                     "--grace-period", "1", "--", "sh", "-c", "echo started; sleep 60"))
+    task_id = out.strip()
+    start_bot()
+    _wait_running(api, task_id)
+    assert api.ok("task_cancel", {"task_id": task_id, "kill_running": True})["canceled"]
+    code, out, err = finish(swarming("collect", *server_args(base_url), "--timeout", "60", task_id))
+    assert code == 85, err  # KILLED
+
+
+def test_a_sigkilled_bot_s_idempotent_task_is_retried_on_another_bot(api, base_url, start_bot, clock):
+    body = task_body(command=["sh", "-c", "echo run; sleep 2"], dimensions={"pool": "e2e"},
+                     bot_ping_tolerance_secs=60)
+    body["task_slices"][0]["properties"]["idempotent"] = True
+    task_id = api.ok("tasks_new", body)["task_id"]
+    clock.offset = -datetime.timedelta(seconds=59)  # its claim happens 59 s "ago": BOT_DIED is due in ~1 s
+    first = start_bot("doomed-bot")
+    _wait_running(api, task_id)
+    os.killpg(first.pid, signal.SIGKILL)  # the bot and its task, without a word
+    first.wait()
+    clock.offset = datetime.timedelta()
+    start_bot("rescue-bot")
+    code, out, err = finish(swarming("collect", *server_args(base_url), "--timeout", "60", "--json", task_id))
+    assert code == 0, err
+    result = json.loads(out)[0]
+    assert result["try_number"] == 2 and result["bot_id"] == "rescue-bot" and result["output"] == "run\n"
 
 
 def test_invalid_request_exits_1_naming_the_field(svc, base_url):
