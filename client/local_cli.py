@@ -26,8 +26,8 @@ STATE_DIR_HELP = "State directory of the local stack (logs, tokens, what runs)."
               type=click.Path(file_okay=False, path_type=Path), help=STATE_DIR_HELP)
 @click.pass_context
 def local(ctx: click.Context, state_dir: Path) -> None:
-    """Run the Firestore and Cloud Storage emulators, every function behind one
-    gateway, and bots, on this machine."""
+    """Run the Firestore, Cloud Storage and Cloud Tasks emulators, every
+    function behind one gateway, and bots, on this machine."""
     ctx.obj = state_dir
 
 
@@ -54,14 +54,18 @@ def state_dir_option(command: Callable) -> Callable:
               help="Firestore emulator port. Default: a free one.")
 @click.option("--storage-port", default=0, type=click.IntRange(0, 65535),
               help="Cloud Storage emulator port. Default: a free one.")
+@click.option("--cloud-tasks-port", default=0, type=click.IntRange(0, 65535),
+              help="Cloud Tasks emulator port (gRPC). Default: a free one.")
 @state_dir_option
-def up(state_dir: Path, bots: int, detach: bool, port: int, firestore_port: int, storage_port: int) -> None:
+def up(state_dir: Path, bots: int, detach: bool, port: int, firestore_port: int, storage_port: int,
+       cloud_tasks_port: int) -> None:
     """Start the stack. In the foreground it runs until Ctrl-C (or SIGTERM),
     then stops everything; with --detach stop it with 'swarming local down'."""
     with _signals_as_interrupt():
         try:
             state = local_stack.up(state_dir, bots=bots, gateway_port=port,
-                                   firestore_port=firestore_port, storage_port=storage_port)
+                                   firestore_port=firestore_port, storage_port=storage_port,
+                                   cloud_tasks_port=cloud_tasks_port)
         except StartError as e:
             _fail(str(e))
         except KeyboardInterrupt:

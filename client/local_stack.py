@@ -1,4 +1,5 @@
 """The whole service on one machine: the Firestore and Cloud Storage emulators,
+our Cloud Tasks emulator (client.cloud_tasks_emulator, with the timers' queue),
 every Cloud Function behind one gunicorn (the gateway), a cron that calls
 `cron_sweep` every minute (Cloud Scheduler's job in production), and N bots.
 
@@ -42,6 +43,20 @@ ROLES = {"bot": "local-bots", "user": "local-user", "admin": "local-admin"}
 BOT_READY_SECS = 30.0
 #: How often the local cron calls `cron_sweep` (Cloud Scheduler's in production).
 CRON_SECS = 60.0
+#: The Cloud Tasks queue of the timers (`timer_expire`, `timer_bot_died`).
+TIMERS_QUEUE = f"projects/{PROJECT}/locations/local/queues/timers"
+#: The identity the timers' OIDC tokens are minted for; the gateway accepts only it.
+SERVICE_ACCOUNT = f"swarming-timers@{PROJECT}.iam.gserviceaccount.com"
+#: The timers queue's retries. Production's defaults (first retry after 0.1 s,
+#: doubling up to an hour) spend the first tries within a second of a failure,
+#: while the gateway may be restarting, then may leave a timer waiting up to an
+#: hour, far past the bot death timeout (10 min). A timer's handler is
+#: idempotent and cron_sweep repairs what a dropped timer leaves, so: retry
+#: from 1 s, never wait more than a minute (the cron's period) between tries,
+#: and give up after 100 tries (about an hour and a half).
+TIMERS_MAX_ATTEMPTS = 100
+TIMERS_MIN_BACKOFF_SECS = 1
+TIMERS_MAX_BACKOFF_SECS = 60
 
 Record = dict[str, Any]
 
@@ -84,7 +99,7 @@ def is_alive(record: Record) -> bool:
 
 
 def up(state_dir: Path, bots: int = 0, gateway_port: int = 0, firestore_port: int = 0,
-       storage_port: int = 0) -> dict[str, Any]:
+       storage_port: int = 0, cloud_tasks_port: int = 0) -> dict[str, Any]:
     """Starts the stack and returns what stack.json records. On any failure (or
     Ctrl-C) it stops everything it started before raising."""
     state_dir = Path(state_dir).resolve()
@@ -96,7 +111,7 @@ def up(state_dir: Path, bots: int = 0, gateway_port: int = 0, firestore_port: in
     children_before = _children()
     began = time.monotonic()
     try:
-        _start_all(state_dir, state, bots, gateway_port, firestore_port, storage_port)
+        _start_all(state_dir, state, bots, gateway_port, firestore_port, storage_port, cloud_tasks_port)
     except BaseException:
         _stop_new_children(children_before)
         _state_path(state_dir).unlink(missing_ok=True)
@@ -124,7 +139,7 @@ def down(state_dir: Path) -> list[str]:
 
 
 def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: int,
-               firestore_port: int, storage_port: int) -> None:
+               firestore_port: int, storage_port: int, cloud_tasks_port: int) -> None:
     ports = state["ports"]
     ports["firestore"] = _port(firestore_port, "firestore")
     firestore = _launch(state_dir, state, "firestore", "firestore",
@@ -134,9 +149,19 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
                       lambda log_path: emulators.start_storage(ports["storage"], log_path,
                                                                state_dir / "storage"))
     _create_bucket(storage.url)
-    env = {**firestore.env, **storage.env,
-           "SWARMING_PROJECT": PROJECT, "SWARMING_BUCKET": BUCKET, "SWARMING_CONFIG": state["config"]}
+    ports["cloud_tasks"] = _port(cloud_tasks_port, "cloud_tasks")
+    ports["cloud_tasks_certs"] = _port(0, "cloud_tasks_certs")
+    cloud_tasks = _launch(state_dir, state, "cloud_tasks", "cloud_tasks",
+                          lambda log_path: _start_cloud_tasks(ports["cloud_tasks"], ports["cloud_tasks_certs"],
+                                                              log_path))
+    _create_timers_queue(cloud_tasks.url)
     ports["gateway"] = _port(gateway_port, "gateway")
+    gateway_url = f"http://127.0.0.1:{ports['gateway']}"
+    env = {**firestore.env, **storage.env, **cloud_tasks.env,
+           "SWARMING_PROJECT": PROJECT, "SWARMING_BUCKET": BUCKET, "SWARMING_CONFIG": state["config"],
+           # The timers call the functions back at the gateway's URL, which is also their tokens' audience.
+           "SWARMING_FUNCTIONS_URL": gateway_url, "SWARMING_TASKS_QUEUE": TIMERS_QUEUE,
+           "SWARMING_SERVICE_ACCOUNT": SERVICE_ACCOUNT}
     gateway = _launch(state_dir, state, "gateway", "gateway",
                       lambda log_path: _start_gateway(ports["gateway"], log_path, env))
     state["base_url"] = gateway.url
@@ -201,6 +226,41 @@ def _create_bucket(storage_url: str) -> None:
         client.create_bucket(BUCKET)
     except Conflict:
         pass  # kept in storage/ from an earlier run
+
+
+def _start_cloud_tasks(port: int, certs_port: int, log_path: Path) -> emulators.Emulator:
+    """Our Cloud Tasks emulator; its url is the gRPC host:port (no scheme), as
+    client_for and SWARMING_TASKS_EMULATOR_HOST take it."""
+    host = f"127.0.0.1:{port}"
+    certs_url = f"http://127.0.0.1:{certs_port}/oauth2/v1/certs"
+    process = processes.spawn(
+        [sys.executable, "-m", "client.cloud_tasks_emulator", "--port", str(port), "--certs-port", str(certs_port)],
+        log_path, env={"PYTHONUNBUFFERED": "1"}, cwd=REPO,
+    )
+    # The emulator serves its certificates last, once its gRPC API answers.
+    processes.wait_until(processes.http_ok(certs_url), process, "Cloud Tasks emulator", log_path)
+    return emulators.Emulator("cloud_tasks", host, process, {
+        "SWARMING_TASKS_EMULATOR_HOST": host, "SWARMING_ID_TOKEN_CERTS_URL": certs_url})
+
+
+def _create_timers_queue(host: str) -> None:
+    # Imported here: gRPC and the Cloud Tasks client take 0.5 s, which every `swarming` command would pay.
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import tasks_v2
+    from google.protobuf import duration_pb2
+
+    from client.cloud_tasks_emulator import client_for
+
+    queue = tasks_v2.Queue(name=TIMERS_QUEUE, retry_config=tasks_v2.RetryConfig(
+        max_attempts=TIMERS_MAX_ATTEMPTS, min_backoff=duration_pb2.Duration(seconds=TIMERS_MIN_BACKOFF_SECS),
+        max_backoff=duration_pb2.Duration(seconds=TIMERS_MAX_BACKOFF_SECS)))
+    client = client_for(host)
+    try:
+        client.create_queue(parent=TIMERS_QUEUE.rpartition("/queues/")[0], queue=queue, timeout=10)
+    except AlreadyExists:
+        pass  # cannot happen on a fresh emulator, and would be the same queue
+    finally:
+        client.transport.close()
 
 
 def _start_gateway(port: int, log_path: Path, env: dict[str, str]) -> _Started:
