@@ -7,7 +7,7 @@ OpenAPI document are all checked against it.
 import random
 from typing import Any
 
-from functions import bot_death, bots, cancellation, runs, scheduler, slices, tasks
+from functions import bot_death, bots, cancellation, runs, scheduler, slices, sweep, tasks
 from functions.auth import ADMINS, BOTS, INTERNAL, USERS
 from functions.bots import BotRequest
 from functions.http import Call, Function
@@ -112,7 +112,7 @@ def bot_delete(call: Call) -> dict[str, Any]:
 
 
 def cron_sweep(call: Call) -> dict[str, Any]:
-    return {"bots": call.service.fleet.sweep(call.now)}
+    return sweep.sweep(call.service.context, call.service.fleet, call.now)
 
 
 FUNCTIONS: list[Function] = [

@@ -8,6 +8,7 @@ waiting for a bot is a `TaskToRun`. A bot's registry entry is
 
 import dataclasses
 import datetime
+import hashlib
 from typing import Any
 
 from shared import task_id as task_ids
@@ -16,6 +17,12 @@ from shared.states import State
 
 
 _MAX_MILLIS = 10**15 - 1
+#: Shards of the sweep's queries over growing fields (DESIGN.md §11).
+SHARDS = 16
+
+
+def shard_of(task_id: str) -> int:
+    return int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) % SHARDS
 
 
 def iso(ts: datetime.datetime | None) -> str | None:
@@ -74,11 +81,12 @@ class TaskResult:
     def to_doc(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
         doc["state"] = self.state.value
+        doc["shard"] = shard_of(self.task_id)
         return doc
 
     def to_wire(self) -> dict[str, Any]:
         wire = self.to_doc()
-        for internal in ("claim_id", "killing", "waiting_on", "properties_hash", "excluded_bot"):
+        for internal in ("shard", "claim_id", "killing", "waiting_on", "properties_hash", "excluded_bot"):
             del wire[internal]
         for key in ("created_ts", "modified_ts", "started_ts", "completed_ts", "expiration_ts", "abandoned_ts"):
             wire[key] = iso(wire[key])
@@ -112,4 +120,4 @@ class TaskToRun:
         return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc})
 
     def to_doc(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "shard": shard_of(self.task_id)}

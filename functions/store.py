@@ -42,6 +42,8 @@ MAX_IN_VALUES = 30
 #: that infra/terraform declares every one.
 COMPOSITE_INDEXES = frozenset({
     (TASK_TO_RUN, ("queue_key", "order_key")),
+    (TASK_TO_RUN, ("shard", "expiration_ts")),
+    (TASK_RESULTS, ("shard", "state", "modified_ts")),
     (TASK_QUEUES, ("pool", "updated_ts")),
     (TASK_RESULTS, ("bot_id", "started_ts")),
     (TASK_RESULTS, ("parent_task_id", "state")),
@@ -200,6 +202,17 @@ class Store:
             docs = query(self._db, TASK_TO_RUN, [("queue_key", "in", keys)], order_by="order_key", limit=limit)
             found += [TaskToRun.from_doc(d.to_dict()) for d in docs]
         return sorted(found, key=lambda t: t.order_key)[:limit]
+
+    def expired_slices(self, shard: int, before: datetime.datetime, limit: int) -> list[TaskToRun]:
+        docs = query(self._db, TASK_TO_RUN, [("shard", "==", shard), ("expiration_ts", "<", before)],
+                     order_by="expiration_ts", limit=limit)
+        return [TaskToRun.from_doc(d.to_dict()) for d in docs]
+
+    def silent_runs(self, shard: int, before: datetime.datetime, limit: int) -> list[TaskResult]:
+        """Running tasks whose result was last written before `before`."""
+        filters: list[Filter] = [("shard", "==", shard), ("state", "==", "RUNNING"), ("modified_ts", "<", before)]
+        docs = query(self._db, TASK_RESULTS, filters, order_by="modified_ts", limit=limit)
+        return [TaskResult.from_doc(d.to_dict()) for d in docs]
 
     def get_to_run(self, task_id: str, slice_index: int) -> tuple[TaskToRun, Any] | None:
         """The pending slice and its update time, the claim's precondition."""

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from client import cloud_tasks_emulator
 from tests.builders import bot_body, task_body
 
 SECOND = datetime.timedelta(seconds=1)
@@ -311,3 +312,26 @@ def test_cancel_a_waiter(api, kill):
     waiter = api.ok("tasks_new", _idempotent())["task_id"]
     assert api.ok("task_cancel", {"task_id": waiter, "kill_running": kill})["canceled"]
     assert _result(api, waiter)["state"] == "CANCELED"
+
+
+# What lost timers leave behind.
+
+def _drop_timers(svc, cloud_tasks):
+    client = cloud_tasks_emulator.client_for(cloud_tasks.host)
+    for task in client.list_tasks(parent=svc.settings.tasks_queue):
+        client.delete_task(name=task.name)
+
+
+def test_the_sweep_repairs_what_lost_timers_left(api, svc, clock, cloud_tasks):
+    pending = _task(api)["task_id"]
+    running = _task(api, bot_ping_tolerance_secs=60)["task_id"]
+    _claim(api, running)
+    _drop_timers(svc, cloud_tasks)
+    clock.offset = datetime.timedelta(seconds=30)
+    assert api.ok("cron_sweep", {}, role="admin")["expired_slices"] == 0  # nothing late yet
+    clock.offset = datetime.timedelta(seconds=600 + 61)
+    swept = api.ok("cron_sweep", {}, role="admin")
+    assert swept["expired_slices"] == 1 and swept["dead_runs"] == 1
+    assert _result(api, pending)["state"] == "EXPIRED"
+    assert _result(api, running)["state"] == "BOT_DIED"  # never started, but its slice has no time left
+    assert api.ok("cron_sweep", {}, role="admin")["dead_runs"] == 0  # and again: nothing to do

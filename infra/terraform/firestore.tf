@@ -99,6 +99,43 @@ resource "google_firestore_index" "task_results_tags_state" {
   }
 }
 
+resource "google_firestore_index" "task_to_run_shard_expiration" {
+  project    = var.project
+  database   = "(default)"
+  collection = "task_to_run"
+
+  fields {
+    field_path = "shard"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "expiration_ts"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_shard_state_modified" {
+  project    = var.project
+  database   = "(default)"
+  collection = "task_results"
+
+  fields {
+    field_path = "shard"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "modified_ts"
+    order      = "ASCENDING"
+  }
+}
+
 resource "google_firestore_index" "bot_events_bot_ts" {
   project    = var.project
   database   = "(default)"
