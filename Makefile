@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down test bench clean
+.PHONY: install up down test bench bench-lifecycle bench-scheduler clean
 
 install: $(STAMP)
 
@@ -24,8 +24,13 @@ down: install
 test: install
 	$(BIN)/pytest
 
-bench: install
-	$(BIN)/python -m bench.task_life
+bench: bench-lifecycle bench-scheduler
+
+bench-lifecycle: install
+	$(BIN)/python -m bench.lifecycle
+
+bench-scheduler: install
+	$(BIN)/python -m bench.scheduler
 
 clean:
 	rm -rf $(VENV) .local

@@ -1,78 +1,63 @@
-"""One task's life on the local stack: create → claim → 2 updates → complete.
+"""One task's life through the HTTP API, with the cost of each step: the
+Firestore reads and writes and the Cloud Tasks calls each answer reports
+(X-Firestore-Reads, X-Firestore-Writes, X-Cloud-Tasks-Ops), and its time.
+Used by `bench.lifecycle`."""
 
-Prints the Firestore reads and writes of each step (from the X-Firestore-*
-headers every function answers with) and the time of each step, averaged over
-a number of tasks. Usage: `python -m bench.task_life [--tasks N]`.
-"""
-
-import argparse
 import base64
-import statistics
-import tempfile
+import dataclasses
 import time
 import uuid
-from pathlib import Path
+from typing import Any
 
 import requests
 
-from bench.results import report
-from client import local_stack
-
 STEPS = ("create", "poll", "claim", "update 1", "update 2", "complete")
+#: (reads, writes, Cloud Tasks calls, seconds)
+Cost = tuple[int, int, int, float]
 
 
-def one_life(session: requests.Session, base: str, tokens: dict[str, str]) -> dict[str, tuple[int, int, float]]:
-    bot = {"dimensions": {"id": ["bench-bot"], "pool": ["bench"]}, "state": {}, "version": "dev"}
-    task = {"name": "bench", "priority": 100, "task_slices": [{"expiration_secs": 600, "properties": {
-        "command": ["true"], "dimensions": [{"key": "pool", "value": "bench"}], "execution_timeout_secs": 60}}]}
+@dataclasses.dataclass
+class Api:
+    session: requests.Session
+    base_url: str
+    tokens: dict[str, str]
 
-    def call(function: str, body: dict, role: str) -> tuple[dict, tuple[int, int, float]]:
+    def call(self, function: str, body: dict[str, Any], role: str) -> tuple[dict[str, Any], Cost]:
         start = time.perf_counter()
-        response = session.post(f"{base}/{function}", json=body, headers={"Authorization": f"Bearer {tokens[role]}"})
+        response = self.session.post(f"{self.base_url}/{function}", json=body,
+                                     headers={"Authorization": f"Bearer {self.tokens[role]}"})
         elapsed = time.perf_counter() - start
         response.raise_for_status()
-        cost = (int(response.headers["X-Firestore-Reads"]), int(response.headers["X-Firestore-Writes"]), elapsed)
+        headers = response.headers
+        cost = (int(headers["X-Firestore-Reads"]), int(headers["X-Firestore-Writes"]),
+                int(headers["X-Cloud-Tasks-Ops"]), elapsed)
         return response.json(), cost
 
+
+def task_request(pool: str = "bench", command: list[str] | None = None) -> dict[str, Any]:
+    properties = {"command": command or ["true"], "dimensions": [{"key": "pool", "value": pool}],
+                  "execution_timeout_secs": 60}
+    return {"name": "bench", "priority": 100,
+            "task_slices": [{"expiration_secs": 600, "wait_for_capacity": True, "properties": properties}]}
+
+
+def one_life(api: Api) -> dict[str, Cost]:
+    """create → poll → claim → update before the command → update with
+    stdout → completion with stdout, by a bot that echoes its session."""
+    bot: dict[str, Any] = {"dimensions": {"id": ["bench-bot"], "pool": ["bench"]}, "state": {}, "version": "dev"}
+    bot["session"] = api.call("bot_handshake", bot, "bot")[0]["session"]
     costs = {}
-    created, costs["create"] = call("tasks_new", task, "user")
-    _, costs["poll"] = call("bot_poll", bot, "bot")
-    claimed, costs["claim"] = call("bot_claim", {**bot, "task_id": created["task_id"], "slice": 0,
-                                                 "claim_id": uuid.uuid4().hex}, "bot")
+    created, costs["create"] = api.call("tasks_new", task_request(), "user")
+    _, costs["poll"] = api.call("bot_poll", bot, "bot")
+    claimed, costs["claim"] = api.call("bot_claim", {**bot, "task_id": created["task_id"], "slice": 0,
+                                                     "claim_id": uuid.uuid4().hex}, "bot")
     run_id = claimed["manifest"]["task_id"]
+    bot["session"] = claimed["session"]
     packet = base64.b64encode(b"x" * 100).decode()
-    _, costs["update 1"] = call("bot_task_update", {**bot, "task_id": run_id}, "bot")
-    _, costs["update 2"] = call("bot_task_update", {**bot, "task_id": run_id, "output": packet,
-                                                    "output_chunk_start": 0}, "bot")
-    _, costs["complete"] = call("bot_task_update", {**bot, "task_id": run_id, "output": packet,
-                                                    "output_chunk_start": 100, "exit_code": 0, "duration": 1.0}, "bot")
+    _, costs["update 1"] = api.call("bot_task_update", {**bot, "task_id": run_id}, "bot")
+    _, costs["update 2"] = api.call("bot_task_update", {**bot, "task_id": run_id, "output": packet,
+                                                        "output_chunk_start": 0}, "bot")
+    _, costs["complete"] = api.call("bot_task_update", {**bot, "task_id": run_id, "output": packet,
+                                                        "output_chunk_start": 100, "exit_code": 0,
+                                                        "duration": 1.0}, "bot")
     return costs
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=50, help="How many task lives to average over.")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        state_dir = Path(tmp)
-        start = time.perf_counter()
-        stack = local_stack.up(state_dir, bots=0)
-        cold_start = time.perf_counter() - start
-        try:
-            tokens = {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")}
-            session = requests.Session()
-            lives = [one_life(session, stack["base_url"], tokens) for _ in range(args.tasks)]
-        finally:
-            local_stack.down(state_dir)
-    rows: list[tuple[str, object]] = [("stack cold start (s)", cold_start), ("tasks", args.tasks)]
-    for step in STEPS:
-        rows.append((f"{step}: reads", lives[-1][step][0]))
-        rows.append((f"{step}: writes", lives[-1][step][1]))
-        rows.append((f"{step}: p50 ms", statistics.median(life[step][2] for life in lives) * 1000))
-    rows.append(("whole life: reads", sum(lives[-1][s][0] for s in STEPS)))
-    rows.append(("whole life: writes", sum(lives[-1][s][1] for s in STEPS)))
-    report("task_life", rows)
-
-
-if __name__ == "__main__":
-    main()

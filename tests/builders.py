@@ -1,5 +1,6 @@
 """Request bodies for tests."""
 
+import copy
 from typing import Any
 
 
@@ -19,3 +20,20 @@ def task_body(command: list[str] | None = None, dimensions: dict[str, str] | Non
 def bot_body(bot_id: str = "bot-1", pool: str = "default", **fields: Any) -> dict[str, Any]:
     return {"dimensions": {"id": [bot_id], "pool": [pool], "os": ["Linux"]}, "state": {}, "version": "dev",
             **fields}
+
+
+#: Marks a field `with_field` removes.
+DELETE = object()
+
+
+def with_field(body: dict[str, Any], path: tuple, value: Any) -> dict[str, Any]:
+    """A deep copy of `body` with the field at `path` set to `value` (or removed)."""
+    body = copy.deepcopy(body)
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    if value is DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return body

@@ -1,11 +1,10 @@
 """tasks_new validation, authentication and reading results, through HTTP."""
 
-import copy
 
 import pytest
 import requests
 
-from tests.builders import bot_body, task_body
+from tests.builders import DELETE, bot_body, task_body, with_field
 from tests.conftest import TOKENS
 
 
@@ -26,19 +25,8 @@ def test_task_result_by_get_with_query(api):
     assert response.status_code == 200 and response.json()["state"] == "PENDING"
 
 
-def _with(body, path, value):
-    body = copy.deepcopy(body)
-    target = body
-    for key in path[:-1]:
-        target = target[key]
-    if value is _DELETE:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return body
 
 
-_DELETE = object()
 PROPS = ("task_slices", 0, "properties")
 
 
@@ -59,7 +47,7 @@ PROPS = ("task_slices", 0, "properties")
     (("tags",), ["nocolon"], "tags[0]"),
 ])
 def test_invalid_request_is_400_naming_the_field(api, path, value, field):
-    response = api.post("tasks_new", _with(task_body(), path, value))
+    response = api.post("tasks_new", with_field(task_body(), path, value))
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_argument"
@@ -67,7 +55,7 @@ def test_invalid_request_is_400_naming_the_field(api, path, value, field):
 
 
 def test_invalid_request_stores_nothing(api, svc):
-    api.post("tasks_new", _with(task_body(), ("priority",), 999))
+    api.post("tasks_new", with_field(task_body(), ("priority",), 999))
     assert list(svc.store._db.collections()) == []
 
 

@@ -10,11 +10,11 @@ import pytest
 from shared.errors import ValidationError
 from shared.task_properties import MAX_SECRET_BYTES
 from shared.task_request import TaskRequest
+from tests.builders import DELETE, with_field
 
 DAY = 24 * 3600
 HASH = "ab" * 32
 PROPS = ("task_slices", 0, "properties")
-_DELETE = object()
 
 
 def _properties(pool: str = "default", **fields: Any) -> dict[str, Any]:
@@ -52,16 +52,6 @@ def _full_body() -> dict[str, Any]:
     )
 
 
-def _with(body: dict[str, Any], path: tuple, value: Any) -> dict[str, Any]:
-    body = copy.deepcopy(body)
-    target = body
-    for key in path[:-1]:
-        target = target[key]
-    if value is _DELETE:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return body
 
 
 def _pairs(count: int) -> list[dict[str, str]]:
@@ -94,17 +84,17 @@ def _pairs(count: int) -> list[dict[str, str]]:
     (("pubsub_topic",), 1, "pubsub_topic"),
     (("pubsub_userdata",), None, "pubsub_userdata"),
     (("task_slices",), [], "task_slices"),
-    (("task_slices",), _DELETE, "task_slices"),
+    (("task_slices",), DELETE, "task_slices"),
     (("task_slices",), [1], "task_slices[0]"),
     # A slice.
     (("task_slices", 0, "bogus"), 1, "task_slices[0].bogus"),
-    (("task_slices", 0, "properties"), _DELETE, "task_slices[0].properties"),
+    (("task_slices", 0, "properties"), DELETE, "task_slices[0].properties"),
     (("task_slices", 0, "expiration_secs"), 29, "task_slices[0].expiration_secs"),
     (("task_slices", 0, "expiration_secs"), 7 * DAY + 1, "task_slices[0].expiration_secs"),
     (("task_slices", 0, "wait_for_capacity"), 1, "task_slices[0].wait_for_capacity"),
     # Its properties.
     (PROPS + ("bogus",), 1, "task_slices[0].properties.bogus"),
-    (PROPS + ("command",), _DELETE, "task_slices[0].properties.command"),
+    (PROPS + ("command",), DELETE, "task_slices[0].properties.command"),
     (PROPS + ("command",), [], "task_slices[0].properties.command"),
     (PROPS + ("command",), ["a"] * 129, "task_slices[0].properties.command"),
     (PROPS + ("command",), ["a", 1], "task_slices[0].properties.command[1]"),
@@ -135,7 +125,7 @@ def _pairs(count: int) -> list[dict[str, str]]:
      "task_slices[0].properties.env_prefixes[0].value[1]"),
     (PROPS + ("env_prefixes",), [{"key": "P", "value": ["/bin"]}],
      "task_slices[0].properties.env_prefixes[0].value[0]"),
-    (PROPS + ("dimensions",), _DELETE, "task_slices[0].properties.dimensions"),
+    (PROPS + ("dimensions",), DELETE, "task_slices[0].properties.dimensions"),
     (PROPS + ("dimensions",), [{"key": "os", "value": "Linux"}], "task_slices[0].properties.dimensions.pool"),
     (PROPS + ("execution_timeout_secs",), 0, "task_slices[0].properties.execution_timeout_secs"),
     (PROPS + ("execution_timeout_secs",), 7 * DAY + 1, "task_slices[0].properties.execution_timeout_secs"),
@@ -183,7 +173,7 @@ def _pairs(count: int) -> list[dict[str, str]]:
     (PROPS + ("has_secret_bytes",), "yes", "task_slices[0].properties.has_secret_bytes"),
 ])
 def test_each_invalid_field_is_refused_by_its_path(path, value, field):
-    body = _with(_body({"properties": _properties(secret_bytes="c2VjcmV0")}), path, value)
+    body = with_field(_body({"properties": _properties(secret_bytes="c2VjcmV0")}), path, value)
     with pytest.raises(ValidationError) as error:
         TaskRequest.from_wire(body)
     assert error.value.field == field, error.value
@@ -337,19 +327,19 @@ def test_hash_of_defaults_is_the_hash_of_them_spelled_out():
     ("idempotent", False),
     ("cas_input_root", {"digest": {"hash": HASH, "size_bytes": 43}}),
     ("cas_input_root", {"digest": {"hash": "cd" * 32, "size_bytes": 42}}),
-    ("cas_input_root", _DELETE),
+    ("cas_input_root", DELETE),
     ("caches", [{"name": "pip", "path": "cache/pip2"}, {"name": "git", "path": "cache/git"}]),
     ("caches", [{"name": "pip", "path": "cache/pip"}]),
     ("outputs", ["out/a.txt", "out/b.txt"]),
     ("secret_bytes", base64.b64encode(b"\x00top secret\xfe").decode()),
-    ("secret_bytes", _DELETE),
+    ("secret_bytes", DELETE),
 ])
 def test_hash_changes_with_each_property(key, value):
     body = _full_body()
-    assert _hash(_with(body, PROPS + (key,), value)) != _hash(body)
+    assert _hash(with_field(body, PROPS + (key,), value)) != _hash(body)
 
 
 def test_hash_ignores_what_is_outside_the_properties():
-    changed = _with(_full_body(), ("task_slices", 0, "expiration_secs"), 999)
+    changed = with_field(_full_body(), ("task_slices", 0, "expiration_secs"), 999)
     changed.update(name="other", priority=1, tags=[], request_uuid="another")
     assert _hash(changed) == _hash(_full_body())

@@ -1,0 +1,103 @@
+"""The task life cycle on the local stack (with its Cloud Tasks emulator).
+
+Prints, and writes to bench/results/lifecycle.json:
+- the Firestore reads and writes and the Cloud Tasks calls of each step of one
+  task's life (create → poll → claim → 2 updates → complete), from the
+  X-Firestore-* and X-Cloud-Tasks-Ops headers of each answer, against the
+  issue's budget (≤ 8 writes, ≤ 12 reads);
+- tasks created per second, sustained for `--create-seconds` by `--creators`
+  threads;
+- end-to-end tasks per second with `--bots` real local bots running `true`.
+
+Usage: `python -m bench.lifecycle [--lives N] [--create-seconds S]
+[--creators N] [--bots N] [--tasks N]`.
+"""
+
+import argparse
+import concurrent.futures
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from bench.results import report
+from bench.task_life import STEPS, Api, one_life, task_request
+from client import local_stack
+
+BUDGET_WRITES, BUDGET_READS = 8, 12
+
+
+def sustained_creates(api: Api, seconds: float, threads: int) -> tuple[int, float]:
+    """Tasks created by `threads` creators in `seconds` (all in a pool no bot serves)."""
+    stop = threading.Event()
+    counts = [0] * threads
+
+    def create(n: int) -> None:
+        while not stop.is_set():
+            api.call("tasks_new", task_request(pool="nobody"), "user")
+            counts[n] += 1
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(create, n) for n in range(threads)]
+        started = time.perf_counter()
+        time.sleep(seconds)
+        stop.set()
+        for future in futures:
+            future.result()
+    return sum(counts), time.perf_counter() - started
+
+
+def end_to_end(api: Api, tasks: int) -> float:
+    """Seconds from creating `tasks` trivial tasks to all of them COMPLETED."""
+    started = time.perf_counter()
+    ids = [api.call("tasks_new", task_request(pool="default", command=["true"]), "user")[0]["task_id"]
+           for _ in range(tasks)]
+    pending = set(ids)
+    while pending:
+        time.sleep(0.5)
+        pending = {t for t in pending
+                   if api.call("task_result", {"task_id": t}, "user")[0]["state"] in ("PENDING", "RUNNING")}
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lives", type=int, default=30, help="Task lives to average the step costs over.")
+    parser.add_argument("--create-seconds", type=float, default=30.0, help="How long creation is sustained.")
+    parser.add_argument("--creators", type=int, default=8, help="Threads creating tasks.")
+    parser.add_argument("--bots", type=int, default=20, help="Local bots for the end-to-end rate.")
+    parser.add_argument("--tasks", type=int, default=200, help="Trivial tasks run end to end.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        state_dir = Path(tmp)
+        stack = local_stack.up(state_dir, bots=args.bots)
+        try:
+            api = Api(requests.Session(), stack["base_url"],
+                      {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")})
+            lives = [one_life(api) for _ in range(args.lives)]
+            created, create_secs = sustained_creates(api, args.create_seconds, args.creators)
+            e2e_secs = end_to_end(api, args.tasks)
+        finally:
+            local_stack.down(state_dir)
+    last = lives[-1]
+    rows: list[tuple[str, object]] = [("stack cold start (s)", stack["started_secs"]), ("lives", args.lives)]
+    for step in STEPS:
+        reads, writes, cloud_tasks, _ = last[step]
+        p50 = statistics.median(life[step][3] for life in lives) * 1000
+        rows += [(f"{step}: reads", reads), (f"{step}: writes", writes), (f"{step}: cloud tasks ops", cloud_tasks),
+                 (f"{step}: p50 ms", p50)]
+    rows += [
+        (f"task life: reads (budget {BUDGET_READS})", sum(last[s][0] for s in STEPS)),
+        (f"task life: writes (budget {BUDGET_WRITES})", sum(last[s][1] for s in STEPS)),
+        ("task life: cloud tasks ops", sum(last[s][2] for s in STEPS)),
+        (f"tasks created per second ({args.creators} threads, {args.create_seconds:.0f} s)", created / create_secs),
+        (f"end-to-end tasks per second ({args.bots} bots, {args.tasks} tasks of `true`)", args.tasks / e2e_secs),
+    ]
+    report("lifecycle", rows)
+
+
+if __name__ == "__main__":
+    main()
