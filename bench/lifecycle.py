@@ -37,7 +37,7 @@ def sustained_creates(api: Api, seconds: float, threads: int) -> tuple[int, floa
 
     def create(n: int) -> None:
         while not stop.is_set():
-            api.call("tasks_new", task_request(pool="nobody"), "user")
+            api.call("tasks_new", task_request(pool="nobody", wait=True), "user")
             counts[n] += 1
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:

@@ -34,11 +34,12 @@ class Api:
         return response.json(), cost
 
 
-def task_request(pool: str = "bench", command: list[str] | None = None) -> dict[str, Any]:
+def task_request(pool: str = "bench", command: list[str] | None = None, wait: bool = False) -> dict[str, Any]:
+    """Without `wait`, creating the task looks for a live bot of the pool (one read)."""
     properties = {"command": command or ["true"], "dimensions": [{"key": "pool", "value": pool}],
                   "execution_timeout_secs": 60}
     return {"name": "bench", "priority": 100,
-            "task_slices": [{"expiration_secs": 600, "wait_for_capacity": True, "properties": properties}]}
+            "task_slices": [{"expiration_secs": 600, "wait_for_capacity": wait, "properties": properties}]}
 
 
 def one_life(api: Api) -> dict[str, Cost]:
