@@ -3,9 +3,12 @@
 A poll finds the queues a bot matches from these few records instead of
 scanning pending tasks, then reads only the heads of those queues. Each
 function instance keeps the queues of a pool and, every `CACHE_SECS`, reads
-only the records written since its last read (one billed read when there are
-none), so a new queue reaches every matching bot within a few seconds however
-many queues the pool has; the instance that created it sees it at once.
+only the records written since the newest it has (one billed read when there
+are none), so a new queue reaches every matching bot within a few seconds
+however many queues the pool has; the instance that created it sees it at
+once. Records carry their commit time (a server timestamp), so no writer's
+clock can hide one from that query, and one thread per pool refreshes while
+the others use what is known.
 """
 
 import dataclasses
@@ -16,9 +19,6 @@ from typing import Any, Callable
 from shared import dimensions as dims_lib
 
 CACHE_SECS = 3.0
-#: Records written this long before the last read are read again, so that the
-#: clocks of different instances may disagree by this much.
-CLOCK_SKEW = datetime.timedelta(seconds=60)
 #: A queue record outlives the longest slice expiration, and is rewritten by a
 #: given instance at most once per `REFRESH` while tasks keep using it.
 LIFETIME = datetime.timedelta(days=7, hours=1)
@@ -33,6 +33,8 @@ class TaskQueue:
     alternatives: tuple[frozenset[str], ...]
     #: No pending slice of this queue outlives it; it is extended on reuse.
     expiry_ts: datetime.datetime
+    #: When the record was last committed (set by Firestore; None until read).
+    updated_ts: datetime.datetime | None = None
 
     @classmethod
     def for_dimensions(cls, dims: dims_lib.Dimensions, now: datetime.datetime) -> "TaskQueue":
@@ -46,13 +48,23 @@ class TaskQueue:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> "TaskQueue":
         return cls(queue_key=doc["queue_key"], pool=doc["pool"], expiry_ts=doc["expiry_ts"],
-                   alternatives=tuple(frozenset(a["flat"]) for a in doc["alternatives"]))
+                   alternatives=tuple(frozenset(a["flat"]) for a in doc["alternatives"]),
+                   updated_ts=doc.get("updated_ts"))
 
     def to_doc(self) -> dict[str, Any]:
+        """Without `updated_ts`, which the store sets to the commit time."""
         # Firestore arrays cannot hold arrays: each alternative is a map.
         return {"queue_key": self.queue_key, "pool": self.pool, "expiry_ts": self.expiry_ts,
-                "alternatives": [{"flat": sorted(a)} for a in self.alternatives],
-                "updated_ts": self.expiry_ts - LIFETIME}  # when it was (re)written
+                "alternatives": [{"flat": sorted(a)} for a in self.alternatives]}
+
+
+@dataclasses.dataclass
+class _Pool:
+    read_at: datetime.datetime | None = None
+    #: The newest commit time read: the next refresh reads from there.
+    newest: datetime.datetime | None = None
+    known: dict[str, TaskQueue] = dataclasses.field(default_factory=dict)
+    refreshing: bool = False
 
 
 class QueueCache:
@@ -62,23 +74,34 @@ class QueueCache:
     def __init__(self, cache_secs: float = CACHE_SECS):
         self._cache_secs = cache_secs
         self._lock = threading.Lock()
-        self._pools: dict[str, tuple[datetime.datetime, dict[str, TaskQueue]]] = {}
+        self._pools: dict[str, _Pool] = {}
         self._written: dict[str, datetime.datetime] = {}
 
     def queues(self, pool: str, now: datetime.datetime,
                load: Callable[[datetime.datetime | None], list[TaskQueue]]) -> list[TaskQueue]:
-        """The live queues of `pool`; when the cache is older than
-        `CACHE_SECS`, `load(since)` reads the records written since (all of
-        them when `since` is None) and they are merged in."""
+        """The live queues of `pool`. When the cache is older than
+        `CACHE_SECS`, one caller runs `load(since)`, which reads the records
+        committed at or after `since` (all of them when it is None), and
+        merges them in; callers meanwhile get what is known."""
         with self._lock:
-            read_at, known = self._pools.get(pool, (None, {}))
-        if read_at is None or (now - read_at).total_seconds() > self._cache_secs:
-            found = load(read_at - CLOCK_SKEW if read_at else None)
+            state = self._pools.setdefault(pool, _Pool())
+            due = state.read_at is None or (now - state.read_at).total_seconds() > self._cache_secs
+            refresh = due and not (state.refreshing and state.read_at is not None)
+            if refresh:
+                state.refreshing, since = True, state.newest
+        if refresh:
+            try:
+                found = load(since)
+            finally:
+                with self._lock:
+                    state.refreshing = False
             with self._lock:
-                known = {**self._pools.get(pool, (now, {}))[1], **{q.queue_key: q for q in found}}
-                known = {k: q for k, q in known.items() if q.expiry_ts > now}
-                self._pools[pool] = (now, known)
-        return list(known.values())
+                state.known.update({q.queue_key: q for q in found})
+                stamps = [q.updated_ts for q in found if q.updated_ts] + ([since] if since else [])
+                state.newest = max(stamps, default=None)
+                state.read_at = now
+        with self._lock:
+            return [q for q in state.known.values() if q.expiry_ts > now]
 
     def needs_write(self, queue: TaskQueue) -> bool:
         with self._lock:
@@ -88,5 +111,4 @@ class QueueCache:
     def written(self, queue: TaskQueue) -> None:
         with self._lock:
             self._written[queue.queue_key] = queue.expiry_ts
-            if queue.pool in self._pools:
-                self._pools[queue.pool][1][queue.queue_key] = queue
+            self._pools.setdefault(queue.pool, _Pool()).known[queue.queue_key] = queue

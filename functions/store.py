@@ -184,10 +184,11 @@ class Store:
 
     def put_queue(self, queue: TaskQueue) -> None:
         ops.write()
-        self._db.collection(TASK_QUEUES).document(queue.queue_key).set(queue.to_doc())
+        doc = {**queue.to_doc(), "updated_ts": firestore.SERVER_TIMESTAMP}
+        self._db.collection(TASK_QUEUES).document(queue.queue_key).set(doc)
 
     def queues(self, pool: str, since: datetime.datetime | None = None) -> list[TaskQueue]:
-        """The queue records of `pool`, or those written since `since`."""
+        """The queue records of `pool`, or those committed at or after `since`."""
         filters: list[Filter] = [("pool", "==", pool)]
         if since:
             filters.append(("updated_ts", ">=", since))

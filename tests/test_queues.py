@@ -5,10 +5,12 @@ import dataclasses
 import datetime
 import random
 
+import pytest
+
 from functions import scheduler, tasks
 from functions.auth import Caller, Role
 from functions.bots import BotRequest
-from functions.queues import CACHE_SECS, CLOCK_SKEW, REFRESH, QueueCache, TaskQueue
+from functions.queues import CACHE_SECS, REFRESH, QueueCache, TaskQueue
 from shared import task_id as task_ids
 from tests.builders import bot_body, task_body
 
@@ -31,10 +33,11 @@ def test_queue_matches_any_or_alternative():
     assert not queue.matches(frozenset({"pool:p", "os:Windows"}))
 
 
-def test_cache_reads_only_what_was_written_since_its_last_read():
+def test_cache_reads_only_what_was_committed_since_the_newest_it_has():
     cache = QueueCache()
-    old = TaskQueue.for_dimensions({"pool": ["p"]}, NOW)
-    new = TaskQueue.for_dimensions({"pool": ["p"], "os": ["Linux"]}, NOW)
+    old = dataclasses.replace(TaskQueue.for_dimensions({"pool": ["p"]}, NOW), updated_ts=NOW)
+    new = dataclasses.replace(TaskQueue.for_dimensions({"pool": ["p"], "os": ["Linux"]}, NOW),
+                              updated_ts=NOW + datetime.timedelta(seconds=5))
     loads = []
 
     def load(found):
@@ -44,8 +47,33 @@ def test_cache_reads_only_what_was_written_since_its_last_read():
     assert cache.queues("p", NOW + datetime.timedelta(seconds=CACHE_SECS), load([new])) == [old]
     later = NOW + datetime.timedelta(seconds=CACHE_SECS + 0.1)
     assert set(cache.queues("p", later, load([new]))) == {old, new}
-    assert loads == [None, NOW - CLOCK_SKEW]  # all at first, then only since the last read
+    assert cache.queues("p", later + datetime.timedelta(seconds=CACHE_SECS + 0.1), load([])) != []
+    assert loads == [None, NOW, new.updated_ts]  # all at first, then only from the newest commit known
     assert cache.queues("p", old.expiry_ts, load([])) == []  # expired records drop out
+
+
+def test_one_caller_refreshes_while_the_others_use_what_is_known():
+    cache = QueueCache()
+    known = dataclasses.replace(TaskQueue.for_dimensions({"pool": ["p"]}, NOW), updated_ts=NOW)
+    cache.queues("p", NOW, lambda since: [known])
+    later = NOW + datetime.timedelta(seconds=CACHE_SECS + 1)
+    inner = []
+
+    def slow_load(since):
+        inner.append(cache.queues("p", later, lambda since: pytest.fail("a second refresh")))
+        return []
+
+    assert cache.queues("p", later, slow_load) == [known]
+    assert inner == [[known]]
+
+
+def test_queue_records_carry_their_commit_time(svc):
+    queue = TaskQueue.for_dimensions({"pool": ["p"]}, NOW)
+    svc.store.put_queue(queue)
+    stored = svc.store.queues("p")[0]
+    assert stored.updated_ts is not None and svc.store.queues("p", since=stored.updated_ts) == [stored]
+    later = stored.updated_ts + datetime.timedelta(microseconds=1)
+    assert svc.store.queues("p", since=later) == []
 
 
 def test_cache_writes_a_queue_once_per_refresh_and_shows_its_own_writes_at_once():
