@@ -71,7 +71,7 @@ def request_options(command: Callable) -> Callable:
         click.option("--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Tag (repeatable)."),
         click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable."),
         click.option("--user", default="", help="User the task runs for (default: the caller)."),
-        click.option("--hard-timeout", type=int, default=task_request.DEFAULT_EXECUTION_TIMEOUT_SECS,
+        click.option("--hard-timeout", type=int, default=task_properties.DEFAULT_EXECUTION_TIMEOUT_SECS,
                      show_default=True, help="Seconds the command may run."),
         click.option("--io-timeout", type=int, default=task_properties.DEFAULT_IO_TIMEOUT_SECS,
                      show_default=True, help="Seconds the command may go without output (0: no limit)."),

@@ -15,7 +15,6 @@ from functions.context import Context
 from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
 from functions.store import LostRace, TaskBatch, Writes
-from shared import dimensions as dims_lib
 from shared.states import State
 from shared.task_request import TaskRequest
 

@@ -17,7 +17,6 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from functions import ops, stdout
 from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
-from shared import task_id as task_ids
 from shared.task_request import TaskRequest
 
 #: One document per task: its result, with the immutable request inside (one

@@ -13,8 +13,7 @@ from typing import Any
 
 from shared import task_id as task_ids
 from shared.errors import ValidationError
-# The CLI reads every default from this module, the execution timeout's included.
-from shared.task_properties import DEFAULT_EXECUTION_TIMEOUT_SECS, TaskProperties  # noqa: F401
+from shared.task_properties import TaskProperties
 from shared.wire import WireObject
 
 MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 255, 200

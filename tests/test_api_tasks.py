@@ -4,7 +4,7 @@
 import pytest
 import requests
 
-from tests.builders import DELETE, bot_body, task_body, with_field
+from tests.builders import bot_body, task_body, with_field
 from tests.conftest import TOKENS
 
 
