@@ -267,7 +267,7 @@ def _start_gateway(port: int, log_path: Path, env: dict[str, str]) -> _Started:
     url = f"http://127.0.0.1:{port}"
     process = processes.spawn(
         [sys.executable, "-m", "gunicorn", "functions.gateway:make_app()", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--threads", "8", "--graceful-timeout", "3", "--no-control-socket",
+         "--workers", "2", "--threads", "8", "--graceful-timeout", "3", "--no-control-socket",
          "--access-logfile", "-"],
         log_path, env={**env, "PYTHONUNBUFFERED": "1"}, cwd=REPO,
     )

@@ -74,6 +74,7 @@ class QueueCache:
     def __init__(self, cache_secs: float = CACHE_SECS):
         self._cache_secs = cache_secs
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._pools: dict[str, _Pool] = {}
         self._written: dict[str, datetime.datetime] = {}
 
@@ -82,26 +83,33 @@ class QueueCache:
         """The live queues of `pool`. When the cache is older than
         `CACHE_SECS`, one caller runs `load(since)`, which reads the records
         committed at or after `since` (all of them when it is None), and
-        merges them in; callers meanwhile get what is known."""
-        with self._lock:
+        merges them in; callers meanwhile get what is known, or wait for the
+        first read of the pool."""
+        with self._changed:
             state = self._pools.setdefault(pool, _Pool())
+            while state.refreshing and state.read_at is None:
+                self._changed.wait()
             due = state.read_at is None or (now - state.read_at).total_seconds() > self._cache_secs
-            refresh = due and not (state.refreshing and state.read_at is not None)
-            if refresh:
-                state.refreshing, since = True, state.newest
+            refresh = due and not state.refreshing
+            state.refreshing |= refresh
+            since = state.newest
         if refresh:
-            try:
-                found = load(since)
-            finally:
-                with self._lock:
-                    state.refreshing = False
-            with self._lock:
+            self._refresh(state, now, since, load)
+        with self._lock:
+            return [q for q in state.known.values() if q.expiry_ts > now]
+
+    def _refresh(self, state: _Pool, now: datetime.datetime, since: datetime.datetime | None,
+                 load: Callable[[datetime.datetime | None], list[TaskQueue]]) -> None:
+        found: list[TaskQueue] = []
+        try:
+            found = load(since)
+        finally:
+            with self._changed:
                 state.known.update({q.queue_key: q for q in found})
                 stamps = [q.updated_ts for q in found if q.updated_ts] + ([since] if since else [])
                 state.newest = max(stamps, default=None)
-                state.read_at = now
-        with self._lock:
-            return [q for q in state.known.values() if q.expiry_ts > now]
+                state.read_at, state.refreshing = now, False
+                self._changed.notify_all()
 
     def needs_write(self, queue: TaskQueue) -> bool:
         with self._lock:

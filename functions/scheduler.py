@@ -22,8 +22,8 @@ from shared import task_id as task_ids
 from shared.states import State
 from shared.task_request import TaskRequest
 
-#: Pending slices a poll reads; the candidates it returns.
-POLL_SCAN, MAX_CANDIDATES = 20, 5
+#: Pending slices a poll reads (each a billed read) and returns as candidates.
+POLL_SCAN = MAX_CANDIDATES = 5
 MAX_SLEEP_SECS = 60.0
 
 

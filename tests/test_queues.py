@@ -1,9 +1,12 @@
 """Task queues: keys, matching, the per-instance cache, and polls that find
 work through them."""
 
+import concurrent.futures
 import dataclasses
 import datetime
 import random
+import threading
+import time
 
 import pytest
 
@@ -187,3 +190,21 @@ def test_task_ids_drawn_in_the_same_millisecond_never_collide(svc, monkeypatch):
     second = tasks.new(_ctx(svc, cache, frozenset()), task_body(), USER, NOW)["task_id"]
     assert (first, second) == ("12300", "45600")
     assert svc.store.get_result(second).task_id == second
+
+
+def test_the_first_read_of_a_pool_is_made_once_while_other_callers_wait():
+    cache = QueueCache()
+    known = dataclasses.replace(TaskQueue.for_dimensions({"pool": ["p"]}, NOW), updated_ts=NOW)
+    release, loads = threading.Event(), []
+
+    def slow_load(since):
+        loads.append(since)
+        release.wait(5)
+        return [known]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = [pool.submit(cache.queues, "p", NOW, slow_load) for _ in range(4)]
+        time.sleep(0.2)  # every caller is in: one loading, three waiting
+        release.set()
+        assert [a.result() for a in answers] == [[known]] * 4
+    assert loads == [None]
