@@ -79,6 +79,7 @@ def main() -> None:
                       {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")})
             lives = [one_life(api) for _ in range(args.lives)]
             created, create_secs = sustained_creates(api, args.create_seconds, args.creators)
+            end_to_end(api, args.bots)  # wakes the bots, backed off while idle, as a busy fleet is
             e2e_secs = end_to_end(api, args.tasks)
         finally:
             local_stack.down(state_dir)
