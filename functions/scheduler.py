@@ -22,8 +22,10 @@ from shared import task_id as task_ids
 from shared.states import State
 from shared.task_request import TaskRequest
 
-#: Pending slices a poll reads (each a billed read) and returns as candidates.
-POLL_SCAN = MAX_CANDIDATES = 5
+#: Pending slices a poll reads (each a billed read), and the candidates it
+#: returns: drawn from the most urgent ones read, so that concurrent bots
+#: spread over twice as many tasks as each is offered.
+POLL_SCAN, MAX_CANDIDATES = 10, 5
 MAX_SLEEP_SECS = 60.0
 
 
@@ -62,7 +64,7 @@ def _spread(matching: list[TaskToRun], rand: random.Random) -> list[TaskToRun]:
     """Shuffles the head of the queue among tasks of the same priority, so
     concurrent bots do not all race for the same task."""
     head_priority = matching[0].order_key.split(":")[0]
-    head = [t for t in matching[:MAX_CANDIDATES] if t.order_key.split(":")[0] == head_priority]
+    head = [t for t in matching if t.order_key.split(":")[0] == head_priority]
     rand.shuffle(head)
     return (head + matching[len(head):])[:MAX_CANDIDATES]
 
