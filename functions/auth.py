@@ -5,7 +5,9 @@ file (`{"tokens": {"<token>": {"role": "bot|user|admin", "name": "..."}}}`);
 real identities replace `Authenticator` without touching the endpoints.
 Cloud Tasks (the timers) and Cloud Scheduler call with an OIDC ID token minted
 for the server's own service account, for the URL they call: it makes the
-`internal` role.
+`internal` role. A bootstrap token (`functions.bootstrap`, signed by the
+server, short-lived) makes the `bootstrap` role, which only fetches the bot
+code.
 """
 
 import dataclasses
@@ -18,6 +20,7 @@ from typing import Any, Callable, Mapping
 import requests
 from google.auth import exceptions, jwt
 
+from functions.bootstrap import BootstrapTokens, is_bootstrap_token
 from functions.errors import Forbidden, Unauthorized
 
 
@@ -26,6 +29,7 @@ class Role(str, enum.Enum):
     USER = "user"
     ADMIN = "admin"
     INTERNAL = "internal"
+    BOOTSTRAP = "bootstrap"
 
 
 BOTS = frozenset({Role.BOT})
@@ -33,6 +37,10 @@ USERS = frozenset({Role.USER, Role.ADMIN})
 ADMINS = frozenset({Role.ADMIN})
 #: Timers and crons; admins too, to run a repair by hand.
 INTERNAL = frozenset({Role.INTERNAL, Role.ADMIN})
+#: The start script: only with a bootstrap token, which it embeds.
+BOOTSTRAP = frozenset({Role.BOOTSTRAP})
+#: The bot code: bots, and new hosts holding a bootstrap token.
+BOT_CODE = frozenset({Role.BOT, Role.BOOTSTRAP})
 #: Google's issuers of ID tokens.
 ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
@@ -80,13 +88,15 @@ class IdTokens:
 
 
 class Authenticator:
-    def __init__(self, config: Mapping[str, Any], id_tokens: IdTokens | None = None):
+    def __init__(self, config: Mapping[str, Any], id_tokens: IdTokens | None = None,
+                 bootstrap: BootstrapTokens | None = None):
         # Keyed by digest, so a lookup does not compare secrets byte by byte.
         self._callers = {
             _digest(token): Caller(name=entry.get("name", entry["role"]), role=Role(entry["role"]))
             for token, entry in config.get("tokens", {}).items()
         }
         self._id_tokens = id_tokens
+        self._bootstrap = bootstrap
 
     def authenticate(self, authorization: str | None, allowed: frozenset[Role], audience: str = "") -> Caller:
         """`audience` is the URL called, which an ID token must be minted for."""
@@ -95,6 +105,10 @@ class Authenticator:
             raise Unauthorized("missing 'Authorization: Bearer <token>' header")
         token = token.strip()
         caller = self._callers.get(_digest(token))
+        if caller is None and is_bootstrap_token(token):
+            if self._bootstrap is None:
+                raise Unauthorized("bootstrap tokens are not accepted: the server has no bootstrap secret")
+            caller = Caller(name=f"bootstrap:{self._bootstrap.verify(token)}", role=Role.BOOTSTRAP)
         if caller is None and self._id_tokens and Role.INTERNAL in allowed and token.count(".") == 2:
             caller = self._id_tokens.caller(token, audience)
         if caller is None:

@@ -35,6 +35,15 @@ class Settings:
     id_token_certs_url: str = ""
     #: How long a successful idempotent task is reused (Swarming: 7 days).
     dedup_max_age_secs: int = 7 * 24 * 3600
+    #: The key of bootstrap tokens; the config file's `bootstrap_secret` when empty.
+    bootstrap_secret: str = ""
+    #: How long a bootstrap token minted by `server_token` opens the bot code.
+    bootstrap_token_ttl_secs: int = 3600
+    #: The directory holding `bot/` and `shared/` the bot zip is built from;
+    #: the repository when empty.
+    bot_source_dir: str = ""
+    #: How often an instance looks at the bot code's files for a change.
+    bot_code_recheck_secs: float = 10.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -51,6 +60,10 @@ class Settings:
             service_account=os.environ.get("SWARMING_SERVICE_ACCOUNT", ""),
             id_token_certs_url=os.environ.get("SWARMING_ID_TOKEN_CERTS_URL", ""),
             dedup_max_age_secs=int(os.environ.get("SWARMING_DEDUP_MAX_AGE_SECS", str(7 * 24 * 3600))),
+            bootstrap_secret=os.environ.get("SWARMING_BOOTSTRAP_SECRET", ""),
+            bootstrap_token_ttl_secs=int(os.environ.get("SWARMING_BOOTSTRAP_TOKEN_TTL_SECS", "3600")),
+            bot_source_dir=os.environ.get("SWARMING_BOT_SOURCE_DIR", ""),
+            bot_code_recheck_secs=float(os.environ.get("SWARMING_BOT_CODE_RECHECK_SECS", "10")),
         )
 
     def load_config(self) -> dict[str, Any]:
@@ -63,12 +76,17 @@ class ServerConfig:
     """What the config file says of pools and bots (pools.cfg and bots.cfg later):
 
         {"pools": {"<pool>": {"lifo": true}},
-         "bots": {"<bot id>": {"dimensions": {"<key>": ["<value>", ...]}}}}
+         "bots": {"<bot id>": {"dimensions": {"<key>": ["<value>", ...]}}},
+         "bot_config": "<path of the bots' hooks file, relative to the config file>",
+         "bootstrap_secret": "<key of the bootstrap tokens>"}
     """
 
     lifo_pools: frozenset[str] = frozenset()
     #: Per bot id, dimensions the server enforces over what the bot reports.
     bot_dimensions: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
+    #: The hooks file injected as the zip's `bot_config.py`, as written in the file.
+    bot_config: str = ""
+    bootstrap_secret: str = ""
 
     @classmethod
     def from_json(cls, config: dict[str, Any]) -> "ServerConfig":
@@ -77,6 +95,8 @@ class ServerConfig:
         return cls(
             lifo_pools=frozenset(name for name, pool in pools.items() if pool.get("lifo")),
             bot_dimensions={bot_id: bot.get("dimensions", {}) for bot_id, bot in bots.items()},
+            bot_config=config.get("bot_config", ""),
+            bootstrap_secret=config.get("bootstrap_secret", ""),
         )
 
 

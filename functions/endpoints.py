@@ -4,14 +4,21 @@
 OpenAPI document are all checked against it.
 """
 
+import logging
 import random
 from typing import Any
 
-from functions import bot_death, bots, cancellation, runs, scheduler, slices, sweep, tasks
-from functions.auth import ADMINS, BOTS, INTERNAL, USERS
-from functions.bots import BotRequest
-from functions.http import Call, Function
+import flask
 
+from functions import bootstrap, bot_death, bots, cancellation, runs, scheduler, slices, sweep, tasks, termination
+from functions.auth import ADMINS, BOOTSTRAP, BOT_CODE, BOTS, INTERNAL, USERS
+from functions.bot_code import VERSION_RE, BotCodeError
+from functions.bots import BotRequest
+from functions.errors import BadRequest, NotFound
+from functions.http import Call, Function
+from functions.models import iso
+
+logger = logging.getLogger(__name__)
 _rand = random.SystemRandom()
 
 
@@ -26,7 +33,59 @@ def bot_handshake(call: Call) -> dict[str, Any]:
 
 
 def bot_poll(call: Call) -> dict[str, Any]:
-    return scheduler.poll(call.store, call.service.queue_cache, call.service.registry, _bot(call), call.now, _rand)
+    bot = _bot(call)
+    return scheduler.poll(call.store, call.service.queue_cache, call.service.registry, bot, call.now, _rand,
+                          expected_version=_current_version(call))
+
+
+def _current_version(call: Call) -> str | None:
+    """None when the bot code cannot be built: bots then keep their code
+    rather than every poll failing."""
+    try:
+        return call.service.bot_code.version(call.server_url)
+    except BotCodeError:
+        logger.exception("no current bot code")
+        return None
+
+
+def bot_code(call: Call) -> flask.Response:
+    code = call.service.bot_code
+    version = call.params.get("version")
+    if not version:
+        location = f"{call.server_url}/bot_code?version={code.version(call.server_url)}"
+        return flask.Response(status=302, headers={"Location": location})
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise BadRequest("version: must be a SHA-256 digest (64 lowercase hex digits)")
+    data = code.fetch(version, call.server_url)
+    if data is None:
+        raise NotFound(f"version: no bot code {version}")
+    return flask.Response(data, mimetype="application/octet-stream", headers={
+        "Content-Disposition": 'attachment; filename="swarming_bot.zip"',
+        # A version's bytes never change.
+        "Cache-Control": "private, max-age=31536000, immutable",
+    })
+
+
+def bot_bootstrap(call: Call) -> flask.Response:
+    script = bootstrap.script(call.server_url, call.service.bot_code.version(call.server_url), call.token)
+    return flask.Response(script, mimetype="text/x-shellscript")
+
+
+def server_token(call: Call) -> dict[str, Any]:
+    tokens = call.service.bootstrap_tokens
+    if tokens is None:
+        raise bootstrap.NotConfigured(
+            "no bootstrap secret: set SWARMING_BOOTSTRAP_SECRET or the config file's 'bootstrap_secret'")
+    token, expires = tokens.mint(call.caller.name, call.now, call.service.settings.bootstrap_token_ttl_secs)
+    return {"bootstrap_token": token, "expires_ts": iso(expires)}
+
+
+def bot_terminate(call: Call) -> dict[str, Any]:
+    reason = call.params.get("reason") or ""
+    if not isinstance(reason, str):
+        raise BadRequest("reason: must be a string")
+    return termination.terminate(call.service.context, call.service.bot_store, call.string("bot_id"), reason,
+                                 call.caller, call.now)
 
 
 def bot_claim(call: Call) -> dict[str, Any]:
@@ -122,6 +181,10 @@ FUNCTIONS: list[Function] = [
     Function("bot_task_update", bot_task_update, BOTS, summary="Stdout at an offset, heartbeat, completion"),
     Function("bot_task_error", bot_task_error, BOTS, summary="A bot could not run its task"),
     Function("bot_event", bot_event, BOTS, summary="A bot reports an error, a log line, a reboot or shutdown"),
+    Function("bot_code", bot_code, BOT_CODE, ("GET",),
+             summary="swarming_bot.zip of ?version=<digest>; without a version, a redirect to the current one"),
+    Function("bot_bootstrap", bot_bootstrap, BOOTSTRAP, ("GET",), token_param=True,
+             summary="A shell script that downloads the bot code with a bootstrap token and starts the bot"),
     Function("tasks_new", tasks_new, USERS, summary="Create a task"),
     Function("task_result", task_result, USERS, ("GET", "POST"), summary="A task's state and outcome"),
     Function("task_request", task_request, USERS, ("GET", "POST"), summary="A task's request (no secret bytes)"),
@@ -137,6 +200,9 @@ FUNCTIONS: list[Function] = [
     Function("bot_events", bot_events, USERS, ("GET", "POST"), summary="A bot's events, newest first"),
     Function("bot_tasks", bot_tasks, USERS, ("GET", "POST"), summary="The tasks a bot ran, newest first"),
     Function("bot_delete", bot_delete, ADMINS, summary="Forget a bot (it comes back if it calls again)"),
+    Function("bot_terminate", bot_terminate, ADMINS,
+             summary="Queue a priority-0 termination task for a bot: it finishes its task, then exits"),
+    Function("server_token", server_token, ADMINS, summary="A short-lived bootstrap token for bot_bootstrap"),
     Function("timer_expire", timer_expire, INTERNAL, summary="Cloud Tasks: a pending slice's time is up"),
     Function("timer_bot_died", timer_bot_died, INTERNAL, summary="Cloud Tasks: has a running task's bot gone silent?"),
     Function("cron_sweep", cron_sweep, INTERNAL, summary="Repairs what lost timers left; marks bots dead or alive"),

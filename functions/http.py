@@ -1,5 +1,7 @@
 """The HTTP edge shared by every function: authentication, parameters, errors,
-JSON answers and the Firestore cost headers."""
+JSON answers and the Firestore cost headers. A handler answers a JSON object,
+or a `flask.Response` of its own (the bot zip, the start script, a redirect),
+which is passed through with the cost headers added."""
 
 import dataclasses
 import functools
@@ -24,6 +26,19 @@ class Call:
     service: service.Service
     caller: Caller
     params: dict[str, Any]
+    #: The URL the functions were reached at (`<scheme>://<host>[<prefix>]`,
+    #: without the function's name): the server URL a bot zip names.
+    base_url: str = ""
+    #: The bearer token the caller authenticated with (the start script embeds it).
+    token: str = dataclasses.field(default="", repr=False)
+
+    @property
+    def server_url(self) -> str:
+        """The URL bots are to call, which their zip names: the configured
+        base URL (SWARMING_FUNCTIONS_URL) when there is one, since every
+        function must agree on it (behind Cloud Run each may see a host of its
+        own), else the URL this request came through."""
+        return self.service.settings.functions_url.rstrip("/") or self.base_url
 
     @property
     def store(self):
@@ -61,30 +76,44 @@ class Function:
     """One Cloud Function: its name (also its URL path), handler and who may call it."""
 
     name: str
-    handler: Callable[[Call], dict[str, Any]]
+    handler: Callable[[Call], dict[str, Any] | flask.Response]
     roles: frozenset[Role]
     methods: tuple[str, ...] = ("POST",)
     summary: str = ""
+    #: Also takes the token as `?token=` (a URL pasted into `curl ... | sh`).
+    token_param: bool = False
 
 
 def serve(function: Function, request: flask.Request) -> flask.Response:
     with ops.counting() as count:
-        status, body = _handle(function, request)
-    response = flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
+        answer = _handle(function, request)
+    if isinstance(answer, flask.Response):
+        response = answer
+    else:
+        status, body = answer
+        response = flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
     response.headers["X-Firestore-Reads"] = str(count.reads)
     response.headers["X-Firestore-Writes"] = str(count.writes)
     response.headers["X-Cloud-Tasks-Ops"] = str(count.cloud_tasks)
     return response
 
 
-def _handle(function: Function, request: flask.Request) -> tuple[int, dict[str, Any]]:
+def _handle(function: Function, request: flask.Request) -> tuple[int, dict[str, Any]] | flask.Response:
     try:
         if request.method not in function.methods:
             raise MethodNotAllowed(f"{function.name} accepts {', '.join(function.methods)}")
         svc = service.current()
         audience = f"{svc.settings.functions_url.rstrip('/')}/{function.name}"
-        caller = svc.auth.authenticate(request.headers.get("Authorization"), function.roles, audience)
-        return 200, function.handler(Call(svc, caller, _params(request)))
+        authorization = request.headers.get("Authorization")
+        if not authorization and function.token_param and request.args.get("token"):
+            authorization = f"Bearer {request.args['token']}"
+        caller = svc.auth.authenticate(authorization, function.roles, audience)
+        params = _params(request)
+        if function.token_param:
+            params.pop("token", None)
+        token = (authorization or "").partition(" ")[2].strip()
+        answer = function.handler(Call(svc, caller, params, base_url(request, function.name), token))
+        return answer if isinstance(answer, flask.Response) else (200, answer)
     except ValidationError as e:
         return 400, _error("invalid_argument", str(e), field=e.field)
     except HttpError as e:
@@ -92,6 +121,18 @@ def _handle(function: Function, request: flask.Request) -> tuple[int, dict[str, 
     except Exception:  # The boundary: log it, never leak it.
         logger.exception("%s failed", function.name)
         return 500, _error("internal", "internal error")
+
+
+def base_url(request: flask.Request, function_name: str) -> str:
+    """Where the functions are reached, as this request reached them: the
+    scheme the client used (behind Google's front end, X-Forwarded-Proto),
+    the host, and any path prefix before the function's name."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    scheme = forwarded if forwarded in ("http", "https") else request.scheme
+    prefix = request.script_root.rstrip("/")
+    if prefix.endswith("/" + function_name):
+        prefix = prefix[: -len(function_name) - 1]
+    return f"{scheme}://{request.host}{prefix}"
 
 
 def _params(request: flask.Request) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import datetime
 import random
 from typing import Any
 
-from functions import bot_death
+from functions import bot_death, termination
 from functions.bots import BotRequest, Registry
 from functions.context import Context
 from functions.errors import BadRequest
@@ -27,6 +27,10 @@ from shared.task_request import TaskRequest
 #: spread over twice as many tasks as each is offered.
 POLL_SCAN, MAX_CANDIDATES = 10, 5
 MAX_SLEEP_SECS = 60.0
+#: What a bot run from source reports as its version: it is never told to update.
+DEV_VERSION = "dev"
+#: Pending slices a poll looks up to see whether one is a termination task.
+MAX_TERMINATION_LOOKUPS = 2
 
 
 def sleep_secs(streak: int, rand: random.Random) -> float:
@@ -38,25 +42,49 @@ def sleep_secs(streak: int, rand: random.Random) -> float:
 
 
 def poll(store: Store, cache: QueueCache, registry: Registry, bot: BotRequest, now: datetime.datetime,
-         rand: random.Random) -> dict[str, Any]:
+         rand: random.Random, expected_version: str | None = None) -> dict[str, Any]:
+    """`update` when the bot runs other code than `expected_version` (the
+    digest of the current zip, or None to not check), `terminate` when a
+    termination task waits for it (even quarantined or in maintenance: those
+    bots get no other task), else `claim` or `sleep`."""
     session = registry.check_in(bot, None, now)
+    if expected_version and bot.version not in ("", DEV_VERSION) and bot.version != expected_version:
+        return {"cmd": "update", "version": expected_version, "session": session}
     info = bot.info(None)
-    queue_keys = [] if info.quarantined or info.maintenance_msg else matching_queues(store, cache, bot, now)
+    held_back = bool(info.quarantined or info.maintenance_msg)
+    queue_keys = matching_queues(store, cache, bot, now, only_own=held_back)
     pending = store.pending(queue_keys, POLL_SCAN) if queue_keys else []
     matching = [t for t in pending if t.expiration_ts > now and t.excluded_bot != bot.bot_id]
-    if not matching:
+    terminate = _termination(store, matching)
+    if terminate:
+        return {"cmd": "terminate", "task_id": terminate, "session": session}
+    if not matching or held_back:
         streak = bot.state.get("sleep_streak", 0)
         duration = sleep_secs(streak if isinstance(streak, int) else 0, rand)
         return {"cmd": "sleep", "duration": duration, "session": session}
     return {"cmd": "claim", "candidates": [_candidate(t) for t in _spread(matching, rand)], "session": session}
 
 
-def matching_queues(store: Store, cache: QueueCache, bot: BotRequest, now: datetime.datetime) -> list[str]:
-    """The keys of the live queues of the bot's pools whose dimensions it has."""
+def _termination(store: Store, matching: list[TaskToRun]) -> str | None:
+    """The id of a termination task among the pending slices: priority 0 and
+    aimed at one bot, then its tag (a read, only for such rare slices)."""
+    aimed = [t for t in matching if t.order_key.startswith("000:") and "id" in t.dimensions]
+    for to_run in aimed[:MAX_TERMINATION_LOOKUPS]:
+        if termination.is_termination(store.get_result(to_run.task_id)):
+            return to_run.task_id
+    return None
+
+
+def matching_queues(store: Store, cache: QueueCache, bot: BotRequest, now: datetime.datetime,
+                    only_own: bool = False) -> list[str]:
+    """The keys of the live queues of the bot's pools whose dimensions it
+    has; with `only_own`, only those aimed at this bot by its id."""
+    own = f"id:{bot.bot_id}"
     keys = []
     for pool in bot.dimensions.get("pool", []):
         queues = cache.queues(pool, now, lambda since, pool=pool: store.queues(pool, since))
-        keys += sorted(q.queue_key for q in queues if q.matches(bot.flat))
+        keys += sorted(q.queue_key for q in queues
+                       if q.matches(bot.flat) and (not only_own or all(own in a for a in q.alternatives)))
     return keys
 
 

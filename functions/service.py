@@ -7,11 +7,14 @@ per function instance; tests swap in their own with `use()`.
 import contextlib
 import datetime
 import functools
+from pathlib import Path
 from typing import Callable, Iterator
 
-from google.cloud import firestore
+from google.cloud import firestore, storage
 
 from functions.auth import GOOGLE_CERTS_URL, Authenticator, IdTokens
+from functions.bootstrap import BootstrapTokens
+from functions.bot_code import BotCodeCache, Sources
 from functions.fleet import Fleet
 from functions.context import Context
 from functions.config import ServerConfig, Settings
@@ -71,7 +74,28 @@ class Service:
         id_tokens = None
         if settings.service_account:
             id_tokens = IdTokens(settings.service_account, settings.id_token_certs_url or GOOGLE_CERTS_URL)
-        return Authenticator(self._config_file, id_tokens)
+        return Authenticator(self._config_file, id_tokens, self.bootstrap_tokens)
+
+    @functools.cached_property
+    def bootstrap_tokens(self) -> BootstrapTokens | None:
+        """None when no secret is set (SWARMING_BOOTSTRAP_SECRET, else the
+        config file's `bootstrap_secret`): bootstrap tokens are then refused."""
+        secret = self.settings.bootstrap_secret or self.config.bootstrap_secret
+        return BootstrapTokens(secret, self.clock) if secret else None
+
+    @functools.cached_property
+    def bucket(self) -> storage.Bucket:
+        return storage.Client(project=self.settings.project).bucket(self.settings.bucket)
+
+    @functools.cached_property
+    def bot_code(self) -> BotCodeCache:
+        s = self.settings
+        hooks = None
+        if self.config.bot_config:
+            hooks = Path(s.config_path).parent / self.config.bot_config
+        sources = Sources(root=Path(s.bot_source_dir), bot_config=hooks) if s.bot_source_dir else Sources(
+            bot_config=hooks)
+        return BotCodeCache(sources, s.server_version, lambda: self.bucket, s.bot_code_recheck_secs)
 
     @functools.cached_property
     def timers(self) -> Timers:
