@@ -1,5 +1,8 @@
+"""`python -m bot [command] ...`: the bot from source (version "dev"); the same
+commands as swarming_bot.zip (bot/launcher.py), the bot itself by default."""
+
 import sys
 
-from bot import bot_main
+from bot import launcher
 
-sys.exit(bot_main.main())
+sys.exit(launcher.main(sys.argv[1:]))

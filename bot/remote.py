@@ -7,9 +7,14 @@ retried by urllib3 on transient failures; the body, and so those ids, is the
 same on every attempt.
 """
 
+from __future__ import annotations
+
 import base64
 import dataclasses
-from typing import Any, Callable, Sequence, TypeVar
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -83,6 +88,29 @@ class Candidate:
 
 
 @dataclasses.dataclass(frozen=True)
+class UpdateCode:
+    """Switch to the bot code of this digest (seed: "update")."""
+
+    version: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Restart:
+    """Restart the bot process; `host` when the server asked for the host
+    (`restart`), which only a hook may turn into a reboot."""
+
+    message: str
+    host: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Terminate:
+    """Complete this termination task, then exit."""
+
+    task_id: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Claim:
     """Pending tasks the bot may claim, to be tried in order."""
 
@@ -108,6 +136,10 @@ class Manifest:
     relative_cwd: str = ""  # Where the command runs, under w/.
     # Prepended, in order and made absolute under w/, to each variable.
     env_prefixes: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    host: str = ""  # The server URL for the whole task; empty: the bot's.
+    #: The manifest as the server sent it, for the task runner process (fields
+    #: the bot itself does not read included).
+    raw: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "Manifest":
@@ -127,6 +159,8 @@ class Manifest:
             io_timeout=_seconds(body.get("io_timeout") or 0, "io_timeout"),
             relative_cwd=_typed(body.get("relative_cwd") or "", str),
             env_prefixes=_env_prefixes(body.get("env_prefixes") or []),
+            host=_typed(body.get("host") or "", str),
+            raw=body,
         )
 
 
@@ -157,6 +191,7 @@ class Remote:
     def __init__(self, server: str, token: str, retry: Retry | None = None,
                  timeout: tuple[float, float] = TIMEOUT):
         self.server = server.rstrip("/")
+        self.token = token  # Handed to the task runner process, which reports the task.
         self._timeout = timeout
         self._session = requests.Session()
         adapter = HTTPAdapter(max_retries=retry or default_retry())
@@ -173,7 +208,7 @@ class Remote:
     def handshake(self, attributes: Attributes) -> dict[str, Any]:
         return self._call("bot_handshake", attributes, {}, lambda reply: reply)
 
-    def poll(self, attributes: Attributes, request_uuid: str) -> Sleep | Claim:
+    def poll(self, attributes: Attributes, request_uuid: str) -> PollReply:
         return self._call("bot_poll", attributes, {"request_uuid": request_uuid}, _poll_reply)
 
     def claim(self, attributes: Attributes, candidate: Candidate, claim_id: str) -> Manifest | Skip:
@@ -205,6 +240,33 @@ class Remote:
         if missing_cas is not None:
             fields["client_error"] = {"missing_cas": list(missing_cas)}
         self._call("bot_task_error", attributes, fields, lambda reply: None)
+
+    def event(self, attributes: Attributes, event: str, message: str) -> None:
+        """`bot_event`: bot_error, bot_log, bot_rebooting or bot_shutdown."""
+        self._call("bot_event", attributes, {"event": event, "message": message}, lambda reply: None)
+
+    def bot_code(self, version: str, dest: Path) -> None:
+        """Downloads the bot zip of digest `version` to `dest`, replaced whole
+        or not at all: a partial download never takes the name."""
+        url = f"{self.server}/bot_code"
+        try:
+            response = self._session.get(url, params={"version": version}, timeout=self._timeout, stream=True)
+        except requests.RequestException as e:
+            raise RemoteError("bot_code", None, "unreachable", str(e)) from e
+        with response:
+            if not response.ok:
+                raise _error("bot_code", response)
+            fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in response.iter_content(1 << 16):
+                        out.write(chunk)
+                os.replace(tmp, dest)
+            except requests.RequestException as e:
+                raise RemoteError("bot_code", response.status_code, "truncated", str(e)) from e
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
     def _call(self, name: str, attributes: Attributes, fields: dict[str, Any],
               parse: Callable[[dict[str, Any]], T]) -> T:
@@ -243,33 +305,42 @@ def _error(call: str, response: requests.Response) -> RemoteError:
     return kind(call, response.status_code, code, message)
 
 
-def _poll_reply(reply: dict[str, Any]) -> Sleep | Claim:
-    match reply["cmd"]:
-        case "sleep":
-            return Sleep(float(reply["duration"]))
-        case "claim":
-            return Claim(tuple(Candidate(_typed(c["task_id"], str), int(c.get("slice", 0)))
-                               for c in reply["candidates"]))
-    raise ValueError(f"unknown cmd {reply['cmd']!r}")
+PollReply = Union[Sleep, Claim, UpdateCode, Restart, Terminate]
 
 
-def _claim_reply(reply: dict[str, Any]) -> Manifest | Skip:
-    match reply["cmd"]:
-        case "run":
-            body = reply["manifest"]
-            try:
-                return Manifest.from_json(body)
-            except (AttributeError, KeyError, TypeError, ValueError) as e:
-                run_id = body.get("task_id") if isinstance(body, dict) else None
-                if not isinstance(run_id, str):
-                    raise  # Not even whose run it is: nothing to report on.
-                raise BadManifest(run_id, f"{e!r} in the manifest") from e
-        case "skip":
-            return Skip(str(reply.get("reason", "")))
-    raise ValueError(f"unknown cmd {reply['cmd']!r}")
+def _poll_reply(reply: dict[str, Any]) -> PollReply:
+    cmd = reply["cmd"]
+    if cmd == "sleep":
+        return Sleep(float(reply["duration"]))
+    if cmd == "claim":
+        return Claim(tuple(Candidate(_typed(c["task_id"], str), int(c.get("slice", 0)))
+                           for c in reply["candidates"]))
+    if cmd == "update":
+        return UpdateCode(_typed(reply["version"], str))
+    if cmd in ("bot_restart", "restart"):
+        return Restart(str(reply.get("message") or ""), host=cmd == "restart")
+    if cmd == "terminate":
+        return Terminate(_typed(reply["task_id"], str))
+    raise ValueError(f"unknown cmd {cmd!r}")
 
 
-def _update_reply(reply: dict[str, Any]) -> str | None:
+def _claim_reply(reply: dict[str, Any]) -> Union[Manifest, Skip]:
+    cmd = reply["cmd"]
+    if cmd == "run":
+        body = reply["manifest"]
+        try:
+            return Manifest.from_json(body)
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            run_id = body.get("task_id") if isinstance(body, dict) else None
+            if not isinstance(run_id, str):
+                raise  # Not even whose run it is: nothing to report on.
+            raise BadManifest(run_id, f"{e!r} in the manifest") from e
+    if cmd == "skip":
+        return Skip(str(reply.get("reason", "")))
+    raise ValueError(f"unknown cmd {cmd!r}")
+
+
+def _update_reply(reply: dict[str, Any]) -> Optional[str]:
     if not reply.get("must_stop"):
         return None
     return str(reply.get("stop_reason") or "stopped by the server")

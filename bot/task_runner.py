@@ -1,30 +1,34 @@
 """Runs one task: its command in `w/`, the output streamed back by byte offset,
 the hard and I/O timeouts and every stop enforced with the SIGTERM, grace
-period, SIGKILL dance of the seed ("Graceful termination")."""
+period, SIGKILL dance of the seed ("Graceful termination").
 
-import contextlib
+It runs in the task runner process (`run_task`, see runner_process.py), never
+in the bot's own: a runner that hangs or crashes costs one task, not the bot."""
+
+from __future__ import annotations
+
 import dataclasses
 import enum
 import logging
 import math
 import os
-import shutil
-import signal
-import stat
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Sequence
+from typing import IO, Any, Callable, Optional, Sequence
 
+from bot import layout, os_platform
 from bot.remote import Completion, Manifest, RemoteError, RunGone, Update
 from shared.errors import SwarmingError
 
 logger = logging.getLogger(__name__)
 
 #: Sends one update; returns None to carry on, or why the server wants the task stopped.
-Send = Callable[[Update], str | None]
+Send = Callable[[Update], Optional[str]]
 Clock = Callable[[], float]
+#: Told the command's pid (its process group) once it started.
+OnStart = Callable[[int], None]
 
 #: Reported for a command that could not start; its error text is in the output.
 START_FAILURE_EXIT_CODE = 1
@@ -71,6 +75,7 @@ class Result:
     exit_code: int | None  # None: the command was never started.
     duration: float
     stop: StopReason | None
+    reported: bool = False  # The end (completion or cancellation) reached the server.
 
 
 class TaskRunner:
@@ -81,9 +86,14 @@ class TaskRunner:
 
     def __init__(self, manifest: Manifest, work_dir: Path, send: Send, *, server: str,
                  shutdown: threading.Event, timings: Timings = Timings(),
-                 clock: Clock = time.monotonic):
+                 clock: Clock = time.monotonic, out_dir: Path | None = None,
+                 on_start: OnStart | None = None):
         self._manifest = manifest
         self._work_dir = work_dir
+        # ISOLATED_OUTDIR: beside w/ (default `io/`), so the task's outputs are
+        # never part of its own working tree; fresh for each task.
+        self._out_dir = out_dir or work_dir.with_name("io")
+        self._on_start = on_start
         self._send = send
         self._server = server
         self._shutdown = shutdown
@@ -101,37 +111,42 @@ class TaskRunner:
         cwd = self._under_work_dir(self._manifest.relative_cwd, "relative_cwd")
         env = self._env()
         try:
-            _wipe(self._work_dir)
+            for path in (self._work_dir, self._out_dir):
+                wipe(path)
             cwd.mkdir(parents=True)
+            self._out_dir.mkdir(parents=True)
         except OSError as e:
             raise TaskError(f"cannot make the work directory {cwd}: {e}") from e
         try:
             return self._run(cwd, env)
         finally:
-            try:
-                _wipe(self._work_dir)
-            except OSError as e:  # The end is reported by now; the next task's wipe retries.
-                logger.error("%s: cannot delete %s: %s", self._name, self._work_dir, e)
+            for path in (self._work_dir, self._out_dir):
+                try:
+                    wipe(path)
+                except OSError as e:  # The end is reported by now; the next task's wipe retries.
+                    logger.error("%s: cannot delete %s: %s", self._name, path, e)
 
     def _run(self, cwd: Path, env: dict[str, str]) -> Result:
         # The first update precedes the command, so a task cancelled meanwhile never starts.
         self._flush()
         if self._stop is not None:
             logger.info("%s: not started: %s", self._name, self._stop.value)
-            if self._stop is StopReason.SERVER and not self._report_end(canceled=True):
+            reported = self._stop is StopReason.SERVER and self._report_end(canceled=True)
+            if self._stop is StopReason.SERVER and not reported:
                 logger.error("%s: its cancellation was not reported", self._name)
-            return Result(None, 0.0, self._stop)
+            return Result(None, 0.0, self._stop, reported)
         started = self._clock()
         exit_code = self._execute(started, cwd, env)
         duration = self._clock() - started
         completion = Completion(exit_code, duration, hard_timeout=self._stop is StopReason.HARD_TIMEOUT,
                                 io_timeout=self._stop is StopReason.IO_TIMEOUT)
-        if self._report_end(completion):
+        reported = self._report_end(completion)
+        if reported:
             logger.info("%s: exit code %d after %.1f s, %d bytes of output",
                         self._name, exit_code, duration, self._sent)
         else:
             logger.error("%s: its completion (exit code %d) was not reported", self._name, exit_code)
-        return Result(exit_code, duration, self._stop)
+        return Result(exit_code, duration, self._stop, reported)
 
     def _execute(self, started: float, cwd: Path, env: dict[str, str]) -> int:
         command = list(self._manifest.command)
@@ -139,13 +154,16 @@ class TaskRunner:
             process = subprocess.Popen(
                 command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
-                start_new_session=True,  # Its own process group, so stops reach its descendants too.
+                # Its own process group, so stops reach its descendants too.
+                **os_platform.NEW_GROUP,
             )
         except (OSError, ValueError) as e:
             logger.warning("%s: cannot start %s: %s", self._name, command, e)
             self._output.append(f"swarming bot: cannot start {command[0]!r}: {e}\n".encode())
             return START_FAILURE_EXIT_CODE
         logger.info("%s: started pid %d: %s", self._name, process.pid, command)
+        if self._on_start:
+            self._on_start(process.pid)
         self._output.start(process.stdout)
         deadline = started + self._manifest.hard_timeout
         io_timeout = self._manifest.io_timeout
@@ -163,7 +181,7 @@ class TaskRunner:
         finally:
             # Descendants left behind would hold the output pipe open and files
             # in w/; and should the runner itself fail, no command outlives it.
-            _signal_group(process.pid, signal.SIGKILL)
+            os_platform.kill_group(process.pid)
         if not self._output.join(self._timings.drain):
             logger.warning("%s: output still open %.0f s after the exit; ignoring the rest",
                            self._name, self._timings.drain)
@@ -192,7 +210,7 @@ class TaskRunner:
             prefixes = [str(self._under_work_dir(p, f"env_prefixes.{key}")) for p in paths]
             env[key] = os.pathsep.join([*prefixes, env[key]] if env.get(key) else prefixes)
         env.update(SWARMING_TASK_ID=self._manifest.task_id, SWARMING_BOT_ID=self._manifest.bot_id,
-                   SWARMING_SERVER=self._server)
+                   SWARMING_SERVER=self._server, ISOLATED_OUTDIR=str(self._out_dir))
         return env
 
     def _under_work_dir(self, relative: str, field: str) -> Path:
@@ -214,11 +232,11 @@ class TaskRunner:
             grace = self._manifest.grace_period
             grace = self._timings.grace_period if grace is None else grace
             logger.info("%s: SIGTERM, SIGKILL in %.1f s if still running", self._name, grace)
-            _signal_group(pgid, signal.SIGTERM)
+            os_platform.terminate_group(pgid)
             self._kill_at = now + grace
         elif now >= self._kill_at:
             logger.warning("%s: still running after the grace period: SIGKILL", self._name)
-            _signal_group(pgid, signal.SIGKILL)
+            os_platform.kill_group(pgid)
             self._kill_at = math.inf  # Nothing left to escalate to.
 
     def _report(self, now: float) -> None:
@@ -318,20 +336,7 @@ def _wait(process: subprocess.Popen, timeout: float) -> int | None:
         return None
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # The group is already gone.
-        os.killpg(pgid, sig)
-
-
-def _wipe(path: Path) -> None:
+def wipe(path: Path) -> None:
     """Deletes a task's directory, read-only parts included: one left behind
     would fail every later task."""
-
-    def make_writable_and_retry(function: Callable[[str], Any], failed: str, _exc: Any) -> None:
-        for target in (os.path.dirname(failed), failed):
-            with contextlib.suppress(OSError):
-                os.chmod(target, stat.S_IRWXU)
-        function(failed)
-
-    if path.exists():
-        shutil.rmtree(path, onerror=make_writable_and_retry)
+    layout.remove(path)

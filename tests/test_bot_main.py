@@ -1,106 +1,28 @@
 """The bot's loop against a loopback fake of the Bot API, in process and as a
-real `python -m bot` process."""
+real `python -m bot` process; each task runs in a real task runner process."""
 
 import base64
-import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
-from bot import bot_main, remote
+from bot import bot_main, launcher, remote
 from bot.bot_main import Bot, Outcome
 from bot.remote import Manifest
-from bot.task_runner import TaskRunner, Timings
+from bot.task_runner import Timings
+from tests.bot_fakes import REPO, FakeServer, Reply, claim, error, ok, run, sleep
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bot-token"
 TASK_A, TASK_B = "5f3a1b2c3d4e5f00", "5f3a1b2c3d4e6000"
 FAST = Timings(output_interval=0.1, keepalive=0.3, grace_period=1.0, drain=1.0, tick=0.02)
-Reply = tuple[int, dict[str, Any]]
-
-
-def ok(body: dict[str, Any]) -> Reply:
-    return 200, body
-
-
-def error(status: int, code: str) -> Reply:
-    return status, {"error": {"code": code, "message": f"{code} (fake)"}}
-
-
-def sleep(duration: float) -> Reply:
-    return ok({"cmd": "sleep", "duration": duration})
-
-
-def claim(*task_ids: str) -> Reply:
-    return ok({"cmd": "claim", "candidates": [{"task_id": t, "slice": 0} for t in task_ids]})
-
-
-def run(task_id: str, command: list[str], **extra: Any) -> Reply:
-    manifest = {"task_id": task_id[:-1] + "1", "bot_id": "bot-1", "command": command, "env": {},
-                "dimensions": {"pool": ["default"]}, "hard_timeout": 30, **extra}
-    return ok({"cmd": "run", "manifest": manifest})
-
-
-class FakeServer(ThreadingHTTPServer):
-    """The Bot API from a script: each function gives its queued replies in
-    order, then repeats the last one. Every call is recorded."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self.calls: list[tuple[str, dict[str, Any], str | None]] = []
-        self._lock = threading.Lock()
-        self._replies: dict[str, list[Reply]] = {
-            "bot_handshake": [ok({"bot_version": "dev", "server_version": "fake", "bot_group_cfg": {}})],
-            "bot_task_update": [ok({"ok": True, "must_stop": False, "stop_reason": None})],
-            "bot_task_error": [ok({"ok": True})],
-        }
-
-    def script(self, name: str, *replies: Reply) -> None:
-        self._replies[name] = list(replies)
-
-    def answer(self, name: str, body: dict[str, Any], authorization: str | None) -> Reply:
-        with self._lock:
-            self.calls.append((name, body, authorization))
-            queue = self._replies[name]
-            return queue.pop(0) if len(queue) > 1 else queue[0]
-
-    def names(self) -> list[str]:
-        return [name for name, _, _ in self.calls]
-
-    def bodies(self, name: str) -> list[dict[str, Any]]:
-        return [body for called, body, _ in self.calls if called == name]
-
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out; calls: {self.names()}"
-            time.sleep(0.02)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeServer
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        status, reply = self.server.answer(self.path.lstrip("/"), body, self.headers.get("Authorization"))
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
@@ -303,12 +225,35 @@ def test_a_work_dir_that_cannot_be_made_is_a_task_error(fake: FakeServer, tmp_pa
     api.close()
 
 
-def test_a_runner_failing_unexpectedly_is_a_task_error(
-        fake: FakeServer, bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: TaskRunner) -> None:
-        raise RuntimeError("a bug")
+class ScriptRunner:
+    """Code whose task runner is `python -c SCRIPT run_task ...`: a runner
+    that misbehaves on purpose."""
 
-    monkeypatch.setattr(TaskRunner, "run", broken)
+    zip_path = None
+    version = "dev"
+    source_root = REPO
+
+    def __init__(self, script: str):
+        self._script = script
+
+    def python_args(self, *args: str) -> list[str]:
+        return ["-c", self._script, *args]
+
+
+#: Prefix of a script that runs the real runner once it has patched it.
+RUNNER = "import sys, time\nfrom bot import runner_process, task_runner\n"
+RUN_IT = "\nsys.exit(runner_process.child_main(sys.argv[2:]))\n"
+
+
+def runner_bot(fake: FakeServer, tmp_path: Path, script: str, timings: Timings = FAST, **kwargs: Any) -> Bot:
+    api = remote.Remote(fake.url, TOKEN)
+    return Bot(api, tmp_path, bot_main.default_dimensions("bot-1"), shutdown=threading.Event(),
+               sleep=lambda _: None, timings=timings, code=ScriptRunner(script), **kwargs)
+
+
+def test_a_runner_failing_unexpectedly_is_a_task_error(fake: FakeServer, tmp_path: Path) -> None:
+    script = RUNNER + "def broken(self):\n    raise RuntimeError('a bug')\ntask_runner.TaskRunner.run = broken" + RUN_IT
+    bot = runner_bot(fake, tmp_path, script)
     fake.script("bot_poll", claim(TASK_A), sleep(1.0))
     fake.script("bot_claim", run(TASK_A, ["true"]))
 
@@ -319,6 +264,114 @@ def test_a_runner_failing_unexpectedly_is_a_task_error(
     assert reported["task_id"] == TASK_A[:-1] + "1"
     assert "RuntimeError('a bug')" in reported["message"]
     assert fake.names()[-2:] == ["bot_task_error", "bot_poll"]
+
+
+def test_a_runner_that_dies_is_a_task_error(fake: FakeServer, tmp_path: Path) -> None:
+    bot = runner_bot(fake, tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["true"]))
+
+    assert bot.run_once() is Outcome.RAN
+
+    [reported] = fake.bodies("bot_task_error")
+    assert reported["task_id"] == TASK_A[:-1] + "1"
+    assert "the task runner died (killed by SIGKILL)" in reported["message"]
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_hung_runner_meets_the_last_ditch_timeout_with_its_command(fake: FakeServer, tmp_path: Path) -> None:
+    # A runner that never sees its command end nor stops it: only the bot's own timeout is left.
+    script = (RUNNER + "task_runner._wait = lambda process, timeout: time.sleep(timeout)\n"
+              "task_runner.TaskRunner._enforce_stop = lambda self, pgid, now: None" + RUN_IT)
+    timings = Timings(output_interval=0.1, keepalive=0.3, grace_period=0.0, drain=0.2, tick=0.02,
+                      report_patience=0.3)
+    bot = runner_bot(fake, tmp_path, script, timings=timings, last_ditch_margin=0.5)
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["sh", "-c", "echo $$; exec sleep 60"], hard_timeout=0.5))
+    started = time.monotonic()
+
+    assert bot.run_once() is Outcome.RAN
+
+    assert 1.5 <= time.monotonic() - started < 10  # 0.5 + 0 + 0.2 + 0.3 + 0.5 s
+    [reported] = fake.bodies("bot_task_error")
+    assert "last-ditch timeout of 2 s" in reported["message"]
+    pid = int(output(fake))
+    deadline = time.monotonic() + 2
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_the_task_runs_in_a_runner_process_with_its_outdir(fake: FakeServer, bot: Bot, tmp_path: Path) -> None:
+    code = ("import os; d = os.environ['ISOLATED_OUTDIR']; "
+            "print(os.getppid(), d, os.listdir(d), os.getcwd(), os.listdir('.'))")
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", code]))
+
+    assert bot.run_once() is Outcome.RAN
+
+    parent, outdir, listed, cwd, here = output(fake).decode().split(maxsplit=4)
+    assert int(parent) != os.getpid()  # The runner's child, not the bot's.
+    assert (outdir, listed, cwd, here) == (str(tmp_path / "io"), "[]", str(tmp_path / "w"), "[]\n")
+    assert not (tmp_path / "io").exists() and not (tmp_path / "w").exists()
+    run_id = TASK_A[:-1] + "1"
+    assert run_id in (tmp_path / "logs" / "task_runner.log").read_text()
+    assert (tmp_path / "logs" / "task_runner_stdout.log").exists()
+
+
+def test_terminate_completes_the_termination_task_then_stops(fake: FakeServer, bot: Bot) -> None:
+    fake.script("bot_poll", ok({"cmd": "terminate", "task_id": TASK_A}))
+    fake.script("bot_claim", run(TASK_A, ["true"]))
+
+    bot.run()  # Returns: the bot stops.
+
+    assert fake.names() == ["bot_handshake", "bot_poll", "bot_claim", "bot_task_update", "bot_event"]
+    [claimed] = fake.bodies("bot_claim")
+    assert claimed["task_id"] == TASK_A
+    [done] = updates(fake)
+    assert (done["task_id"], done["exit_code"], done["duration"]) == (TASK_A[:-1] + "1", 0, 0.0)
+    [event] = fake.bodies("bot_event")
+    assert event["event"] == "bot_shutdown" and TASK_A in event["message"]
+
+
+def test_a_restart_execs_the_bot_anew(fake: FakeServer, tmp_path: Path) -> None:
+    execs: list[tuple[list[str], dict[str, str]]] = []
+    code = launcher.current_code()
+    updater = launcher.Updater(code, bot_main.layout_lib.Layout(tmp_path), ["--id", "bot-1"],
+                               exec_python=lambda args, env: execs.append((list(args), dict(env or {}))))
+    api = remote.Remote(fake.url, TOKEN)
+    bot = Bot(api, tmp_path, bot_main.default_dimensions("bot-1"), shutdown=threading.Event(),
+              sleep=lambda _: None, timings=FAST, updater=updater)
+    fake.script("bot_poll", ok({"cmd": "bot_restart", "message": "its group changed"}))
+
+    assert bot.run_once() is Outcome.RESTARTED
+
+    [(args, _)] = execs
+    assert args == ["-m", "bot", "start_bot", "--id", "bot-1"]
+    [event] = fake.bodies("bot_event")
+    assert event["event"] == "bot_shutdown" and "its group changed" in event["message"]
+    api.close()
+
+
+def test_an_update_from_source_is_refused_reported_and_waited_on(
+        fake: FakeServer, bot: Bot, sleeps: list[float]) -> None:
+    fake.script("bot_poll", ok({"cmd": "update", "version": "ab" * 32}))
+
+    assert bot.run_once() is Outcome.UPDATE_FAILED
+    assert bot.run_once() is Outcome.UPDATE_FAILED
+
+    [event] = fake.bodies("bot_event")  # Reported once, not at every poll.
+    assert event["event"] == "bot_error" and "running from source" in event["message"]
+    assert len(sleeps) == 2 and all(s >= bot_main.UPDATE_RETRY_SECS * 0.8 for s in sleeps)
+    assert "bot_code" not in fake.names()
 
 
 def test_a_malformed_manifest_is_a_task_error(fake: FakeServer, bot: Bot) -> None:
@@ -446,6 +499,23 @@ def test_sigterm_stops_the_running_task_reports_it_and_exits_0(fake: FakeServer,
     final = updates(fake)[-1]
     assert final["exit_code"] == -signal.SIGTERM
     assert TASK_A[:-1].encode() in stderr  # Its log lines name the task.
+    assert TASK_A[:-1] in (tmp_path / "bot" / "logs" / "swarming_bot.log").read_text()
+
+
+def test_sigusr1_logs_the_stack_of_every_thread(fake: FakeServer, tmp_path: Path) -> None:
+    fake.script("bot_poll", sleep(60))
+    bot_process = _start_bot(fake, tmp_path / "bot", "--id", "bot-1")
+    fake.wait_for(lambda: "bot_poll" in fake.names())
+    log = tmp_path / "bot" / "logs" / "swarming_bot.log"
+
+    bot_process.send_signal(signal.SIGUSR1)
+    fake.wait_for(lambda: "stacks of" in log.read_text())
+    bot_process.send_signal(signal.SIGTERM)
+    bot_process.communicate(timeout=10)
+
+    dump = log.read_text()
+    assert "Thread MainThread" in dump and "bot_main.py" in dump
+    assert bot_process.returncode == 0
 
 
 def test_a_missing_token_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
@@ -457,6 +527,18 @@ def test_a_missing_token_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
 
     assert exited.value.code == 2
     assert "SWARMING_TOKEN" in capsys.readouterr().err
+
+
+def test_the_bot_id_is_the_hostname_without_its_domain_unless_overridden(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "build-7.lab.example.com")
+    monkeypatch.delenv("SWARMING_BOT_ID", raising=False)
+    base = ["--server", "http://x", "--work-dir", "/tmp/x", "--token", "t"]
+
+    assert bot_main.parse_args(base).bot_id == "build-7"
+    monkeypatch.setenv("SWARMING_BOT_ID", "env-bot")
+    assert bot_main.parse_args(base).bot_id == "env-bot"
+    assert bot_main.parse_args([*base, "--id", "flag-bot"]).bot_id == "flag-bot"
 
 
 def test_the_bot_id_comes_from_the_environment_and_id_cannot_be_a_dimension(

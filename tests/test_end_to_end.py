@@ -1,6 +1,7 @@
 """Tasks end to end: the `swarming` CLI and a real bot process, over real HTTP,
 on the emulators."""
 
+import base64
 import datetime
 import json
 import os
@@ -107,12 +108,21 @@ def _wait_running(api, task_id: str) -> None:
         time.sleep(0.1)
 
 
+def _wait_output(api, task_id: str, expected: bytes) -> None:
+    """RUNNING comes with the claim; the command starts once the bot's task
+    runner process is up and has sent its first update."""
+    deadline = time.monotonic() + 30
+    while base64.b64decode(api.ok("task_stdout", {"task_id": task_id})["output"]) != expected:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_a_running_task_killed_by_cancel_ends_killed(api, base_url, start_bot):
     code, out, err = finish(swarming("trigger", *server_args(base_url), "-d", "pool=e2e", "--wait-for-capacity",
                                      "--grace-period", "1", "--", "sh", "-c", "echo started; sleep 60"))
     task_id = out.strip()
     start_bot()
-    _wait_running(api, task_id)
+    _wait_output(api, task_id, b"started\n")  # Cancelled before the command starts, it would end CANCELED.
     assert api.ok("task_cancel", {"task_id": task_id, "kill_running": True})["canceled"]
     code, out, err = finish(swarming("collect", *server_args(base_url), "--timeout", "60", task_id))
     assert code == 85, err  # KILLED

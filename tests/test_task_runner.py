@@ -205,6 +205,19 @@ def test_the_command_sees_its_environment_but_not_the_bot_token(
     assert sent.output().decode() == f"{expected} {tmp_path / 'w'}\n"
 
 
+def test_isolated_outdir_is_a_fresh_directory_beside_w(tmp_path: Path) -> None:
+    (tmp_path / "io").mkdir()
+    (tmp_path / "io" / "stale").write_text("from an earlier task")
+    code = ("import os; d = os.environ['ISOLATED_OUTDIR']; print(d, os.listdir(d)); "
+            "open(os.path.join(d, 'result.txt'), 'w').write('out')")
+
+    _, sent = run_task(tmp_path, python(code))
+
+    assert sent.output().decode() == f"{tmp_path / 'io'} []\n"
+    assert sent.completions[0].exit_code == 0
+    assert not (tmp_path / "io").exists()
+
+
 def test_the_work_dir_is_wiped_before_and_after(tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "stale").write_text("from an earlier task")

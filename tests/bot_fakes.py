@@ -1,0 +1,133 @@
+"""Test helpers for the bot: a loopback fake of the Bot API, and bot zips
+built the way the server builds them (bot/ and shared/, bot/zip_main.py as the
+root's __main__.py, config.json, bot_config.py)."""
+
+import json
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs, urlparse
+
+REPO = Path(__file__).resolve().parents[1]
+Reply = tuple[int, dict[str, Any]]
+
+
+def ok(body: dict[str, Any]) -> Reply:
+    return 200, body
+
+
+def error(status: int, code: str) -> Reply:
+    return status, {"error": {"code": code, "message": f"{code} (fake)"}}
+
+
+def sleep(duration: float) -> Reply:
+    return ok({"cmd": "sleep", "duration": duration})
+
+
+def claim(*task_ids: str) -> Reply:
+    return ok({"cmd": "claim", "candidates": [{"task_id": t, "slice": 0} for t in task_ids]})
+
+
+def run(task_id: str, command: list[str], **extra: Any) -> Reply:
+    manifest = {"task_id": task_id[:-1] + "1", "bot_id": "bot-1", "command": command, "env": {},
+                "dimensions": {"pool": ["default"]}, "hard_timeout": 30, **extra}
+    return ok({"cmd": "run", "manifest": manifest})
+
+
+class FakeServer(ThreadingHTTPServer):
+    """The Bot API from a script: each function gives its queued replies in
+    order, then repeats the last one. Every call is recorded. `GET bot_code`
+    serves the zips in `zips` by version."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.calls: list[tuple[str, dict[str, Any], str | None]] = []
+        self.zips: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._replies: dict[str, list[Reply]] = {
+            "bot_handshake": [ok({"bot_version": "dev", "server_version": "fake", "bot_group_cfg": {}})],
+            "bot_task_update": [ok({"ok": True, "must_stop": False, "stop_reason": None})],
+            "bot_task_error": [ok({"ok": True})],
+            "bot_event": [ok({"ok": True})],
+        }
+
+    def script(self, name: str, *replies: Reply) -> None:
+        with self._lock:
+            self._replies[name] = list(replies)
+
+    def answer(self, name: str, body: dict[str, Any], authorization: str | None) -> Reply:
+        with self._lock:
+            self.calls.append((name, body, authorization))
+            queue = self._replies[name]
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.calls]
+
+    def bodies(self, name: str) -> list[dict[str, Any]]:
+        return [body for called, body, _ in self.calls if called == name]
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out; calls: {self.names()}"
+            time.sleep(0.02)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeServer
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status, reply = self.server.answer(self.path.lstrip("/"), body, self.headers.get("Authorization"))
+        self._send(status, json.dumps(reply).encode(), "application/json")
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        version = parse_qs(url.query).get("version", [""])[0]
+        with self.server._lock:
+            self.server.calls.append((url.path.lstrip("/"), {"version": version}, self.headers.get("Authorization")))
+        data = self.server.zips.get(version)
+        if url.path != "/bot_code" or data is None:
+            self._send(404, json.dumps({"error": {"code": "not_found", "message": version}}).encode(),
+                       "application/json")
+        else:
+            self._send(200, data, "application/octet-stream")
+
+    def _send(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def bot_zip_entries(server: str, *, server_version: str = "test",
+                    replace: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+    """The files of a bot zip, as the server builds it."""
+    entries: dict[str, bytes] = {}
+    for package in ("bot", "shared"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                entries[path.relative_to(REPO).as_posix()] = path.read_bytes()
+    entries["__main__.py"] = (REPO / "bot" / "zip_main.py").read_bytes()
+    entries["config.json"] = json.dumps({"server": server, "server_version": server_version}).encode()
+    entries["bot_config.py"] = b'"""Hooks (none in tests)."""\n'
+    entries.update(replace or {})
+    return entries
+
+
+def write_zip(path: Path, entries: Mapping[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED,
+              date_time: tuple[int, int, int, int, int, int] = (2020, 1, 1, 0, 0, 0)) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, content in entries.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time), content, compress_type=compression)
+    return path.read_bytes()
