@@ -16,14 +16,12 @@ most once, and stores it once in Cloud Storage under `bot_code/<digest>.zip`
 
 import collections
 import dataclasses
-import hashlib
 import importlib.util
 import io
 import json
 import logging
 import os
 import re
-import struct
 import threading
 import time
 import zipfile
@@ -32,6 +30,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from google.api_core import exceptions as gexc
 
+from shared.bot_archive import digest, entries_of
 from shared.errors import SwarmingError
 
 logger = logging.getLogger(__name__)
@@ -62,28 +61,6 @@ MAX_ZIPS, MAX_URLS = 4, 16
 
 class BotCodeError(SwarmingError):
     """The bot code cannot be built: a source is missing."""
-
-
-def digest(entries: Mapping[str, bytes]) -> str:
-    """The version: SHA-256 over the entries sorted by name, each fed as its
-    name's length, the name (UTF-8), its content's length, the content; the
-    lengths as 8-byte big-endian unsigned integers. Directory entries are not
-    entries."""
-    h = hashlib.sha256()
-    for name in sorted(entries):
-        raw = name.encode()
-        content = entries[name]
-        h.update(struct.pack(">Q", len(raw)))
-        h.update(raw)
-        h.update(struct.pack(">Q", len(content)))
-        h.update(content)
-    return h.hexdigest()
-
-
-def entries_of(data: bytes) -> dict[str, bytes]:
-    """The entries of a zip, as `digest()` takes them."""
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
-        return {info.filename: z.read(info) for info in z.infolist() if not info.is_dir()}
 
 
 def write_zip(entries: Mapping[str, bytes]) -> bytes:

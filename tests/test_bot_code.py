@@ -22,7 +22,8 @@ import requests
 from google.cloud import storage
 
 from functions import bot_code, service
-from functions.bot_code import Sources, digest, entries_of, write_zip
+from functions.bot_code import Sources, write_zip
+from shared.bot_archive import digest, entries_of
 from tests.builders import bot_body
 from tests.conftest import REPO, TOKENS
 
