@@ -1,0 +1,370 @@
+"""swarming_bot.zip: its digest, its commands, start_bot's self-copy, the
+self-update into .1/.2 with the last known good copy (LKGBC) and the fallback
+to it, with real zips and real processes against a loopback fake server."""
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from bot import launcher, layout, zip_main
+from bot.remote import RemoteError
+from tests.bot_fakes import REPO, FakeServer, bot_zip_entries, claim, ok, run, sleep, write_zip
+
+TOKEN = "bot-token"
+TASK_A = "5f3a1b2c3d4e5f00"
+WEEK = 7 * 24 * 3600
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    server = FakeServer()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def make_zip(path: Path, server: str, **kwargs: Any) -> tuple[bytes, str]:
+    entries = bot_zip_entries(server, **kwargs)
+    return write_zip(path, entries), launcher.digest_entries(entries.items())
+
+
+def broken(module: str, code: str) -> dict[str, bytes]:
+    """A bot module with `code` appended."""
+    return {module: (REPO / module).read_bytes() + b"\n\n" + code.encode() + b"\n"}
+
+
+def run_zip(zip_path: Path, *args: str, python: str = sys.executable) -> subprocess.CompletedProcess:
+    return subprocess.run([python, str(zip_path), *args], capture_output=True, text=True, timeout=60,
+                          cwd=zip_path.parent, env=_env())
+
+
+def start_zip_bot(zip_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(zip_path), "start_bot", "--id", "bot-1", *args],
+                            cwd=zip_path.parent, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMING_") and k != "PYTHONPATH"}
+    return {**env, "SWARMING_TOKEN": TOKEN}
+
+
+def versions(fake: FakeServer, call: str) -> list[str]:
+    return [body["version"] for body in fake.bodies(call)]
+
+
+# The digest.
+
+def test_the_digest_is_the_protocol_s() -> None:
+    expected = hashlib.sha256(b"5:a.txt3:abc" + b"7:b/\xc3\xa9.py0:").hexdigest()
+
+    assert launcher.digest_entries([("b/é.py", b""), ("a.txt", b"abc")]) == expected
+
+
+def test_the_digest_ignores_order_timestamps_compression_and_directory_entries(tmp_path: Path) -> None:
+    entries = {"z.py": b"last", "a/b.py": b"x" * 1000, "config.json": b"{}"}
+    write_zip(tmp_path / "one.zip", entries, compression=zipfile.ZIP_DEFLATED, date_time=(2020, 1, 1, 0, 0, 0))
+    write_zip(tmp_path / "two.zip", dict(reversed(list(entries.items()))), compression=zipfile.ZIP_STORED,
+              date_time=(2024, 6, 1, 12, 0, 0))
+    with zipfile.ZipFile(tmp_path / "two.zip", "a") as archive:
+        archive.writestr("a/", b"")  # A directory entry.
+    write_zip(tmp_path / "three.zip", {**entries, "z.py": b"Last"})
+
+    one, two, three = (launcher.zip_digest(tmp_path / f"{n}.zip") for n in ("one", "two", "three"))
+
+    assert one == two == launcher.digest_entries(entries.items())
+    assert three != one and len(one) == 64
+
+
+def test_a_name_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        launcher.digest_entries([("a", b"1"), ("a", b"2")])
+
+
+# The commands.
+
+def test_version_config_and_is_fine_from_a_zip(tmp_path: Path) -> None:
+    zip_path = tmp_path / "swarming_bot.zip"
+    _, digest = make_zip(zip_path, "https://swarming.example.com", server_version="v7")
+
+    version, config, fine = (run_zip(zip_path, command) for command in ("version", "config", "is_fine"))
+
+    assert (version.returncode, version.stdout) == (0, digest + "\n")
+    assert launcher.zip_digest(zip_path) == digest
+    assert config.returncode == 0
+    assert json.loads(config.stdout) == {"server": "https://swarming.example.com", "server_version": "v7"}
+    assert (fine.returncode, fine.stdout) == (0, "fine\n"), fine.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["swarming_bot.zip"]  # No self-copy for these.
+
+
+@pytest.mark.parametrize("replace, why", [
+    (broken("bot/task_runner.py", "def oops(:"), "SyntaxError"),
+    (broken("bot/layout.py", "raise ImportError('no such thing')"), "no such thing"),
+    ({"config.json": b'{"server_version": "v7"}'}, "no server URL"),
+    ({"config.json": b"not json"}, "JSONDecodeError"),
+    ({"bot_config.py": b"import nonexistent_module_for_the_test\n"}, "nonexistent_module_for_the_test"),
+])
+def test_is_fine_fails_for_code_that_cannot_run(tmp_path: Path, replace: dict[str, bytes], why: str) -> None:
+    zip_path = tmp_path / "swarming_bot.zip"
+    make_zip(zip_path, "https://swarming.example.com", replace=replace)
+
+    checked = run_zip(zip_path, "is_fine")
+
+    assert checked.returncode == 1 and why in checked.stderr
+
+
+def test_from_source_the_version_is_dev_and_attributes_are_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    def source(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, cwd=REPO,
+                              timeout=60, env=_env())
+
+    version, attributes, unknown, config = (
+        source("version"), source("attributes", "--id", "probe-1"), source("nope"), source("config"))
+
+    assert (version.returncode, version.stdout) == (0, "dev\n")
+    assert attributes.returncode == 0
+    attrs = json.loads(attributes.stdout)
+    assert attrs["dimensions"]["id"] == ["probe-1"] and attrs["version"] == "dev"
+    assert {"os", "cpu", "python", "pool"} <= attrs["dimensions"].keys()
+    assert attrs["state"] == {"sleep_streak": 0, "running_time": 0.0}
+    assert unknown.returncode == 2 and "start_bot" in unknown.stderr
+    assert config.returncode == 1 and "source" in config.stderr
+
+
+def test_the_fallback_names_agree() -> None:
+    assert (launcher.PROBATION_ENV, launcher.BAD_VERSION_ENV) == (zip_main.PROBATION_ENV, zip_main.BAD_VERSION_ENV)
+    assert zip_main.LKGBC == layout.LKGBC
+
+
+def _python39() -> str | None:
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python3.9")))
+    for candidate in [*candidates, shutil.which("python3.9")]:
+        if candidate and subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(_python39() is None, reason="no python3.9 here")
+def test_the_zip_runs_with_python_3_9(tmp_path: Path) -> None:
+    """The oldest python3 the bot supports: the commands that need no vendored
+    library run, and every module of the bot compiles."""
+    python = _python39()
+    zip_path = tmp_path / "swarming_bot.zip"
+    _, digest = make_zip(zip_path, "https://swarming.example.com")
+
+    version, config = run_zip(zip_path, "version", python=python), run_zip(zip_path, "config", python=python)
+    compiled = subprocess.run([python, "-m", "compileall", "-q", "-d", "x", "bot", "shared"], cwd=tmp_path,
+                              capture_output=True, text=True) if _copy_sources(tmp_path) else None
+
+    assert (version.returncode, version.stdout) == (0, digest + "\n"), version.stderr
+    assert config.returncode == 0, config.stderr
+    assert compiled is not None and compiled.returncode == 0, compiled.stdout + compiled.stderr
+
+
+def _copy_sources(dest: Path) -> bool:
+    for package in ("bot", "shared"):
+        shutil.copytree(REPO / package, dest / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return True
+
+
+# start_bot, update, fallback: real processes.
+
+def test_start_bot_copies_the_zip_to_1_and_runs_tasks_from_it(fake: FakeServer, tmp_path: Path) -> None:
+    zip_path = tmp_path / "bot" / "swarming_bot.zip"
+    data, digest = make_zip(zip_path, fake.url)
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", "print('from the zip')"]))
+
+    bot_process = start_zip_bot(zip_path, "--once")
+    _, stderr = bot_process.communicate(timeout=60)
+
+    assert bot_process.returncode == 0, stderr.decode()
+    assert b"swarming_bot.1.zip" in stderr
+    assert (zip_path.parent / "swarming_bot.1.zip").read_bytes() == data
+    assert set(versions(fake, "bot_handshake") + versions(fake, "bot_poll")) == {digest}
+    final = fake.bodies("bot_task_update")[-1]
+    assert final["exit_code"] == 0 and final["version"] == digest
+    assert sorted(p.name for p in zip_path.parent.iterdir()) == [
+        "c", "cas_cache", "logs", "swarming.lck", "swarming_bot.1.zip", "swarming_bot.zip"]
+
+
+def test_update_execs_the_new_version_and_a_task_makes_it_the_last_known_good(
+        fake: FakeServer, tmp_path: Path) -> None:
+    zip_path = tmp_path / "bot" / "swarming_bot.zip"
+    old, old_version = make_zip(zip_path, fake.url)
+    new, new_version = make_zip(tmp_path / "new.zip", fake.url, server_version="v2")
+    fake.zips[new_version] = new
+    fake.script("bot_poll", ok({"cmd": "update", "version": new_version}), claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["true"]))
+
+    bot_process = start_zip_bot(zip_path, "--once")
+    _, stderr = bot_process.communicate(timeout=90)
+
+    assert bot_process.returncode == 0, stderr.decode()
+    assert versions(fake, "bot_handshake") == [old_version, new_version]
+    assert versions(fake, "bot_poll") == [old_version, new_version]
+    [(_, fetched, auth)] = [call for call in fake.calls if call[0] == "bot_code"]
+    assert fetched == {"version": new_version} and auth == f"Bearer {TOKEN}"
+    bot_dir = zip_path.parent
+    assert (bot_dir / "swarming_bot.1.zip").read_bytes() == old
+    assert (bot_dir / "swarming_bot.2.zip").read_bytes() == new
+    assert fake.bodies("bot_task_update")[-1]["exit_code"] == 0
+    assert (bot_dir / "swarming_bot.zip").read_bytes() == new  # The task made it the LKGBC.
+
+
+def test_a_version_that_fails_to_start_falls_back_to_the_last_known_good(
+        fake: FakeServer, tmp_path: Path) -> None:
+    zip_path = tmp_path / "bot" / "swarming_bot.zip"
+    good, good_version = make_zip(zip_path, fake.url)
+    # Fine to import (is_fine passes), dead on start.
+    bad, bad_version = make_zip(tmp_path / "bad.zip", fake.url, replace=broken(
+        "bot/bot_main.py", "def main(argv=None, code=None):\n    raise RuntimeError('broken on purpose')"))
+    fake.zips[bad_version] = bad
+    fake.script("bot_poll", ok({"cmd": "update", "version": bad_version}))
+
+    bot_process = start_zip_bot(zip_path)
+    try:
+        fake.wait_for(lambda: len(fake.bodies("bot_poll")) >= 2, timeout=60)
+    finally:
+        bot_process.send_signal(signal.SIGTERM)
+        _, stderr = bot_process.communicate(timeout=30)
+
+    assert bot_process.returncode == 0, stderr.decode()
+    assert b"broken on purpose" in stderr and b"falling back" in stderr
+    assert versions(fake, "bot_handshake") == [good_version, good_version]
+    assert set(versions(fake, "bot_poll")) == {good_version}
+    [event] = fake.bodies("bot_event")  # Once, though the server still says "update".
+    assert event["event"] == "bot_error"
+    assert bad_version in event["message"] and "failed to start" in event["message"]
+    assert len([c for c in fake.calls if c[0] == "bot_code"]) == 1  # Not fetched again.
+    assert (zip_path.parent / "swarming_bot.1.zip").read_bytes() == good
+    assert zip_path.read_bytes() == good
+
+
+# The Updater in process: the checks before an exec, and the LKGBC.
+
+class Execs(list):
+    def __call__(self, args: Any, env: Any) -> None:
+        self.append((list(args), dict(env or {})))
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> tuple[launcher.Code, layout.Layout]:
+    """A bot directory running from swarming_bot.1.zip."""
+    bot_dir = tmp_path / "bot"
+    _, digest = make_zip(bot_dir / "swarming_bot.1.zip", "https://swarming.example.com")
+    return launcher.Code(bot_dir / "swarming_bot.1.zip", digest), layout.Layout(bot_dir)
+
+
+def test_an_update_checks_the_new_code_then_execs_it_on_probation(
+        running: tuple[launcher.Code, layout.Layout], tmp_path: Path) -> None:
+    code, bot_layout = running
+    new, new_version = make_zip(tmp_path / "new.zip", "https://swarming.example.com", server_version="v2")
+    execs = Execs()
+    updater = launcher.Updater(code, bot_layout, ["--id", "b"], exec_python=execs)
+
+    updater.update(lambda version, path: path.write_bytes(new), new_version)
+
+    target = bot_layout.root / "swarming_bot.2.zip"
+    [(args, env)] = execs
+    assert args == [str(target), "start_bot", "--id", "b"] and target.read_bytes() == new
+    assert env[launcher.PROBATION_ENV] == new_version
+
+
+@pytest.mark.parametrize("served, why", [
+    ("not fine", "not fine"),
+    ("other version", "the download has digest"),
+    ("not a zip", "not a bot zip"),
+])
+def test_an_update_to_bad_code_is_refused_and_never_fetched_again(
+        running: tuple[launcher.Code, layout.Layout], tmp_path: Path, served: str, why: str) -> None:
+    code, bot_layout = running
+    not_fine, not_fine_version = make_zip(tmp_path / "bad.zip", "https://swarming.example.com",
+                                          replace=broken("bot/remote.py", "1 / 0"))
+    other, _ = make_zip(tmp_path / "other.zip", "https://swarming.example.com", server_version="other")
+    data = {"not fine": not_fine, "other version": other, "not a zip": b"<html>oops</html>"}[served]
+    execs, fetches = Execs(), []
+    updater = launcher.Updater(code, bot_layout, [], exec_python=execs)
+
+    def fetch(version: str, path: Path) -> None:
+        fetches.append(version)
+        path.write_bytes(data)
+
+    for _ in range(2):
+        with pytest.raises(launcher.UpdateError) as refused:
+            updater.update(fetch, not_fine_version)
+        assert refused.value.bad
+
+    assert why in updater.bad_versions[not_fine_version]
+    assert fetches == [not_fine_version] and execs == []
+    assert not (bot_layout.root / "swarming_bot.2.zip").exists()
+
+
+def test_a_failed_download_is_retried_later(running: tuple[launcher.Code, layout.Layout]) -> None:
+    code, bot_layout = running
+    updater = launcher.Updater(code, bot_layout, [], exec_python=Execs())
+
+    def fetch(version: str, path: Path) -> None:
+        raise RemoteError("bot_code", 503, "unavailable", "later")
+
+    with pytest.raises(launcher.UpdateError) as failed:
+        updater.update(fetch, "ab" * 32)
+
+    assert not failed.value.bad and updater.bad_versions == {}
+
+
+def test_the_lkgbc_is_made_at_the_first_connection_and_probation_ends(
+        running: tuple[launcher.Code, layout.Layout], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, bot_layout = running
+    monkeypatch.setenv(launcher.PROBATION_ENV, code.version)
+    updater = launcher.Updater(code, bot_layout, [])
+    assert updater.on_probation and not bot_layout.lkgbc.exists()
+
+    updater.connected()
+
+    assert not updater.on_probation and launcher.PROBATION_ENV not in os.environ
+    assert bot_layout.lkgbc.read_bytes() == code.zip_path.read_bytes()
+
+
+def test_the_lkgbc_follows_a_successful_task_or_a_week(
+        running: tuple[launcher.Code, layout.Layout], tmp_path: Path) -> None:
+    code, bot_layout = running
+    old, _ = make_zip(bot_layout.lkgbc, "https://swarming.example.com", server_version="old")
+    now = [time.time()]
+    updater = launcher.Updater(code, bot_layout, [], now=lambda: now[0])
+
+    updater.idle()
+    assert bot_layout.lkgbc.read_bytes() == old  # Days old only: kept.
+    now[0] += WEEK + 60
+    updater.idle()
+    assert bot_layout.lkgbc.read_bytes() == code.zip_path.read_bytes()  # A week old: replaced.
+
+    bot_layout.lkgbc.write_bytes(old)
+    updater.task_succeeded()
+    assert bot_layout.lkgbc.read_bytes() == code.zip_path.read_bytes()
+    mtime = bot_layout.lkgbc.stat().st_mtime_ns
+    updater.task_succeeded()
+    assert bot_layout.lkgbc.stat().st_mtime_ns == mtime  # Already the running code: untouched.
+
+
+def test_from_source_there_is_no_lkgbc(tmp_path: Path) -> None:
+    updater = launcher.Updater(launcher.Code(None, "dev", REPO), layout.Layout(tmp_path), [])
+
+    updater.connected()
+    updater.task_succeeded()
+    updater.idle()
+
+    assert list(tmp_path.iterdir()) == []
