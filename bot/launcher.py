@@ -29,6 +29,7 @@ import logging
 import os
 import pkgutil
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -77,10 +78,15 @@ class UpdateError(SwarmingError):
 
 
 def digest_entries(entries: Iterable[tuple[str, bytes]]) -> str:
-    """The bot code's version (PROTOCOL.md): SHA-256 over the entries sorted by
-    name, each as `<len(name)>:<name><len(content)>:<content>`, lengths in
-    decimal bytes, names UTF-8. Independent of timestamps, compression and the
-    order of the entries in the zip."""
+    """The bot code's version (PROTOCOL.md), as shared/bot_archive.py defines
+    it for the server: SHA-256 over the entries sorted by name, each fed as
+    the length of its UTF-8 name, the name, the length of its content, the
+    content, the lengths as 8-byte big-endian unsigned integers. Independent
+    of timestamps, compression and the order of the entries in the zip.
+
+    Kept here, not imported from shared/, while that module cannot be
+    imported by python 3.9 (a `bytes | Path` annotation evaluated at import);
+    tests/test_bot_launcher.py checks that both agree."""
     h = hashlib.sha256()
     seen = set()
     for name, content in sorted(entries, key=lambda entry: entry[0]):
@@ -88,7 +94,7 @@ def digest_entries(entries: Iterable[tuple[str, bytes]]) -> str:
             raise ValueError(f"{name!r} is in the zip twice")
         seen.add(name)
         name_bytes = name.encode("utf-8")
-        h.update(str(len(name_bytes)).encode() + b":" + name_bytes + str(len(content)).encode() + b":" + content)
+        h.update(struct.pack(">Q", len(name_bytes)) + name_bytes + struct.pack(">Q", len(content)) + content)
     return h.hexdigest()
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from bot import launcher, layout, zip_main
 from bot.remote import RemoteError
+from shared import bot_archive
 from tests.bot_fakes import REPO, FakeServer, bot_zip_entries, claim, ok, run, sleep, write_zip
 
 TOKEN = "bot-token"
@@ -68,10 +69,17 @@ def versions(fake: FakeServer, call: str) -> list[str]:
 
 # The digest.
 
-def test_the_digest_is_the_protocol_s() -> None:
-    expected = hashlib.sha256(b"5:a.txt3:abc" + b"7:b/\xc3\xa9.py0:").hexdigest()
+def test_the_digest_is_the_protocol_s_and_the_server_s() -> None:
+    def length(n: int) -> bytes:
+        return n.to_bytes(8, "big")
 
-    assert launcher.digest_entries([("b/é.py", b""), ("a.txt", b"abc")]) == expected
+    expected = hashlib.sha256(length(5) + b"a.txt" + length(3) + b"abc"
+                              + length(7) + b"b/\xc3\xa9.py" + length(0)).hexdigest()
+    entries = {"b/é.py": b"", "a.txt": b"abc"}
+
+    assert launcher.digest_entries(entries.items()) == expected == bot_archive.digest(entries)
+    many = {f"pkg/{i}/m.py": bytes(range(i % 256)) * i for i in range(50)}
+    assert launcher.digest_entries(many.items()) == bot_archive.digest(many)
 
 
 def test_the_digest_ignores_order_timestamps_compression_and_directory_entries(tmp_path: Path) -> None:
@@ -252,6 +260,29 @@ def test_a_version_that_fails_to_start_falls_back_to_the_last_known_good(
     assert len([c for c in fake.calls if c[0] == "bot_code"]) == 1  # Not fetched again.
     assert (zip_path.parent / "swarming_bot.1.zip").read_bytes() == good
     assert zip_path.read_bytes() == good
+
+
+def test_the_zip_the_server_builds_runs_a_task(fake: FakeServer, tmp_path: Path) -> None:
+    """The server's build (functions/bot_code.py, vendored requests included):
+    the bot reports the server's digest for it and runs tasks from it."""
+    from functions import bot_code
+
+    entries = bot_code.Sources().entries(fake.url, "server-built")
+    zip_path = tmp_path / "bot" / "swarming_bot.zip"
+    zip_path.parent.mkdir()
+    zip_path.write_bytes(bot_code.write_zip(entries))
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["sh", "-c", "echo $SWARMING_TASK_ID"]))
+
+    version, fine = run_zip(zip_path, "version"), run_zip(zip_path, "is_fine")
+    bot_process = start_zip_bot(zip_path, "--once")
+    _, stderr = bot_process.communicate(timeout=60)
+
+    assert version.stdout.strip() == bot_archive.digest(entries) == launcher.zip_digest(zip_path)
+    assert fine.returncode == 0, fine.stderr
+    assert bot_process.returncode == 0, stderr.decode()
+    assert versions(fake, "bot_poll") == [bot_archive.digest(entries)]
+    assert fake.bodies("bot_task_update")[-1]["exit_code"] == 0
 
 
 # The Updater in process: the checks before an exec, and the LKGBC.
