@@ -216,13 +216,14 @@ class Bot:
 
     def _runner_spec(self, manifest: remote.Manifest) -> dict[str, Any]:
         return {
-            "manifest": manifest.raw or _manifest_json(manifest),
+            "manifest": manifest.raw,
             "server": self._remote.server,
             "attributes": self.attributes().to_json(),
             "session": self._remote.bot_session,
             "timings": dataclasses.asdict(self._timings),
             "work_dir": str(self._layout.work),
             "out_dir": str(self._layout.out),
+            "cache_dir": str(self._layout.named_caches),
             "log": str(self._layout.runner_log),
         }
 
@@ -270,15 +271,6 @@ class Bot:
             return None
         self._error_streak = 0
         return result
-
-
-def _manifest_json(manifest: remote.Manifest) -> dict[str, Any]:
-    """A manifest built in code (tests), in its wire form."""
-    body = dataclasses.asdict(manifest)
-    body.pop("raw")
-    body["command"] = list(manifest.command)
-    body["env_prefixes"] = [{"key": k, "value": list(v)} for k, v in manifest.env_prefixes.items()]
-    return body
 
 
 def default_dimensions(bot_id: str) -> dims_lib.Dimensions:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union
@@ -27,6 +28,8 @@ T = TypeVar("T")
 #: (connect, read) seconds. No bot call streams, so a read this long means a stuck server.
 TIMEOUT = (10.0, 60.0)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: As the server validates named cache names.
+CACHE_NAME_RE = re.compile(r"^[a-z0-9_]{1,128}$")
 
 
 def default_retry() -> Retry:
@@ -137,6 +140,8 @@ class Manifest:
     # Prepended, in order and made absolute under w/, to each variable.
     env_prefixes: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     host: str = ""  # The server URL for the whole task; empty: the bot's.
+    #: Named caches, (name, path under w/): kept in the bot's c/ between tasks.
+    caches: tuple[tuple[str, str], ...] = ()
     #: The manifest as the server sent it, for the task runner process (fields
     #: the bot itself does not read included).
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
@@ -160,6 +165,7 @@ class Manifest:
             relative_cwd=_typed(body.get("relative_cwd") or "", str),
             env_prefixes=_env_prefixes(body.get("env_prefixes") or []),
             host=_typed(body.get("host") or "", str),
+            caches=_caches(body.get("caches") or []),
             raw=body,
         )
 
@@ -363,6 +369,19 @@ def _env_prefixes(value: Any) -> dict[str, tuple[str, ...]]:
             raise ValueError(f"env_prefixes: {key!r} given twice")
         prefixes[key] = tuple(_typed(p, str) for p in _typed(paths, list))
     return prefixes
+
+
+def _caches(value: Any) -> tuple[tuple[str, str], ...]:
+    """`[{name, path}]`; a name is also the cache's directory under c/."""
+    caches = []
+    for item in _typed(value, list):
+        name, path = _typed(_typed(item, dict)["name"], str), _typed(item["path"], str)
+        if not CACHE_NAME_RE.match(name):
+            raise ValueError(f"caches: {name!r} does not match {CACHE_NAME_RE.pattern}")
+        if name in dict(caches):
+            raise ValueError(f"caches: {name!r} given twice")
+        caches.append((name, path))
+    return tuple(caches)
 
 
 def _typed(value: Any, kind: type[T]) -> T:

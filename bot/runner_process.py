@@ -208,6 +208,7 @@ def child_main(argv: Sequence[str]) -> int:
         manifest, Path(spec["work_dir"]),
         send=lambda update: api.task_update(attributes, manifest.task_id, update),
         server=server, shutdown=shutdown, timings=timings, out_dir=Path(spec["out_dir"]),
+        cache_dir=Path(spec["cache_dir"]) if spec.get("cache_dir") else None,
         on_start=lambda pid: status.send(started=pid),
     )
     try:

@@ -87,12 +87,13 @@ class TaskRunner:
     def __init__(self, manifest: Manifest, work_dir: Path, send: Send, *, server: str,
                  shutdown: threading.Event, timings: Timings = Timings(),
                  clock: Clock = time.monotonic, out_dir: Path | None = None,
-                 on_start: OnStart | None = None):
+                 cache_dir: Path | None = None, on_start: OnStart | None = None):
         self._manifest = manifest
         self._work_dir = work_dir
         # ISOLATED_OUTDIR: beside w/ (default `io/`), so the task's outputs are
         # never part of its own working tree; fresh for each task.
         self._out_dir = out_dir or work_dir.with_name("io")
+        self._cache_dir = cache_dir or work_dir.with_name("c")  # Named caches live here between tasks.
         self._on_start = on_start
         self._send = send
         self._server = server
@@ -109,6 +110,10 @@ class TaskRunner:
 
     def run(self) -> Result:
         cwd = self._under_work_dir(self._manifest.relative_cwd, "relative_cwd")
+        caches = [(self._cache_dir / name, self._under_work_dir(path, f"caches.{name}"))
+                  for name, path in self._manifest.caches]
+        if any(mount == self._work_dir for _, mount in caches):
+            raise TaskError("caches: a named cache cannot be the work directory itself")
         env = self._env()
         try:
             for path in (self._work_dir, self._out_dir):
@@ -117,14 +122,44 @@ class TaskRunner:
             self._out_dir.mkdir(parents=True)
         except OSError as e:
             raise TaskError(f"cannot make the work directory {cwd}: {e}") from e
+        mounted: list[tuple[Path, Path]] = []
         try:
+            self._mount(caches, mounted)
             return self._run(cwd, env)
         finally:
+            self._unmount(mounted)
             for path in (self._work_dir, self._out_dir):
                 try:
                     wipe(path)
                 except OSError as e:  # The end is reported by now; the next task's wipe retries.
                     logger.error("%s: cannot delete %s: %s", self._name, path, e)
+
+    def _mount(self, caches: list[tuple[Path, Path]], mounted: list[tuple[Path, Path]]) -> None:
+        """Moves each named cache from c/ to its path under w/ (a rename: the
+        same file system, whatever the cache's size); a new name starts empty."""
+        for home, mount in caches:
+            try:
+                home.mkdir(parents=True, exist_ok=True)
+                if mount.exists():
+                    raise TaskError(f"caches: {mount} already exists")
+                mount.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(home, mount)
+            except OSError as e:
+                raise TaskError(f"cannot map the named cache {home.name} to {mount}: {e}") from e
+            mounted.append((home, mount))
+            logger.info("%s: named cache %s at %s", self._name, home.name, mount)
+
+    def _unmount(self, mounted: list[tuple[Path, Path]]) -> None:
+        """Moves the caches back to c/ after the task, whatever its end; one
+        the task deleted or replaced by something else is dropped."""
+        for home, mount in mounted:
+            try:
+                if mount.is_dir() and not mount.is_symlink() and not home.exists():
+                    os.rename(mount, home)
+                else:
+                    logger.warning("%s: named cache %s is gone from %s", self._name, home.name, mount)
+            except OSError as e:
+                logger.error("%s: cannot move the named cache %s back: %s", self._name, home.name, e)
 
     def _run(self, cwd: Path, env: dict[str, str]) -> Result:
         # The first update precedes the command, so a task cancelled meanwhile never starts.

@@ -314,13 +314,14 @@ def test_the_task_runs_in_a_runner_process_with_its_outdir(fake: FakeServer, bot
     code = ("import os; d = os.environ['ISOLATED_OUTDIR']; "
             "print(os.getppid(), d, os.listdir(d), os.getcwd(), os.listdir('.'))")
     fake.script("bot_poll", claim(TASK_A))
-    fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", code]))
+    fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", code], caches=[{"name": "tools", "path": "t"}]))
 
     assert bot.run_once() is Outcome.RAN
 
     parent, outdir, listed, cwd, here = output(fake).decode().split(maxsplit=4)
     assert int(parent) != os.getpid()  # The runner's child, not the bot's.
-    assert (outdir, listed, cwd, here) == (str(tmp_path / "io"), "[]", str(tmp_path / "w"), "[]\n")
+    assert (outdir, listed, cwd, here) == (str(tmp_path / "io"), "[]", str(tmp_path / "w"), "['t']\n")
+    assert (tmp_path / "c" / "tools").is_dir()  # The named cache went back to c/.
     assert not (tmp_path / "io").exists() and not (tmp_path / "w").exists()
     run_id = TASK_A[:-1] + "1"
     assert run_id in (tmp_path / "logs" / "task_runner.log").read_text()
@@ -437,7 +438,8 @@ def test_the_manifest_fields_and_their_defaults() -> None:
 
     bare = Manifest.from_json(base)
     full = Manifest.from_json({**base, "env": {"A": "1"}, "io_timeout": 120, "grace_period": 5,
-                               "relative_cwd": "src",
+                               "relative_cwd": "src", "host": "https://1-dot-swarming.example.com",
+                               "caches": [{"name": "git", "path": "cache/git"}],
                                "env_prefixes": [{"key": "PATH", "value": ["bin", "tools"]}]})
     reference_shape = Manifest.from_json({**base, "env_prefixes": {"PATH": ["bin"]}})
 
@@ -445,6 +447,8 @@ def test_the_manifest_fields_and_their_defaults() -> None:
         0.0, None, "", {}, {})
     assert (full.io_timeout, full.grace_period, full.relative_cwd) == (120.0, 5.0, "src")
     assert full.env_prefixes == {"PATH": ("bin", "tools")} and full.env == {"A": "1"}
+    assert full.caches == (("git", "cache/git"),) and full.host == "https://1-dot-swarming.example.com"
+    assert (bare.caches, bare.host) == ((), "")
     assert reference_shape.env_prefixes == {"PATH": ("bin",)}
 
 
@@ -453,6 +457,8 @@ def test_the_manifest_fields_and_their_defaults() -> None:
     {"hard_timeout": None}, {"relative_cwd": 3}, {"env_prefixes": [{"key": "PATH", "value": "bin"}]},
     {"env_prefixes": [{"key": "P", "value": ["a"]}, {"key": "P", "value": ["b"]}]},
     {"env_prefixes": {"PATH": [1]}}, {"env": [{"key": "A", "value": "1"}]}, {"command": "true"},
+    {"caches": [{"name": "../up", "path": "x"}]}, {"caches": [{"name": "a", "path": 1}]},
+    {"caches": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]},
 ])
 def test_a_mistyped_manifest_field_is_refused(bad: dict[str, Any]) -> None:
     base = {"task_id": "5f3a1b2c3d4e5f01", "bot_id": "bot-1", "command": ["true"], "hard_timeout": 60}

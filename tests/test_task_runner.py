@@ -218,6 +218,33 @@ def test_isolated_outdir_is_a_fresh_directory_beside_w(tmp_path: Path) -> None:
     assert not (tmp_path / "io").exists()
 
 
+def test_named_caches_come_from_c_and_go_back_after_each_task(tmp_path: Path) -> None:
+    caches = (("git_cache", "cache/git"), ("tools", "tools"))
+    first = ("import os; print(sorted(os.listdir('cache/git')), sorted(os.listdir('tools'))); "
+             "open('cache/git/objects', 'w').write('packed'); raise SystemExit(3)")
+    second = "import os; print(open('cache/git/objects').read(), os.listdir('tools'))"
+
+    _, sent_first = run_task(tmp_path, python(first), caches=caches)
+    _, sent_second = run_task(tmp_path, python(second), caches=caches)
+
+    assert sent_first.output() == b"[] []\n" and sent_first.completions[0].exit_code == 3
+    assert sent_second.output() == b"packed []\n"
+    assert (tmp_path / "c" / "git_cache" / "objects").read_text() == "packed"
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["git_cache", "tools"]
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_named_cache_the_task_deleted_starts_empty_next_time(tmp_path: Path) -> None:
+    (tmp_path / "c" / "gone").mkdir(parents=True)
+    (tmp_path / "c" / "gone" / "f").write_text("x")
+
+    run_task(tmp_path, python("import shutil; shutil.rmtree('g')"), caches=(("gone", "g"),))
+
+    assert not (tmp_path / "c" / "gone").exists()
+    _, sent = run_task(tmp_path, python("import os; print(os.listdir('g'))"), caches=(("gone", "g"),))
+    assert sent.output() == b"[]\n"
+
+
 def test_the_work_dir_is_wiped_before_and_after(tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "stale").write_text("from an earlier task")
@@ -310,6 +337,8 @@ def test_the_command_runs_in_relative_cwd_with_env_prefixes(
     {"relative_cwd": "a/../../b"},
     {"env_prefixes": {"PATH": ("../bin",)}},
     {"env_prefixes": {"PATH": ("/usr/local/bin",)}},
+    {"caches": (("git", "../git"),)},
+    {"caches": (("git", "/var/cache/git"),)},
 ])
 def test_a_path_leaving_the_work_dir_is_an_internal_error(tmp_path: Path, fields: dict) -> None:
     marker = tmp_path / "ran"
