@@ -8,6 +8,8 @@ version depends on names and contents only, never on timestamps or
 compression.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import struct
