@@ -15,6 +15,7 @@ import functions_framework
 from functions.endpoints import FUNCTIONS
 
 MAIN = str(pathlib.Path(__file__).with_name("main.py"))
+OPENAPI = pathlib.Path(__file__).with_name("openapi.json")
 
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -25,7 +26,9 @@ def make_app() -> WsgiApp:
     def dispatch(environ: dict, start_response: Callable) -> Iterable[bytes]:
         name, _, rest = environ.get("PATH_INFO", "/").lstrip("/").partition("/")
         if not name:
-            return _json(start_response, "200 OK", {"functions": sorted(apps)})
+            return _json(start_response, "200 OK", {"functions": sorted(apps), "openapi": "/openapi.json"})
+        if name == OPENAPI.name:
+            return _json(start_response, "200 OK", json.loads(OPENAPI.read_text()))
         app = apps.get(name)
         if app is None:
             return _json(start_response, "404 Not Found",

@@ -1,0 +1,29 @@
+"""The OpenAPI document matches the registry of functions, and is current."""
+
+import json
+
+import requests
+
+from functions import openapi
+from functions.endpoints import FUNCTIONS
+
+
+def test_every_function_and_only_they_are_documented_with_their_methods_and_roles():
+    paths = json.loads(openapi.PATH.read_text())["paths"]
+    assert set(paths) == {f"/{f.name}" for f in FUNCTIONS}
+    for function in FUNCTIONS:
+        operations = paths[f"/{function.name}"]
+        assert set(operations) == {m.lower() for m in function.methods}, function.name
+        for operation in operations.values():
+            assert operation["summary"], function.name
+            assert operation["x-roles"] == sorted(r.value for r in function.roles)
+
+
+def test_the_committed_document_is_current():
+    """Regenerate with `python -m functions.openapi` after changing the registry."""
+    assert openapi.PATH.read_text() == openapi.text()
+
+
+def test_the_gateway_serves_it(base_url):
+    answer = requests.get(f"{base_url}/openapi.json", timeout=10)
+    assert answer.status_code == 200 and answer.json()["openapi"].startswith("3.")
