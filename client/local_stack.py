@@ -9,10 +9,13 @@ it (`up --detach`) and stopping its process group also stops its children
 
     stack.json   base_url, project, bucket, config, ports, started_secs and
                  processes: [{name, kind, pid, start_ticks, url, log, started_secs}]
-    config.json  the tokens of the roles (bot, user, admin), mode 0600
+    config.json  the tokens of the roles (bot, user, admin) and the bootstrap
+                 secret, mode 0600
     logs/        one log per process
     storage/     the Cloud Storage emulator's files
-    bots/<id>/   each bot's working directory
+    bots/<id>/   each bot's directory: swarming_bot.zip, downloaded from the
+                 gateway's `bot_code` as a new host would (a bootstrap token,
+                 the `bot_bootstrap` script), and everything the bot keeps
 
 A pid is trusted only with the start time it had (`start_ticks`, from
 /proc/<pid>/stat), so a stale stack.json never makes `down` signal a process
@@ -20,6 +23,7 @@ that reused the pid. Linux only, like the emulators it runs.
 """
 
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -28,8 +32,11 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, TypeVar
+from typing import Any, Callable, Iterator, NamedTuple, TypeVar
+
+import requests
 
 from client import emulators, processes
 from client.processes import StartError
@@ -79,17 +86,33 @@ def token_for(state_dir: Path, role: str) -> str:
 
 
 def ensure_config(state_dir: Path) -> Path:
-    """Creates config.json once with fresh tokens; later runs keep them, so the
-    tokens a user copied stay valid across restarts."""
+    """Creates config.json once with fresh tokens and a bootstrap secret (the
+    key of `server_token`'s bootstrap tokens); later runs keep them, so the
+    tokens a user copied stay valid across restarts. A config.json without a
+    bootstrap secret (an older stack's) gets one, its other keys kept."""
     path = Path(state_dir) / "config.json"
     if path.exists():
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if not config.get("bootstrap_secret"):
+            config["bootstrap_secret"] = secrets.token_urlsafe(32)
+            _write_private(path, config)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tokens = {secrets.token_urlsafe(32): {"role": role, "name": name} for role, name in ROLES.items()}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"tokens": tokens}, f, indent=2)
+        json.dump({"tokens": tokens, "bootstrap_secret": secrets.token_urlsafe(32)}, f, indent=2)
     return path
+
+
+def _write_private(path: Path, content: dict[str, Any]) -> None:
+    """Replaces `path` (mode 0600) in one step: a reader sees the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2)
+    os.replace(tmp, path)
 
 
 def is_alive(record: Record) -> bool:
@@ -166,11 +189,10 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
                       lambda log_path: _start_gateway(ports["gateway"], log_path, env))
     state["base_url"] = gateway.url
     _launch(state_dir, state, "cron", "cron", lambda log_path: _start_cron(gateway.url, state_dir, log_path))
-    token = token_for(state_dir, "bot")
     for n in range(1, bots + 1):
         bot_id = f"local-bot-{n}"
         _launch(state_dir, state, "bot", bot_id,
-                lambda log_path: _start_bot(bot_id, gateway.url, token, state_dir, firestore.url, log_path))
+                lambda log_path: _start_bot(bot_id, gateway.url, state_dir, firestore.url, log_path))
 
 
 class _Started(NamedTuple):
@@ -214,11 +236,22 @@ def _port(requested: int, name: str) -> int:
     return requested
 
 
+@contextlib.contextmanager
+def _quiet_google_imports() -> Iterator[None]:
+    """google-api-core warns at import, on stderr, that support for this
+    Python version ends on some date (a FutureWarning): noise in the output of
+    `swarming local up`, whose errors are one line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="google")
+        yield
+
+
 def _create_bucket(storage_url: str) -> None:
     # Imported here: it takes 0.3 s, which every `swarming` command would pay.
-    from google.api_core.exceptions import Conflict
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+    with _quiet_google_imports():
+        from google.api_core.exceptions import Conflict
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
 
     client = storage.Client(project=PROJECT, credentials=AnonymousCredentials(),
                             client_options={"api_endpoint": storage_url})
@@ -245,11 +278,12 @@ def _start_cloud_tasks(port: int, certs_port: int, log_path: Path) -> emulators.
 
 def _create_timers_queue(host: str) -> None:
     # Imported here: gRPC and the Cloud Tasks client take 0.5 s, which every `swarming` command would pay.
-    from google.api_core.exceptions import AlreadyExists
-    from google.cloud import tasks_v2
-    from google.protobuf import duration_pb2
+    with _quiet_google_imports():
+        from google.api_core.exceptions import AlreadyExists
+        from google.cloud import tasks_v2
+        from google.protobuf import duration_pb2
 
-    from client.cloud_tasks_emulator import client_for
+        from client.cloud_tasks_emulator import client_for
 
     queue = tasks_v2.Queue(name=TIMERS_QUEUE, retry_config=tasks_v2.RetryConfig(
         max_attempts=TIMERS_MAX_ATTEMPTS, min_backoff=duration_pb2.Duration(seconds=TIMERS_MIN_BACKOFF_SECS),
@@ -283,22 +317,48 @@ def _start_cron(base_url: str, state_dir: Path, log_path: Path) -> _Started:
     return _Started(process, None)
 
 
-def _start_bot(bot_id: str, base_url: str, token: str, state_dir: Path, firestore_url: str,
-               log_path: Path) -> _Started:
-    """Ready once the bot's handshake has written its registry entry."""
+def _start_bot(bot_id: str, base_url: str, state_dir: Path, firestore_url: str, log_path: Path) -> _Started:
+    """Starts a bot as on a new host: with a fresh bootstrap token (minted by
+    `server_token` with the admin token), runs the `bot_bootstrap` script in
+    the bot's directory, which downloads swarming_bot.zip from `bot_code` and
+    execs `python3 swarming_bot.zip start_bot`; the bot then execs itself
+    from swarming_bot.1.zip (then .2, .1... as it updates), always the same
+    pid in the same process group, the one `down` stops. Ready once the bot's
+    handshake has written its registry entry."""
     # Imported here: it loads the Firestore client (0.4 s), needed only with bots.
-    from functions.store import BOTS
+    with _quiet_google_imports():
+        from functions.store import BOTS
 
     work_dir = state_dir / "bots" / bot_id
     work_dir.mkdir(parents=True, exist_ok=True)
+    script = bootstrap_script(base_url, token_for(state_dir, "admin"))
     process = processes.spawn(
-        [sys.executable, "-m", "bot", "--server", base_url, "--work-dir", str(work_dir), "--id", bot_id],
-        log_path, env={"SWARMING_TOKEN": token, "PYTHONUNBUFFERED": "1"}, cwd=REPO,
+        ["sh", "-c", script], log_path, cwd=work_dir,
+        env={"SWARMING_TOKEN": token_for(state_dir, "bot"), "SWARMING_BOT_ID": bot_id, "PYTHONUNBUFFERED": "1"},
     )
     registry = f"{firestore_url}/v1/projects/{PROJECT}/databases/(default)/documents/{BOTS}/{bot_id}"
     processes.wait_until(processes.http_ok(registry), process, f"bot {bot_id}", log_path,
                          timeout=BOT_READY_SECS)
     return _Started(process, None)
+
+
+def bootstrap_script(base_url: str, admin_token: str) -> str:
+    """The start script a new host runs: a bootstrap token minted with
+    `server_token`, then `bot_bootstrap?token=...`."""
+    minted = _call_for_bot(requests.post, f"{base_url}/server_token", json={},
+                           headers={"Authorization": f"Bearer {admin_token}"})
+    token = minted.json()["bootstrap_token"]
+    return _call_for_bot(requests.get, f"{base_url}/bot_bootstrap", params={"token": token}).text
+
+
+def _call_for_bot(method: Callable[..., requests.Response], url: str, **kwargs: Any) -> requests.Response:
+    try:
+        response = method(url, timeout=30, **kwargs)
+    except requests.RequestException as e:
+        raise StartError(f"cannot start the bots: {url}: {e}") from None
+    if not response.ok:
+        raise StartError(f"cannot start the bots: {url} answered {response.status_code}: {response.text[:300]}")
+    return response
 
 
 def _refuse_if_running(state_dir: Path) -> None:
