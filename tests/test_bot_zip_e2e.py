@@ -1,0 +1,244 @@
+"""The bot from its real zip, end to end, on one detached local stack
+(`swarming local up --detach --bots 1`): its bot starts as on a new host, from
+a bootstrap token and the zip `bot_code` serves, and the tests change the bot
+code on the server (the stack's `bot_config` hooks file, part of the zip's
+digest) to watch the bot update itself, refuse a broken version, quarantine
+itself by a hook, and end through `bot_terminate`.
+
+The tests run in order, each on what the previous left: every one but the
+last leaves the bot idle, alive, on good code. Waits are generous (90 s); no
+test asserts how long anything took.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import pytest
+import requests
+
+from client import local_stack, processes
+from functions.bot_code import Sources
+from shared.bot_archive import digest, entries_of
+
+REPO = Path(__file__).resolve().parents[1]
+SWARMING = str(Path(sys.executable).with_name("swarming"))
+BOT_ID = "local-bot-1"
+WAIT_SECS = 90.0
+DEFAULT_HOOKS = (REPO / "bot" / "default_bot_config.py").read_text(encoding="utf-8")
+#: Another version of the hooks: the same behaviour, another digest.
+HOOKS_B = DEFAULT_HOOKS + "\n# Version B of this server's hooks.\n"
+#: is_fine imports bot_config.py: this version can never pass it.
+BROKEN_HOOKS = DEFAULT_HOOKS + "\nraise RuntimeError('this bot code is broken on purpose')\n"
+QUARANTINE_HOOKS = DEFAULT_HOOKS + '''
+
+_default_get_state = get_state
+
+
+def get_state(bot):
+    state = _default_get_state(bot)
+    state["quarantined"] = "test"
+    return state
+'''
+
+T = TypeVar("T")
+
+
+class Stack:
+    """The running stack, called the way a user and an admin would."""
+
+    def __init__(self, state_dir: Path, sources: Path):
+        self.state_dir = state_dir
+        self.sources = sources
+        self.state = local_stack.read_state(state_dir)
+        self.base_url = self.state["base_url"]
+        self.tokens = {role: local_stack.token_for(state_dir, role) for role in ("user", "admin", "bot")}
+        self.hooks = state_dir / "bot_config.py"
+        self.bot_dir = state_dir / "bots" / BOT_ID
+        self.bot_pid = next(p["pid"] for p in self.state["processes"] if p["name"] == BOT_ID)
+
+    def call(self, function: str, body: dict[str, Any], role: str = "user") -> dict[str, Any]:
+        response = requests.post(f"{self.base_url}/{function}", json=body, timeout=30,
+                                 headers={"Authorization": f"Bearer {self.tokens[role]}"})
+        assert response.status_code == 200, f"{function}: {response.status_code} {response.text}"
+        return response.json()
+
+    def bot(self) -> dict[str, Any]:
+        return self.call("bot_get", {"bot_id": BOT_ID})
+
+    def events(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.call("bot_events", {"bot_id": BOT_ID, "limit": 100})["items"]
+                if e["event_type"] == event_type]
+
+    def served_version(self) -> str:
+        """The version `bot_code` redirects to (one of the gateway's workers)."""
+        response = requests.get(f"{self.base_url}/bot_code", allow_redirects=False, timeout=30,
+                                headers={"Authorization": f"Bearer {self.tokens['bot']}"})
+        assert response.status_code == 302, response.text
+        return urllib.parse.parse_qs(urllib.parse.urlparse(response.headers["Location"]).query)["version"][0]
+
+    def serve(self, hooks: str) -> str:
+        """Makes `hooks` the server's bot_config.py; returns the new version,
+        worked out as the server does (same sources, same installed packages)."""
+        self.hooks.write_text(hooks, encoding="utf-8")
+        return digest(Sources(root=self.sources, bot_config=self.hooks).entries(self.base_url, "dev"))
+
+    def swarming(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([SWARMING, *args[:1], "--state-dir", str(self.state_dir), *args[1:]],
+                              capture_output=True, text=True, timeout=WAIT_SECS + 30)
+
+    def run_hi(self) -> None:
+        """A task the bot must run: `swarming run` exits 0 and prints hi."""
+        done = self.swarming("run", "-d", "pool=default", "--", "python3", "-c", "print('hi')")
+        assert (done.returncode, done.stdout) == (0, "hi\n"), done.stderr
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout: float = WAIT_SECS) -> T:
+    """Polls `probe` until it returns something true; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"still waiting for {what} after {timeout:.0f} s"
+        time.sleep(0.5)
+
+
+def zip_version(path: Path) -> str:
+    return digest(entries_of(path.read_bytes()))
+
+
+def is_running(pid: int) -> bool:
+    found = processes.stat(pid)
+    return found is not None and found.state != "Z"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack for the module, its hooks file in its state directory (the
+    config's `bot_config`), rechecked by the server every second. The bot
+    code is built from a copy of bot/ and shared/ (SWARMING_BOT_SOURCE_DIR),
+    so that editing the checkout meanwhile changes no version. Always brought
+    down, leaving no process."""
+    root = tmp_path_factory.mktemp("bot-zip")
+    sources = root / "sources"
+    for package in ("bot", "shared"):
+        shutil.copytree(REPO / package, sources / package, ignore=shutil.ignore_patterns("__pycache__"))
+    state_dir = root / "stack"
+    config_path = local_stack.ensure_config(state_dir)
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["bot_config"] = "bot_config.py"
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (state_dir / "bot_config.py").write_text(DEFAULT_HOOKS, encoding="utf-8")
+    up = subprocess.run([SWARMING, "local", "up", "--detach", "--bots", "1", "--state-dir", str(state_dir)],
+                        capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "SWARMING_BOT_CODE_RECHECK_SECS": "1",
+                             "SWARMING_BOT_SOURCE_DIR": str(sources)})
+    pids = [p["pid"] for p in (local_stack.read_state(state_dir) or {"processes": []})["processes"]]
+    try:
+        assert up.returncode == 0, up.stderr
+        yield Stack(state_dir, sources)
+    finally:
+        local_stack.down(state_dir)
+        left = [pid for pid in pids if is_running(pid) or processes.group_members(pid)]
+        for pid in left:
+            processes.stop(pid, grace=1)
+        assert not left, f"processes left by swarming local down: {left}"
+
+
+def test_the_stack_config_has_one_bootstrap_secret_kept_across_restarts(tmp_path: Path):
+    path = local_stack.ensure_config(tmp_path)
+    secret = json.loads(path.read_text())["bootstrap_secret"]
+    assert len(secret) >= 40
+    assert json.loads(local_stack.ensure_config(tmp_path).read_text())["bootstrap_secret"] == secret
+    # An older stack's config.json gets one, and keeps its tokens and mode.
+    older = json.loads(path.read_text())
+    del older["bootstrap_secret"]
+    path.write_text(json.dumps(older))
+    config = json.loads(local_stack.ensure_config(tmp_path).read_text())
+    assert config["tokens"] == older["tokens"] and len(config["bootstrap_secret"]) >= 40
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_bot_started_from_a_bootstrap_token_runs_tasks(stack: Stack):
+    version = stack.served_version()
+    assert version == zip_version(stack.bot_dir / "swarming_bot.zip")  # downloaded by the bootstrap script
+    assert zip_version(stack.bot_dir / "swarming_bot.1.zip") == version  # start_bot's self-copy, run from
+    assert stack.bot()["version"] == version
+    stack.run_hi()
+    shown = subprocess.run(["python3", "swarming_bot.zip", "version"], cwd=stack.bot_dir, capture_output=True,
+                           text=True, timeout=60)
+    assert shown.stdout == version + "\n", shown.stderr
+    config = subprocess.run(["python3", "swarming_bot.zip", "config"], cwd=stack.bot_dir, capture_output=True,
+                            text=True, timeout=60)
+    assert json.loads(config.stdout)["server"] == stack.base_url, config.stderr
+
+
+def test_the_idle_bot_updates_itself_to_new_code_and_keeps_running_tasks(stack: Stack):
+    old = stack.bot()["version"]
+    new = stack.serve(HOOKS_B)
+    assert new != old
+    wait_for("the bot on the new version", lambda: stack.bot()["version"] == new)
+    assert zip_version(stack.bot_dir / "swarming_bot.2.zip") == new
+    assert is_running(stack.bot_pid)  # the same process, exec'd into the new code
+    stack.run_hi()
+    # A task ran on the new code: it becomes the last known good copy.
+    wait_for("the new code as the LKGBC", lambda: zip_version(stack.bot_dir / "swarming_bot.zip") == new)
+
+
+def test_a_broken_version_is_refused_and_the_bot_keeps_its_code(stack: Stack):
+    good = stack.bot()["version"]
+    broken = stack.serve(BROKEN_HOOKS)
+    try:
+        refused = wait_for("the bot_error of the refused update", lambda: [
+            e for e in stack.events("bot_error") if broken in e.get("message", "")])
+        assert "not fine" in refused[0]["message"], refused
+        assert stack.bot()["version"] == good and is_running(stack.bot_pid)
+        assert zip_version(stack.bot_dir / "swarming_bot.zip") == good
+    finally:
+        # While the broken version is the server's, every poll answers `update`:
+        # the bot refuses it each time and waits. Once the server serves the
+        # good code again, it runs tasks on it, never having left it.
+        assert stack.serve(HOOKS_B) == good
+    stack.run_hi()
+    assert stack.bot()["version"] == good
+
+
+def test_a_hook_quarantines_the_bot_and_restoring_the_hooks_releases_it(stack: Stack):
+    good = stack.bot()["version"]
+    quarantining = stack.serve(QUARANTINE_HOOKS)
+    try:
+        wait_for("the bot on the quarantining hooks", lambda: stack.bot()["version"] == quarantining)
+        if "uptime" not in stack.bot()["state"]:  # the default get_state hook's: not called by the bot
+            pytest.xfail("bot_main does not call the bot_config.py hooks yet (get_state)")
+        wait_for("the bot quarantined", lambda: stack.bot()["quarantined"])
+        assert stack.bot()["state"]["quarantined"] == "test"
+        triggered = stack.swarming("trigger", "-d", "pool=default", "--", "python3", "-c", "print('hi')")
+        assert triggered.returncode == 0, triggered.stderr
+        task_id = triggered.stdout.strip()
+        time.sleep(5)  # a few polls of the quarantined bot: it gets no task
+        assert stack.call("task_result", {"task_id": task_id})["state"] == "PENDING"
+    finally:
+        assert stack.serve(HOOKS_B) == good
+    wait_for("the bot back on the normal hooks", lambda: stack.bot()["version"] == good)
+    wait_for("the bot out of quarantine", lambda: not stack.bot()["quarantined"])
+    collected = stack.swarming("collect", "--timeout", str(int(WAIT_SECS)), "--json", task_id)
+    assert collected.returncode == 0, collected.stderr
+    [result] = json.loads(collected.stdout)
+    assert (result["state"], result["bot_id"], result["output"]) == ("COMPLETED", BOT_ID, "hi\n")
+
+
+def test_bot_terminate_ends_the_bot_and_its_termination_task(stack: Stack):
+    stack.run_hi()  # the bot polls again soon after a task: the termination is seen early
+    task_id = stack.call("bot_terminate", {"bot_id": BOT_ID, "reason": "end of the test"}, role="admin")["task_id"]
+    wait_for("the bot process to exit", lambda: not is_running(stack.bot_pid))
+    assert processes.group_members(stack.bot_pid) == []
+    result = stack.call("task_result", {"task_id": task_id})
+    assert (result["state"], result["exit_code"], result["bot_id"]) == ("COMPLETED", 0, BOT_ID)
+    assert any("terminated" in e.get("message", "") for e in stack.events("bot_shutdown"))
