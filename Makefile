@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down test bench bench-lifecycle bench-scheduler clean
+.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot clean
 
 install: $(STAMP)
 
@@ -24,13 +24,16 @@ down: install
 test: install
 	$(BIN)/pytest
 
-bench: bench-lifecycle bench-scheduler
+bench: bench-lifecycle bench-scheduler bench-bot
 
 bench-lifecycle: install
 	$(BIN)/python -m bench.lifecycle
 
 bench-scheduler: install
 	$(BIN)/python -m bench.scheduler
+
+bench-bot: install
+	$(BIN)/python -m bench.bot
 
 clean:
 	rm -rf $(VENV) .local
