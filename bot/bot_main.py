@@ -1,26 +1,43 @@
 """The bot's main loop: handshake, then poll and do what the server says until
 told to stop (seed 000, "bot_main.py"): run a task (in a task runner process,
 `w/` under the bot's directory), sleep, update to other code, restart, or
-terminate. Tasks run one at a time."""
+terminate. Tasks run one at a time.
+
+The hooks of bot_config.py (bot/hooks.py; seed 000, "Hooks") are called at the
+seed's times: `setup_bot` and `on_bot_startup` before the first call to the
+server, `on_handshake` after the handshake, `get_dimensions` and `get_state`
+(with the default health check) for the attributes of every call,
+`on_bot_idle` after each "sleep", `on_before_task` and `on_after_task` around
+each task, `get_authentication_headers` before the headers expire, and
+`on_bot_shutdown` then `setup_bot` before the process exits or execs. A hook
+that fails is reported as a `bot_error` event; so is an exception of the bot's
+own (events.py), and the loop goes on.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import enum
+import json
 import logging
+import math
 import os
-import platform
 import random
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Sequence, TypeVar
 
-from bot import launcher, layout as layout_lib, os_platform, remote, runner_process
+from bot import events, host_state, launcher, layout as layout_lib, os_platform, remote, runner_process
+from bot import hooks as hooks_lib
 from bot.task_runner import Clock, Timings
 from shared import dimensions as dims_lib
 from shared.errors import ValidationError
@@ -30,18 +47,26 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Sleeper = Callable[[float], object]
 
-DEFAULT_POOL = "default"
 #: The loop's own backoff after a failed iteration, on top of the HTTP retries.
 BACKOFF_BASE_SECS, BACKOFF_MAX_SECS = 1.0, 60.0
 #: How long to wait before polling again after an update that failed.
 UPDATE_RETRY_SECS = 60.0
 #: The bot's last-ditch timeout of a task, past everything the runner may take.
 LAST_DITCH_MARGIN_SECS = 120.0
+#: How long the hooks' dimensions and state are reused: a custom get_state may
+#: be slow, and a poll, its claim and the task's start come within moments.
+#: running_time and sleep_streak are current on every call regardless.
+ATTRIBUTES_TTL_SECS = 5.0
+#: get_authentication_headers is called again this long before its headers expire.
+AUTH_REFRESH_MARGIN_SECS = 300.0
+#: After a hook rebooted the host, how long the bot waits for the SIGTERM of
+#: the shutdown before it reports that the host did not reboot and carries on.
+REBOOT_WAIT_SECS = 300.0
+#: The file on_before_task may write for the task (SWARMING_BOT_FILE), beside
+#: w/, which the runner wipes before the command starts; deleted after the task.
+BOT_FILE = "bot_file.json"
 #: Environment variables of the bot's own that neither the runner nor a task gets.
 _BOT_ONLY_ENV = (launcher.PROBATION_ENV, launcher.BAD_VERSION_ENV)
-
-_OS_NAMES = {"Darwin": "Mac"}
-_CPU_NAMES = {"x86_64": "x86-64", "amd64": "x86-64", "aarch64": "arm64"}
 
 
 class Outcome(str, enum.Enum):
@@ -52,44 +77,98 @@ class Outcome(str, enum.Enum):
     SKIPPED = "skipped"  # Every candidate went to another bot: poll again at once.
     UPDATE_FAILED = "update failed"  # Reported, then waited before polling again.
     RESTARTED = "restarted"  # Only seen when the exec returns: a test's.
+    REBOOTING = "rebooting"  # A hook rebooted the host; the bot waited for its SIGTERM.
     TERMINATED = "terminated"
 
 
 class Bot:
     """The long-lived loop state of one bot."""
 
-    def __init__(self, api: remote.Remote, work_dir: Path, dimensions: dims_lib.Dimensions, *,
-                 shutdown: threading.Event, sleep: Sleeper | None = None,
+    def __init__(self, api: remote.Remote, work_dir: Path, bot_id: str, *,
+                 shutdown: threading.Event, overrides: dims_lib.Dimensions | None = None,
+                 bot_config: ModuleType | None = None, sleep: Sleeper | None = None,
                  rand: random.Random | None = None, timings: Timings = Timings(),
-                 clock: Clock = time.monotonic, code: launcher.Code | None = None,
+                 clock: Clock = time.monotonic, now: Clock = time.time,
+                 reboot: Callable[[], Any] = host_state.reboot, code: launcher.Code | None = None,
                  updater: launcher.Updater | None = None,
-                 last_ditch_margin: float = LAST_DITCH_MARGIN_SECS):
+                 last_ditch_margin: float = LAST_DITCH_MARGIN_SECS,
+                 attributes_ttl: float = ATTRIBUTES_TTL_SECS):
         self._remote = api  # The Bot API; it retries transient failures itself.
         self._layout = layout_lib.Layout(work_dir)  # The bot's directory; each task runs in its w/.
-        self._dimensions = dimensions  # Reported on every call; `id` and `pool` always in.
-        self._shutdown = shutdown  # Set by SIGTERM: ends the loop and stops the running task.
+        # --dimension values, over the hooks' dimensions; the id is always the bot's.
+        self._overrides: dims_lib.Dimensions = {**(overrides or {}), "id": [bot_id]}
+        self._shutdown = shutdown  # Set by stop(): ends the loop and stops the running task.
         self._sleep = sleep or shutdown.wait  # Every wait of the loop; SIGTERM cuts it short.
         self._rand = rand or random.Random()  # Jitter of the loop's backoff.
         self._timings = timings  # Of the task runner.
-        self._clock = clock  # Measures the bot's running time.
-        self._started = clock()  # When the bot started: its running_time counts from it.
+        self._clock = clock  # Measures running time, idle time and the attributes' age.
+        self._now = now  # Unix time, which the authentication headers' expiry is in.
+        self._reboot = reboot  # Reboots the host, for a hook's bot.host_reboot().
         self._code = code or launcher.current_code()  # What runs: its version, how to start a runner.
         # Update, restart, last known good copy.
         self._updater = updater or launcher.Updater(self._code, self._layout, [])
         self._last_ditch_margin = last_ditch_margin  # Past the runner's own allowances.
-        self.sleep_streak = 0  # Polls answered "sleep" in a row; the server's idle backoff grows with it.
+        self._attributes_ttl = attributes_ttl
+        self._attributes_at: float | None = None  # When the hooks last gave dimensions and state; None: stale.
+        # Guards the attributes: an event may be posted from any thread (the excepthook's).
+        self._attributes_lock = threading.RLock()
+        self._auth_due: float | None = -math.inf  # When to ask for headers again (Unix time); None: never.
+        self._last_action = clock()  # When the last task ended (or the bot started): on_bot_idle's idle time.
         self._error_streak = 0  # Failed iterations in a row; the loop's backoff grows with it.
         self._poll_uuid: str | None = None  # Kept until a poll is answered, so a retried poll is the same.
         self._fallback: tuple[str, str] | None = None  # A version that failed to start, to report once.
         self._reported_bad: set[str] = set()  # Versions whose failed update was reported: once is enough.
+        self._stop_reason: str | None = None  # Why the loop was told to end (a signal, `terminate`).
+        self._shut_down_reason: str | None = None  # Set once the shutdown hooks ran: they run once.
+        self._restart_request: str | None = None  # A hook's bot.bot_restart() message, honoured next step.
+        self._rebooting = False  # A hook's bot.host_reboot() went through: wait for the SIGTERM.
+        #: bot_event, rate-limited; never raises.
+        self.reporter = events.Reporter(self._post_event)
+        #: What the hooks see of the bot; its dimensions and state are the last reported.
+        self.view = hooks_lib.BotView(bot_id, work_dir, api.server, report=self.reporter.report, clock=clock,
+                                      reboot=self._reboot_host, restart=self._request_restart)
+        # The default hooks first: a bot_config.py that fails to load is
+        # reported, and the report's attributes need hooks.
+        self.hooks = hooks_lib.Hooks(report=self.reporter.report)
+        self.hooks = (hooks_lib.Hooks(bot_config, self.reporter.report) if bot_config is not None
+                      else hooks_lib.Hooks.load(report=self.reporter.report))
 
     @property
     def bot_id(self) -> str:
-        return self._dimensions["id"][0]
+        return self.view.id
+
+    @property
+    def sleep_streak(self) -> int:
+        """Polls answered "sleep" in a row; the server's idle backoff grows with it."""
+        return self.view.sleep_streak
+
+    @sleep_streak.setter
+    def sleep_streak(self, value: int) -> None:
+        self.view.sleep_streak = value
 
     def attributes(self) -> remote.Attributes:
-        state = {"sleep_streak": self.sleep_streak, "running_time": round(self._clock() - self._started, 1)}
-        return remote.Attributes(self._dimensions, state, self._code.version)
+        """Dimensions and state from the hooks (at most `attributes_ttl` old),
+        with the current running_time and sleep_streak."""
+        with self._attributes_lock:
+            now = self._clock()
+            if self._attributes_at is None or now - self._attributes_at >= self._attributes_ttl:
+                self._refresh_attributes()
+                self._attributes_at = now
+            state = {**self.view.state, "running_time": self.view.running_time,
+                     "sleep_streak": self.view.sleep_streak}
+            return remote.Attributes(self.view.dimensions, state, self._code.version)
+
+    def _refresh_attributes(self) -> None:
+        dimensions = {**self.hooks.get_dimensions(self.view), **self._overrides}
+        try:
+            dimensions = dims_lib.validate_bot(dimensions, "dimensions")
+        except ValidationError as e:  # Too many keys: sent anyway, for the server's 400 to name them.
+            self.reporter.error(f"the hooks' dimensions with --dimension are not valid: {e}")
+        self.view.dimensions = dimensions
+        self.view.state = self.hooks.get_state(self.view)  # With `quarantined` when unhealthy.
+
+    def _stale_attributes(self) -> None:
+        self._attributes_at = None
 
     def report_fallback(self, version: str, why: str) -> None:
         """This bot was started in place of `version`, which failed to start."""
@@ -97,15 +176,28 @@ class Bot:
         self._fallback = (version, why)
         self._reported_bad.add(version)
 
+    def stop(self, reason: str) -> None:
+        """Ends the loop, and a running task with the grace dance (SIGTERM, `terminate`)."""
+        self._stop_reason = self._stop_reason or reason
+        self._shutdown.set()
+
     def run(self, once: bool = False) -> None:
-        """Handshakes, then polls until shutdown; with `once`, only until a
-        task has run or a poll was answered with something else than a claim."""
+        """Starts (setup_bot, on_bot_startup), handshakes, polls until stopped
+        (with `once`, until a task has run or a poll was answered with
+        something else than a claim), then shuts down (on_bot_shutdown,
+        setup_bot, the bot_shutdown event)."""
+        if not self.hooks.setup_bot(self.view):
+            logger.warning("bot %s: setup_bot() returned False: not starting", self.bot_id)
+            self.reporter.report(events.BOT_SHUTDOWN, "setup_bot() returned False: the bot does not start")
+            return
+        self.hooks.on_bot_startup(self.view)
         while not self._shutdown.is_set() and self._guarded(self.handshake, self._fatal_at_start) is None:
             pass
         while not self._shutdown.is_set():
             outcome = self._guarded(self.run_once)
             if once and outcome not in (None, Outcome.SKIPPED):
-                return
+                break
+        self._shut_down(self._stop_reason or ("done (--once)" if once else "stopped"))
 
     def _fatal_at_start(self, error: Exception) -> bool:
         # New code that cannot even handshake because of a bug of its own
@@ -113,11 +205,15 @@ class Bot:
         return self._updater.on_probation and not isinstance(error, remote.RemoteError)
 
     def handshake(self) -> dict[str, Any]:
+        self._refresh_auth()
         reply = self._remote.handshake(self.attributes())
         logger.info("bot %s: connected to %s, server version %s, bot version %s (server's: %s)", self.bot_id,
                     self._remote.server, reply.get("server_version"), self._code.version,
                     reply.get("bot_version"))
         self._updater.connected()
+        self.view.server_dimensions = _server_dimensions(reply)
+        self.hooks.on_handshake(self.view)
+        self._stale_attributes()  # get_dimensions may depend on the server's dimensions from now on.
         if self._fallback:
             version, why = self._fallback
             self._event("bot_error", f"version {version} failed to start ({why}); "
@@ -126,13 +222,18 @@ class Bot:
         return reply
 
     def run_once(self) -> Outcome:
-        """One poll and what it asks for."""
+        """What a hook asked for (a restart, a reboot), else one poll and what it asks for."""
+        requested = self._hook_request()
+        if requested is not None:
+            return requested
+        self._refresh_auth()
         self._poll_uuid = self._poll_uuid or str(uuid.uuid4())
         reply = self._remote.poll(self.attributes(), self._poll_uuid)
         self._poll_uuid = None
         if isinstance(reply, remote.Sleep):
             self.sleep_streak += 1
             self._updater.idle()
+            self.hooks.on_bot_idle(self.view, max(0.0, self._clock() - self._last_action))
             self._sleep(reply.duration)
             return Outcome.SLEPT
         if isinstance(reply, remote.UpdateCode):
@@ -149,9 +250,52 @@ class Bot:
                 return Outcome.RAN
         return Outcome.SKIPPED
 
+    def _hook_request(self) -> Outcome | None:
+        if self._rebooting:
+            self._await_reboot()
+            return Outcome.REBOOTING
+        if self._restart_request is not None:
+            message, self._restart_request = self._restart_request, None
+            self._restart(message)
+            return Outcome.RESTARTED
+        return None
+
+    def _request_restart(self, message: str) -> None:
+        """A hook's bot.bot_restart(): done at the start of the next step, not
+        inside the hook."""
+        logger.info("bot %s: a hook asked for a restart: %s", self.bot_id, message)
+        self._restart_request = message
+
+    def _reboot_host(self) -> None:
+        """A hook's bot.host_reboot(), after its bot_rebooting event: raises
+        (into the hook, which is reported) if the host refused."""
+        self._reboot()
+        self._rebooting = True
+
+    def _await_reboot(self) -> bool:
+        """Waits for the SIGTERM of the host's shutdown, taking no task; False
+        when none came in time, reported, and the bot carries on."""
+        self._rebooting = False
+        logger.info("bot %s: the host is rebooting; waiting for it", self.bot_id)
+        self._sleep(REBOOT_WAIT_SECS)
+        if self._shutdown.is_set():
+            return True
+        self.reporter.error(f"the host did not reboot within {REBOOT_WAIT_SECS:g} s; the bot carries on")
+        return False
+
+    def _refresh_auth(self) -> None:
+        """The get_authentication_headers hook's headers on the session,
+        asked again when they are about to expire."""
+        if self._auth_due is None or self._now() < self._auth_due:
+            return
+        headers, expiry = self.hooks.get_authentication_headers(self.view)
+        self._remote.set_headers(headers)
+        self._auth_due = None if expiry is None else expiry - AUTH_REFRESH_MARGIN_SECS
+
     def _update(self, version: str) -> Outcome:
         try:
-            self._updater.update(lambda v, path: self._remote.bot_code(v, path), version)
+            self._updater.update(lambda v, path: self._remote.bot_code(v, path), version,
+                                 before_exec=lambda: self._shut_down(f"updating to version {version}"))
         except launcher.UpdateError as e:
             logger.error("bot %s: %s", self.bot_id, e)
             if e.bad and e.version not in self._reported_bad:
@@ -162,9 +306,25 @@ class Bot:
         return Outcome.RESTARTED  # Only when the exec returned: a test's.
 
     def _restart(self, message: str) -> None:
-        # A host reboot is a hook's to do (on_bot_shutdown); the bot restarts itself.
-        self._event("bot_shutdown", f"restarting: {message}")
+        # The server's `restart` (the host) and `bot_restart` both restart the
+        # bot process: rebooting the host is a hook's to do (on_bot_shutdown
+        # may call bot.host_reboot), and then the bot waits for it instead.
+        self._shut_down(f"restarting: {message}")
+        if self._rebooting and self._await_reboot():
+            return
         self._updater.restart(message)
+
+    def _shut_down(self, reason: str) -> None:
+        """Before the process exits or execs, once: on_bot_shutdown, setup_bot
+        (seed: "called on the initial startup and just before shutdown"),
+        then the bot_shutdown event."""
+        if self._shut_down_reason is not None:
+            return
+        self._shut_down_reason = reason
+        logger.info("bot %s: shutting down: %s", self.bot_id, reason)
+        self.hooks.on_bot_shutdown(self.view)
+        self.hooks.setup_bot(self.view)  # What it answers no longer matters.
+        self._event(events.BOT_SHUTDOWN, reason)
 
     def _terminate(self, task_id: str) -> None:
         """Ends the termination task (claimed like any task, completed with
@@ -184,35 +344,79 @@ class Bot:
                                          remote.Update(0, completion=remote.Completion(0, 0.0)))
             except remote.RemoteError as e:
                 logger.error("task %s (bot %s): the termination was not reported: %s", run_id, self.bot_id, e)
-        self._event("bot_shutdown", f"terminated by task {task_id}")
-        self._shutdown.set()
+        self.stop(f"terminated by task {task_id}")
 
     def _claim_and_run(self, candidate: remote.Candidate) -> bool:
         """True when the claim was won, whether the task could run or not."""
         try:
             claimed = self._remote.claim(self.attributes(), candidate, claim_id=str(uuid.uuid4()))
         except remote.BadManifest as e:
-            self._task_error(e.run_id, f"bad manifest: {e.message}")
+            message = f"bad manifest: {e.message}"
+            self._task_error(e.run_id, message)
+            self._after_task(False, True, {}, {"task_id": e.run_id, "error": message})
             return True
         if isinstance(claimed, remote.Skip):
             logger.info("task %s (bot %s): skipped: %s", candidate.task_id, self.bot_id, claimed.reason)
             return False
         run_id = claimed.task_id
         logger.info("task %s (bot %s): claimed, running %s", run_id, self.bot_id, list(claimed.command))
-        report = runner_process.run(
-            self._runner_spec(claimed), layout=self._layout,
-            python_args=self._code.python_args(), cwd=self._code.source_root, env=self._runner_env(),
-            shutdown=self._shutdown, deadline_secs=self._last_ditch(claimed),
-        )
-        if report.error is not None:
-            self._task_error(run_id, report.error, report.missing_cas)
-        elif report.failure is not None:
-            self._task_error(run_id, report.failure)
+        report = self._run_runner(claimed)
+        summary: dict[str, Any] = {"task_id": run_id}
+        if report.error is not None or report.failure is not None:
+            message = report.error if report.error is not None else report.failure
+            self._task_error(run_id, message, report.missing_cas if report.error is not None else None)
+            failure, internal_failure = False, True
+            summary["error"] = message
         else:
             logger.info("task %s (bot %s): ended: %s", run_id, self.bot_id, report.result)
             if report.succeeded:
                 self._updater.task_succeeded()
+            summary.update(report.result or {})
+            failure, internal_failure = bool(summary.get("exit_code")), False
+        dimensions = claimed.raw.get("dimensions")
+        self._after_task(failure, internal_failure, dimensions if isinstance(dimensions, dict) else {}, summary)
         return True
+
+    def _run_runner(self, manifest: remote.Manifest) -> runner_process.RunnerReport:
+        """Runs the task runner on `manifest`, on_before_task first: it gets
+        the bot file, the runner's command and its environment (which the
+        task inherits), and may change the last two in place."""
+        bot_file = self._layout.root / BOT_FILE
+        try:
+            bot_file.write_text(json.dumps(self.attributes().to_json(), sort_keys=True), encoding="utf-8")
+        except OSError as e:
+            logger.error("task %s (bot %s): cannot write %s: %s", manifest.task_id, self.bot_id, bot_file, e)
+        env = self._runner_env()
+        env["SWARMING_BOT_FILE"] = str(bot_file)
+        # runner_process starts `runner_cmd` followed by arguments of its own.
+        runner_cmd = [sys.executable, *self._code.python_args("run_task")]
+        given = list(runner_cmd)
+        self.hooks.on_before_task(self.view, str(bot_file), runner_cmd, env)
+
+        def popen(args: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+            if runner_cmd != given and list(args[:len(given)]) == given:
+                logger.info("task %s: on_before_task changed the runner's command to %s", manifest.task_id,
+                            runner_cmd)
+                args = [*runner_cmd, *args[len(given):]]
+            return subprocess.Popen(args, **kwargs)
+
+        try:
+            return runner_process.run(
+                self._runner_spec(manifest), layout=self._layout, python_args=self._code.python_args(),
+                cwd=self._code.source_root, env=env, shutdown=self._shutdown,
+                deadline_secs=self._last_ditch(manifest), popen=popen,
+            )
+        finally:
+            try:
+                bot_file.unlink()
+            except OSError:  # Never written; or left for the start-up clean-up.
+                pass
+
+    def _after_task(self, failure: bool, internal_failure: bool, dimensions: dict[str, Any],
+                    summary: dict[str, Any]) -> None:
+        self.hooks.on_after_task(self.view, failure, internal_failure, dimensions, summary)
+        self._last_action = self._clock()
+        self._stale_attributes()  # The task changed the disk, TEMP, maybe the host.
 
     def _runner_spec(self, manifest: remote.Manifest) -> dict[str, Any]:
         return {
@@ -249,10 +453,11 @@ class Bot:
             logger.error("task %s (bot %s): the error was not reported: %s", run_id, self.bot_id, e)
 
     def _event(self, event: str, message: str) -> None:
-        try:
-            self._remote.event(self.attributes(), event, message)
-        except remote.RemoteError as e:
-            logger.error("bot %s: the %s event was not reported: %s", self.bot_id, event, e)
+        self.reporter.report(event, message)
+
+    def _post_event(self, event: str, message: str) -> None:
+        """The Reporter's way to the server (which handles what this raises)."""
+        self._remote.event(self.attributes(), event, message)
 
     def _guarded(self, step: Callable[[], T],
                  fatal: Callable[[Exception], bool] = lambda error: False) -> T | None:
@@ -267,43 +472,35 @@ class Bot:
             delay *= self._rand.uniform(0.5, 1.0)
             self._error_streak += 1
             logger.exception("bot %s: %s failed; retrying in %.1f s", self.bot_id, step.__name__, delay)
+            if not isinstance(e, remote.RemoteError):  # The server's failures are its to log, not to be told.
+                self._event(events.BOT_ERROR, f"{step.__name__} failed:\n{traceback.format_exc()}")
             self._sleep(delay)
             return None
         self._error_streak = 0
         return result
 
 
-def default_dimensions(bot_id: str) -> dims_lib.Dimensions:
-    machine = platform.machine().lower()
-    return {
-        "id": [bot_id],
-        "pool": [DEFAULT_POOL],
-        "os": _os_values(),
-        "cpu": [_CPU_NAMES.get(machine, machine or "unknown")],
-        "python": ["3", f"3.{sys.version_info.minor}"],
-    }
+def _server_dimensions(reply: dict[str, Any]) -> dims_lib.Dimensions:
+    """The dimensions the server enforces for this bot (its bot group), from
+    the handshake's reply; {} when it gives none usable."""
+    cfg = reply.get("bot_group_cfg")
+    dimensions = cfg.get("dimensions") if isinstance(cfg, dict) else None
+    if not dimensions:
+        return {}
+    try:
+        return dims_lib.validate_bot(dimensions, "bot_group_cfg.dimensions")
+    except ValidationError as e:
+        logger.error("the handshake's server dimensions are ignored: %s", e)
+        return {}
 
 
-def initial_attributes(bot_id: str, version: str) -> remote.Attributes:
-    """What a bot that just started says of itself (the `attributes` command)."""
-    return remote.Attributes(default_dimensions(bot_id), {"sleep_streak": 0, "running_time": 0.0}, version)
-
-
-def _os_values() -> list[str]:
-    """The OS, then on Linux the distribution and its version: Linux, Ubuntu, Ubuntu-22.04."""
-    system = platform.system() or "unknown"
-    values = [_OS_NAMES.get(system, system)]
-    if system == "Linux":
-        try:
-            release = platform.freedesktop_os_release()
-        except (OSError, AttributeError):  # AttributeError: Python 3.9 has no such function.
-            return values
-        distro = release.get("ID", "").capitalize()
-        if distro:
-            values.append(distro)
-            if release.get("VERSION_ID"):
-                values.append(f"{distro}-{release['VERSION_ID']}")
-    return values
+def initial_attributes(bot_id: str, version: str, work_dir: Path) -> remote.Attributes:
+    """What a bot that just started says of itself (the `attributes` command):
+    the hooks' dimensions and state, as its first handshake would."""
+    hooks = hooks_lib.Hooks.load()
+    view = hooks_lib.BotView(bot_id, work_dir)
+    dimensions = {**hooks.get_dimensions(view), "id": [bot_id]}
+    return remote.Attributes(dimensions, hooks.get_state(view), version)
 
 
 def bot_id_from(flag: str | None) -> str:
@@ -316,12 +513,9 @@ class Options:
     server: str
     work_dir: Path
     token: str
-    dimensions: dims_lib.Dimensions
+    bot_id: str
+    dimensions: dims_lib.Dimensions  # --dimension: over the hooks' dimensions.
     once: bool
-
-    @property
-    def bot_id(self) -> str:
-        return self.dimensions["id"][0]
 
 
 def parse_args(argv: Sequence[str] | None = None, code: launcher.Code | None = None) -> Options:
@@ -343,7 +537,8 @@ def parse_args(argv: Sequence[str] | None = None, code: launcher.Code | None = N
                                  "there is deleted at start-up; tasks run in its w/")
     parser.add_argument("--id", help="the bot id (default: $SWARMING_BOT_ID, else the short hostname)")
     parser.add_argument("--dimension", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                        help="replaces a dimension's values; repeat a key to give it several")
+                        help="replaces a dimension's values from bot_config.py's get_dimensions(); "
+                             "repeat a key to give it several")
     parser.add_argument("--token", help="the bot's bearer token (default: $SWARMING_TOKEN)")
     parser.add_argument("--once", action="store_true",
                         help="stop after one task has run or one poll was answered with something else")
@@ -352,11 +547,11 @@ def parse_args(argv: Sequence[str] | None = None, code: launcher.Code | None = N
     if not token:
         parser.error("a token is required: pass --token or set SWARMING_TOKEN")
     try:
-        dimensions = _dimensions(bot_id_from(args.id), args.dimension)
+        dimensions = _dimensions(args.dimension)
     except ValidationError as e:
         parser.error(str(e))
     return Options(server=args.server, work_dir=Path(os.path.abspath(args.work_dir)), token=token,
-                   dimensions=dimensions, once=args.once)
+                   bot_id=bot_id_from(args.id), dimensions=dimensions, once=args.once)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -366,13 +561,13 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _dimensions(bot_id: str, overrides: list[tuple[str, str]]) -> dims_lib.Dimensions:
+def _dimensions(overrides: list[tuple[str, str]]) -> dims_lib.Dimensions:
     given: dims_lib.Dimensions = {}
     for key, value in overrides:
         given.setdefault(key, []).append(value)
     if "id" in given:
         raise ValidationError("--dimension id", "set the bot id with --id")
-    return dims_lib.validate_bot({**default_dimensions(bot_id), **given}, "--dimension")
+    return dims_lib.validate_bot(given, "--dimension")
 
 
 def main(argv: Sequence[str] | None = None, code: launcher.Code | None = None) -> int:
@@ -389,26 +584,32 @@ def main(argv: Sequence[str] | None = None, code: launcher.Code | None = None) -
         return launcher.ExitCode.NOT_OURS
     layout_lib.log_to(bot_layout.bot_log, stderr=True)
     shutdown = threading.Event()
+    updater = launcher.Updater(code, bot_layout, argv)
+    api = remote.Remote(options.server, options.token)
+    bot = Bot(api, options.work_dir, options.bot_id, overrides=options.dimensions, shutdown=shutdown,
+              code=code, updater=updater)
+    uninstall_excepthook = events.install_excepthook(bot.reporter)
 
     def stop(signum: int) -> None:
         logger.info("signal %d received: shutting down", signum)
-        shutdown.set()
+        bot.stop(f"{signal.Signals(signum).name} received")
 
     os_platform.on_stop_signals(stop)
     os_platform.on_stack_dump_signal(logger)
-    updater = launcher.Updater(code, bot_layout, argv)
-    api = remote.Remote(options.server, options.token)
-    bot = Bot(api, options.work_dir, options.dimensions, shutdown=shutdown, code=code, updater=updater)
     fallback = launcher.take_bad_version()
     if fallback:
         logger.error("bot %s: started in place of version %s, which failed to start (%s)",
                      options.bot_id, *fallback)
         bot.report_fallback(*fallback)
-    logger.info("bot %s: starting in %s, version %s, pid %d, dimensions %s", options.bot_id, options.work_dir,
-                code.version, os.getpid(), options.dimensions)
+    logger.info("bot %s: starting in %s, version %s, pid %d, hooks %s, dimensions given %s", options.bot_id,
+                options.work_dir, code.version, os.getpid(), bot.hooks.name, options.dimensions)
     try:
         bot.run(once=options.once)
+    except Exception:  # Fatal (a new version's own bug at start): reported before the launcher falls back.
+        bot.reporter.error(f"the bot failed:\n{traceback.format_exc()}")
+        raise
     finally:
+        uninstall_excepthook()
         api.close()
         lock.release()
     logger.info("bot %s: stopped", options.bot_id)

@@ -21,7 +21,6 @@ import dataclasses
 import enum
 import filecmp
 import functools
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -29,7 +28,6 @@ import logging
 import os
 import pkgutil
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -37,12 +35,13 @@ import time
 import traceback
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import bot as bot_package
 from bot import layout as layout_lib
 from bot import os_platform
 from bot.zip_main import BAD_VERSION_ENV, PROBATION_ENV
+from shared.bot_archive import digest, entries_of
 from shared.errors import SwarmingError
 
 logger = logging.getLogger(__name__)
@@ -77,33 +76,10 @@ class UpdateError(SwarmingError):
         self.bad = bad
 
 
-def digest_entries(entries: Iterable[tuple[str, bytes]]) -> str:
-    """The bot code's version (PROTOCOL.md), as shared/bot_archive.py defines
-    it for the server: SHA-256 over the entries sorted by name, each fed as
-    the length of its UTF-8 name, the name, the length of its content, the
-    content, the lengths as 8-byte big-endian unsigned integers. Independent
-    of timestamps, compression and the order of the entries in the zip.
-
-    Kept here, not imported from shared/, while that module cannot be
-    imported by python 3.9 (a `bytes | Path` annotation evaluated at import);
-    tests/test_bot_launcher.py checks that both agree."""
-    h = hashlib.sha256()
-    seen = set()
-    for name, content in sorted(entries, key=lambda entry: entry[0]):
-        if name in seen:
-            raise ValueError(f"{name!r} is in the zip twice")
-        seen.add(name)
-        name_bytes = name.encode("utf-8")
-        h.update(struct.pack(">Q", len(name_bytes)) + name_bytes + struct.pack(">Q", len(content)) + content)
-    return h.hexdigest()
-
-
 def zip_digest(path: Path | str) -> str:
-    """The digest of a zip's files (directory entries, names ending in "/", are
-    not files and are left out)."""
-    with zipfile.ZipFile(path) as archive:
-        return digest_entries((info.filename, archive.read(info))
-                              for info in archive.infolist() if not info.is_dir())
+    """The bot code's version: the digest of the zip's files as the server
+    computes it (shared/bot_archive.py; directory entries are not files)."""
+    return digest(entries_of(Path(path)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,10 +144,12 @@ class Updater:
         #: Exec'd into new code and not yet connected: a failed start falls back (zip_main.py).
         self.on_probation = bool(os.environ.get(PROBATION_ENV))
 
-    def update(self, fetch: Callable[[str, Path], None], version: str) -> None:
+    def update(self, fetch: Callable[[str, Path], None], version: str,
+               before_exec: Callable[[], None] = lambda: None) -> None:
         """Downloads `version` (with `fetch(version, path)`) into the other
-        copy, checks its digest and that it is fine, then execs it; returns
-        only if the exec does (a test's). Raises UpdateError."""
+        copy, checks its digest and that it is fine, then calls `before_exec`
+        (the bot's shutdown hooks) and execs it; returns only if the exec
+        does (a test's). Raises UpdateError."""
         if self.code.zip_path is None:
             raise UpdateError(version, "running from source: there is no zip to update", bad=True)
         if version in self.bad_versions:
@@ -193,6 +171,7 @@ class Updater:
             self._refuse(version, target, f"the new code is not fine: {problem}")
         env = {k: v for k, v in os.environ.items() if k != BAD_VERSION_ENV}
         env[PROBATION_ENV] = version
+        before_exec()
         self._exec_python([str(target), "start_bot", *self._bot_args], env)
 
     def _refuse(self, version: str, target: Path, why: str) -> None:
@@ -369,8 +348,9 @@ def attributes(args: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="attributes", description="Prints the bot's attributes as JSON.")
     parser.add_argument("--id", help="the bot id (default: $SWARMING_BOT_ID, else the short hostname)")
     options = parser.parse_args(args)
-    bot_id = bot_main.bot_id_from(options.id)
-    attrs = bot_main.initial_attributes(bot_id, current_code().version)
+    code = current_code()
+    work_dir = code.zip_path.parent if code.zip_path is not None else Path.cwd()
+    attrs = bot_main.initial_attributes(bot_main.bot_id_from(options.id), code.version, work_dir)
     print(json.dumps(attrs.to_json(), indent=2, sort_keys=True))
     return ExitCode.OK
 

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -204,12 +204,23 @@ class Remote:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["Authorization"] = f"Bearer {token}"
+        self._extra_headers: dict[str, str] = {}  # From the get_authentication_headers hook.
         #: The server's last `session`, sent back on every call: it tells the
         #: server what it last wrote of this bot, sparing a write per call.
         self.bot_session: str | None = None
 
     def close(self) -> None:
         self._session.close()
+
+    def set_headers(self, headers: Mapping[str, str]) -> None:
+        """Headers added to every later call (the `get_authentication_headers`
+        hook's), in place of those set before; an `Authorization` among them
+        replaces the bearer token's until they are set again without one."""
+        for name in self._extra_headers:
+            self._session.headers.pop(name, None)
+        self._session.headers["Authorization"] = f"Bearer {self.token}"
+        self._extra_headers = dict(headers)
+        self._session.headers.update(self._extra_headers)
 
     def handshake(self, attributes: Attributes) -> dict[str, Any]:
         return self._call("bot_handshake", attributes, {}, lambda reply: reply)
@@ -248,7 +259,8 @@ class Remote:
         self._call("bot_task_error", attributes, fields, lambda reply: None)
 
     def event(self, attributes: Attributes, event: str, message: str) -> None:
-        """`bot_event`: bot_error, bot_log, bot_rebooting or bot_shutdown."""
+        """`bot_event`: bot_error, bot_log, bot_rebooting or bot_shutdown
+        (the body: the attributes, `event` and `message`)."""
         self._call("bot_event", attributes, {"event": event, "message": message}, lambda reply: None)
 
     def bot_code(self, version: str, dest: Path) -> None:

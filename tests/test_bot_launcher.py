@@ -40,7 +40,7 @@ def fake() -> Iterator[FakeServer]:
 
 def make_zip(path: Path, server: str, **kwargs: Any) -> tuple[bytes, str]:
     entries = bot_zip_entries(server, **kwargs)
-    return write_zip(path, entries), launcher.digest_entries(entries.items())
+    return write_zip(path, entries), bot_archive.digest(entries)
 
 
 def broken(module: str, code: str) -> dict[str, bytes]:
@@ -69,17 +69,16 @@ def versions(fake: FakeServer, call: str) -> list[str]:
 
 # The digest.
 
-def test_the_digest_is_the_protocol_s_and_the_server_s() -> None:
+def test_the_version_is_the_protocol_s_digest_of_the_zip(tmp_path: Path) -> None:
     def length(n: int) -> bytes:
         return n.to_bytes(8, "big")
 
     expected = hashlib.sha256(length(5) + b"a.txt" + length(3) + b"abc"
                               + length(7) + b"b/\xc3\xa9.py" + length(0)).hexdigest()
     entries = {"b/é.py": b"", "a.txt": b"abc"}
+    write_zip(tmp_path / "bot.zip", entries)
 
-    assert launcher.digest_entries(entries.items()) == expected == bot_archive.digest(entries)
-    many = {f"pkg/{i}/m.py": bytes(range(i % 256)) * i for i in range(50)}
-    assert launcher.digest_entries(many.items()) == bot_archive.digest(many)
+    assert launcher.zip_digest(tmp_path / "bot.zip") == expected == bot_archive.digest(entries)
 
 
 def test_the_digest_ignores_order_timestamps_compression_and_directory_entries(tmp_path: Path) -> None:
@@ -93,13 +92,8 @@ def test_the_digest_ignores_order_timestamps_compression_and_directory_entries(t
 
     one, two, three = (launcher.zip_digest(tmp_path / f"{n}.zip") for n in ("one", "two", "three"))
 
-    assert one == two == launcher.digest_entries(entries.items())
+    assert one == two == bot_archive.digest(entries)
     assert three != one and len(one) == 64
-
-
-def test_a_name_twice_is_refused() -> None:
-    with pytest.raises(ValueError, match="twice"):
-        launcher.digest_entries([("a", b"1"), ("a", b"2")])
 
 
 # The commands.
@@ -147,7 +141,9 @@ def test_from_source_the_version_is_dev_and_attributes_are_json(monkeypatch: pyt
     attrs = json.loads(attributes.stdout)
     assert attrs["dimensions"]["id"] == ["probe-1"] and attrs["version"] == "dev"
     assert {"os", "cpu", "python", "pool"} <= attrs["dimensions"].keys()
-    assert attrs["state"] == {"sleep_streak": 0, "running_time": 0.0}
+    # The default hooks' state, as the bot's first handshake would send it.
+    assert {"disk", "ram", "uptime"} <= attrs["state"].keys()
+    assert (attrs["state"]["sleep_streak"], attrs["state"]["running_time"]) == (0, 0.0)
     assert unknown.returncode == 2 and "start_bot" in unknown.stderr
     assert config.returncode == 1 and "source" in config.stderr
 
@@ -254,9 +250,10 @@ def test_a_version_that_fails_to_start_falls_back_to_the_last_known_good(
     assert b"broken on purpose" in stderr and b"falling back" in stderr
     assert versions(fake, "bot_handshake") == [good_version, good_version]
     assert set(versions(fake, "bot_poll")) == {good_version}
-    [event] = fake.bodies("bot_event")  # Once, though the server still says "update".
-    assert event["event"] == "bot_error"
-    assert bad_version in event["message"] and "failed to start" in event["message"]
+    [error] = [e for e in fake.bodies("bot_event") if e["event"] == "bot_error"]  # Once, though the server
+    assert bad_version in error["message"] and "failed to start" in error["message"]  # still says "update".
+    assert [e["message"] for e in fake.bodies("bot_event") if e["event"] == "bot_shutdown"] == [
+        f"updating to version {bad_version}", "SIGTERM received"]
     assert len([c for c in fake.calls if c[0] == "bot_code"]) == 1  # Not fetched again.
     assert (zip_path.parent / "swarming_bot.1.zip").read_bytes() == good
     assert zip_path.read_bytes() == good
@@ -307,10 +304,12 @@ def test_an_update_checks_the_new_code_then_execs_it_on_probation(
     execs = Execs()
     updater = launcher.Updater(code, bot_layout, ["--id", "b"], exec_python=execs)
 
-    updater.update(lambda version, path: path.write_bytes(new), new_version)
+    updater.update(lambda version, path: path.write_bytes(new), new_version,
+                   before_exec=lambda: execs.append("the shutdown hooks"))
 
     target = bot_layout.root / "swarming_bot.2.zip"
-    [(args, env)] = execs
+    [hooks, (args, env)] = execs
+    assert hooks == "the shutdown hooks"
     assert args == [str(target), "start_bot", "--id", "b"] and target.read_bytes() == new
     assert env[launcher.PROBATION_ENV] == new_version
 
@@ -336,7 +335,7 @@ def test_an_update_to_bad_code_is_refused_and_never_fetched_again(
 
     for _ in range(2):
         with pytest.raises(launcher.UpdateError) as refused:
-            updater.update(fetch, not_fine_version)
+            updater.update(fetch, not_fine_version, before_exec=lambda: execs.append("the shutdown hooks"))
         assert refused.value.bad
 
     assert why in updater.bad_versions[not_fine_version]

@@ -7,18 +7,21 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from types import ModuleType
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from bot import bot_main, launcher, remote
+from bot import bot_main, health, launcher, remote
 from bot.bot_main import Bot, Outcome
 from bot.remote import Manifest
 from bot.task_runner import Timings
-from tests.bot_fakes import REPO, FakeServer, Reply, claim, error, ok, run, sleep
+from tests.bot_fakes import REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, run, sleep, write_zip
 
 TOKEN = "bot-token"
 TASK_A, TASK_B = "5f3a1b2c3d4e5f00", "5f3a1b2c3d4e6000"
@@ -43,7 +46,7 @@ def sleeps() -> list[float]:
 @pytest.fixture
 def bot(fake: FakeServer, tmp_path: Path, sleeps: list[float]) -> Iterator[Bot]:
     api = remote.Remote(fake.url, TOKEN)
-    yield Bot(api, tmp_path, bot_main.default_dimensions("bot-1"), shutdown=threading.Event(),
+    yield Bot(api, tmp_path, "bot-1", shutdown=threading.Event(),
               sleep=sleeps.append, timings=FAST)
     api.close()
 
@@ -70,7 +73,9 @@ def test_runs_a_claimed_task_and_reports_it(fake: FakeServer, bot: Bot, tmp_path
     bot.run(once=True)
 
     assert fake.names()[:4] == ["bot_handshake", "bot_poll", "bot_claim", "bot_task_update"]
-    assert fake.names()[4:] == ["bot_task_update"] * (len(fake.calls) - 4)
+    assert fake.names()[4:] == ["bot_task_update"] * (len(fake.calls) - 5) + ["bot_event"]
+    [shutdown] = fake.bodies("bot_event")
+    assert (shutdown["event"], shutdown["message"]) == ("bot_shutdown", "done (--once)")
     assert {auth for _, _, auth in fake.calls} == {f"Bearer {TOKEN}"}
     for _, body, _ in fake.calls:
         assert body["dimensions"]["id"] == ["bot-1"] and body["dimensions"]["pool"] == ["default"]
@@ -215,7 +220,7 @@ def test_a_work_dir_that_cannot_be_made_is_a_task_error(fake: FakeServer, tmp_pa
     fake.script("bot_poll", claim(TASK_A))
     fake.script("bot_claim", run(TASK_A, ["true"]))
     api = remote.Remote(fake.url, TOKEN)
-    bot = Bot(api, tmp_path / "file", bot_main.default_dimensions("bot-1"), shutdown=threading.Event(),
+    bot = Bot(api, tmp_path / "file", "bot-1", shutdown=threading.Event(),
               sleep=lambda _: None, timings=FAST)
 
     assert bot.run_once() is Outcome.RAN
@@ -247,7 +252,7 @@ RUN_IT = "\nsys.exit(runner_process.child_main(sys.argv[2:]))\n"
 
 def runner_bot(fake: FakeServer, tmp_path: Path, script: str, timings: Timings = FAST, **kwargs: Any) -> Bot:
     api = remote.Remote(fake.url, TOKEN)
-    return Bot(api, tmp_path, bot_main.default_dimensions("bot-1"), shutdown=threading.Event(),
+    return Bot(api, tmp_path, "bot-1", shutdown=threading.Event(),
                sleep=lambda _: None, timings=timings, code=ScriptRunner(script), **kwargs)
 
 
@@ -349,7 +354,7 @@ def test_a_restart_execs_the_bot_anew(fake: FakeServer, tmp_path: Path) -> None:
     updater = launcher.Updater(code, bot_main.layout_lib.Layout(tmp_path), ["--id", "bot-1"],
                                exec_python=lambda args, env: execs.append((list(args), dict(env or {}))))
     api = remote.Remote(fake.url, TOKEN)
-    bot = Bot(api, tmp_path, bot_main.default_dimensions("bot-1"), shutdown=threading.Event(),
+    bot = Bot(api, tmp_path, "bot-1", shutdown=threading.Event(),
               sleep=lambda _: None, timings=FAST, updater=updater)
     fake.script("bot_poll", ok({"cmd": "bot_restart", "message": "its group changed"}))
 
@@ -421,7 +426,7 @@ def test_the_state_reports_sleep_streak_and_running_time(fake: FakeServer, tmp_p
     def advance(seconds: float) -> None:
         now[0] += seconds
 
-    bot = Bot(api, tmp_path, bot_main.default_dimensions("bot-1"), shutdown=threading.Event(),
+    bot = Bot(api, tmp_path, "bot-1", shutdown=threading.Event(),
               sleep=advance, timings=FAST, clock=lambda: now[0])
     bot.handshake()
     bot.run_once()
@@ -429,8 +434,8 @@ def test_the_state_reports_sleep_streak_and_running_time(fake: FakeServer, tmp_p
     api.close()
 
     states = [body["state"] for _, body, _ in fake.calls]
-    assert states == [{"sleep_streak": 0, "running_time": 0.0}, {"sleep_streak": 0, "running_time": 0.0},
-                      {"sleep_streak": 1, "running_time": 5.0}]
+    assert [(s["sleep_streak"], s["running_time"]) for s in states] == [(0, 0.0), (0, 0.0), (1, 5.0)]
+    assert all({"disk", "ram", "uptime"} <= s.keys() for s in states)  # The default get_state hook's.
 
 
 def test_the_manifest_fields_and_their_defaults() -> None:
@@ -483,12 +488,13 @@ def test_the_cli_once_reports_its_dimensions_and_ends(fake: FakeServer, tmp_path
     _, stderr = bot_process.communicate(timeout=10)
 
     assert bot_process.returncode == 0, stderr.decode()
-    assert fake.names() == ["bot_handshake", "bot_poll"]
+    assert fake.names() == ["bot_handshake", "bot_poll", "bot_event"]
     dimensions = fake.bodies("bot_handshake")[0]["dimensions"]
     assert dimensions["id"] == ["cli-bot"] and dimensions["pool"] == ["ci"]
     assert dimensions["gpu"] == ["a", "b"]
-    assert dimensions["python"] == ["3", f"3.{sys.version_info.minor}"]
-    assert {"os", "cpu"} <= dimensions.keys()
+    assert dimensions["python"] == ["3", f"3.{sys.version_info.minor}", "3.{}.{}".format(*sys.version_info[1:3])]
+    assert {"os", "cpu", "cores"} <= dimensions.keys()
+    assert fake.bodies("bot_event")[0]["event"] == "bot_shutdown"
     assert b"cli-bot" in stderr
 
 
@@ -552,6 +558,376 @@ def test_the_bot_id_comes_from_the_environment_and_id_cannot_be_a_dimension(
     monkeypatch.setenv("SWARMING_BOT_ID", "env-bot")
     base = ["--server", "http://x", "--work-dir", "/tmp/x", "--token", "t"]
 
-    assert bot_main.parse_args(base).dimensions["id"] == ["env-bot"]
+    assert bot_main.parse_args(base).bot_id == "env-bot"
     with pytest.raises(SystemExit):
         bot_main.parse_args([*base, "--dimension", "id=other"])
+
+
+# The hooks of bot_config.py, called by the loop.
+
+@pytest.fixture
+def quiet_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """TEMP of its own, so that the host's /tmp cannot quarantine the bot."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    return temp
+
+
+def config(source: str) -> ModuleType:
+    """A bot_config.py module from its source."""
+    module = ModuleType("bot_config")
+    exec(textwrap.dedent(source), module.__dict__)
+    return module
+
+
+@pytest.fixture
+def hooked_bot(fake: FakeServer, tmp_path: Path) -> Iterator[Callable[..., Bot]]:
+    """Makes a bot in tmp_path/bot with the hooks of a bot_config.py source."""
+    apis: list[remote.Remote] = []
+
+    def make(source: str, **kwargs: Any) -> Bot:
+        kwargs.setdefault("sleep", lambda _: None)
+        (tmp_path / "bot").mkdir(exist_ok=True)
+        apis.append(remote.Remote(fake.url, TOKEN))
+        return Bot(apis[-1], tmp_path / "bot", "bot-1", shutdown=threading.Event(), timings=FAST,
+                   bot_config=config(source), **kwargs)
+
+    yield make
+    for api in apis:
+        api.close()
+
+
+def events_of(fake: FakeServer, kind: str) -> list[str]:
+    return [e["message"] for e in fake.bodies("bot_event") if e["event"] == kind]
+
+
+RECORDING = """
+    import json
+    CALLS = []
+
+    def setup_bot(bot):
+        CALLS.append(("setup_bot",))
+        return True
+
+    def on_bot_startup(bot):
+        CALLS.append(("on_bot_startup",))
+
+    def on_handshake(bot):
+        CALLS.append(("on_handshake", bot.server_dimensions))
+
+    def on_bot_idle(bot, since_last_action):
+        CALLS.append(("on_bot_idle", since_last_action >= 0))
+
+    def on_before_task(bot, bot_file, runner_cmd, runner_env):
+        with open(bot_file) as f:
+            CALLS.append(("on_before_task", json.load(f)["dimensions"]["gpu"],
+                          runner_env["SWARMING_BOT_FILE"] == bot_file, runner_cmd[-1]))
+        runner_env["FROM_HOOK"] = "set by on_before_task"
+
+    def on_after_task(bot, failure, internal_failure, dimensions, summary):
+        CALLS.append(("on_after_task", failure, internal_failure, dimensions, summary.get("exit_code")))
+
+    def on_bot_shutdown(bot):
+        CALLS.append(("on_bot_shutdown",))
+
+    def get_dimensions(bot):
+        return {"gpu": ["none"], "pool": ["hooked"], "id": ["not-the-bot-id"]}
+
+    def get_state(bot):
+        return {"temperature": 40}
+"""
+
+#: Prints what the task sees of the hooks: the bot file and the runner's environment.
+SHOW_HOOKS = ("import json, os; print(json.load(open(os.environ['SWARMING_BOT_FILE']))['dimensions']['gpu'], "
+              "os.environ['FROM_HOOK'])")
+
+
+def test_the_hooks_are_called_at_their_times(
+        fake: FakeServer, hooked_bot: Callable[..., Bot], tmp_path: Path, quiet_temp: Path) -> None:
+    fake.script("bot_handshake", ok({"bot_version": "dev", "server_version": "fake",
+                                     "bot_group_cfg": {"dimensions": {"pool": ["ci"]}}}))
+    fake.script("bot_poll", sleep(1.0), claim(TASK_A), ok({"cmd": "terminate", "task_id": TASK_B}))
+    fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", SHOW_HOOKS]),
+                run(TASK_B, ["true"]))
+    bot = hooked_bot(RECORDING)
+
+    bot.run()
+
+    assert bot.hooks.module.CALLS == [
+        ("setup_bot",), ("on_bot_startup",), ("on_handshake", {"pool": ["ci"]}),
+        ("on_bot_idle", True),
+        ("on_before_task", ["none"], True, "run_task"),
+        ("on_after_task", False, False, {"pool": ["default"]}, 0),
+        ("on_bot_shutdown",), ("setup_bot",),
+    ]
+    assert output(fake) == b"['none'] set by on_before_task\n"
+    assert not (tmp_path / "bot" / bot_main.BOT_FILE).exists()
+    assert fake.names()[-1] == "bot_event"
+    assert events_of(fake, "bot_shutdown") == [f"terminated by task {TASK_B}"]
+    assert events_of(fake, "bot_error") == []
+
+
+def test_the_hooks_dimensions_and_state_reach_every_call(
+        fake: FakeServer, hooked_bot: Callable[..., Bot], quiet_temp: Path) -> None:
+    fake.script("bot_poll", sleep(1.0))
+    bot = hooked_bot(RECORDING, overrides={"pool": ["from-flag"], "zone": ["a"]})
+
+    bot.handshake()
+    bot.run_once()
+    bot.run_once()
+
+    for _, body, _ in fake.calls:
+        # --dimension over the hooks'; the id is always the bot's.
+        assert body["dimensions"] == {"gpu": ["none"], "id": ["bot-1"], "pool": ["from-flag"], "zone": ["a"]}
+        assert body["state"]["temperature"] == 40 and "quarantined" not in body["state"]
+    assert [p["state"]["sleep_streak"] for p in fake.bodies("bot_poll")] == [0, 1]
+    assert bot.view.dimensions["gpu"] == ["none"] and bot.view.state["temperature"] == 40
+
+
+def test_the_state_is_computed_again_once_stale(
+        fake: FakeServer, hooked_bot: Callable[..., Bot], quiet_temp: Path) -> None:
+    now = [1000.0]
+    fake.script("bot_poll", sleep(1.0))
+    bot = hooked_bot("""
+        COUNT = [0]
+        def get_state(bot):
+            COUNT[0] += 1
+            return {"computed": COUNT[0]}
+    """, clock=lambda: now[0])
+
+    for step in (0.0, 1.0, 1.0, bot_main.ATTRIBUTES_TTL_SECS):
+        now[0] += step
+        bot.run_once()
+
+    states = [p["state"] for p in fake.bodies("bot_poll")]
+    assert [s["computed"] for s in states] == [1, 1, 1, 2]
+    assert [s["running_time"] for s in states] == [0.0, 1.0, 2.0, 2.0 + bot_main.ATTRIBUTES_TTL_SECS]
+    assert [s["sleep_streak"] for s in states] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("hook, source", [
+    ("on_bot_idle", "def on_bot_idle(bot, since_last_action): raise RuntimeError('boom in on_bot_idle')"),
+    ("get_state", "def get_state(bot): raise RuntimeError('boom in get_state')"),
+    ("get_dimensions", "def get_dimensions(bot): raise RuntimeError('boom in get_dimensions')"),
+])
+def test_a_hook_that_raises_is_a_bot_error_and_polling_goes_on(
+        fake: FakeServer, hooked_bot: Callable[..., Bot], quiet_temp: Path, hook: str, source: str) -> None:
+    fake.script("bot_poll", sleep(1.0))
+    bot = hooked_bot(source, attributes_ttl=0.0)
+
+    assert [bot.run_once() for _ in range(3)] == [Outcome.SLEPT] * 3
+
+    errors = events_of(fake, "bot_error")
+    assert errors and all(f"{hook}() in " in e and f"RuntimeError: boom in {hook}" in e for e in errors)
+    assert len(fake.bodies("bot_poll")) == 3
+    for poll in fake.bodies("bot_poll"):  # The default hooks answered in its place.
+        assert poll["dimensions"]["id"] == ["bot-1"] and "os" in poll["dimensions"]
+        assert "disk" in poll["state"]
+
+
+def test_a_health_check_failure_quarantines(fake: FakeServer, hooked_bot: Callable[..., Bot], quiet_temp: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.script("bot_poll", sleep(1.0))
+    monkeypatch.setattr(health, "check", lambda work_dir, settings: "the disk is full (fake)")
+    bot = hooked_bot("")
+
+    bot.run_once()
+
+    [poll] = fake.bodies("bot_poll")
+    assert poll["state"]["quarantined"] == "the disk is full (fake)"
+    assert events_of(fake, "bot_error") == []  # Quarantine is state, not an error.
+
+
+def test_too_many_temp_files_quarantine(
+        fake: FakeServer, hooked_bot: Callable[..., Bot], quiet_temp: Path) -> None:
+    fake.script("bot_poll", sleep(1.0))
+    for i in range(1025):
+        (quiet_temp / str(i)).touch()
+    bot = hooked_bot("")
+
+    bot.run_once()
+
+    [poll] = fake.bodies("bot_poll")
+    assert "1025 files" in poll["state"]["quarantined"]
+
+
+def test_a_hook_quarantines(fake: FakeServer, hooked_bot: Callable[..., Bot], quiet_temp: Path) -> None:
+    fake.script("bot_poll", sleep(1.0))
+    bot = hooked_bot("def get_state(bot): return {'quarantined': 'too hot'}")
+
+    bot.run_once()
+
+    [poll] = fake.bodies("bot_poll")
+    assert poll["state"]["quarantined"] == "too hot"
+
+
+def test_a_failed_task_and_a_task_error_reach_on_after_task(
+        fake: FakeServer, hooked_bot: Callable[..., Bot]) -> None:
+    fake.script("bot_poll", claim(TASK_A), claim(TASK_B))
+    fake.script("bot_claim", run(TASK_A, ["sh", "-c", "exit 3"]),
+                run(TASK_B, ["true"], relative_cwd="../escape"))
+    bot = hooked_bot(RECORDING)
+
+    assert [bot.run_once(), bot.run_once()] == [Outcome.RAN, Outcome.RAN]
+
+    after = [call for call in bot.hooks.module.CALLS if call[0] == "on_after_task"]
+    assert after == [("on_after_task", True, False, {"pool": ["default"]}, 3),
+                     ("on_after_task", False, True, {"pool": ["default"]}, None)]
+
+
+def test_setup_bot_returning_false_stops_the_bot_before_the_handshake(
+        fake: FakeServer, hooked_bot: Callable[..., Bot]) -> None:
+    bot = hooked_bot("def setup_bot(bot): return False")
+
+    bot.run()
+
+    assert fake.names() == ["bot_event"]
+    assert "setup_bot() returned False" in events_of(fake, "bot_shutdown")[0]
+
+
+def test_the_authentication_headers_are_asked_again_before_they_expire(
+        fake: FakeServer, hooked_bot: Callable[..., Bot]) -> None:
+    now = [1_700_000_000.0]
+    fake.script("bot_poll", sleep(1.0))
+    bot = hooked_bot(f"""
+        ISSUED = []
+        def get_authentication_headers(bot):
+            ISSUED.append(1)
+            return {{"Authorization": f"Bearer hook-{{len(ISSUED)}}"}}, {now[0]} + 400
+    """, now=lambda: now[0])
+
+    bot.handshake()
+    now[0] += 50
+    bot.run_once()
+    now[0] += 100  # 250 s before the expiry: within the margin.
+    bot.run_once()
+
+    assert [auth for _, _, auth in fake.calls] == ["Bearer hook-1", "Bearer hook-1", "Bearer hook-2"]
+
+
+def test_an_exception_of_the_bot_s_own_is_a_bot_error_and_the_loop_goes_on(
+        fake: FakeServer, hooked_bot: Callable[..., Bot], sleeps: list[float]) -> None:
+    fake.script("bot_poll", sleep(1.0), sleep(2.0))
+    bot = hooked_bot("", sleep=sleeps.append)
+    failures = [RuntimeError("a bug of the bot's")]
+
+    def idle() -> None:
+        if failures:
+            raise failures.pop()
+
+    bot._updater.idle = idle  # type: ignore[method-assign]
+
+    bot.run(once=True)
+
+    [error] = events_of(fake, "bot_error")
+    assert error.startswith("run_once failed") and "RuntimeError: a bug of the bot's" in error
+    assert len(fake.bodies("bot_poll")) == 2 and sleeps[-1] == 2.0
+
+
+def test_a_server_restart_reboots_the_host_only_when_a_hook_does(fake: FakeServer, tmp_path: Path) -> None:
+    execs: list[list[str]] = []
+    reboots: list[int] = []
+    shutdown = threading.Event()
+    code = launcher.current_code()
+    updater = launcher.Updater(code, bot_main.layout_lib.Layout(tmp_path), [],
+                               exec_python=lambda args, env: execs.append(list(args)))
+    fake.script("bot_poll", ok({"cmd": "restart", "message": "up for too long"}))
+    api = remote.Remote(fake.url, TOKEN)
+    rebooting = """
+        def on_bot_shutdown(bot):
+            bot.host_reboot("rebooting as the server asked")
+    """
+    # The SIGTERM of the host's shutdown comes while the bot waits for it.
+    bot = Bot(api, tmp_path, "bot-1", shutdown=shutdown, sleep=lambda _: shutdown.set(), timings=FAST,
+              updater=updater, bot_config=config(rebooting), reboot=lambda: reboots.append(1))
+
+    assert bot.run_once() is Outcome.RESTARTED
+
+    assert reboots == [1] and execs == []
+    assert events_of(fake, "bot_rebooting") == ["rebooting as the server asked"]
+    assert events_of(fake, "bot_shutdown") == ["restarting: up for too long"]
+    # Without a hook that reboots, the same answer restarts the bot process.
+    plain = Bot(api, tmp_path, "bot-1", shutdown=threading.Event(), sleep=lambda _: None, timings=FAST,
+                updater=updater, bot_config=config(""), reboot=lambda: reboots.append(2))
+    assert plain.run_once() is Outcome.RESTARTED
+    assert reboots == [1] and execs == [["-m", "bot", "start_bot"]]
+    api.close()
+
+
+def test_a_hook_s_reboot_stops_the_polls_until_the_host_goes_down(
+        fake: FakeServer, hooked_bot: Callable[..., Bot]) -> None:
+    waits: list[float] = []
+    fake.script("bot_poll", sleep(1.0))
+    bot = hooked_bot("""
+        def on_bot_idle(bot, since_last_action):
+            bot.host_reboot("a reboot a day")
+    """, sleep=waits.append, reboot=lambda: None)
+
+    assert bot.run_once() is Outcome.SLEPT
+    assert bot.run_once() is Outcome.REBOOTING  # No poll: it waited for the SIGTERM, in vain.
+
+    assert len(fake.bodies("bot_poll")) == 1 and waits == [1.0, bot_main.REBOOT_WAIT_SECS]
+    assert events_of(fake, "bot_rebooting") == ["a reboot a day"]
+    assert "did not reboot" in events_of(fake, "bot_error")[0]
+
+
+def test_a_hook_s_bot_restart_restarts_the_bot_process(
+        fake: FakeServer, hooked_bot: Callable[..., Bot], tmp_path: Path) -> None:
+    execs: list[list[str]] = []
+    updater = launcher.Updater(launcher.current_code(), bot_main.layout_lib.Layout(tmp_path / "bot"), ["--once"],
+                               exec_python=lambda args, env: execs.append(list(args)))
+    fake.script("bot_poll", sleep(1.0))
+    bot = hooked_bot(RECORDING + """
+    def on_bot_idle(bot, since_last_action):
+        bot.bot_restart("new drivers")
+    """, updater=updater)
+
+    assert bot.run_once() is Outcome.SLEPT
+    assert execs == []  # Not from inside the hook.
+    assert bot.run_once() is Outcome.RESTARTED
+
+    assert execs == [["-m", "bot", "start_bot", "--once"]] and len(fake.bodies("bot_poll")) == 1
+    assert bot.hooks.module.CALLS[-2:] == [("on_bot_shutdown",), ("setup_bot",)]
+    assert events_of(fake, "bot_shutdown") == ["restarting: new drivers"]
+
+
+def test_the_zip_s_bot_config_is_used_and_unhandled_exceptions_are_reported(
+        fake: FakeServer, tmp_path: Path) -> None:
+    """A real bot from a zip whose bot_config.py the server injected: its
+    hooks run, an exception no one catches (in a thread the hook started) is
+    reported, and SIGTERM calls on_bot_shutdown then reports bot_shutdown."""
+    hooks_source = textwrap.dedent("""
+        import threading
+
+        def on_bot_startup(bot):
+            def fail():
+                raise ValueError("lost in a thread")
+            threading.Thread(target=fail, name="doomed").start()
+
+        def get_state(bot):
+            return {"quarantined": "the zip's hooks say so"}
+
+        def on_bot_shutdown(bot):
+            bot.post_event("bot_log", "goodbye from on_bot_shutdown")
+    """)
+    zip_path = tmp_path / "bot" / "swarming_bot.zip"
+    write_zip(zip_path, bot_zip_entries(fake.url, replace={"bot_config.py": hooks_source.encode()}))
+    fake.script("bot_poll", sleep(60))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMING_") and k != "PYTHONPATH"}
+    bot_process = subprocess.Popen([sys.executable, str(zip_path), "start_bot", "--id", "bot-1"],
+                                   cwd=zip_path.parent, env={**env, "SWARMING_TOKEN": TOKEN},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        fake.wait_for(lambda: "bot_poll" in fake.names() and bool(events_of(fake, "bot_error")), timeout=30)
+    finally:
+        bot_process.send_signal(signal.SIGTERM)
+        _, stderr = bot_process.communicate(timeout=30)
+
+    assert bot_process.returncode == 0, stderr.decode()
+    [error] = events_of(fake, "bot_error")
+    assert "unhandled exception in thread 'doomed'" in error and "ValueError: lost in a thread" in error
+    assert fake.bodies("bot_poll")[0]["state"]["quarantined"] == "the zip's hooks say so"
+    assert events_of(fake, "bot_log") == ["goodbye from on_bot_shutdown"]
+    assert events_of(fake, "bot_shutdown") == ["SIGTERM received"]
+    assert fake.names()[-1] == "bot_event"
