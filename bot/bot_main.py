@@ -156,6 +156,8 @@ class Bot:
                 self._attributes_at = now
             state = {**self.view.state, "running_time": self.view.running_time,
                      "sleep_streak": self.view.sleep_streak}
+            if self._updater.bad_versions:  # So the server stops offering them and hands out tasks.
+                state["refused_versions"] = sorted(self._updater.bad_versions)
             return remote.Attributes(self.view.dimensions, state, self._code.version)
 
     def _refresh_attributes(self) -> None:
@@ -301,7 +303,10 @@ class Bot:
             if e.bad and e.version not in self._reported_bad:
                 self._reported_bad.add(e.version)
                 self._event("bot_error", str(e))
-            self._sleep(UPDATE_RETRY_SECS * self._rand.uniform(0.8, 1.0))
+            # A refused version is in the next poll's state, and the server then
+            # hands out tasks: no need to wait. Anything else is waited on.
+            if e.version not in self._updater.bad_versions:
+                self._sleep(UPDATE_RETRY_SECS * self._rand.uniform(0.8, 1.0))
             return Outcome.UPDATE_FAILED
         return Outcome.RESTARTED  # Only when the exec returned: a test's.
 

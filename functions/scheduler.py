@@ -48,7 +48,7 @@ def poll(store: Store, cache: QueueCache, registry: Registry, bot: BotRequest, n
     termination task waits for it (even quarantined or in maintenance: those
     bots get no other task), else `claim` or `sleep`."""
     session = registry.check_in(bot, None, now)
-    if expected_version and bot.version not in ("", DEV_VERSION) and bot.version != expected_version:
+    if _needs_update(bot, expected_version):
         return {"cmd": "update", "version": expected_version, "session": session}
     info = bot.info(None)
     held_back = bool(info.quarantined or info.maintenance_msg)
@@ -73,6 +73,15 @@ def _termination(store: Store, matching: list[TaskToRun]) -> str | None:
         if termination.is_termination(store.get_result(to_run.task_id)):
             return to_run.task_id
     return None
+
+
+def _needs_update(bot: BotRequest, expected_version: str | None) -> bool:
+    """A bot runs other code than the current zip, and has not refused it
+    (a version that failed its checks there): then it keeps running tasks."""
+    refused = bot.state.get("refused_versions")
+    refused = refused if isinstance(refused, list) else []
+    return (bool(expected_version) and bot.version not in ("", DEV_VERSION)
+            and bot.version != expected_version and expected_version not in refused)
 
 
 def matching_queues(store: Store, cache: QueueCache, bot: BotRequest, now: datetime.datetime,

@@ -24,7 +24,7 @@ from google.cloud import storage
 from functions import bot_code, service
 from functions.bot_code import Sources, write_zip
 from shared.bot_archive import digest, entries_of
-from tests.builders import bot_body
+from tests.builders import bot_body, task_body
 from tests.conftest import REPO, TOKENS
 
 SECRET = "test-bootstrap-secret"
@@ -321,6 +321,13 @@ def test_poll_tells_a_bot_on_other_code_to_update(api, code_svc, base_url):
     (Path(code_svc.settings.bot_source_dir) / "bot" / "zip_main.py").write_text("# new\n", "utf-8")
     answer = api.ok("bot_poll", bot_body(version=version), role="bot")
     assert answer["cmd"] == "update" and answer["version"] != version
+
+
+def test_a_bot_that_refused_the_current_version_gets_tasks_instead(api, code_svc, base_url):
+    version = _current(base_url)
+    api.ok("tasks_new", task_body())
+    refused = bot_body(version=OLD_VERSION, state={"refused_versions": [version]})
+    assert api.ok("bot_poll", refused, role="bot")["cmd"] == "claim"
 
 
 def test_poll_costs_no_build(api, code_svc, base_url):
