@@ -16,7 +16,9 @@ from functions.liveness import SHARDS, Sightings, shard_of
 from tests.builders import bot_body, task_body
 from tests.conftest import TOKENS
 
-NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.timezone.utc)
+# The present, not a fixed date: tasks made here arm real Cloud Tasks timers,
+# which fire at once for a time already past.
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
 
 def _later(seconds: float) -> datetime.datetime:

@@ -17,7 +17,9 @@ from functions.queues import CACHE_SECS, REFRESH, QueueCache, TaskQueue
 from shared import task_id as task_ids
 from tests.builders import bot_body, task_body
 
-NOW = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.timezone.utc)
+# The present, not a fixed date: tasks made here arm real Cloud Tasks timers,
+# which fire at once for a time already past.
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 USER = Caller("someone", Role.ADMIN)  # admins may use any priority
 
 
