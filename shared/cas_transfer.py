@@ -1,0 +1,228 @@
+"""Moving blobs and trees between a machine and the store, for the CLI and the bot alike.
+
+The service is asked which blobs are missing (`cas_find_missing`, in batches
+of MAX_BATCH) and for signed URLs (`cas_urls`); the bytes then go straight to
+Cloud Storage over those URLs, several at a time, never through a function.
+Every blob downloaded is checked against its digest while it is written.
+
+Standard library only: the caller brings the HTTP (a `Service` for function
+calls, a `Transport` for the signed URLs), so that the bot and the CLI each use
+their own session.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import shutil
+import stat
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, Protocol, Sequence, Union
+
+from shared.cas import MAX_BATCH, Digest, FileEntry, Tree, Verifier
+
+#: What a blob is uploaded from: its bytes, or a file holding them.
+Source = Union[bytes, Path]
+#: Told the bytes of each blob moved, as it ends.
+Progress = Callable[[int], None]
+WORKERS = 16
+
+
+class Service(Protocol):
+    def call(self, function: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Calls a Cloud Function with a JSON body; raises on any error."""
+
+
+class Transport(Protocol):
+    def put(self, url: str, headers: Mapping[str, str], source: Source) -> None:
+        """Uploads to a signed URL; "already exists" (412) is success. Raises on failure."""
+
+    def get(self, url: str, sink: BinaryIO, verifier: Verifier) -> bool:
+        """Downloads from a signed URL into `sink`, feeding the verifier;
+        False when there is no such object (404). Raises on other failures."""
+
+
+class MissingBlobs(Exception):
+    """Blobs a tree names that the store does not have."""
+
+    def __init__(self, digests: Sequence[Digest]):
+        super().__init__(f"{len(digests)} blob(s) missing from the store, e.g. {digests[0]}")
+        self.digests = list(digests)
+
+
+class CorruptBlob(Exception):
+    def __init__(self, digest: Digest):
+        super().__init__(f"blob {digest} does not match its digest")
+        self.digest = digest
+
+
+@dataclasses.dataclass
+class Stats:
+    """What a transfer did, for the CLI's --json and the bot's performance stats."""
+
+    items: int = 0  # Distinct blobs concerned.
+    bytes: int = 0
+    items_moved: int = 0  # Uploaded or downloaded; the rest were there already.
+    bytes_moved: int = 0
+    find_missing_calls: int = 0
+    url_calls: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: Stats) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+def _batches(items: Sequence[Digest]) -> Iterable[Sequence[Digest]]:
+    for start in range(0, len(items), MAX_BATCH):
+        yield items[start:start + MAX_BATCH]
+
+
+def _wire(digests: Iterable[Digest]) -> list[dict[str, Any]]:
+    return [d.to_wire() for d in digests]
+
+
+def find_missing(service: Service, digests: Iterable[Digest], stats: Stats) -> list[Digest]:
+    missing: list[Digest] = []
+    for batch in _batches(sorted(set(digests))):
+        stats.find_missing_calls += 1
+        answer = service.call("cas_find_missing", {"digests": _wire(batch)})
+        missing.extend(Digest(d["hash"], d["size_bytes"]) for d in answer["missing"])
+    return missing
+
+
+def _urls(service: Service, kind: str, digests: Sequence[Digest], stats: Stats) -> Iterable[tuple[Digest, dict]]:
+    """Signed URLs, a batch at a time, as they are needed."""
+    for batch in _batches(digests):
+        stats.url_calls += 1
+        answer = service.call("cas_urls", {kind: _wire(batch)})
+        yield from zip(batch, answer[kind])
+
+
+def upload(service: Service, transport: Transport, blobs: Mapping[Digest, Source],
+           progress: Optional[Progress] = None, workers: int = WORKERS) -> Stats:
+    """Uploads those of `blobs` the store lacks."""
+    started = time.monotonic()
+    stats = Stats(items=len(blobs), bytes=sum(d.size_bytes for d in blobs))
+    missing = find_missing(service, blobs, stats)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        def put(digest: Digest, signed: dict) -> int:
+            transport.put(signed["url"], signed.get("headers") or {}, blobs[digest])
+            return digest.size_bytes
+
+        futures = [pool.submit(put, d, signed) for d, signed in _urls(service, "upload", missing, stats)]
+        for future in concurrent.futures.as_completed(futures):
+            moved = future.result()
+            stats.items_moved += 1
+            stats.bytes_moved += moved
+            if progress:
+                progress(moved)
+    stats.seconds = time.monotonic() - started
+    return stats
+
+
+def download(service: Service, transport: Transport, digests: Iterable[Digest],
+             path_for: Callable[[Digest], Path], progress: Optional[Progress] = None,
+             workers: int = WORKERS) -> Stats:
+    """Downloads each blob to `path_for(digest)` (written whole, then renamed
+    into place). Raises MissingBlobs naming every blob the store lacks, or
+    CorruptBlob; nothing is left at the path of a blob that failed."""
+    started = time.monotonic()
+    wanted = sorted(set(digests))
+    stats = Stats(items=len(wanted), bytes=sum(d.size_bytes for d in wanted))
+    missing: list[Digest] = []
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        def get(digest: Digest, signed: dict) -> bool:
+            return _fetch(transport, signed["url"], digest, path_for(digest))
+
+        futures = {pool.submit(get, d, signed): d for d, signed in _urls(service, "download", wanted, stats)}
+        for future in concurrent.futures.as_completed(futures):
+            digest = futures[future]
+            if not future.result():
+                missing.append(digest)
+                continue
+            stats.items_moved += 1
+            stats.bytes_moved += digest.size_bytes
+            if progress:
+                progress(digest.size_bytes)
+    stats.seconds = time.monotonic() - started
+    if missing:
+        raise MissingBlobs(sorted(missing))
+    return stats
+
+
+def _fetch(transport: Transport, url: str, digest: Digest, path: Path) -> bool:
+    verifier = Verifier(digest)
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{digest.hash[:16]}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            if not transport.get(url, sink, verifier):
+                return False
+        if not verifier.matches():
+            raise CorruptBlob(digest)
+        os.replace(partial, path)
+        return True
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def fetch_manifest(service: Service, transport: Transport, digest: Digest) -> tuple[Tree, Stats]:
+    """The tree a manifest digest names, checked (ValidationError when it is not a valid manifest)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "manifest"
+        stats = download(service, transport, [digest], lambda _: path)
+        return Tree.from_bytes(path.read_bytes()), stats
+
+
+@dataclasses.dataclass(frozen=True)
+class Archived:
+    digest: Digest  # The manifest's.
+    tree: Tree
+    stats: Stats
+
+
+def archive(service: Service, transport: Transport, root: Path,
+            progress: Optional[Progress] = None, workers: int = WORKERS) -> Archived:
+    """Uploads the tree under `root` (only the blobs the store lacks) and its manifest."""
+    tree, sources = Tree.from_directory(root)
+    manifest = tree.to_bytes()
+    blobs: dict[Digest, Source] = {**sources, Digest.of_bytes(manifest): manifest}
+    return Archived(tree.digest, tree, upload(service, transport, blobs, progress, workers))
+
+
+def download_tree(service: Service, transport: Transport, digest: Digest, dest: Path,
+                  progress: Optional[Progress] = None, workers: int = WORKERS) -> tuple[Tree, Stats]:
+    """Writes the tree a manifest names under `dest` (made if needed; files
+    already there with the tree's paths are replaced). Each distinct blob is
+    downloaded once; the other paths with the same content get copies."""
+    tree, stats = fetch_manifest(service, transport, digest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".cas-") as scratch:
+        staged = {d: Path(scratch) / d.hash for d in tree.blobs()}
+        stats.add(download(service, transport, staged, staged.__getitem__, progress, workers))
+
+        placed: dict[Digest, Path] = {}
+
+        def place(_path: str, entry: FileEntry, target: Path) -> None:
+            if entry.digest in placed:
+                shutil.copyfile(placed[entry.digest], target)
+            else:  # The first path with this content takes the download itself.
+                os.replace(staged[entry.digest], target)
+                placed[entry.digest] = target
+            set_mode(target, entry.executable, read_only=False)
+
+        tree.materialize(dest, place)
+    return tree, stats
+
+
+def set_mode(path: Path, executable: bool, read_only: bool) -> None:
+    mode = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+    if executable:
+        mode |= stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+    if not read_only:
+        mode |= stat.S_IWUSR
+    os.chmod(path, mode)
