@@ -20,6 +20,8 @@ from functions.errors import BadRequest, Conflict
 from functions.models import TaskResult
 from functions.store import TaskBatch, Writes
 from shared import task_id as task_ids
+from shared.cas import MAX_BATCH, Digest
+from shared.errors import ValidationError
 from shared.states import State
 
 BOT_DIED = "timer_bot_died"
@@ -53,10 +55,7 @@ def task_error(ctx: Context, bot: BotRequest, body: dict[str, Any], now: datetim
     message = body.get("message", "")
     if not isinstance(message, str):
         raise BadRequest("message: must be a string")
-    client_error = body.get("client_error") or {}
-    missing = client_error.get("missing_cas") if isinstance(client_error, dict) else None
-    if missing is not None and not isinstance(missing, list):
-        raise BadRequest("client_error.missing_cas: must be a list")
+    missing = _missing_cas(body.get("client_error") or {})
     task_id = task_ids.summary_id(run_id)
     current = ctx.store.get_result(task_id)
     if current is None or current.run_id != run_id or current.bot_id != bot.bot_id:
@@ -64,6 +63,18 @@ def task_error(ctx: Context, bot: BotRequest, body: dict[str, Any], now: datetim
     state = State.CLIENT_ERROR if missing else State.BOT_DIED
     ended = _fail(ctx, task_id, current.try_number, state, message[:10_000], missing, now)
     return {"ok": True, "state": ended.state.value}
+
+
+def _missing_cas(client_error: Any) -> list[dict[str, Any]] | None:
+    """The digests of the missing inputs, each checked; the first MAX_BATCH
+    are kept, since a result is one document of bounded size."""
+    missing = client_error.get("missing_cas") if isinstance(client_error, dict) else None
+    if missing is None:
+        return None
+    if not isinstance(missing, list):
+        raise ValidationError("client_error.missing_cas", "must be a list of digests")
+    digests = [Digest.from_wire(d, f"client_error.missing_cas[{i}]") for i, d in enumerate(missing)]
+    return [d.to_wire() for d in digests[:MAX_BATCH]]
 
 
 def _fail(ctx: Context, task_id: str, try_number: int, state: State, message: str,

@@ -54,6 +54,7 @@ def take_success(result: TaskResult, owner: TaskResult, now: datetime.datetime) 
     """`result` becomes a copy of the owner's success."""
     result.state, result.deduped_from = State.COMPLETED, owner.deduped_from or owner.task_id
     result.exit_code, result.duration, result.try_number = owner.exit_code, owner.duration, 0
+    result.cas_output_root = owner.cas_output_root  # Nothing ran: no performance stats of its own.
     result.bot_id, result.bot_dimensions = owner.bot_id, owner.bot_dimensions
     result.completed_ts = result.modified_ts = now
     result.waiting_on = None

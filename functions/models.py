@@ -66,6 +66,10 @@ class TaskResult:
     excluded_bot: str | None = None
     missing_cas: list[dict[str, Any]] | None = None
     internal_failure_message: str | None = None
+    #: The tree of the task's outputs, `{"digest": {"hash", "size_bytes"}}`.
+    cas_output_root: dict[str, Any] | None = None
+    #: What the bot measured: its overhead, the inputs' download, the outputs' upload.
+    performance_stats: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str | None:

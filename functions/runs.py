@@ -12,10 +12,19 @@ from functions.errors import BadRequest, Conflict, PayloadTooLarge
 from functions.models import TaskResult
 from functions.store import TaskBatch, Writes
 from shared import task_id as task_ids
+from shared.errors import ValidationError
 from shared.states import State
+from shared.task_properties import CasReference
+from shared.wire import WireObject
 
 #: The result of a running task is rewritten at most this often by heartbeats.
 HEARTBEAT_SECS = 10
+#: The keys of `performance_stats`, each a number ≥ 0 or an object of such numbers.
+PERFORMANCE_STATS: dict[str, tuple[str, ...] | None] = {
+    "bot_overhead_secs": None,
+    "cas_download": ("duration_secs", "items_cold", "bytes_cold", "items_hot", "bytes_hot"),
+    "cas_upload": ("duration_secs", "items", "bytes", "items_uploaded", "bytes_uploaded"),
+}
 
 
 def update(ctx: Context, registry: Registry, bot: BotRequest, body: dict[str, Any],
@@ -51,6 +60,7 @@ def update(ctx: Context, registry: Registry, bot: BotRequest, body: dict[str, An
 
 def _apply_end(result: TaskResult, end: dict[str, Any], now: datetime.datetime) -> None:
     """A stop before the command started is CANCELED; after a kill, KILLED."""
+    result.cas_output_root, result.performance_stats = end["cas_output_root"], end["performance_stats"]
     if end["canceled"]:
         result.state = State.CANCELED if result.killing else State.BOT_DIED
         result.abandoned_ts = now
@@ -66,7 +76,8 @@ def _same_end(result: TaskResult, end: dict[str, Any]) -> bool:
     """A resent completion (the bot did not get the answer) is no conflict."""
     if end["canceled"]:
         return result.state in (State.CANCELED, State.BOT_DIED)
-    return result.exit_code == end["exit_code"] and result.duration == end["duration"]
+    return (result.exit_code, result.duration, result.cas_output_root) == (
+        end["exit_code"], end["duration"], end["cas_output_root"])
 
 
 def _output(body: dict[str, Any]) -> tuple[bytes, int]:
@@ -84,18 +95,55 @@ def _output(body: dict[str, Any]) -> tuple[bytes, int]:
 
 def _end(body: dict[str, Any]) -> dict[str, Any] | None:
     """The end of the run the update reports, if it does: `exit_code` with
-    `duration`, or `canceled` (the bot stopped before starting the command)."""
+    `duration`, or `canceled` (the bot stopped before starting the command);
+    either may carry `cas_output_root` and `performance_stats`."""
     exit_code, duration = body.get("exit_code"), body.get("duration")
     if (exit_code is None) != (duration is None):
         raise BadRequest("exit_code: exit_code and duration come together or not at all")
     canceled = body.get("canceled", False)
     if not isinstance(canceled, bool):
         raise BadRequest("canceled: must be a boolean")
+    files = _files(body)
     if exit_code is None:
-        return {"canceled": True} if canceled else None
+        if canceled:
+            return {"canceled": True, **files}
+        for key, value in files.items():
+            if value is not None:
+                raise ValidationError(key, "only comes with the end of the run (exit_code, or canceled)")
+        return None
     if isinstance(exit_code, bool) or not isinstance(exit_code, int):
         raise BadRequest("exit_code: must be an integer")
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0:
         raise BadRequest("duration: must be a non-negative number of seconds")
     timed_out = bool(body.get("hard_timeout") or body.get("io_timeout"))
-    return {"exit_code": exit_code, "duration": float(duration), "timed_out": timed_out, "canceled": False}
+    return {"exit_code": exit_code, "duration": float(duration), "timed_out": timed_out, "canceled": False,
+            **files}
+
+
+def _files(body: dict[str, Any]) -> dict[str, Any]:
+    """`cas_output_root` and `performance_stats`, validated (null is absent)."""
+    root, stats = body.get("cas_output_root"), body.get("performance_stats")
+    return {
+        "cas_output_root": None if root is None else CasReference.from_wire(root, "cas_output_root").to_wire(),
+        "performance_stats": None if stats is None else _performance_stats(stats),
+    }
+
+
+def _performance_stats(body: Any) -> dict[str, Any]:
+    """Only the keys of PERFORMANCE_STATS, all optional; ValidationError names a bad one."""
+    stats = WireObject(body, "performance_stats", PERFORMANCE_STATS)
+    valid: dict[str, Any] = {}
+    for key, value in stats.body.items():
+        keys = PERFORMANCE_STATS[key]
+        if keys is None:
+            valid[key] = _non_negative(value, stats.field(key))
+        else:
+            group = WireObject(value, stats.field(key), keys)
+            valid[key] = {k: _non_negative(v, group.field(k)) for k, v in group.body.items()}
+    return valid
+
+
+def _non_negative(value: Any, field: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValidationError(field, "must be a number ≥ 0")
+    return value
