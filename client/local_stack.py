@@ -11,6 +11,8 @@ it (`up --detach`) and stopping its process group also stops its children
                  processes: [{name, kind, pid, start_ticks, url, log, started_secs}]
     config.json  the tokens of the roles (bot, user, admin) and the bootstrap
                  secret, mode 0600
+    signing_key.json  the service-account key the functions sign the CAS
+                 URLs with (SWARMING_SIGNING_KEY_FILE), mode 0600, kept
     logs/        one log per process
     storage/     the Cloud Storage emulator's files
     bots/<id>/   each bot's directory: swarming_bot.zip, downloaded from the
@@ -184,7 +186,8 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
            "SWARMING_PROJECT": PROJECT, "SWARMING_BUCKET": BUCKET, "SWARMING_CONFIG": state["config"],
            # The timers call the functions back at the gateway's URL, which is also their tokens' audience.
            "SWARMING_FUNCTIONS_URL": gateway_url, "SWARMING_TASKS_QUEUE": TIMERS_QUEUE,
-           "SWARMING_SERVICE_ACCOUNT": SERVICE_ACCOUNT}
+           "SWARMING_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
+           "SWARMING_SIGNING_KEY_FILE": str(emulators.signing_key(state_dir / "signing_key.json"))}
     gateway = _launch(state_dir, state, "gateway", "gateway",
                       lambda log_path: _start_gateway(ports["gateway"], log_path, env))
     state["base_url"] = gateway.url

@@ -41,6 +41,9 @@ INTERNAL = frozenset({Role.INTERNAL, Role.ADMIN})
 BOOTSTRAP = frozenset({Role.BOOTSTRAP})
 #: The bot code: bots, and new hosts holding a bootstrap token.
 BOT_CODE = frozenset({Role.BOT, Role.BOOTSTRAP})
+#: The content-addressed store: users write inputs and read outputs, bots
+#: read inputs and write outputs (no per-task ACL yet: any task's blobs).
+CAS = frozenset({Role.BOT, Role.USER, Role.ADMIN})
 #: Google's issuers of ID tokens.
 ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"

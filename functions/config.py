@@ -44,6 +44,13 @@ class Settings:
     bot_source_dir: str = ""
     #: How often an instance looks at the bot code's files for a change.
     bot_code_recheck_secs: float = 10.0
+    #: The Cloud Storage API endpoint signed URLs point at: the emulator's on the local stack.
+    storage_url: str = "https://storage.googleapis.com"
+    #: A service-account key file (JSON) that signs CAS URLs locally; when
+    #: empty, the runtime's own service account signs through IAM signBlob.
+    signing_key_file: str = ""
+    #: How long a signed CAS URL is valid.
+    cas_url_ttl_secs: int = 1800
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -64,6 +71,9 @@ class Settings:
             bootstrap_token_ttl_secs=int(os.environ.get("SWARMING_BOOTSTRAP_TOKEN_TTL_SECS", "3600")),
             bot_source_dir=os.environ.get("SWARMING_BOT_SOURCE_DIR", ""),
             bot_code_recheck_secs=float(os.environ.get("SWARMING_BOT_CODE_RECHECK_SECS", "10")),
+            storage_url=os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com",
+            signing_key_file=os.environ.get("SWARMING_SIGNING_KEY_FILE", ""),
+            cas_url_ttl_secs=int(os.environ.get("SWARMING_CAS_URL_TTL_SECS", "1800")),
         )
 
     def load_config(self) -> dict[str, Any]:

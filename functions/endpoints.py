@@ -11,12 +11,13 @@ from typing import Any
 import flask
 
 from functions import bootstrap, bot_death, bots, cancellation, runs, scheduler, slices, sweep, tasks, termination
-from functions.auth import ADMINS, BOOTSTRAP, BOT_CODE, BOTS, INTERNAL, USERS
+from functions.auth import ADMINS, BOOTSTRAP, BOT_CODE, BOTS, CAS, INTERNAL, USERS
 from functions.bot_code import VERSION_RE, BotCodeError
 from functions.bots import BotRequest
 from functions.errors import BadRequest, NotFound
 from functions.http import Call, Function
 from functions.models import iso
+from shared.cas import Digest, digests_from_wire
 
 logger = logging.getLogger(__name__)
 _rand = random.SystemRandom()
@@ -170,6 +171,21 @@ def bot_delete(call: Call) -> dict[str, Any]:
     return call.service.fleet.delete(call.string("bot_id"), call.now)
 
 
+def cas_find_missing(call: Call) -> dict[str, Any]:
+    missing = call.service.cas.find_missing(digests_from_wire(call.params.get("digests"), "digests"))
+    return {"missing": [d.to_wire() for d in missing]}
+
+
+def cas_urls(call: Call) -> dict[str, Any]:
+    return call.service.cas.urls(_digests(call, "upload"), _digests(call, "download"), call.now).to_wire()
+
+
+def _digests(call: Call, name: str) -> list[Digest]:
+    """An optional list of digests (absent or null: none)."""
+    body = call.params.get(name)
+    return [] if body is None else digests_from_wire(body, name)
+
+
 def cron_sweep(call: Call) -> dict[str, Any]:
     return sweep.sweep(call.service.context, call.service.fleet, call.now)
 
@@ -203,6 +219,10 @@ FUNCTIONS: list[Function] = [
     Function("bot_terminate", bot_terminate, ADMINS,
              summary="Queue a priority-0 termination task for a bot: it finishes its task, then exits"),
     Function("server_token", server_token, ADMINS, summary="A short-lived bootstrap token for bot_bootstrap"),
+    Function("cas_find_missing", cas_find_missing, CAS,
+             summary="Which of up to 1,000 digests the content-addressed store lacks"),
+    Function("cas_urls", cas_urls, CAS,
+             summary="Short-lived signed URLs: create-only uploads and downloads of up to 1,000 blobs each"),
     Function("timer_expire", timer_expire, INTERNAL, summary="Cloud Tasks: a pending slice's time is up"),
     Function("timer_bot_died", timer_bot_died, INTERNAL, summary="Cloud Tasks: has a running task's bot gone silent?"),
     Function("cron_sweep", cron_sweep, INTERNAL, summary="Repairs what lost timers left; marks bots dead or alive"),

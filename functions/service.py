@@ -10,8 +10,10 @@ import functools
 from pathlib import Path
 from typing import Callable, Iterator
 
+import requests.adapters
 from google.cloud import firestore, storage
 
+from functions import cas
 from functions.auth import GOOGLE_CERTS_URL, Authenticator, IdTokens
 from functions.bootstrap import BootstrapTokens
 from functions.bot_code import BotCodeCache, Sources
@@ -85,7 +87,16 @@ class Service:
 
     @functools.cached_property
     def bucket(self) -> storage.Bucket:
-        return storage.Client(project=self.settings.project).bucket(self.settings.bucket)
+        client = storage.Client(project=self.settings.project)
+        # Room for the CAS lookups' threads, which would otherwise open and drop connections past 10.
+        for scheme in ("http://", "https://"):
+            client._http.mount(scheme, requests.adapters.HTTPAdapter(pool_maxsize=cas.LOOKUP_WORKERS))
+        return client.bucket(self.settings.bucket)
+
+    @functools.cached_property
+    def cas(self) -> cas.CasStore:
+        s = self.settings
+        return cas.CasStore(self.bucket, cas.Signer(s.signing_key_file), s.storage_url, s.cas_url_ttl_secs)
 
     @functools.cached_property
     def bot_code(self) -> BotCodeCache:

@@ -1,6 +1,6 @@
-"""Fixtures: the real emulators once per session, a fresh Firestore project and
-bucket per test, and the real gateway (every function through
-functions-framework) served in-process over HTTP."""
+"""Fixtures: the real emulators once per session (with a key that signs the
+CAS URLs), a fresh Firestore project and bucket per test, and the real gateway
+(every function through functions-framework) served in-process over HTTP."""
 
 import datetime
 import json
@@ -33,6 +33,8 @@ def emulator_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         started.append(emulators.start_firestore(processes.free_port(), logs / "firestore.log"))
         started.append(emulators.start_storage(processes.free_port(), logs / "storage.log", logs / "gcs"))
         env = {k: v for e in started for k, v in e.env.items()}
+        # The CAS URLs are signed with a key of our own, as on the local stack.
+        env["SWARMING_SIGNING_KEY_FILE"] = str(emulators.signing_key(logs / "signing_key.json"))
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         yield env
@@ -91,7 +93,9 @@ def svc(emulator_env: dict[str, str], auth_config: Path, cloud_tasks: cloud_task
         parent=queue.rsplit("/queues/", 1)[0], queue={"name": queue})
     settings = Settings(project=name, bucket=name, config_path=str(auth_config), functions_url=base_url,
                         tasks_queue=queue, tasks_emulator_host=cloud_tasks.host,
-                        service_account=TIMERS_ACCOUNT, id_token_certs_url=cloud_tasks.certs_url)
+                        service_account=TIMERS_ACCOUNT, id_token_certs_url=cloud_tasks.certs_url,
+                        storage_url=emulator_env["STORAGE_EMULATOR_HOST"],
+                        signing_key_file=emulator_env["SWARMING_SIGNING_KEY_FILE"])
     with service.use(service.Service(settings, clock=clock)) as current:
         yield current
 
