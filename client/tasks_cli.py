@@ -9,9 +9,10 @@ from typing import Any, Callable, NoReturn
 
 import click
 
-from client import exit_status, local_stack
+from client import exit_status, local_stack, transfers
 from client.api import ApiError, Client
 from shared import task_properties, task_request
+from shared.cas import Digest
 from shared.states import State
 
 #: How often `collect` looks at a task: fast while output flows, then slower.
@@ -83,6 +84,10 @@ def request_options(command: Callable) -> Callable:
                      show_default=True, help="Seconds the task may wait for a bot."),
         click.option("--wait-for-capacity", is_flag=True,
                      help="Wait even if no live bot has the dimensions (else the task ends NO_RESOURCE)."),
+        click.option("--cas-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     help="Upload this directory (only the files the store lacks) as the task's inputs."),
+        click.option("--cas-digest", type=transfers.DigestType(),
+                     help="The task's inputs: a tree 'swarming archive' uploaded."),
         click.argument("command_args", nargs=-1, required=True, metavar="-- COMMAND [ARGS]..."),
     ]):
         command = decorator(command)
@@ -106,8 +111,28 @@ def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: t
     return {"name": name, "priority": priority, "tags": list(tags), "user": user, "task_slices": [task_slice]}
 
 
-def _trigger(client: Client, request: dict[str, Any]) -> str:
+def output_options(command: Callable) -> Callable:
+    for decorator in reversed([
+        click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Download each task's outputs into OUTPUT_DIR/<task_id>/."),
+        click.option("--task-summary-json", type=click.Path(dir_okay=False, path_type=Path),
+                     help='Write the results to this file as {"shards": [result, ...]} (null: not ended).'),
+    ]):
+        command = decorator(command)
+    return command
+
+
+def _trigger(client: Client, cas_dir: Path | None, cas_digest: Digest | None, **request_args: Any) -> str:
+    """Creates the task; with --cas-dir, uploads its inputs first."""
+    if cas_dir and cas_digest:
+        raise click.UsageError("give --cas-dir or --cas-digest, not both")
+    request = build_request(**request_args)  # Checked before anything is uploaded.
     try:
+        if cas_dir:
+            cas_digest = transfers.archive(client, cas_dir).digest
+            click.echo(f"inputs {cas_digest}", err=True)
+        if cas_digest:
+            request["task_slices"][0]["properties"]["cas_input_root"] = {"digest": cas_digest.to_wire()}
         return client.new_task(request)["task_id"]
     except ApiError as e:
         fail(e)
@@ -126,8 +151,7 @@ def fail(error: ApiError) -> NoReturn:
               help="Write the task ids to this file, for 'collect --requests-json'.")
 def trigger(client: Client, dump_json: Path | None, **request_args: Any) -> None:
     """Create a task and print its id."""
-    request = build_request(**request_args)
-    task_id = _trigger(client, request)
+    task_id = _trigger(client, **request_args)
     if dump_json:
         dump_json.write_text(json.dumps({"server": client.server, "tasks": [{"task_id": task_id}]}, indent=2))
     click.echo(task_id)
@@ -140,15 +164,16 @@ def trigger(client: Client, dump_json: Path | None, **request_args: Any) -> None
               help="Collect the tasks of a 'trigger --dump-json' file.")
 @click.option("--timeout", type=float, default=0, help="Give up waiting after this many seconds (0: never).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the output.")
+@output_options
 def collect(client: Client, task_ids: tuple[str, ...], requests_json: Path | None, timeout: float,
-            as_json: bool) -> None:
+            as_json: bool, output_dir: Path | None, task_summary_json: Path | None) -> None:
     """Wait for tasks, print their output, and exit with the task's exit code."""
     ids = list(task_ids)
     if requests_json:
         ids += [t["task_id"] for t in json.loads(requests_json.read_text())["tasks"]]
     if not ids:
         raise click.UsageError("give task ids or --requests-json")
-    sys.exit(_collect(client, ids, timeout, as_json))
+    sys.exit(_collect(client, ids, timeout, as_json, output_dir, task_summary_json))
 
 
 @click.command()
@@ -156,33 +181,52 @@ def collect(client: Client, task_ids: tuple[str, ...], requests_json: Path | Non
 @request_options
 @click.option("--timeout", type=float, default=0, help="Give up waiting after this many seconds (0: never).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of the output.")
-def run(client: Client, timeout: float, as_json: bool, **request_args: Any) -> None:
+@output_options
+def run(client: Client, timeout: float, as_json: bool, output_dir: Path | None, task_summary_json: Path | None,
+        **request_args: Any) -> None:
     """Trigger a task, wait for it, print its output, and exit with its exit code."""
-    task_id = _trigger(client, build_request(**request_args))
+    task_id = _trigger(client, **request_args)
     click.echo(f"task {task_id}", err=True)
-    sys.exit(_collect(client, [task_id], timeout, as_json))
+    sys.exit(_collect(client, [task_id], timeout, as_json, output_dir, task_summary_json))
 
 
-def _collect(client: Client, task_ids: list[str], timeout: float, as_json: bool) -> int:
+def _collect(client: Client, task_ids: list[str], timeout: float, as_json: bool, output_dir: Path | None,
+             task_summary_json: Path | None) -> int:
     deadline = time.monotonic() + timeout if timeout else None
-    results, code = [], 0
+    results: list[dict[str, Any]] = []
+    stdouts: list[str] = []  # With --json.
     try:
         for task_id in task_ids:
             sink = bytearray() if as_json else None
             result = _wait(client, task_id, deadline, sink)
             if result is None:
-                return exit_status.ExitStatus.WAIT_TIMEOUT
+                break
+            if output_dir:
+                _download_outputs(client, result, output_dir)
             if sink is not None:
-                result["output"] = sink.decode("utf-8", "replace")
+                stdouts.append(sink.decode("utf-8", "replace"))
             results.append(result)
-            code = code or exit_status.for_result(result)
     except ApiError as e:
         fail(e)
     except KeyboardInterrupt:
         return exit_status.ExitStatus.INTERRUPTED
+    if task_summary_json:
+        shards: list[dict[str, Any] | None] = [*results, *[None] * (len(task_ids) - len(results))]
+        task_summary_json.write_text(json.dumps({"shards": shards}, indent=2))
+    if len(results) < len(task_ids):
+        return exit_status.ExitStatus.WAIT_TIMEOUT
     if as_json:
-        click.echo(json.dumps(results, indent=2))
-    return code
+        click.echo(json.dumps([{**r, "output": o} for r, o in zip(results, stdouts)], indent=2))
+    return next((code for code in map(exit_status.for_result, results) if code), 0)
+
+
+def _download_outputs(client: Client, result: dict[str, Any], output_dir: Path) -> None:
+    """Into OUTPUT_DIR/<task_id>/; a task without outputs gets no directory."""
+    root = result.get("cas_output_root")
+    if root:
+        task_id = result["task_id"]
+        digest = Digest.from_wire(root["digest"], "cas_output_root.digest")
+        transfers.download(client, digest, output_dir / task_id, label=f"outputs of {task_id}")
 
 
 def _wait(client: Client, task_id: str, deadline: float | None, sink: bytearray | None) -> dict | None:
