@@ -13,6 +13,7 @@ their own session.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -20,7 +21,7 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, Union
 
 from shared.cas import MAX_BATCH, Digest, FileEntry, Tree, Verifier
 
@@ -102,13 +103,26 @@ def _urls(service: Service, kind: str, digests: Sequence[Digest], stats: Stats) 
         yield from zip(batch, answer[kind])
 
 
+@contextlib.contextmanager
+def _pool(workers: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    """A thread pool whose queued transfers are dropped on the first error
+    (or Ctrl-C) rather than all run before it surfaces."""
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
 def upload(service: Service, transport: Transport, blobs: Mapping[Digest, Source],
            progress: Optional[Progress] = None, workers: int = WORKERS) -> Stats:
     """Uploads those of `blobs` the store lacks."""
     started = time.monotonic()
     stats = Stats(items=len(blobs), bytes=sum(d.size_bytes for d in blobs))
     missing = find_missing(service, blobs, stats)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    with _pool(workers) as pool:
         def put(digest: Digest, signed: dict) -> int:
             transport.put(signed["url"], signed.get("headers") or {}, blobs[digest])
             return digest.size_bytes
@@ -134,7 +148,7 @@ def download(service: Service, transport: Transport, digests: Iterable[Digest],
     wanted = sorted(set(digests))
     stats = Stats(items=len(wanted), bytes=sum(d.size_bytes for d in wanted))
     missing: list[Digest] = []
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    with _pool(workers) as pool:
         def get(digest: Digest, signed: dict) -> bool:
             return _fetch(transport, signed["url"], digest, path_for(digest))
 

@@ -174,3 +174,16 @@ def test_a_source_tree_with_a_link_leading_out_is_refused(tmp_path):
     os.symlink("../elsewhere", tmp_path / "out")
     with pytest.raises(ValidationError, match="outside the tree"):
         Tree.from_directory(tmp_path)
+
+
+def test_the_first_failure_drops_the_transfers_still_queued(tmp_path):
+    store = MemoryStore()
+    digests = sorted(Digest.of_bytes(str(i).encode()) for i in range(50))
+    for i, digest in enumerate(digests):
+        store.blobs[digest.hash] = b"corrupt" if i == 0 else str(i).encode()
+    gets = []
+    real_get = store.get
+    store.get = lambda url, sink, verifier: gets.append(url) or real_get(url, sink, verifier)
+    with pytest.raises(cas_transfer.CorruptBlob):
+        cas_transfer.download(store, store, digests, lambda d: tmp_path / d.hash, workers=1)
+    assert len(gets) < len(digests)
