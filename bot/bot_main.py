@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from bot import events, host_state, launcher, layout as layout_lib, os_platform, remote, runner_process
 from bot import hooks as hooks_lib
+from bot.cas_cache import Limits
 from bot.task_runner import Clock, Timings
 from shared import dimensions as dims_lib
 from shared.errors import ValidationError
@@ -53,6 +54,10 @@ BACKOFF_BASE_SECS, BACKOFF_MAX_SECS = 1.0, 60.0
 UPDATE_RETRY_SECS = 60.0
 #: The bot's last-ditch timeout of a task, past everything the runner may take.
 LAST_DITCH_MARGIN_SECS = 120.0
+#: Added to it for a task with an input tree or `outputs` to move: minutes of
+#: downloads or uploads are a runner at work, not a hung one. (What a task
+#: leaves in ${ISOLATED_OUTDIR} alone must upload within the margin.)
+LAST_DITCH_CAS_SECS = 1800.0
 #: How long the hooks' dimensions and state are reused: a custom get_state may
 #: be slow, and a poll, its claim and the task's start come within moments.
 #: running_time and sleep_streak are current on every call regardless.
@@ -433,6 +438,9 @@ class Bot:
             "work_dir": str(self._layout.work),
             "out_dir": str(self._layout.out),
             "cache_dir": str(self._layout.named_caches),
+            # The hooks' settings as of the attributes above (get_state calls get_settings).
+            "cas_cache": {"dir": str(self._layout.cas_cache),
+                          "limits": dataclasses.asdict(Limits.from_settings(self.view.settings))},
             "log": str(self._layout.runner_log),
         }
 
@@ -445,8 +453,9 @@ class Bot:
         """Past the hard timeout, the grace, the output drain and the runner's
         patience with the server: only a runner gone wrong takes longer."""
         grace = self._timings.grace_period if manifest.grace_period is None else manifest.grace_period
+        transfers = LAST_DITCH_CAS_SECS if manifest.cas_input_root is not None or manifest.outputs else 0.0
         return (manifest.hard_timeout + grace + self._timings.drain + self._timings.report_patience
-                + self._last_ditch_margin)
+                + self._last_ditch_margin + transfers)
 
     def _task_error(self, run_id: str, message: str, missing_cas: Sequence[Any] | None = None) -> None:
         """Ends a claimed run the bot cannot carry out, so that it fails now

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bot import health, host_state
+from bot import cas_cache, health, host_state
 
 # pylint: disable=unused-argument
 
@@ -86,6 +86,15 @@ def get_settings(bot: Any) -> dict[str, Any]:
         # The bot quarantines itself when TEMP holds more entries than this
         # (1024): something leaks temporary files. 0 turns the check off.
         "max_temp_files": health.DEFAULT_MAX_TEMP_FILES,
+        # The content cache of task inputs (cas_cache/ in the bot's
+        # directory): at most `max_size_gib` or `max_items` entries, whichever
+        # comes first, and `min_free_gib` of free disk kept at the start and
+        # end of each task; the least recently used entries go first.
+        "cas_cache": {
+            "max_size_gib": cas_cache.DEFAULT_MAX_SIZE_GIB,  # 20
+            "max_items": cas_cache.DEFAULT_MAX_ITEMS,  # 100,000
+            "min_free_gib": cas_cache.DEFAULT_MIN_FREE_GIB,  # 2
+        },
         # What the host costs, in USD an hour, reported as `cost_usd_hour` in
         # the state, from which the server prices tasks. None: unknown.
         "cost_usd_hour": None,

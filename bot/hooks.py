@@ -320,6 +320,12 @@ def _settings(settings: Any) -> dict[str, Any]:
         raise BadResult("free_partition.size_gib: expected a number, 0 or more")
     if not _is_number(merged.get("max_temp_files")) or merged["max_temp_files"] < 0:
         raise BadResult("max_temp_files: expected a number, 0 or more")
+    cas_cache = merged.get("cas_cache")
+    if not isinstance(cas_cache, dict):
+        raise BadResult("cas_cache: expected a dict")
+    for key in ("max_size_gib", "max_items", "min_free_gib"):
+        if not _is_number(cas_cache.get(key)) or cas_cache[key] < 0:
+            raise BadResult(f"cas_cache.{key}: expected a number, 0 or more")
     cost = merged.get("cost_usd_hour")
     if cost is not None and (not _is_number(cost) or cost < 0):
         raise BadResult("cost_usd_hour: expected a number, 0 or more, or None")

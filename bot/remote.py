@@ -21,7 +21,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
-from shared.errors import SwarmingError
+from shared.cas import Digest
+from shared.errors import SwarmingError, ValidationError
 
 T = TypeVar("T")
 
@@ -142,6 +143,8 @@ class Manifest:
     host: str = ""  # The server URL for the whole task; empty: the bot's.
     #: Named caches, (name, path under w/): kept in the bot's c/ between tasks.
     caches: tuple[tuple[str, str], ...] = ()
+    cas_input_root: Digest | None = None  # The manifest of the tree to place in w/ first.
+    outputs: tuple[str, ...] = ()  # Paths under w/ uploaded with ${ISOLATED_OUTDIR} after the command.
     #: The manifest as the server sent it, for the task runner process (fields
     #: the bot itself does not read included).
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
@@ -166,6 +169,8 @@ class Manifest:
             env_prefixes=_env_prefixes(body.get("env_prefixes") or []),
             host=_typed(body.get("host") or "", str),
             caches=_caches(body.get("caches") or []),
+            cas_input_root=_cas_reference(body.get("cas_input_root")),
+            outputs=tuple(_typed(p, str) for p in _typed(body.get("outputs") or [], list)),
             raw=body,
         )
 
@@ -178,6 +183,9 @@ class Completion:
     duration: float
     hard_timeout: bool = False
     io_timeout: bool = False
+    cas_output_root: Digest | None = None  # The tree of the task's outputs; None: nothing uploaded.
+    #: {"bot_overhead_secs", "cas_download": {...}, "cas_upload": {...}} (bot/task_files.py).
+    performance_stats: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,14 +231,14 @@ class Remote:
         self._session.headers.update(self._extra_headers)
 
     def handshake(self, attributes: Attributes) -> dict[str, Any]:
-        return self._call("bot_handshake", attributes, {}, lambda reply: reply)
+        return self._bot_call("bot_handshake", attributes, {}, lambda reply: reply)
 
     def poll(self, attributes: Attributes, request_uuid: str) -> PollReply:
-        return self._call("bot_poll", attributes, {"request_uuid": request_uuid}, _poll_reply)
+        return self._bot_call("bot_poll", attributes, {"request_uuid": request_uuid}, _poll_reply)
 
     def claim(self, attributes: Attributes, candidate: Candidate, claim_id: str) -> Manifest | Skip:
         fields = {"task_id": candidate.task_id, "slice": candidate.slice, "claim_id": claim_id}
-        return self._call("bot_claim", attributes, fields, _claim_reply)
+        return self._bot_call("bot_claim", attributes, fields, _claim_reply)
 
     def task_update(self, attributes: Attributes, run_id: str, update: Update) -> str | None:
         """Returns None to carry on, or why the server wants the task stopped."""
@@ -244,9 +252,13 @@ class Remote:
             fields["duration"] = update.completion.duration
             fields["hard_timeout"] = update.completion.hard_timeout
             fields["io_timeout"] = update.completion.io_timeout
+            if update.completion.cas_output_root is not None:
+                fields["cas_output_root"] = {"digest": update.completion.cas_output_root.to_wire()}
+            if update.completion.performance_stats is not None:
+                fields["performance_stats"] = update.completion.performance_stats
         if update.canceled:
             fields["canceled"] = True
-        return self._call("bot_task_update", attributes, fields, _update_reply)
+        return self._bot_call("bot_task_update", attributes, fields, _update_reply)
 
     def task_error(self, attributes: Attributes, run_id: str, message: str,
                    missing_cas: Sequence[Any] | None = None) -> None:
@@ -256,12 +268,12 @@ class Remote:
         fields: dict[str, Any] = {"task_id": run_id, "message": message}
         if missing_cas is not None:
             fields["client_error"] = {"missing_cas": list(missing_cas)}
-        self._call("bot_task_error", attributes, fields, lambda reply: None)
+        self._bot_call("bot_task_error", attributes, fields, lambda reply: None)
 
     def event(self, attributes: Attributes, event: str, message: str) -> None:
         """`bot_event`: bot_error, bot_log, bot_rebooting or bot_shutdown
         (the body: the attributes, `event` and `message`)."""
-        self._call("bot_event", attributes, {"event": event, "message": message}, lambda reply: None)
+        self._bot_call("bot_event", attributes, {"event": event, "message": message}, lambda reply: None)
 
     def bot_code(self, version: str, dest: Path) -> None:
         """Downloads the bot zip of digest `version` to `dest`, replaced whole
@@ -286,7 +298,12 @@ class Remote:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
 
-    def _call(self, name: str, attributes: Attributes, fields: dict[str, Any],
+    def call(self, function: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A call without the bot's attributes, as the CAS functions take
+        them: this makes a Remote the `shared.cas_transfer.Service` of a task."""
+        return self._post(function, body)
+
+    def _bot_call(self, name: str, attributes: Attributes, fields: dict[str, Any],
               parse: Callable[[dict[str, Any]], T]) -> T:
         session = {"session": self.bot_session} if self.bot_session else {}
         reply = self._post(name, {**attributes.to_json(), **session, **fields})
@@ -394,6 +411,16 @@ def _caches(value: Any) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"caches: {name!r} given twice")
         caches.append((name, path))
     return tuple(caches)
+
+
+def _cas_reference(value: Any) -> Digest | None:
+    """`{digest: {hash, size_bytes}}`, or None."""
+    if value is None:
+        return None
+    try:
+        return Digest.from_wire(_typed(value, dict).get("digest"), "cas_input_root.digest")
+    except ValidationError as e:
+        raise ValueError(str(e)) from e
 
 
 def _typed(value: Any, kind: type[T]) -> T:

@@ -34,8 +34,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 from bot import layout as layout_lib
 from bot import os_platform
+from bot.cas_cache import Limits
+from bot.cas_transport import SignedUrlTransport
+from bot.errors import TaskError
 from bot.remote import Attributes, Manifest, Remote
-from bot.task_runner import Clock, TaskError, TaskRunner, Timings
+from bot.task_files import CasAccess
+from bot.task_runner import Clock, TaskRunner, Timings
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +193,8 @@ def child_main(argv: Sequence[str]) -> int:
             raise ValueError("SWARMING_TOKEN is not set")
         attributes = Attributes(**spec["attributes"])
         timings = Timings(**spec.get("timings", {}))
+        cas_cache = spec["cas_cache"]
+        cache_dir, limits = Path(cas_cache["dir"]), Limits(**cas_cache["limits"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         logger.exception("cannot read the task runner's input %s", args.manifest)
         status.send(error=f"the task runner's input {args.manifest} is unusable: {e!r}")
@@ -204,12 +210,14 @@ def child_main(argv: Sequence[str]) -> int:
     server = manifest.host or spec["server"]
     api = Remote(server, token)
     api.bot_session = spec.get("session")
+    transport = SignedUrlTransport()
     runner = TaskRunner(
         manifest, Path(spec["work_dir"]),
         send=lambda update: api.task_update(attributes, manifest.task_id, update),
         server=server, shutdown=shutdown, timings=timings, out_dir=Path(spec["out_dir"]),
         cache_dir=Path(spec["cache_dir"]) if spec.get("cache_dir") else None,
         on_start=lambda pid: status.send(started=pid),
+        cas=CasAccess(service=api, transport=transport, cache_dir=cache_dir, limits=limits),
     )
     try:
         result = runner.run()
@@ -221,6 +229,7 @@ def child_main(argv: Sequence[str]) -> int:
         status.send(error=f"the task runner failed: {e!r}")
         return TASK_ERROR
     finally:
+        transport.close()
         api.close()
     status.send(result={"exit_code": result.exit_code, "duration": result.duration,
                         "stop": result.stop.value if result.stop else None, "reported": result.reported})

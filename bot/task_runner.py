@@ -2,6 +2,10 @@
 the hard and I/O timeouts and every stop enforced with the SIGTERM, grace
 period, SIGKILL dance of the seed ("Graceful termination").
 
+Around the command it moves the task's content-addressed files
+(task_files.py): the input tree placed in `w/` before, `${ISOLATED_OUTDIR}` and
+`outputs` uploaded after, whatever the exit code; keepalives go on meanwhile.
+
 It runs in the task runner process (`run_task`, see runner_process.py), never
 in the bot's own: a runner that hangs or crashes costs one task, not the bot."""
 
@@ -16,17 +20,20 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Optional, Sequence
+from typing import IO, Callable, Optional, TypeVar
 
 from bot import layout, os_platform
+from bot.errors import TaskError
 from bot.remote import Completion, Manifest, RemoteError, RunGone, Update
-from shared.errors import SwarmingError
+from bot.task_files import CasAccess, TaskFiles
+from shared.cas import Digest
 
 logger = logging.getLogger(__name__)
 
 #: Sends one update; returns None to carry on, or why the server wants the task stopped.
 Send = Callable[[Update], Optional[str]]
 Clock = Callable[[], float]
+T = TypeVar("T")
 #: Told the command's pid (its process group) once it started.
 OnStart = Callable[[int], None]
 
@@ -49,17 +56,6 @@ class Timings:
     # server's ping tolerance the task is declared dead anyway.
     report_patience: float = 600.0
     max_report_backoff: float = 30.0  # Between resends of the completion.
-
-
-class TaskError(SwarmingError):
-    """The bot could not run a task for a reason of its own, not the command's:
-    reported with `bot_task_error` (BOT_DIED, or CLIENT_ERROR when inputs
-    named in `missing_cas` were missing)."""
-
-    def __init__(self, message: str, missing_cas: Sequence[Any] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.missing_cas = missing_cas
 
 
 class StopReason(str, enum.Enum):
@@ -87,7 +83,8 @@ class TaskRunner:
     def __init__(self, manifest: Manifest, work_dir: Path, send: Send, *, server: str,
                  shutdown: threading.Event, timings: Timings = Timings(),
                  clock: Clock = time.monotonic, out_dir: Path | None = None,
-                 cache_dir: Path | None = None, on_start: OnStart | None = None):
+                 cache_dir: Path | None = None, on_start: OnStart | None = None,
+                 cas: CasAccess | None = None):
         self._manifest = manifest
         self._work_dir = work_dir
         # ISOLATED_OUTDIR: beside w/ (default `io/`), so the task's outputs are
@@ -107,6 +104,8 @@ class TaskRunner:
         self._stop: StopReason | None = None  # Why the command is being stopped, once it is.
         self._kill_at: float | None = None  # When SIGTERM turns into SIGKILL; None before SIGTERM.
         self._gone = False  # The server disowned the run: report nothing more.
+        self._files = TaskFiles(cas, self._name, clock)  # Inputs, outputs, and what moving them cost.
+        self._began = clock()  # The runner's start: all but the command's duration is the bot's overhead.
 
     def run(self) -> Result:
         cwd = self._under_work_dir(self._manifest.relative_cwd, "relative_cwd")
@@ -114,18 +113,25 @@ class TaskRunner:
                   for name, path in self._manifest.caches]
         if any(mount == self._work_dir for _, mount in caches):
             raise TaskError("caches: a named cache cannot be the work directory itself")
+        outputs = [(path, self._under_work_dir(path, "outputs")) for path in self._manifest.outputs]
         env = self._env()
         try:
             for path in (self._work_dir, self._out_dir):
                 wipe(path)
-            cwd.mkdir(parents=True)
-            self._out_dir.mkdir(parents=True)
+                path.mkdir(parents=True)
         except OSError as e:
-            raise TaskError(f"cannot make the work directory {cwd}: {e}") from e
+            raise TaskError(f"cannot make the work directory {self._work_dir}: {e}") from e
         mounted: list[tuple[Path, Path]] = []
         try:
+            root = self._manifest.cas_input_root
+            if root is not None:
+                self._keeping_alive(lambda: self._files.fetch_inputs(root, self._work_dir))
+            try:
+                cwd.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise TaskError(f"cannot make the working directory {cwd}: {e}") from e
             self._mount(caches, mounted)
-            return self._run(cwd, env)
+            return self._run(cwd, env, outputs)
         finally:
             self._unmount(mounted)
             for path in (self._work_dir, self._out_dir):
@@ -133,6 +139,7 @@ class TaskRunner:
                     wipe(path)
                 except OSError as e:  # The end is reported by now; the next task's wipe retries.
                     logger.error("%s: cannot delete %s: %s", self._name, path, e)
+            self._trim_cache()
 
     def _mount(self, caches: list[tuple[Path, Path]], mounted: list[tuple[Path, Path]]) -> None:
         """Moves each named cache from c/ to its path under w/ (a rename: the
@@ -161,7 +168,15 @@ class TaskRunner:
             except OSError as e:
                 logger.error("%s: cannot move the named cache %s back: %s", self._name, home.name, e)
 
-    def _run(self, cwd: Path, env: dict[str, str]) -> Result:
+    def _trim_cache(self) -> None:
+        """The cache's limits and free-space floor at the end of the task,
+        once w/ (hard links to its entries) is gone."""
+        try:
+            self._files.trim_cache()
+        except OSError as e:  # The next task's fetch trims again.
+            logger.error("%s: cannot trim the cas cache: %s", self._name, e)
+
+    def _run(self, cwd: Path, env: dict[str, str], outputs: list[tuple[str, Path]]) -> Result:
         # The first update precedes the command, so a task cancelled meanwhile never starts.
         self._flush()
         if self._stop is not None:
@@ -173,8 +188,11 @@ class TaskRunner:
         started = self._clock()
         exit_code = self._execute(started, cwd, env)
         duration = self._clock() - started
+        output_root = None if self._gone else self._keeping_alive(lambda: self._upload_outputs(outputs))
         completion = Completion(exit_code, duration, hard_timeout=self._stop is StopReason.HARD_TIMEOUT,
-                                io_timeout=self._stop is StopReason.IO_TIMEOUT)
+                                io_timeout=self._stop is StopReason.IO_TIMEOUT, cas_output_root=output_root,
+                                performance_stats=self._files.performance_stats(
+                                    max(0.0, self._clock() - self._began - duration)))
         reported = self._report_end(completion)
         if reported:
             logger.info("%s: exit code %d after %.1f s, %d bytes of output",
@@ -221,6 +239,34 @@ class TaskRunner:
             logger.warning("%s: output still open %.0f s after the exit; ignoring the rest",
                            self._name, self._timings.drain)
         return exit_code
+
+    def _upload_outputs(self, outputs: list[tuple[str, Path]]) -> Digest | None:
+        """The output tree's digest; None when there was nothing to upload, or
+        when the upload failed: the exit code must reach the server anyway."""
+        try:
+            return self._files.upload_outputs(self._out_dir, outputs)
+        except Exception:  # Whatever failed, the completion goes without outputs.
+            logger.exception("%s: the outputs were not uploaded", self._name)
+            return None
+
+    def _keeping_alive(self, step: Callable[[], T]) -> T:
+        """Runs a long step of the runner's own (fetching the inputs, uploading
+        the outputs) while a thread sends the usual keepalives (and pending
+        output): past the ping tolerance the server would think the bot died.
+        A stop the server asks for meanwhile is acted on after the step."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self._timings.keepalive):
+                self._flush()
+
+        thread = threading.Thread(target=beat, name="keepalive", daemon=True)
+        thread.start()
+        try:
+            return step()
+        finally:
+            done.set()
+            thread.join()
 
     def _report_end(self, completion: Completion | None = None, canceled: bool = False) -> bool:
         """Resends the end (the completion, or the cancellation of a command

@@ -94,6 +94,7 @@ def test_default_settings_auth_and_setup(bot: BotView, report: Recorder) -> None
     h = Hooks(report=report)
     settings = h.get_settings(bot)
     assert settings == {"free_partition": {"percent": 15.0, "size_gib": 4.0}, "max_temp_files": 1024,
+                        "cas_cache": {"max_size_gib": 20, "max_items": 100_000, "min_free_gib": 2},
                         "cost_usd_hour": None}
     assert bot.settings == settings
     assert h.get_authentication_headers(bot) == ({}, None)
@@ -187,6 +188,7 @@ def test_an_exception_in_a_hook_never_escapes(tmp_path: Path, bot: BotView) -> N
     ("def get_settings(bot): return {'free_partition': {'percent': '15'}}", "get_settings",
      "free_partition.percent"),
     ("def get_settings(bot): return {'max_temp_files': -1}", "get_settings", "max_temp_files"),
+    ("def get_settings(bot): return {'cas_cache': {'max_items': '10'}}", "get_settings", "cas_cache.max_items"),
     ("def get_authentication_headers(bot): return 'Bearer x'", "get_authentication_headers",
      "expected (headers, expiry)"),
     ("def get_authentication_headers(bot): return ({'a': 1}, None)", "get_authentication_headers",
