@@ -4,6 +4,8 @@ Task dimensions map a key to the values a bot must all have; a value "a|b" is
 an OR within its key. Bot dimensions map a key to every value the bot has.
 """
 
+from __future__ import annotations
+
 import hashlib
 import itertools
 import json

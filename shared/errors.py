@@ -1,5 +1,7 @@
 """Errors shared by every part of the system."""
 
+from __future__ import annotations
+
 
 class SwarmingError(Exception):
     """Base of every error raised by our code."""

@@ -1,5 +1,7 @@
 """Task states and what each means for the exit code of `swarming collect`."""
 
+from __future__ import annotations
+
 import enum
 
 

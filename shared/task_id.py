@@ -5,6 +5,8 @@ random bits below them and a 4-bit version. The task (summary) id is its hex
 form followed by "0"; the id of try N of the task is the same hex followed by N.
 """
 
+from __future__ import annotations
+
 import datetime
 import random
 import re

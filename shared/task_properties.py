@@ -6,6 +6,8 @@ differ only in the order of those lists are equal and hash the same. Command
 arguments, the paths of one env prefix and outputs keep their order: it matters.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import dataclasses

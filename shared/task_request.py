@@ -7,6 +7,8 @@ bytes unless asked, so that `from_wire(to_wire(include_secrets=True))` is the
 same request. What a slice runs is in `shared.task_properties`.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import re
 from typing import Any

@@ -4,6 +4,8 @@ A path is how a client finds the field in what it sent, e.g.
 `task_slices[1].properties.env[3].key`; the top-level object has the empty path.
 """
 
+from __future__ import annotations
+
 import re
 from collections.abc import Iterable
 from typing import Any

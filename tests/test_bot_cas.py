@@ -636,9 +636,6 @@ def test_the_bot_modules_import_on_the_oldest_python(tmp_path: Path) -> None:
         return subprocess.run([python, "-c", f"import {modules}"], env=env, cwd=tmp_path, capture_output=True,
                               text=True)
 
-    wire = imports("shared.wire")
-    if wire.returncode and "unsupported operand type(s) for |" in wire.stderr:
-        pytest.xfail(f"shared/wire.py lacks `from __future__ import annotations` for {python}")
     done = imports("bot.bot_main, bot.runner_process, bot.task_runner, bot.task_files, bot.cas_cache, "
                    "bot.cas_transport")
     assert done.returncode == 0, done.stderr
