@@ -202,7 +202,7 @@ class TaskRunner:
         return Result(exit_code, duration, self._stop, reported)
 
     def _execute(self, started: float, cwd: Path, env: dict[str, str]) -> int:
-        command = list(self._manifest.command)
+        command = [self._expand(arg) for arg in self._manifest.command]
         try:
             process = subprocess.Popen(
                 command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -285,7 +285,7 @@ class TaskRunner:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
-        env.update(self._manifest.env)
+        env.update((k, self._expand(v)) for k, v in self._manifest.env.items())
         # As the reference: each prefix made absolute under w/, before what the variable held.
         for key, paths in self._manifest.env_prefixes.items():
             prefixes = [str(self._under_work_dir(p, f"env_prefixes.{key}")) for p in paths]
@@ -293,6 +293,11 @@ class TaskRunner:
         env.update(SWARMING_TASK_ID=self._manifest.task_id, SWARMING_BOT_ID=self._manifest.bot_id,
                    SWARMING_SERVER=self._server, ISOLATED_OUTDIR=str(self._out_dir))
         return env
+
+    def _expand(self, value: str) -> str:
+        """As the reference, `${ISOLATED_OUTDIR}` in an argument or an env value
+        is where the task leaves its outputs."""
+        return value.replace("${ISOLATED_OUTDIR}", str(self._out_dir))
 
     def _under_work_dir(self, relative: str, field: str) -> Path:
         """The path of `relative` in w/; one that would leave w/ is the

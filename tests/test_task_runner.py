@@ -223,6 +223,12 @@ def test_isolated_outdir_is_a_fresh_directory_beside_w(tmp_path: Path) -> None:
     assert not (tmp_path / "io").exists()
 
 
+def test_isolated_outdir_is_substituted_in_the_command_and_env(tmp_path: Path) -> None:
+    code = "import os, sys; print(sys.argv[1], os.environ['OUT'])"
+    _, sent = run_task(tmp_path, [*python(code), "${ISOLATED_OUTDIR}/a"], env={"OUT": "x:${ISOLATED_OUTDIR}"})
+    assert sent.output().decode() == f"{tmp_path / 'io'}/a x:{tmp_path / 'io'}\n"
+
+
 def test_named_caches_come_from_c_and_go_back_after_each_task(tmp_path: Path) -> None:
     caches = (("git_cache", "cache/git"), ("tools", "tools"))
     first = ("import os; print(sorted(os.listdir('cache/git')), sorted(os.listdir('tools'))); "
