@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot clean
+.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas clean
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ down: install
 test: install
 	$(BIN)/pytest
 
-bench: bench-lifecycle bench-scheduler bench-bot
+bench: bench-lifecycle bench-scheduler bench-bot bench-cas
 
 bench-lifecycle: install
 	$(BIN)/python -m bench.lifecycle
@@ -34,6 +34,9 @@ bench-scheduler: install
 
 bench-bot: install
 	$(BIN)/python -m bench.bot
+
+bench-cas: install
+	$(BIN)/python -m bench.cas
 
 clean:
 	rm -rf $(VENV) .local
