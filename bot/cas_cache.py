@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from bot import layout
 from shared import cas_transfer
-from shared.cas import Digest
+from shared.cas import Digest, Pack
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class CasCache:
         return path
 
     def fetch(self, digests: Iterable[Digest], service: cas_transfer.Service,
-              transport: cas_transfer.Transport) -> FetchStats:
+              transport: cas_transfer.Transport, packed: Mapping[Digest, Pack] | None = None) -> FetchStats:
         """Makes sure the cache holds every blob of `digests`, downloading
         those it lacks after making room for them. Raises what
         `cas_transfer.download` raises (MissingBlobs, CorruptBlob, the
@@ -152,7 +152,7 @@ class CasCache:
             return stats
         self._make_room(len(missing), sum(d.size_bytes for d in missing))
         try:
-            cas_transfer.download(service, transport, missing, self.path)
+            cas_transfer.download(service, transport, missing, self.path, packed=packed)
         finally:
             for digest in missing:
                 self._adopt(digest)

@@ -17,13 +17,13 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bot.cas_cache import CasCache, FetchStats, Limits
 from bot.errors import TaskError
 from bot.remote import RemoteError
 from shared import cas_transfer
-from shared.cas import Digest, Tree
+from shared.cas import Digest, Pack, Tree
 from shared.errors import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -78,12 +78,12 @@ class TaskFiles:
         try:
             cache = self._cache = CasCache(access.cache_dir, access.limits)
 
-            def fetch(digests: Iterable[Digest]) -> None:
-                self._count(cache.fetch(digests, access.service, access.transport))
+            def fetch(digests: Iterable[Digest], packed: Mapping[Digest, Pack] | None = None) -> None:
+                self._count(cache.fetch(digests, access.service, access.transport, packed))
 
             fetch([root])  # The manifest is a blob of the cache too.
             tree = _tree(cache.path(root), root)
-            fetch(tree.blobs())
+            fetch(tree.blobs(), tree.packed)
             tree.materialize(dest, lambda _path, entry, target: cache.place(entry.digest, entry.executable, target))
             cache.trim()  # The task's entries are placed: they may go now.
         except cas_transfer.MissingBlobs as e:

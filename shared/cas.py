@@ -9,13 +9,25 @@ A manifest is a canonical JSON blob (sorted keys, no spaces, UTF-8):
 
 `directories` lists only the directories that hold nothing else, so that a tree
 round-trips. The same tree always gives the same bytes, hence the same digest.
+
+Small files travel in packs, so that a tree of 10,000 tiny files costs a few
+requests rather than 10,000 of each kind: a pack is one blob, the
+concatenation of its members' bytes in the order listed,
+
+    "packs": [{"hash": <hex>, "size_bytes": 3072, "members": [<hex>, ...]}]
+
+A packed file is stored only inside its pack. Which files share a pack
+depends only on the set of small blobs (their hash prefix), so an unchanged
+tree gives the same packs, and one changed file re-uploads one pack.
 A manifest read from the store is checked before anything is written from it:
 paths are relative and never climb out, and symlinks stay inside the tree.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +35,7 @@ import posixpath
 import re
 import stat
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from shared.errors import ValidationError
 from shared.wire import REQUIRED, WireObject
@@ -33,6 +45,12 @@ OBJECT_PREFIX = "cas/sha256/"
 #: Digests per `cas_find_missing` or `cas_urls` call.
 MAX_BATCH = 1000
 MAX_TREE_ENTRIES = 1_000_000
+#: Files up to this size go in packs...
+PACK_MEMBER_MAX = 64 * 1024
+#: ...when a tree has at least this many of them...
+PACK_MIN_MEMBERS = 8
+#: ...in packs of about this size at most.
+PACK_TARGET_BYTES = 4 * 1024 * 1024
 _HEX_RE = re.compile(r"[0-9a-f]{64}")
 _READ_SIZE = 1024 * 1024
 
@@ -97,6 +115,33 @@ class FileEntry:
     executable: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Pack:
+    """One blob holding small files: its members' bytes, concatenated in order."""
+
+    digest: Digest
+    members: tuple[Digest, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.digest.to_wire(), "members": [m.hash for m in self.members]}
+
+
+def plan_packs(blobs: Iterable[Digest]) -> list[tuple[Digest, ...]]:
+    """Groups the small blobs by the first hex digits of their hash, with as
+    few digits as keep each group near PACK_TARGET_BYTES: the groups depend
+    on nothing but the set of blobs. A group of one stays a lone blob."""
+    small = sorted(d for d in set(blobs) if d.size_bytes <= PACK_MEMBER_MAX)
+    if len(small) < PACK_MIN_MEMBERS:
+        return []
+    total, digits = sum(d.size_bytes for d in small), 0
+    while total > PACK_TARGET_BYTES * 16 ** digits:
+        digits += 1
+    groups: dict[str, list[Digest]] = collections.defaultdict(list)
+    for digest in small:
+        groups[digest.hash[:digits]].append(digest)
+    return [tuple(group) for _, group in sorted(groups.items()) if len(group) > 1]
+
+
 class Verifier:
     """Hashes bytes as they stream past and says whether they are the blob expected."""
 
@@ -120,6 +165,7 @@ class Tree:
     files: Mapping[str, FileEntry] = dataclasses.field(default_factory=dict)
     symlinks: Mapping[str, str] = dataclasses.field(default_factory=dict)
     directories: frozenset[str] = frozenset()
+    packs: tuple[Pack, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self)
@@ -133,6 +179,8 @@ class Tree:
             "symlinks": dict(self.symlinks),
             "directories": sorted(self.directories),
         }
+        if self.packs:
+            doc["packs"] = [pack.to_wire() for pack in sorted(self.packs, key=lambda p: p.digest)]
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     @property
@@ -146,16 +194,21 @@ class Tree:
             doc = json.loads(data.decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValidationError("manifest", f"not a JSON manifest ({e})") from e
-        manifest = WireObject(doc, "manifest", {"files", "symlinks", "directories"})
-        files = _object(manifest, "files")
-        symlinks = _object(manifest, "symlinks")
+        manifest = WireObject(doc, "manifest", {"files", "symlinks", "directories", "packs"})
+        files = {path: _file_entry(body, f"manifest.files[{path!r}]")
+                 for path, body in _object(manifest, "files").items()}
         directories = manifest.get("directories", [])
         if not isinstance(directories, list) or not all(isinstance(d, str) for d in directories):
             raise ValidationError("manifest.directories", "must be a list of paths")
+        packs = manifest.get("packs", [])
+        if not isinstance(packs, list):
+            raise ValidationError("manifest.packs", "must be a list")
+        sizes = {entry.digest.hash: entry.digest.size_bytes for entry in files.values()}
         return cls(
-            files={path: _file_entry(body, f"manifest.files[{path!r}]") for path, body in files.items()},
-            symlinks=symlinks,
+            files=files,
+            symlinks=_object(manifest, "symlinks"),
             directories=frozenset(directories),
+            packs=tuple(_pack(body, f"manifest.packs[{i}]", sizes) for i, body in enumerate(packs)),
         )
 
     # The file system.
@@ -186,7 +239,13 @@ class Tree:
         return cls(files, symlinks, frozenset(directories)), sources
 
     def blobs(self) -> set[Digest]:
+        """The contents of its files (packed or not)."""
         return {entry.digest for entry in self.files.values()}
+
+    @functools.cached_property
+    def packed(self) -> dict[Digest, Pack]:
+        """The pack of each packed blob."""
+        return {member: pack for pack in self.packs for member in pack.members}
 
     @property
     def size_bytes(self) -> int:
@@ -236,9 +295,19 @@ def _file_entry(body: Any, field: str) -> FileEntry:
     return FileEntry(digest, entry.boolean("executable"))
 
 
+def _pack(body: Any, field: str, sizes: Mapping[str, int]) -> Pack:
+    """A pack whose members are files of the manifest, adding up to its size."""
+    pack = WireObject(body, field, {"hash", "size_bytes", "members"})
+    digest = Digest.from_wire({k: v for k, v in body.items() if k != "members"}, field)
+    members = pack.get("members")
+    if not isinstance(members, list) or not all(isinstance(m, str) and m in sizes for m in members):
+        raise ValidationError(pack.field("members"), "must list hashes of the manifest's files")
+    return Pack(digest, tuple(Digest(m, sizes[m]) for m in members))
+
+
 def _check(tree: Tree) -> None:
     """Paths relative and inside; no path both a file and a directory; no path
-    under a symlink; each symlink target inside the tree."""
+    under a symlink; each symlink target inside the tree; packs that add up."""
     paths = [*tree.files, *tree.symlinks, *tree.directories]
     if len(paths) > MAX_TREE_ENTRIES:
         raise ValidationError("manifest", f"more than {MAX_TREE_ENTRIES} entries")
@@ -256,6 +325,22 @@ def _check(tree: Tree) -> None:
             parent = posixpath.dirname(parent)
     for path, target in tree.symlinks.items():
         _check_symlink(path, target)
+    _check_packs(tree)
+
+
+def _check_packs(tree: Tree) -> None:
+    sizes: dict[str, int] = {}
+    for path, entry in tree.files.items():
+        if sizes.setdefault(entry.digest.hash, entry.digest.size_bytes) != entry.digest.size_bytes:
+            raise ValidationError(f"manifest: {path!r}", "has the hash of another file but not its size")
+    members = [member for pack in tree.packs for member in pack.members]
+    if len(set(members)) != len(members):
+        raise ValidationError("manifest.packs", "a blob is in more than one pack, or twice in one")
+    for pack in tree.packs:
+        if pack.digest.size_bytes != sum(m.size_bytes for m in pack.members):
+            raise ValidationError(f"manifest.packs: {pack.digest}", "its size is not the sum of its members'")
+        if any(m.hash not in sizes for m in pack.members):
+            raise ValidationError(f"manifest.packs: {pack.digest}", "has a member that is no file of the tree")
 
 
 def _check_path(path: Any) -> None:

@@ -3,7 +3,8 @@
 The service is asked which blobs are missing (`cas_find_missing`, in batches
 of MAX_BATCH) and for signed URLs (`cas_urls`); the bytes then go straight to
 Cloud Storage over those URLs, several at a time, never through a function.
-Every blob downloaded is checked against its digest while it is written.
+Every blob downloaded is checked against its digest while it is written, and
+each file taken out of a pack against its own.
 
 Standard library only: the caller brings the HTTP (a `Service` for function
 calls, a `Transport` for the signed URLs), so that the bot and the CLI each use
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, Union
 
-from shared.cas import MAX_BATCH, Digest, FileEntry, Tree, Verifier
+from shared.cas import MAX_BATCH, Digest, FileEntry, Pack, Tree, Verifier, plan_packs
 
 #: What a blob is uploaded from: its bytes, or a file holding them.
 Source = Union[bytes, Path]
@@ -140,12 +141,45 @@ def upload(service: Service, transport: Transport, blobs: Mapping[Digest, Source
 
 def download(service: Service, transport: Transport, digests: Iterable[Digest],
              path_for: Callable[[Digest], Path], progress: Optional[Progress] = None,
-             workers: int = WORKERS) -> Stats:
+             workers: int = WORKERS, packed: Optional[Mapping[Digest, Pack]] = None) -> Stats:
     """Downloads each blob to `path_for(digest)` (written whole, then renamed
-    into place). Raises MissingBlobs naming every blob the store lacks, or
-    CorruptBlob; nothing is left at the path of a blob that failed."""
-    started = time.monotonic()
+    into place); a blob `packed` names comes out of its pack, downloaded
+    once beside it. Raises MissingBlobs naming every blob (or pack) the store
+    lacks, or CorruptBlob; nothing is left at the path of a blob that failed."""
     wanted = sorted(set(digests))
+    packed = packed or {}
+    packs = sorted({packed[d] for d in wanted if d in packed}, key=lambda p: p.digest)
+    if not packs:
+        return _download(service, transport, wanted, path_for, progress, workers)
+    with tempfile.TemporaryDirectory(dir=path_for(wanted[0]).parent, prefix=".packs-") as scratch:
+        in_scratch = {pack.digest: Path(scratch) / pack.digest.hash for pack in packs}
+        loose = [d for d in wanted if d not in packed]
+        stats = _download(service, transport, [*loose, *in_scratch],
+                          lambda d: in_scratch.get(d) or path_for(d), progress, workers)
+        for pack in packs:
+            _unpack(in_scratch[pack.digest], pack, set(wanted), path_for)
+    return stats
+
+
+def _unpack(path: Path, pack: Pack, wanted: set[Digest], path_for: Callable[[Digest], Path]) -> None:
+    """Writes the members of a downloaded pack that are wanted, each checked:
+    a pack matching its own digest may still hold a member that does not."""
+    with open(path, "rb") as f:
+        for member in pack.members:
+            data = f.read(member.size_bytes)
+            if member not in wanted:
+                continue
+            if Digest.of_bytes(data) != member:
+                raise CorruptBlob(member)
+            target = path_for(member)
+            partial = target.with_name(f".{member.hash[:16]}.part")
+            partial.write_bytes(data)
+            os.replace(partial, target)
+
+
+def _download(service: Service, transport: Transport, wanted: Sequence[Digest],
+              path_for: Callable[[Digest], Path], progress: Optional[Progress], workers: int) -> Stats:
+    started = time.monotonic()
     stats = Stats(items=len(wanted), bytes=sum(d.size_bytes for d in wanted))
     missing: list[Digest] = []
     with _pool(workers) as pool:
@@ -201,11 +235,25 @@ class Archived:
 
 def archive(service: Service, transport: Transport, root: Path,
             progress: Optional[Progress] = None, workers: int = WORKERS) -> Archived:
-    """Uploads the tree under `root` (only the blobs the store lacks) and its manifest."""
+    """Uploads the tree under `root` (only the blobs the store lacks, small
+    files in packs) and its manifest."""
     tree, sources = Tree.from_directory(root)
-    manifest = tree.to_bytes()
-    blobs: dict[Digest, Source] = {**sources, Digest.of_bytes(manifest): manifest}
-    return Archived(tree.digest, tree, upload(service, transport, blobs, progress, workers))
+    with tempfile.TemporaryDirectory(prefix="cas-packs-") as scratch:
+        packs = [_pack(members, sources, Path(scratch)) for members in plan_packs(sources)]
+        tree = dataclasses.replace(tree, packs=tuple(packs))
+        manifest = tree.to_bytes()
+        blobs: dict[Digest, Source] = {d: path for d, path in sources.items() if d not in tree.packed}
+        blobs.update({pack.digest: Path(scratch) / pack.digest.hash for pack in packs})
+        blobs[Digest.of_bytes(manifest)] = manifest
+        return Archived(tree.digest, tree, upload(service, transport, blobs, progress, workers))
+
+
+def _pack(members: Sequence[Digest], sources: Mapping[Digest, Path], scratch: Path) -> Pack:
+    """Writes a pack of `members` under `scratch`, named by its digest."""
+    data = b"".join(sources[member].read_bytes() for member in members)
+    pack = Pack(Digest.of_bytes(data), tuple(members))
+    (scratch / pack.digest.hash).write_bytes(data)
+    return pack
 
 
 def download_tree(service: Service, transport: Transport, digest: Digest, dest: Path,
@@ -217,7 +265,7 @@ def download_tree(service: Service, transport: Transport, digest: Digest, dest: 
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest, prefix=".cas-") as scratch:
         staged = {d: Path(scratch) / d.hash for d in tree.blobs()}
-        stats.add(download(service, transport, staged, staged.__getitem__, progress, workers))
+        stats.add(download(service, transport, staged, staged.__getitem__, progress, workers, tree.packed))
 
         placed: dict[Digest, Path] = {}
 

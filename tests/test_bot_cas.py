@@ -25,6 +25,7 @@ from bot.hooks import Hooks
 from bot.remote import Completion, Manifest, RemoteError, Update
 from bot.task_files import CasAccess, TaskFiles
 from bot.task_runner import TaskRunner, Timings
+from shared import cas_transfer
 from shared.cas import Digest, FileEntry, Tree, Verifier
 from tests.bot_fakes import REPO, FakeServer
 from tests.test_bot_launcher import _oldest_python
@@ -257,6 +258,23 @@ def test_a_second_task_finds_its_inputs_in_the_cache(tmp_path: Path, store: Memo
     assert len(store.downloads) == served
     assert (second.download.items_hot, second.download.items_cold) == (4, 0)
     assert (tmp_path / "w2" / "a" / "b" / "c.txt").stat().st_ino == (tmp_path / "w1" / "same.txt").stat().st_ino
+
+
+def test_packed_inputs_come_in_one_download_and_are_cached_one_by_one(tmp_path: Path, store: MemoryStore) -> None:
+    source = tmp_path / "source"
+    for i in range(20):
+        (source / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 3}" / f"f{i}").write_text(f"file {i}")
+    root = cas_transfer.archive(store, store, source).digest
+    (tmp_path / "w").mkdir()
+
+    files = TaskFiles(access(tmp_path, store), "packed")
+    files.fetch_inputs(root, tmp_path / "w")
+
+    assert len(store.downloads) == 2  # the manifest and one pack
+    assert files.download.items_cold == 21  # the manifest and each file, now each its own cache entry
+    assert Tree.from_directory(tmp_path / "w")[0] == Tree.from_directory(source)[0]
+    assert len(cache_of(tmp_path)) == 21
 
 
 @pytest.mark.parametrize("manifest", [

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from shared import cas_transfer
-from shared.cas import MAX_BATCH, Digest, FileEntry, Tree, Verifier, digests_from_wire
+from shared.cas import (MAX_BATCH, PACK_MEMBER_MAX, PACK_MIN_MEMBERS, Digest, FileEntry, Pack, Tree, Verifier,
+                        digests_from_wire, plan_packs)
 from shared.errors import ValidationError
 
 HEX = "0" * 64
@@ -187,3 +188,63 @@ def test_the_first_failure_drops_the_transfers_still_queued(tmp_path):
     with pytest.raises(cas_transfer.CorruptBlob):
         cas_transfer.download(store, store, digests, lambda d: tmp_path / d.hash, workers=1)
     assert len(gets) < len(digests)
+
+
+# Packs: many small files in few blobs.
+
+def _small_files(root: Path, count: int) -> Path:
+    for i in range(count):
+        (root / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 7}" / f"f{i}").write_text(f"small file {i}")
+    return root
+
+
+def test_small_blobs_are_grouped_by_hash_prefix_and_large_ones_left_alone():
+    small = [Digest.of_bytes(f"{i}".encode()) for i in range(100)]
+    large = Digest("f" * 64, PACK_MEMBER_MAX + 1)
+    groups = plan_packs([*small, large])
+    assert sorted(d for group in groups for d in group) == sorted(small)  # 100 bytes in all: one pack
+    assert plan_packs(reversed(small)) == groups
+    assert plan_packs(small[:PACK_MIN_MEMBERS - 1]) == []
+    many = [Digest(f"{i:064x}"[::-1], 60_000) for i in range(1000)]  # 60 MB: 16 packs of about 3.75 MB
+    assert sorted(len({d.hash[0] for d in group}) for group in plan_packs(many)) == [1] * 16
+
+
+def test_a_tree_of_small_files_moves_in_a_few_packs_and_comes_back_whole(tmp_path):
+    store = MemoryStore()
+    source = _small_files(tmp_path / "in", 200)
+    (source / "big.bin").write_bytes(os.urandom(PACK_MEMBER_MAX + 1))
+    first = cas_transfer.archive(store, store, source)
+    assert len(first.tree.packs) == 1 and len(first.tree.packed) == 200
+    assert first.stats.items_moved == 3  # the pack, the big file, the manifest
+    assert len(store.blobs) == 3
+    tree, _ = cas_transfer.download_tree(store, store, first.digest, tmp_path / "out")
+    assert Tree.from_directory(tmp_path / "out")[0] == Tree.from_directory(source)[0]
+    assert Tree.from_bytes(store.blobs[first.digest.hash]) == tree == first.tree
+
+    (source / "d0" / "f0").write_text("changed")
+    again = cas_transfer.archive(store, store, source)
+    assert again.stats.items_moved == 2  # the pack holding the change, and the manifest
+
+
+def test_a_pack_member_that_does_not_match_its_digest_is_refused(tmp_path):
+    store = MemoryStore()
+    members = [Digest.of_bytes(b"a" * 10), Digest.of_bytes(b"b" * 10)]
+    forged = b"a" * 10 + b"c" * 10  # A pack true to its own digest, not to its second member.
+    pack = Pack(Digest.of_bytes(forged), tuple(members))
+    store.blobs[pack.digest.hash] = forged
+    packed = {m: pack for m in members}
+    with pytest.raises(cas_transfer.CorruptBlob) as e:
+        cas_transfer.download(store, store, members, lambda d: tmp_path / d.hash, packed=packed)
+    assert e.value.digest == members[1]
+
+
+@pytest.mark.parametrize("pack, reason", [
+    ({"hash": HEX, "size_bytes": 2, "members": ["1" * 64]}, "must list hashes of the manifest's files"),
+    ({"hash": HEX, "size_bytes": 3, "members": ["a" * 64]}, "not the sum of its members'"),
+    ({"hash": HEX, "size_bytes": 2, "members": ["a" * 64, "a" * 64]}, "more than one pack, or twice"),
+])
+def test_a_pack_that_does_not_add_up_is_refused(pack, reason):
+    manifest = {"files": {"f": {"hash": "a" * 64, "size_bytes": 1}}, "packs": [pack]}
+    with pytest.raises(ValidationError, match=reason):
+        Tree.from_bytes(json.dumps(manifest).encode())
