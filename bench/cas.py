@@ -31,7 +31,6 @@ from bench.task_life import Api
 from bot.cas_transport import SignedUrlTransport
 from bot.task_files import CasAccess, TaskFiles
 from client import local_stack
-from client.cas_transport import HttpTransport
 from shared import cas_transfer
 from shared.cas import Digest
 
@@ -78,7 +77,7 @@ def archive_rows(label: str, api: Api, root: Path, files: int) -> tuple[list[tup
     rows: list[tuple[str, Any]] = []
     for run in ("cold", "warm"):
         service = CountingService(api, "user")
-        archived, seconds = timed(lambda: cas_transfer.archive(service, HttpTransport(), root))
+        archived, seconds = timed(lambda: cas_transfer.archive(service, SignedUrlTransport(), root))
         stats = archived.stats
         rows += [
             (f"{label}: archive {run} (s)", seconds),

@@ -1,14 +1,15 @@
-"""Archives and downloads for the commands: the signed-URL transport, a byte
-progress bar on stderr when it is a terminal, and failures as one-line errors."""
+"""Archives and downloads for the commands: the bot's signed-URL transport
+(bot/cas_transport.py), a byte progress bar on stderr when it is a terminal,
+and failures as one-line errors."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
+from bot.cas_transport import SignedUrlTransport, StorageError
 from client.api import Client
 from client.exit_status import ExitStatus
-from client.cas_transport import HttpTransport, StorageError
 from shared import cas_transfer
 from shared.cas import Digest, Tree
 from shared.errors import ValidationError
@@ -71,16 +72,18 @@ def download(client: Client, digest: Digest, dest: Path, label: str = "downloadi
 def _transfer(label: str, client: Client, move: Move[T]) -> T:
     stderr = click.get_text_stream("stderr")
     try:
-        with click.progressbar(length=0, label=label, file=stderr, hidden=not stderr.isatty()) as bar:
+        with click.progressbar(length=0, label=label, file=stderr, hidden=not stderr.isatty()) as bar, \
+                SignedUrlTransport() as transport:
             bar.item_show_func = lambda _: f"{bar.pos / MIB:.1f}/{bar.length / MIB:.1f} MiB"
-            result = move(_Metered(client, bar), HttpTransport(), bar.update)
+            result = move(_Metered(client, bar), transport, bar.update)
             # Complete, even when nothing was to move, or when some bytes were
             # not reported (the manifest a download reads first).
             bar.pos = bar.length
             bar.finish()
             bar.render_progress()
             return result
-    # OSError covers requests' errors (connection, timeouts) and the local disk's.
+    # StorageError: Cloud Storage's answers and lost connections; OSError: the
+    # local disk's, and requests' errors on the API (connection, timeouts).
     except (cas_transfer.MissingBlobs, cas_transfer.CorruptBlob, ValidationError, StorageError, OSError) as e:
         raise TransferError(str(e)) from e
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from client.cas_transport import HttpTransport
+from bot.cas_transport import SignedUrlTransport
 from client.api import Client
 from shared import cas_transfer
 from shared.cas import Digest, FileEntry, Tree
@@ -90,7 +90,7 @@ def test_an_input_missing_from_the_store_ends_client_error(api, base_url, start_
     tree = Tree({"missing.txt": FileEntry(never_uploaded)})
     manifest = tree.to_bytes()
     client = Client(base_url, TOKENS["user"])
-    cas_transfer.upload(client, HttpTransport(), {Digest.of_bytes(manifest): manifest})
+    cas_transfer.upload(client, SignedUrlTransport(), {Digest.of_bytes(manifest): manifest})
     task_id = _new_task(api, tree.digest, ["true"])
     start_bot()
     code, out, err = finish(swarming("collect", *server_args(base_url), "--timeout", "60", "--json", task_id))
@@ -101,7 +101,7 @@ def test_an_input_missing_from_the_store_ends_client_error(api, base_url, start_
 
 def test_a_deduped_task_returns_the_outputs_of_the_original(api, base_url, start_bot, tmp_path):
     inputs = _inputs(tmp_path / "in")
-    archived = cas_transfer.archive(Client(base_url, TOKENS["user"]), HttpTransport(), inputs)
+    archived = cas_transfer.archive(Client(base_url, TOKENS["user"]), SignedUrlTransport(), inputs)
     command = [sys.executable, "-c", TASK, "${ISOLATED_OUTDIR}"]
     first = _new_task(api, archived.digest, command, idempotent=True)
     start_bot()

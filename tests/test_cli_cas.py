@@ -1,123 +1,30 @@
-"""Files from the CLI: the signed-URL transport against a loopback server,
-the progress bar over an in-memory store, then `archive`, `download`,
-`trigger --cas-dir/--cas-digest` and `collect --output-dir` against the real
-gateway and Cloud Storage emulator."""
+"""Files from the CLI: the progress bar over an in-memory store, then
+`archive`, `download`, `trigger --cas-dir/--cas-digest` and `collect
+--output-dir` against the real gateway and Cloud Storage emulator. The
+signed-URL transport has its own tests (tests/test_cas_transport.py)."""
 
+import contextlib
 import filecmp
-import http.server
 import io
 import json
 import os
 import stat
-import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
 
 from client import transfers
-from client.cas_transport import HttpTransport, StorageError
 from client.cli import cli
-from shared.cas import Digest, Tree, Verifier
+from shared.cas import Digest, Tree
 from tests.builders import bot_body, task_body
 from tests.conftest import TOKENS
 from tests.test_cas_tree import MemoryStore
 
 MIB = 1024 * 1024
 UNKNOWN = Digest("f" * 64, 123)
-
-
-# The transport, against a loopback stand-in for Cloud Storage.
-
-class _Bucket(http.server.BaseHTTPRequestHandler):
-    """Create-only PUT and GET by path, once the statuses queued for that
-    path in `server.failures` are answered."""
-
-    def do_PUT(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        path = self._record(body)
-        if not self._failed(path):
-            stored = self.server.objects.setdefault(path, body) is not body
-            self._answer(412 if stored else 200)
-
-    def do_GET(self) -> None:
-        path = self._record(b"")
-        if not self._failed(path):
-            body = self.server.objects.get(path)
-            self._answer(404) if body is None else self._answer(200, body)
-
-    def _record(self, body: bytes) -> str:
-        self.server.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        return self.path.split("?")[0]
-
-    def _failed(self, path: str) -> bool:
-        """Answers the next status queued for `path`, if any."""
-        queued = self.server.failures.get(path, [])
-        if not queued:
-            return False
-        self._answer(queued.pop(0))
-        return True
-
-    def _answer(self, status: int, body: bytes = b"") -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def bucket() -> Iterator[http.server.ThreadingHTTPServer]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Bucket)
-    server.objects, server.failures, server.seen = {}, {}, []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-
-
-def _url(server: http.server.HTTPServer, path: str) -> str:
-    return f"http://127.0.0.1:{server.server_port}{path}?X-Goog-Signature=secret"
-
-
-def test_a_file_is_sent_whole_again_after_a_5xx_and_412_means_stored(bucket, tmp_path):
-    data = os.urandom(3 * MIB)
-    (tmp_path / "blob").write_bytes(data)
-    bucket.failures["/b"] = [503]
-    HttpTransport().put(_url(bucket, "/b"), {"x-goog-if-generation-match": "0"}, tmp_path / "blob")
-    assert bucket.objects["/b"] == data
-    assert [body == data for _, body in bucket.seen] == [True, True]
-    HttpTransport().put(_url(bucket, "/b"), {}, b"stored by someone else")  # 412: fine
-    assert bucket.objects["/b"] == data
-    headers = bucket.seen[0][0]
-    assert headers["x-goog-if-generation-match"] == "0" and "authorization" not in headers
-
-
-def test_an_empty_file_goes_with_content_length_zero(bucket, tmp_path):
-    (tmp_path / "empty").touch()
-    HttpTransport().put(_url(bucket, "/e"), {}, tmp_path / "empty")
-    assert bucket.objects["/e"] == b"" and bucket.seen[0][0]["content-length"] == "0"
-
-
-def test_a_download_feeds_the_verifier_after_a_5xx_and_404_is_false(bucket):
-    data = os.urandom(2 * MIB + 5)
-    bucket.objects["/g"], bucket.failures["/g"] = data, [502]
-    sink, verifier = io.BytesIO(), Verifier(Digest.of_bytes(data))
-    assert HttpTransport().get(_url(bucket, "/g"), sink, verifier)
-    assert sink.getvalue() == data and verifier.matches()
-    assert not HttpTransport().get(_url(bucket, "/none"), io.BytesIO(), Verifier(UNKNOWN))
-
-
-def test_a_lasting_failure_names_the_object_never_the_signature(bucket):
-    bucket.failures["/x"] = [500] * 10
-    with pytest.raises(StorageError) as raised:
-        HttpTransport(backoff_factor=0).put(_url(bucket, "/x"), {}, b"data")
-    assert str(raised.value) == "PUT /x: HTTP 500"
-    assert len(bucket.seen) == 7  # The first try and six retries.
 
 
 # The progress bar, over an in-memory store.
@@ -133,7 +40,7 @@ def test_on_a_terminal_the_bar_counts_the_bytes_to_move_and_ends_full(tmp_path, 
     (tmp_path / "src" / "b").write_bytes(b"b" * MIB)
     store, terminal = MemoryStore(), _Terminal()
     monkeypatch.setattr(click, "get_text_stream", lambda name: terminal)
-    monkeypatch.setattr(transfers, "HttpTransport", lambda: store)
+    monkeypatch.setattr(transfers, "SignedUrlTransport", lambda: contextlib.nullcontext(store))
 
     def last_line() -> str:
         line = terminal.getvalue().rsplit("\r", 1)[-1]
@@ -151,7 +58,7 @@ def test_on_a_terminal_the_bar_counts_the_bytes_to_move_and_ends_full(tmp_path, 
 
 def test_ctrl_c_in_a_transfer_exits_130(tmp_path, monkeypatch):
     store = MemoryStore()
-    monkeypatch.setattr(transfers, "HttpTransport", lambda: store)
+    monkeypatch.setattr(transfers, "SignedUrlTransport", lambda: contextlib.nullcontext(store))
     (tmp_path / "file").write_text("x")
 
     def interrupted(*args: Any) -> None:
