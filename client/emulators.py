@@ -5,7 +5,6 @@ service-account key that signs the URLs of the Cloud Storage emulator."""
 
 import dataclasses
 import hashlib
-import json
 import os
 import pathlib
 import shutil
@@ -109,10 +108,5 @@ def signing_key(path: Path) -> Path:
     account = {"type": "service_account", "private_key_id": hashlib.sha1(pem.encode()).hexdigest(),
                "private_key": pem, "client_email": SIGNING_ACCOUNT, "token_uri": "https://oauth2.googleapis.com/token"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(account, f, indent=2)
-    os.replace(tmp, path)
+    processes.write_private(path, account)
     return path

@@ -97,7 +97,7 @@ def ensure_config(state_dir: Path) -> Path:
         config = json.loads(path.read_text(encoding="utf-8"))
         if not config.get("bootstrap_secret"):
             config["bootstrap_secret"] = secrets.token_urlsafe(32)
-            _write_private(path, config)
+            processes.write_private(path, config)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tokens = {secrets.token_urlsafe(32): {"role": role, "name": name} for role, name in ROLES.items()}
@@ -105,16 +105,6 @@ def ensure_config(state_dir: Path) -> Path:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump({"tokens": tokens, "bootstrap_secret": secrets.token_urlsafe(32)}, f, indent=2)
     return path
-
-
-def _write_private(path: Path, content: dict[str, Any]) -> None:
-    """Replaces `path` (mode 0600) in one step: a reader sees the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2)
-    os.replace(tmp, path)
 
 
 def is_alive(record: Record) -> bool:

@@ -1,19 +1,31 @@
 """Starting local service processes, waiting for them, and stopping them with
-everything they spawned."""
+everything they spawned; writing their private files."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import requests
 
 
 class StartError(RuntimeError):
     """A local service could not start; the message says what to do."""
+
+
+def write_private(path: Path, content: dict[str, Any]) -> None:
+    """Replaces `path` (mode 0600) with `content` as JSON in one step: a reader
+    sees the old file or the new one. For the local stack's secrets."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2)
+    os.replace(tmp, path)
 
 
 def free_port() -> int:
