@@ -76,6 +76,10 @@ class FetchStats:
     items_cold: int = 0
     bytes_cold: int = 0
 
+    def add(self, other: FetchStats) -> None:
+        for field in dataclasses.fields(FetchStats):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
 
 @dataclasses.dataclass
 class _Entry:

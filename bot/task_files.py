@@ -40,12 +40,8 @@ class CasAccess:
 
 
 @dataclasses.dataclass
-class DownloadStats:
+class DownloadStats(FetchStats):
     duration_secs: float = 0.0
-    items_cold: int = 0
-    bytes_cold: int = 0
-    items_hot: int = 0
-    bytes_hot: int = 0
 
 
 @dataclasses.dataclass
@@ -79,7 +75,7 @@ class TaskFiles:
             cache = self._cache = CasCache(access.cache_dir, access.limits)
 
             def fetch(digests: Iterable[Digest], packed: Mapping[Digest, Pack] | None = None) -> None:
-                self._count(cache.fetch(digests, access.service, access.transport, packed))
+                self.download.add(cache.fetch(digests, access.service, access.transport, packed))
 
             fetch([root])  # The manifest is a blob of the cache too.
             tree = _tree(cache.path(root), root)
@@ -98,12 +94,6 @@ class TaskFiles:
             self.download.duration_secs = self._clock() - started
         logger.info("%s: inputs %s placed in %.2f s: %s", self._name, root, self.download.duration_secs,
                     self.download)
-
-    def _count(self, fetched: FetchStats) -> None:
-        self.download.items_hot += fetched.items_hot
-        self.download.bytes_hot += fetched.bytes_hot
-        self.download.items_cold += fetched.items_cold
-        self.download.bytes_cold += fetched.bytes_cold
 
     def upload_outputs(self, out_dir: Path, outputs: Sequence[tuple[str, Path]]) -> Digest | None:
         """Uploads `out_dir` (${ISOLATED_OUTDIR}) with each of `outputs`

@@ -7,8 +7,8 @@ Every blob downloaded is checked against its digest while it is written, and
 each file taken out of a pack against its own.
 
 Standard library only: the caller brings the HTTP (a `Service` for function
-calls, a `Transport` for the signed URLs), so that the bot and the CLI each use
-their own session.
+calls, a `Transport` for the signed URLs: bot/cas_transport.py, which the CLI
+uses too).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import parse_qs, urlparse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +76,16 @@ class FakeServer(ThreadingHTTPServer):
         while not condition():
             assert time.monotonic() < deadline, f"timed out; calls: {self.names()}"
             time.sleep(0.02)
+
+
+def served() -> Iterator[FakeServer]:
+    """A FakeServer answering on a thread until the fixture using it ends."""
+    server = FakeServer()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -5,6 +5,8 @@ CAS URLs), a fresh Firestore project and bucket per test, and the real gateway
 import datetime
 import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -129,3 +131,22 @@ class Api:
 @pytest.fixture
 def api(svc: service.Service, base_url: str) -> Api:
     return Api(base_url)
+
+
+@pytest.fixture
+def start_bot(svc, base_url: str, tmp_path: Path) -> Iterator:
+    """Starts a real bot in pool `e2e`; it is stopped (SIGTERM) after the test."""
+    started = []
+
+    def start(bot_id: str = "e2e-bot") -> subprocess.Popen:
+        bot = processes.spawn(
+            [sys.executable, "-m", "bot", "--server", base_url, "--work-dir", str(tmp_path / bot_id),
+             "--id", bot_id, "--dimension", "pool=e2e"],
+            tmp_path / f"{bot_id}.log", env={"SWARMING_TOKEN": TOKENS["bot"]}, cwd=REPO,
+        )
+        started.append(bot)
+        return bot
+
+    yield start
+    for bot in started:
+        processes.stop(bot.pid)

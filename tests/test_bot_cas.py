@@ -9,17 +9,14 @@ import stat
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO, Iterator
 
 import pytest
-from urllib3.util import Retry
 
 from bot import remote
 from bot.cas_cache import INDEX, CasCache, Limits
-from bot.cas_transport import SignedUrlTransport
 from bot.errors import TaskError
 from bot.hooks import Hooks
 from bot.remote import Completion, Manifest, RemoteError, Update
@@ -27,7 +24,7 @@ from bot.task_files import CasAccess, TaskFiles
 from bot.task_runner import TaskRunner, Timings
 from shared import cas_transfer
 from shared.cas import Digest, FileEntry, Tree, Verifier
-from tests.bot_fakes import REPO, FakeServer
+from tests.bot_fakes import REPO, FakeServer, served
 from tests.test_bot_launcher import _oldest_python
 
 BIG = 10 ** 12  # Bytes: a limit that never binds.
@@ -457,12 +454,7 @@ def test_a_failed_upload_still_reports_the_exit_code(tmp_path: Path, store: Memo
 
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
-    server = FakeServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from served()
 
 
 def test_the_completion_carries_the_output_root_and_the_stats(fake: FakeServer) -> None:
@@ -496,134 +488,6 @@ def test_the_manifest_names_its_input_root_and_outputs() -> None:
     assert Manifest.from_json({**body, "cas_input_root": None, "outputs": None}).cas_input_root is None
     with pytest.raises(ValueError, match="cas_input_root.digest"):
         Manifest.from_json({**body, "cas_input_root": {"digest": {"hash": "x", "size_bytes": 1}}})
-
-
-# The transport over signed URLs.
-
-class Bucket(ThreadingHTTPServer):
-    """Signed-URL PUT and GET on loopback: create-only, each request's headers
-    recorded, the first `fail` requests answered 503."""
-
-    def __init__(self, fail: int = 0) -> None:
-        super().__init__(("127.0.0.1", 0), _BucketHandler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self.objects: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-        self.fail = fail
-
-
-class _BucketHandler(BaseHTTPRequestHandler):
-    server: Bucket
-
-    def do_PUT(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        path = self._record(body)
-        if self._failing():
-            return
-        if path in self.server.objects:
-            self._answer(412, b"exists")
-        else:
-            self.server.objects[path] = body
-            self._answer(200, b"")
-
-    def do_GET(self) -> None:
-        path = self._record(b"")
-        if self._failing():
-            return
-        data = self.server.objects.get(path)
-        if data is None:
-            self._answer(404, b"no such object")
-        else:
-            self._answer(200, data)
-
-    def _record(self, body: bytes) -> str:
-        path = self.path.partition("?")[0]
-        self.server.requests.append((self.command, path, dict(self.headers), body))
-        return path
-
-    def _failing(self) -> bool:
-        if self.server.fail:
-            self.server.fail -= 1
-            self._answer(503, b"try again")
-            return True
-        return False
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def bucket() -> Iterator[Bucket]:
-    server = Bucket()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def transport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SignedUrlTransport]:
-    netrc = tmp_path / "netrc"  # A credential requests would otherwise send to the bucket.
-    netrc.write_text("machine 127.0.0.1 login bot password secret\n")
-    netrc.chmod(0o600)
-    monkeypatch.setenv("NETRC", str(netrc))
-    fast = Retry(total=3, allowed_methods=None, status_forcelist=(503,), backoff_factor=0, raise_on_status=False)
-    signed = SignedUrlTransport(retry=fast, timeout=(5.0, 5.0))
-    yield signed
-    signed.close()
-
-
-def test_a_put_from_a_file_is_retried_whole_and_412_is_success(
-        tmp_path: Path, bucket: Bucket, transport: SignedUrlTransport) -> None:
-    big = tmp_path / "big"
-    big.write_bytes(os.urandom(3 * 1024 * 1024))  # Streamed from the file, not read into memory.
-    bucket.fail = 1
-    url = f"{bucket.url}/cas/big?X-Goog-Signature=abc"
-
-    transport.put(url, {"x-goog-if-generation-match": "0"}, big)
-    transport.put(url, {}, big)  # Already there.
-    transport.put(f"{bucket.url}/cas/empty?sig=1", {}, b"")
-
-    assert [(method, path, len(body)) for method, path, _, body in bucket.requests] == [
-        ("PUT", "/cas/big", big.stat().st_size)] * 3 + [("PUT", "/cas/empty", 0)]
-    assert bucket.objects["/cas/big"] == big.read_bytes()
-    assert bucket.requests[0][2]["x-goog-if-generation-match"] == "0"
-    assert all("Authorization" not in headers for _, _, headers, _ in bucket.requests)
-
-
-def test_a_get_streams_into_the_verifier_and_404_is_no_blob(
-        tmp_path: Path, bucket: Bucket, transport: SignedUrlTransport) -> None:
-    data = os.urandom(2 * 1024 * 1024 + 5)
-    bucket.objects["/cas/blob"] = data
-    bucket.fail = 1
-    verifier = Verifier(Digest.of_bytes(data))
-
-    with open(tmp_path / "got", "wb") as sink:
-        found = transport.get(f"{bucket.url}/cas/blob?sig=1", sink, verifier)
-    with open(tmp_path / "none", "wb") as sink:
-        missing = transport.get(f"{bucket.url}/cas/none?sig=1", sink, Verifier(Digest.of_bytes(b"")))
-
-    assert found and verifier.matches() and (tmp_path / "got").read_bytes() == data
-    assert not missing
-    assert all("Authorization" not in headers for _, _, headers, _ in bucket.requests)
-
-
-def test_a_failed_transfer_names_the_object_but_not_its_signature(
-        bucket: Bucket, transport: SignedUrlTransport) -> None:
-    bucket.fail = 10
-
-    with pytest.raises(RemoteError) as raised:
-        transport.put(f"{bucket.url}/cas/x?X-Goog-Signature=secret123", {}, b"x")
-
-    assert raised.value.status == 503 and "/cas/x" in str(raised.value)
-    assert "secret123" not in str(raised.value)
 
 
 def test_the_bot_service_posts_the_body_as_it_is(fake: FakeServer) -> None:

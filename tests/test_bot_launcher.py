@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from bot import launcher, layout, zip_main
 from bot.remote import RemoteError
 from shared import bot_archive
-from tests.bot_fakes import REPO, FakeServer, bot_zip_entries, claim, ok, run, write_zip
+from tests.bot_fakes import REPO, FakeServer, bot_zip_entries, claim, ok, run, served, write_zip
 
 TOKEN = "bot-token"
 TASK_A = "5f3a1b2c3d4e5f00"
@@ -30,12 +29,7 @@ WEEK = 7 * 24 * 3600
 
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
-    server = FakeServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from served()
 
 
 def make_zip(path: Path, server: str, **kwargs: Any) -> tuple[bytes, str]:

@@ -6,7 +6,6 @@ import logging.handlers
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -14,19 +13,14 @@ import pytest
 
 from bot import layout
 from bot.layout import Layout, LayoutError
-from tests.bot_fakes import REPO, FakeServer, sleep
+from tests.bot_fakes import REPO, FakeServer, served, sleep
 
 TOKEN = "bot-token"
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
-    server = FakeServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from served()
 
 
 def test_start_up_keeps_the_seed_s_entries_and_deletes_everything_else(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from bot import bot_main, health, launcher, remote
 from bot.bot_main import Bot, Outcome
 from bot.remote import Manifest
 from bot.task_runner import Timings
-from tests.bot_fakes import REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, run, sleep, write_zip
+from tests.bot_fakes import REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, run, served, sleep, write_zip
 
 TOKEN = "bot-token"
 TASK_A, TASK_B = "5f3a1b2c3d4e5f00", "5f3a1b2c3d4e6000"
@@ -30,12 +30,7 @@ FAST = Timings(output_interval=0.1, keepalive=0.3, grace_period=1.0, drain=1.0, 
 
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
-    server = FakeServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from served()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from client.api import Client
 from shared import cas_transfer
 from shared.cas import Digest, FileEntry, Tree
 from tests.conftest import TOKENS
-from tests.test_end_to_end import finish, server_args, start_bot, swarming  # noqa: F401 (start_bot: a fixture)
+from tests.test_end_to_end import finish, server_args, swarming
 
 # Copies the inputs to ${ISOLATED_OUTDIR}, adds what it saw, and leaves a file
 # named in `outputs` in its working directory.

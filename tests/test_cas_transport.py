@@ -1,6 +1,5 @@
 """The signed-URL transport the CLI and the bot share (bot/cas_transport.py),
-against a loopback stand-in for Cloud Storage. tests/test_bot_cas.py has the
-bot's cases (no ~/.netrc credential sent, among them)."""
+against a loopback stand-in for Cloud Storage."""
 
 import http.server
 import io
@@ -89,6 +88,17 @@ def test_a_file_is_sent_whole_again_after_a_5xx_and_412_means_stored(bucket, tra
     assert bucket.objects["/b"] == data
     headers = bucket.seen[0][0]
     assert headers["x-goog-if-generation-match"] == "0" and "authorization" not in headers
+
+
+def test_no_credential_goes_to_the_bucket_not_even_from_netrc(bucket, transport, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"  # requests would send this one to a host without auth of its own.
+    netrc.write_text("machine 127.0.0.1 login bot password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    transport.put(_url(bucket, "/cas/a"), {}, b"a")
+    with io.BytesIO() as sink:
+        assert transport.get(_url(bucket, "/cas/a"), sink, Verifier(Digest.of_bytes(b"a")))
+    assert [headers.get("authorization") for headers, _ in bucket.seen] == [None, None]
 
 
 def test_an_empty_file_goes_with_content_length_zero(bucket, transport, tmp_path):

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -30,25 +29,6 @@ def swarming(*args: str, **kwargs) -> subprocess.Popen:
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=120)
     return process.returncode, out, err
-
-
-@pytest.fixture
-def start_bot(svc, base_url: str, tmp_path: Path) -> Iterator:
-    """Starts a real bot in pool `e2e`; it is stopped (SIGTERM) after the test."""
-    started = []
-
-    def start(bot_id: str = "e2e-bot") -> subprocess.Popen:
-        bot = processes.spawn(
-            [sys.executable, "-m", "bot", "--server", base_url, "--work-dir", str(tmp_path / bot_id),
-             "--id", bot_id, "--dimension", "pool=e2e"],
-            tmp_path / f"{bot_id}.log", env={"SWARMING_TOKEN": TOKENS["bot"]}, cwd=REPO,
-        )
-        started.append(bot)
-        return bot
-
-    yield start
-    for bot in started:
-        processes.stop(bot.pid)
 
 
 def server_args(base_url: str) -> list[str]:
