@@ -22,7 +22,7 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, TypeVar, Union
 
 from shared.cas import MAX_BATCH, Digest, FileEntry, Pack, Tree, Verifier, plan_packs
 
@@ -31,6 +31,7 @@ Source = Union[bytes, Path]
 #: Told the bytes of each blob moved, as it ends.
 Progress = Callable[[int], None]
 WORKERS = 16
+T = TypeVar("T")
 
 
 class Service(Protocol):
@@ -96,14 +97,6 @@ def find_missing(service: Service, digests: Iterable[Digest], stats: Stats) -> l
     return missing
 
 
-def _urls(service: Service, kind: str, digests: Sequence[Digest], stats: Stats) -> Iterable[tuple[Digest, dict]]:
-    """Signed URLs, a batch at a time, as they are needed."""
-    for batch in _batches(digests):
-        stats.url_calls += 1
-        answer = service.call("cas_urls", {kind: _wire(batch)})
-        yield from zip(batch, answer[kind])
-
-
 @contextlib.contextmanager
 def _pool(workers: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
     """A thread pool whose queued transfers are dropped on the first error
@@ -117,24 +110,34 @@ def _pool(workers: int) -> Iterator[concurrent.futures.ThreadPoolExecutor]:
     pool.shutdown()
 
 
+def _each_transfer(service: Service, kind: str, digests: Sequence[Digest], stats: Stats, workers: int,
+                   work: Callable[[Digest, dict], T]) -> Iterator[tuple[Digest, T]]:
+    """Runs `work(digest, signed)` for each digest on a pool, as each ends.
+    A batch's signed URLs are asked for once the batch before is done, so
+    none waits in the queue long enough to expire."""
+    with _pool(workers) as pool:
+        for batch in _batches(digests):
+            stats.url_calls += 1
+            answer = service.call("cas_urls", {kind: _wire(batch)})
+            futures = {pool.submit(work, digest, signed): digest for digest, signed in zip(batch, answer[kind])}
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], future.result()
+
+
 def upload(service: Service, transport: Transport, blobs: Mapping[Digest, Source],
            progress: Optional[Progress] = None, workers: int = WORKERS) -> Stats:
     """Uploads those of `blobs` the store lacks."""
     started = time.monotonic()
     stats = Stats(items=len(blobs), bytes=sum(d.size_bytes for d in blobs))
     missing = find_missing(service, blobs, stats)
-    with _pool(workers) as pool:
-        def put(digest: Digest, signed: dict) -> int:
-            transport.put(signed["url"], signed.get("headers") or {}, blobs[digest])
-            return digest.size_bytes
+    def put(digest: Digest, signed: dict) -> None:
+        transport.put(signed["url"], signed.get("headers") or {}, blobs[digest])
 
-        futures = [pool.submit(put, d, signed) for d, signed in _urls(service, "upload", missing, stats)]
-        for future in concurrent.futures.as_completed(futures):
-            moved = future.result()
-            stats.items_moved += 1
-            stats.bytes_moved += moved
-            if progress:
-                progress(moved)
+    for digest, _ in _each_transfer(service, "upload", missing, stats, workers, put):
+        stats.items_moved += 1
+        stats.bytes_moved += digest.size_bytes
+        if progress:
+            progress(digest.size_bytes)
     stats.seconds = time.monotonic() - started
     return stats
 
@@ -182,20 +185,17 @@ def _download(service: Service, transport: Transport, wanted: Sequence[Digest],
     started = time.monotonic()
     stats = Stats(items=len(wanted), bytes=sum(d.size_bytes for d in wanted))
     missing: list[Digest] = []
-    with _pool(workers) as pool:
-        def get(digest: Digest, signed: dict) -> bool:
-            return _fetch(transport, signed["url"], digest, path_for(digest))
+    def get(digest: Digest, signed: dict) -> bool:
+        return _fetch(transport, signed["url"], digest, path_for(digest))
 
-        futures = {pool.submit(get, d, signed): d for d, signed in _urls(service, "download", wanted, stats)}
-        for future in concurrent.futures.as_completed(futures):
-            digest = futures[future]
-            if not future.result():
-                missing.append(digest)
-                continue
-            stats.items_moved += 1
-            stats.bytes_moved += digest.size_bytes
-            if progress:
-                progress(digest.size_bytes)
+    for digest, found in _each_transfer(service, "download", wanted, stats, workers, get):
+        if not found:
+            missing.append(digest)
+            continue
+        stats.items_moved += 1
+        stats.bytes_moved += digest.size_bytes
+        if progress:
+            progress(digest.size_bytes)
     stats.seconds = time.monotonic() - started
     if missing:
         raise MissingBlobs(sorted(missing))

@@ -248,3 +248,17 @@ def test_a_pack_that_does_not_add_up_is_refused(pack, reason):
     manifest = {"files": {"f": {"hash": "a" * 64, "size_bytes": 1}}, "packs": [pack]}
     with pytest.raises(ValidationError, match=reason):
         Tree.from_bytes(json.dumps(manifest).encode())
+
+
+def test_signed_urls_are_asked_for_a_batch_at_a_time_as_the_transfers_go(tmp_path):
+    store = MemoryStore()
+    digests = [Digest.of_bytes(str(i).encode()) for i in range(MAX_BATCH + 10)]
+    for digest, i in zip(digests, range(len(digests))):
+        store.blobs[digest.hash] = str(i).encode()
+    events = []
+    real_call, real_get = store.call, store.get
+    store.call = lambda function, body: events.append(function) or real_call(function, body)
+    store.get = lambda url, sink, verifier: events.append("get") or real_get(url, sink, verifier)
+    cas_transfer.download(store, store, digests, lambda d: tmp_path / d.hash)
+    second = [i for i, event in enumerate(events) if event == "cas_urls"][1]
+    assert events[:second].count("get") == MAX_BATCH  # The first batch was done before the next URLs.
