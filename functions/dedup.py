@@ -73,8 +73,16 @@ def finished(ctx: Context, result: TaskResult, now: datetime.datetime) -> None:
         else:
             batch.delete_dedup(result.properties_hash, found[1])
         batch.commit()
-    for waiter in ctx.store.results_where("waiting_on", result.task_id, limit=1000, states=[State.PENDING.value]):
-        release(ctx, waiter.task_id, result, now)
+    release_waiters(ctx, result, now)
+
+
+def release_waiters(ctx: Context, owner: TaskResult, now: datetime.datetime) -> int:
+    """Releases the tasks waiting on a final owner; how many were waiting.
+    `cron_sweep` calls it too, for an owner whose instance died before."""
+    waiters = ctx.store.results_where("waiting_on", owner.task_id, limit=1000, states=[State.PENDING.value])
+    for waiter in waiters:
+        release(ctx, waiter.task_id, owner, now)
+    return len(waiters)
 
 
 def release(ctx: Context, task_id: str, owner: TaskResult, now: datetime.datetime) -> None:

@@ -47,6 +47,7 @@ COMPOSITE_INDEXES = frozenset({
     (TASK_RESULTS, ("bot_id", "started_ts")),
     (TASK_RESULTS, ("parent_task_id", "state")),
     (TASK_RESULTS, ("waiting_on", "state")),
+    (TASK_RESULTS, ("state", "waiting_on")),
     (TASK_RESULTS, ("tags", "state")),
     (BOT_EVENTS, ("bot_id", "ts")),
 })
@@ -207,6 +208,13 @@ class Store:
         docs = query(self._db, TASK_TO_RUN, [("shard", "==", shard), ("expiration_ts", "<", before)],
                      order_by="expiration_ts", limit=limit)
         return [TaskToRun.from_doc(d.to_dict()) for d in docs]
+
+    def waiters(self, limit: int, after: str | None = None) -> list[TaskResult]:
+        """Pending tasks waiting on an identical idempotent one, by the id of
+        that one (not a growing field: no shard needed), from after `after`."""
+        filters: list[Filter] = [("state", "==", "PENDING"), ("waiting_on", ">", after or "")]
+        return [TaskResult.from_doc(d.to_dict())
+                for d in query(self._db, TASK_RESULTS, filters, order_by="waiting_on", limit=limit)]
 
     def silent_runs(self, shard: int, before: datetime.datetime, limit: int) -> list[TaskResult]:
         """Running tasks whose result was last written before `before`."""

@@ -226,7 +226,8 @@ def test_bad_bot_queries_say_which_field(api):
 def test_cron_sweep_is_for_admins(api):
     assert api.post("cron_sweep", {}, role="user").status_code == 403
     assert api.ok("cron_sweep", {}, role="admin") == {"bots": {"dead": 0, "alive": 0, "forgotten": 0},
-                                                      "expired_slices": 0, "dead_runs": 0}
+                                                      "expired_slices": 0, "dead_runs": 0,
+                                                      "released_waiters": 0}
 
 
 def test_store_counts_one_read_per_shard(svc):

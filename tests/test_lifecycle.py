@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from client import cloud_tasks_emulator
+from functions import dedup, sweep
 from tests.builders import bot_body, task_body
 
 SECOND = datetime.timedelta(seconds=1)
@@ -304,6 +305,21 @@ def test_a_waiter_runs_on_its_own_when_the_first_fails(api):
     _update(api, _claim(api, owner)["task_id"], exit_code=2, duration=1.0)
     candidates = api.ok("bot_poll", bot_body(), role="bot")["candidates"]
     assert [c["task_id"] for c in candidates] == [waiter]
+
+
+def test_the_sweep_releases_waiters_an_owner_left_behind(api, clock, monkeypatch):
+    owner = api.ok("tasks_new", _idempotent())["task_id"]
+    waiter = api.ok("tasks_new", _idempotent())["task_id"]
+    with monkeypatch.context() as dying:  # The owner's instance dies before it releases its waiters.
+        dying.setattr(dedup, "release_waiters", lambda *args: 0)
+        _update(api, _claim(api, owner)["task_id"], exit_code=0, duration=1.0)
+    assert _result(api, waiter)["state"] == "PENDING"
+    assert api.ok("cron_sweep", {}, role="admin")["released_waiters"] == 0  # the owner may still be at it
+    clock.offset = sweep.LATE + datetime.timedelta(seconds=1)
+    assert api.ok("cron_sweep", {}, role="admin")["released_waiters"] == 1
+    result = _result(api, waiter)
+    assert result["state"] == "COMPLETED" and result["deduped_from"] == owner
+    assert api.ok("cron_sweep", {}, role="admin")["released_waiters"] == 0
 
 
 @pytest.mark.parametrize("kill", [False, True])

@@ -83,6 +83,23 @@ resource "google_firestore_index" "task_results_waiting_state" {
   }
 }
 
+# Waiters whose owner ended without releasing them (cron_sweep).
+resource "google_firestore_index" "task_results_state_waiting" {
+  project    = var.project
+  database   = "(default)"
+  collection = "task_results"
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "waiting_on"
+    order      = "ASCENDING"
+  }
+}
+
 resource "google_firestore_index" "task_results_tags_state" {
   project    = var.project
   database   = "(default)"
