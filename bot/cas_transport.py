@@ -8,12 +8,13 @@ the caller's credential (the user's or the bot's token, the hooks' headers)
 must not reach the bucket, nor, through ~/.netrc, anyone else's. urllib3
 retries connection errors and 408, 429 and 5xx answers (Cloud Storage's
 advice) with the bot's backoff; a PUT's file body is sent again from its start
-on each attempt. A body cut short midway is not retried here: the download
-fails, and the transfer with it.
+on each attempt. A download cut short midway goes on from the bytes it has
+(an HTTP Range request), a few times, before it fails.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
@@ -25,12 +26,17 @@ from bot.remote import TIMEOUT, RemoteError, default_retry
 from shared import cas_transfer
 from shared.cas import Verifier
 
-CHUNK = 1024 * 1024
+logger = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024  # A download cut short loses at most a chunk.
+#: How many times a download cut short midway goes on from where it stopped.
+RESUMES = 3
 #: Files up to this size are sent from memory: requests streams an empty file
 #: object with chunked encoding, which signed PUTs do not take.
 IN_MEMORY_BYTES = 1024 * 1024
 #: "Already exists": the upload URLs are create-only, and a blob is its digest.
 PRECONDITION_FAILED = 412
+PARTIAL_CONTENT = 206
 #: Cloud Storage's advice: retry 408, 429 and 5xx, with exponential backoff.
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 
@@ -87,18 +93,47 @@ class SignedUrlTransport:
 
     def get(self, url: str, sink: BinaryIO, verifier: Verifier) -> bool:
         """Streams the blob into `sink` and `verifier`; False if there is none."""
+        received, resumes = 0, 0
+        while True:
+            try:
+                return self._get_from(url, received, sink, verifier)
+            except _CutShort as cut:
+                if resumes == RESUMES:
+                    raise _unreachable("GET", url, cut.error) from cut.error
+                resumes, received = resumes + 1, cut.received
+                logger.warning("GET %s cut short after %d bytes (%s): going on from there", _where(url),
+                               received, _redact(str(cut.error), url))
+
+    def _get_from(self, url: str, received: int, sink: BinaryIO, verifier: Verifier) -> bool:
+        """One request for the bytes from `received` on (all of them from 0)."""
+        headers = {"Range": f"bytes={received}-"} if received else {}
         try:
-            with self._session.get(url, stream=True, timeout=self._timeout) as response:
-                if response.status_code == 404:
-                    return False
-                if not response.ok:
-                    raise _failed("GET", url, response)
-                for chunk in response.iter_content(CHUNK):
-                    sink.write(chunk)
-                    verifier.update(chunk)
+            response = self._session.get(url, stream=True, timeout=self._timeout, headers=headers)
         except requests.RequestException as e:
             raise _unreachable("GET", url, e) from e
+        with response:
+            if response.status_code == 404:
+                return False
+            if not response.ok:
+                raise _failed("GET", url, response)
+            # A server that ignores the range sends it all again: skip what we have.
+            skip = received if response.status_code != PARTIAL_CONTENT else 0
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    chunk, skip = chunk[skip:], max(0, skip - len(chunk))
+                    sink.write(chunk)
+                    verifier.update(chunk)
+                    received += len(chunk)
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as e:
+                raise _CutShort(received, e) from e
         return True
+
+
+class _CutShort(Exception):
+    def __init__(self, received: int, error: Exception):
+        super().__init__(str(error))
+        self.received = received
+        self.error = error
 
 
 def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:

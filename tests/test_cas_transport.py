@@ -30,9 +30,21 @@ class _Bucket(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self._record(b"")
-        if not self._failed(path):
-            body = self.server.objects.get(path)
-            self._answer(404) if body is None else self._answer(200, body)
+        if self._failed(path):
+            return
+        body = self.server.objects.get(path)
+        if body is None:
+            return self._answer(404)
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if "Range" in self.headers else 0
+        cut = self.server.cuts.get(path, [])
+        if cut:  # Promises the whole rest, sends some of it, and hangs up.
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            self.wfile.write(body[start:start + cut.pop(0)])
+            self.close_connection = True
+            return
+        self._answer(206 if start else 200, body[start:])
 
     def _record(self, body: bytes) -> str:
         self.server.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
@@ -59,7 +71,7 @@ class _Bucket(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def bucket() -> Iterator[http.server.ThreadingHTTPServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Bucket)
-    server.objects, server.failures, server.seen = {}, {}, []
+    server.objects, server.failures, server.cuts, server.seen = {}, {}, {}, []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -116,6 +128,23 @@ def test_a_download_feeds_the_verifier_after_a_5xx_and_404_is_false(bucket, tran
     assert sink.getvalue() == data and verifier.matches()
     assert bucket.seen[-1][0]["accept-encoding"] == "identity"
     assert not transport.get(_url(bucket, "/none"), io.BytesIO(), Verifier(UNKNOWN))
+
+
+def test_a_download_cut_short_goes_on_from_where_it_stopped(bucket, transport):
+    data = os.urandom(3 * MIB)
+    bucket.objects["/c"], bucket.cuts["/c"] = data, [MIB, MIB // 2]
+    sink, verifier = io.BytesIO(), Verifier(Digest.of_bytes(data))
+    assert transport.get(_url(bucket, "/c"), sink, verifier)
+    assert sink.getvalue() == data and verifier.matches()
+    ranges = [headers.get("range") for headers, _ in bucket.seen]
+    assert ranges[0] is None and ranges[1:] == [f"bytes={MIB}-", f"bytes={MIB + MIB // 2}-"]
+
+
+def test_a_download_cut_short_again_and_again_fails(bucket, transport):
+    bucket.objects["/d"], bucket.cuts["/d"] = b"x" * MIB, [10] * 10
+    with pytest.raises(StorageError) as raised:
+        transport.get(_url(bucket, "/d"), io.BytesIO(), Verifier(UNKNOWN))
+    assert "secret" not in str(raised.value) and len(bucket.seen) == 4  # the first try and 3 resumes
 
 
 def test_a_lasting_failure_names_the_object_never_the_signature(bucket, transport):
