@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 from typing import Any, Callable
 
 import flask
@@ -17,6 +18,8 @@ from functions.errors import BadRequest, HttpError, MethodNotAllowed
 from shared.errors import ValidationError
 
 logger = logging.getLogger(__name__)
+#: An integer as a query parameter gives it: ASCII digits, maybe a minus sign.
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +66,13 @@ class Call:
         raise BadRequest(f"{name}: must be true or false")
 
     def integer(self, name: str, default: int | None = None) -> int | None:
-        value = self.params.get(name, default)
-        if value is None or isinstance(value, int) and not isinstance(value, bool):
+        """An int, or its decimal digits (a query parameter); null is absent."""
+        value = self.params.get(name)
+        if value is None:
+            return default
+        if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lstrip("-").isdigit():
+        if isinstance(value, str) and _INTEGER.fullmatch(value):
             return int(value)
         raise BadRequest(f"{name}: must be an integer")
 

@@ -106,3 +106,19 @@ def test_wrong_method_is_405(api):
     response = requests.get(f"{api.base_url}/tasks_new", headers={"Authorization": f"Bearer {TOKENS['user']}"},
                             timeout=10)
     assert response.status_code == 405
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"offset": None}, None),  # null is absent: the default offset
+    ({"offset": "--5"}, "offset"),
+    ({"offset": "²"}, "offset"),
+    ({"length": "1.5"}, "length"),
+])
+def test_integer_parameter_null_is_absent_and_malformed_is_400(api, params, field):
+    task_id = api.ok("tasks_new", task_body())["task_id"]
+    response = api.post("task_stdout", {"task_id": task_id, **params})
+    if field is None:
+        assert response.status_code == 200, response.text
+    else:
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["message"].startswith(f"{field}:")
