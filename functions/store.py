@@ -227,24 +227,6 @@ class Store:
         snap = get(self._to_run_ref(task_id, slice_index))
         return (TaskToRun.from_doc(snap.to_dict()), snap.update_time) if snap.exists else None
 
-    def commit_claim(self, to_run: TaskToRun, seen_update_time: Any, result_changes: dict[str, Any],
-                     bot_id: str, bot_doc: dict[str, Any]) -> None:
-        """Deletes the pending slice, marks the result and records the task in
-        the bot's entry, all or nothing; raises LostRace when the slice changed
-        since it was read. The delete's precondition alone makes one winner."""
-        batch = self._db.batch()
-        batch.delete(
-            self._to_run_ref(to_run.task_id, to_run.slice_index),
-            option=self._db.write_option(last_update_time=seen_update_time),
-        )
-        batch.update(self._doc(TASK_RESULTS, to_run.task_id), result_changes)
-        batch.set(self._db.collection(BOTS).document(bot_id), bot_doc, merge=True)
-        try:
-            batch.commit()
-        except (gexc.FailedPrecondition, gexc.NotFound, gexc.Conflict) as e:
-            raise LostRace(str(e)) from e
-        ops.write(3)  # A failed batch writes, and costs, nothing.
-
     # Runs.
 
     def transact(self, task_id: str, change: Callable[[TaskResult, "TaskBatch"], Writes],
