@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from shared.errors import ValidationError
-from shared.wire import REQUIRED, WireObject
+from shared.wire import MAX_INT64, REQUIRED, WireObject
 
 #: Where a blob lives in the bucket: `cas/sha256/<hex>`.
 OBJECT_PREFIX = "cas/sha256/"
@@ -78,10 +78,8 @@ class Digest:
     @classmethod
     def from_wire(cls, body: Any, field: str) -> Digest:
         digest = WireObject(body, field, {"hash", "size_bytes"})
-        size = digest.get("size_bytes")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ValidationError(digest.field("size_bytes"), "must be a non-negative integer")
-        return cls(digest.string("hash", 64, _HEX_RE, default=REQUIRED), size)
+        return cls(digest.string("hash", 64, _HEX_RE, default=REQUIRED),
+                   digest.integer("size_bytes", 0, MAX_INT64))
 
     @classmethod
     def parse(cls, text: str) -> Digest:

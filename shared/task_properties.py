@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 from shared import dimensions as dims_lib
 from shared.errors import ValidationError
-from shared.wire import MAX_INT64, REQUIRED, WireObject, relative_path
+from shared.cas import Digest
+from shared.wire import REQUIRED, WireObject, relative_path
 
 MAX_TIMEOUT_SECS = 7 * 24 * 3600
 DEFAULT_EXECUTION_TIMEOUT_SECS = 3600
@@ -33,29 +34,23 @@ MAX_CACHES = 32
 CACHE_NAME_RE = re.compile(r"[a-z0-9_]{1,128}")
 MAX_OUTPUTS = 512
 MAX_SECRET_BYTES = 20 * 1024
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
 class CasReference:
-    """A tree in the content-addressed store, by its digest (Swarming's CASReference)."""
+    """A tree in the content-addressed store, by its manifest's digest (Swarming's CASReference)."""
 
-    hash: str
-    size_bytes: int
+    digest: Digest
 
     @classmethod
     def from_wire(cls, body: Any, field: str) -> "CasReference":
         reference = WireObject(body, field, {"digest"})
-        digest = WireObject(reference.get("digest"), reference.field("digest"), {"hash", "size_bytes"})
-        return cls(
-            hash=digest.string("hash", 64, SHA256_RE, default=REQUIRED),
-            size_bytes=digest.integer("size_bytes", 0, MAX_INT64),
-        )
+        return cls(Digest.from_wire(reference.get("digest"), reference.field("digest")))
 
     def to_wire(self) -> dict[str, Any]:
-        return {"digest": {"hash": self.hash, "size_bytes": self.size_bytes}}
+        return {"digest": self.digest.to_wire()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from shared.cas import Digest
 from shared.errors import ValidationError
 from shared.task_properties import MAX_SECRET_BYTES
 from shared.task_request import TaskRequest
@@ -229,7 +230,7 @@ def test_every_field_is_read():
     assert props.dimensions == {"cpu": ["arm", "x86"], "os": ["Linux|Mac"], "pool": ["default"]}
     assert [c.name for c in props.caches] == ["git", "pip"]
     assert props.outputs == ["out/b.txt", "out/a.txt"]  # Kept in order.
-    assert (props.cas_input_root.hash, props.cas_input_root.size_bytes) == (HASH, 42)
+    assert props.cas_input_root.digest == Digest(HASH, 42)
     assert props.secret_bytes == b"\x00top secret\xff" and props.has_secret_bytes
     assert (props.io_timeout_secs, props.grace_period_secs, props.idempotent) == (0, 10, True)
 
