@@ -40,7 +40,6 @@ def cancel(ctx: Context, task_id: str, kill_running: bool, now: datetime.datetim
 
 
 def _cancel_pending(ctx: Context, result: TaskResult, now: datetime.datetime) -> bool:
-    changes = {"state": State.CANCELED.value, "abandoned_ts": now, "modified_ts": now, "waiting_on": None}
     if result.waiting_on:
         return _transact_cancel(ctx, result.task_id, now)
     pending = ctx.store.get_to_run(result.task_id, result.current_task_slice)
@@ -48,7 +47,7 @@ def _cancel_pending(ctx: Context, result: TaskResult, now: datetime.datetime) ->
         raise LostRace("no pending slice")
     batch = ctx.store.batch()
     batch.delete_to_run(*pending)
-    batch.update_result(result.task_id, changes)
+    batch.update_result(result.task_id, {"state": State.CANCELED.value, "abandoned_ts": now, "modified_ts": now})
     batch.commit()
     result.state = State.CANCELED
     dedup.finished(ctx, result, now)
@@ -56,15 +55,19 @@ def _cancel_pending(ctx: Context, result: TaskResult, now: datetime.datetime) ->
 
 
 def _transact_cancel(ctx: Context, task_id: str, now: datetime.datetime) -> bool:
-    """A waiter (functions.dedup) has no pending slice: its result alone."""
+    """A waiter (functions.dedup) has no pending slice: its result alone. One
+    released meanwhile has one again (LostRace: look again)."""
 
     def change(result: TaskResult, _batch: TaskBatch) -> Writes:
-        if result.state != State.PENDING:
+        if result.state != State.PENDING or not result.waiting_on:
             return Writes.NOTHING
         result.state, result.abandoned_ts, result.modified_ts, result.waiting_on = State.CANCELED, now, now, None
         return Writes.RESULT
 
-    return ctx.store.transact(task_id, change).state == State.CANCELED
+    ended = ctx.store.transact(task_id, change)
+    if ended.state == State.PENDING:
+        raise LostRace("released meanwhile")
+    return ended.state == State.CANCELED
 
 
 def _kill(ctx: Context, task_id: str, now: datetime.datetime) -> bool:

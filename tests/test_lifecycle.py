@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from client import cloud_tasks_emulator
-from functions import dedup, sweep
+from functions import cancellation, dedup, sweep
 from tests.builders import bot_body, task_body
 
 SECOND = datetime.timedelta(seconds=1)
@@ -328,6 +328,21 @@ def test_cancel_a_waiter(api, kill):
     waiter = api.ok("tasks_new", _idempotent())["task_id"]
     assert api.ok("task_cancel", {"task_id": waiter, "kill_running": kill})["canceled"]
     assert _result(api, waiter)["state"] == "CANCELED"
+
+
+def test_cancel_a_waiter_released_meanwhile_leaves_nothing_to_claim(api, monkeypatch):
+    owner = api.ok("tasks_new", _idempotent())["task_id"]
+    waiter = api.ok("tasks_new", _idempotent())["task_id"]
+    transact_cancel = cancellation._transact_cancel
+
+    def owner_fails_first(ctx, task_id, now):  # between the cancel's read and its transaction
+        _update(api, _claim(api, owner)["task_id"], exit_code=2, duration=1.0)  # the waiter is queued
+        return transact_cancel(ctx, task_id, now)
+
+    monkeypatch.setattr(cancellation, "_transact_cancel", owner_fails_first)
+    assert api.ok("task_cancel", {"task_id": waiter})["canceled"]
+    assert _result(api, waiter)["state"] == "CANCELED"
+    assert api.ok("bot_poll", bot_body(), role="bot")["cmd"] == "sleep"  # its queued slice went with it
 
 
 # What lost timers leave behind.
