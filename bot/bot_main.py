@@ -70,8 +70,6 @@ REBOOT_WAIT_SECS = 300.0
 #: The file on_before_task may write for the task (SWARMING_BOT_FILE), beside
 #: w/, which the runner wipes before the command starts; deleted after the task.
 BOT_FILE = "bot_file.json"
-#: Environment variables of the bot's own that neither the runner nor a task gets.
-_BOT_ONLY_ENV = (launcher.PROBATION_ENV, launcher.BAD_VERSION_ENV)
 
 
 class Outcome(str, enum.Enum):
@@ -445,7 +443,7 @@ class Bot:
         }
 
     def _runner_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _BOT_ONLY_ENV}
+        env = launcher.environ_without_bot_vars()  # Neither the runner nor a task gets them.
         env["SWARMING_TOKEN"] = self._remote.token
         return env
 

@@ -116,6 +116,13 @@ def current_code() -> Code:
     return Code(None, DEV_VERSION, container)
 
 
+def environ_without_bot_vars() -> dict[str, str]:
+    """This process's environment without the variables of the bot's own
+    life (probation, the version it fell back from): for any process it
+    starts, which must not mistake them for its own."""
+    return {k: v for k, v in os.environ.items() if k not in (PROBATION_ENV, BAD_VERSION_ENV)}
+
+
 def take_bad_version() -> tuple[str, str] | None:
     """(version, why) when this bot was started as the fallback from a
     version that failed to start (zip_main.py); read once."""
@@ -169,8 +176,7 @@ class Updater:
         problem = self.is_fine(target)
         if problem:
             self._refuse(version, target, f"the new code is not fine: {problem}")
-        env = {k: v for k, v in os.environ.items() if k != BAD_VERSION_ENV}
-        env[PROBATION_ENV] = version
+        env = {**environ_without_bot_vars(), PROBATION_ENV: version}
         before_exec()
         self._exec_python([str(target), "start_bot", *self._bot_args], env)
 
@@ -184,7 +190,7 @@ class Updater:
 
     def is_fine(self, zip_path: Path) -> str | None:
         """None when `python3 <zip> is_fine` exits 0 in time, else what went wrong."""
-        env = {k: v for k, v in os.environ.items() if k not in (PROBATION_ENV, BAD_VERSION_ENV)}
+        env = environ_without_bot_vars()
         try:
             checked = subprocess.run([sys.executable, str(zip_path), "is_fine"], cwd=self._layout.root,
                                      env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -201,8 +207,7 @@ class Updater:
     def restart(self, message: str) -> None:
         """Execs the same code anew; returns only if the exec does (a test's)."""
         logger.info("restarting: %s", message)
-        env = {k: v for k, v in os.environ.items() if k not in (PROBATION_ENV, BAD_VERSION_ENV)}
-        self._exec_python(self.code.python_args("start_bot", *self._bot_args), env)
+        self._exec_python(self.code.python_args("start_bot", *self._bot_args), environ_without_bot_vars())
 
     def connected(self) -> None:
         """The first handshake went through: this code works well enough to
