@@ -221,8 +221,8 @@ class Bot:
         self._stale_attributes()  # get_dimensions may depend on the server's dimensions from now on.
         if self._fallback:
             version, why = self._fallback
-            self._event("bot_error", f"version {version} failed to start ({why}); "
-                                     f"running the last known good code {self._code.version}")
+            self.reporter.error(f"version {version} failed to start ({why}); "
+                                f"running the last known good code {self._code.version}")
             self._fallback = None
         return reply
 
@@ -305,7 +305,7 @@ class Bot:
             logger.error("bot %s: %s", self.bot_id, e)
             if e.bad and e.version not in self._reported_bad:
                 self._reported_bad.add(e.version)
-                self._event("bot_error", str(e))
+                self.reporter.error(str(e))
             # A refused version is in the next poll's state, and the server then
             # hands out tasks: no need to wait. Anything else is waited on.
             if e.version not in self._updater.bad_versions:
@@ -332,7 +332,7 @@ class Bot:
         logger.info("bot %s: shutting down: %s", self.bot_id, reason)
         self.hooks.on_bot_shutdown(self.view)
         self.hooks.setup_bot(self.view)  # What it answers no longer matters.
-        self._event(events.BOT_SHUTDOWN, reason)
+        self.reporter.report(events.BOT_SHUTDOWN, reason)
 
     def _terminate(self, task_id: str) -> None:
         """Ends the termination task (claimed like any task, completed with
@@ -464,9 +464,6 @@ class Bot:
         except remote.RemoteError as e:
             logger.error("task %s (bot %s): the error was not reported: %s", run_id, self.bot_id, e)
 
-    def _event(self, event: str, message: str) -> None:
-        self.reporter.report(event, message)
-
     def _post_event(self, event: str, message: str) -> None:
         """The Reporter's way to the server (which handles what this raises)."""
         self._remote.event(self.attributes(), event, message)
@@ -485,7 +482,7 @@ class Bot:
             self._error_streak += 1
             logger.exception("bot %s: %s failed; retrying in %.1f s", self.bot_id, step.__name__, delay)
             if not isinstance(e, remote.RemoteError):  # The server's failures are its to log, not to be told.
-                self._event(events.BOT_ERROR, f"{step.__name__} failed:\n{traceback.format_exc()}")
+                self.reporter.error(f"{step.__name__} failed:\n{traceback.format_exc()}")
             self._sleep(delay)
             return None
         self._error_streak = 0
