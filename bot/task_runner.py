@@ -117,7 +117,7 @@ class TaskRunner:
         env = self._env()
         try:
             for path in (self._work_dir, self._out_dir):
-                wipe(path)
+                layout.remove(path)
                 path.mkdir(parents=True)
         except OSError as e:
             raise TaskError(f"cannot make the work directory {self._work_dir}: {e}") from e
@@ -136,7 +136,7 @@ class TaskRunner:
             self._unmount(mounted)
             for path in (self._work_dir, self._out_dir):
                 try:
-                    wipe(path)
+                    layout.remove(path)
                 except OSError as e:  # The end is reported by now; the next task's wipe retries.
                     logger.error("%s: cannot delete %s: %s", self._name, path, e)
             self._trim_cache()
@@ -420,9 +420,3 @@ def _wait(process: subprocess.Popen, timeout: float) -> int | None:
         return process.wait(timeout)
     except subprocess.TimeoutExpired:
         return None
-
-
-def wipe(path: Path) -> None:
-    """Deletes a task's directory, read-only parts included: one left behind
-    would fail every later task."""
-    layout.remove(path)
