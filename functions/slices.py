@@ -71,7 +71,7 @@ def expire(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime)
         schedule_expiry(ctx, task_id, slice_index, result.expiration_ts)  # Early: wait again.
         return {"done": "not yet"}
     if result.waiting_on:
-        return _expire_waiter(ctx, task_id, now)
+        return _expire_waiter(ctx, task_id, slice_index, now)
     pending = ctx.store.get_to_run(task_id, slice_index)
     if pending is None:
         return {"done": "the slice is no longer pending"}
@@ -91,10 +91,11 @@ def expire(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime)
     return {"done": "expired" if following is None else f"slice {following}"}
 
 
-def _expire_waiter(ctx: Context, task_id: str, now: datetime.datetime) -> dict[str, Any]:
+def _expire_waiter(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime) -> dict[str, Any]:
     """A task waiting on an identical idempotent one (functions.dedup) that
     did not end in time expires; in a transaction, as the release of waiters
-    may change it at the same moment."""
+    may change it at the same moment (one released meanwhile has a pending
+    slice again, which expires as any other)."""
 
     def change(result: TaskResult, _batch: TaskBatch) -> Writes:
         if result.state != State.PENDING or not result.waiting_on:
@@ -102,5 +103,6 @@ def _expire_waiter(ctx: Context, task_id: str, now: datetime.datetime) -> dict[s
         result.state, result.abandoned_ts, result.modified_ts, result.waiting_on = State.EXPIRED, now, now, None
         return Writes.RESULT
 
-    ctx.store.transact(task_id, change)
+    if ctx.store.transact(task_id, change).state == State.PENDING:
+        return expire(ctx, task_id, slice_index, now)
     return {"done": "expired"}

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from client import cloud_tasks_emulator
-from functions import cancellation, dedup, sweep
+from functions import cancellation, dedup, slices, sweep
 from tests.builders import bot_body, task_body
 
 SECOND = datetime.timedelta(seconds=1)
@@ -343,6 +343,22 @@ def test_cancel_a_waiter_released_meanwhile_leaves_nothing_to_claim(api, monkeyp
     assert api.ok("task_cancel", {"task_id": waiter})["canceled"]
     assert _result(api, waiter)["state"] == "CANCELED"
     assert api.ok("bot_poll", bot_body(), role="bot")["cmd"] == "sleep"  # its queued slice went with it
+
+
+def test_a_waiter_released_as_it_expires_leaves_nothing_to_claim(api, clock, monkeypatch):
+    owner = api.ok("tasks_new", _idempotent())["task_id"]
+    waiter = api.ok("tasks_new", _idempotent())["task_id"]
+    expire_waiter = slices._expire_waiter
+
+    def owner_fails_first(ctx, *args):  # between the timer's read and its transaction
+        _update(api, _claim(api, owner)["task_id"], exit_code=2, duration=1.0)  # the waiter is queued
+        return expire_waiter(ctx, *args)
+
+    monkeypatch.setattr(slices, "_expire_waiter", owner_fails_first)
+    clock.offset = datetime.timedelta(seconds=601)
+    assert api.ok("timer_expire", {"task_id": waiter, "slice": 0}, role="admin") == {"done": "expired"}
+    assert _result(api, waiter)["state"] == "EXPIRED"
+    assert api.ok("bot_poll", bot_body(), role="bot")["cmd"] == "sleep"
 
 
 # What lost timers leave behind.
