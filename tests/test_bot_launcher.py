@@ -8,8 +8,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from bot import launcher, layout, zip_main
+from bot import launcher, layout, remote, zip_main
 from bot.remote import RemoteError
 from shared import bot_archive
 from tests.bot_fakes import REPO, FakeServer, bot_zip_entries, claim, ok, run, served, write_zip
@@ -349,6 +351,42 @@ def test_a_failed_download_is_retried_later(running: tuple[launcher.Code, layout
         updater.update(fetch, "ab" * 32)
 
     assert not failed.value.bad and updater.bad_versions == {}
+
+
+@pytest.mark.parametrize("answer", [
+    # Promises the whole zip, sends part of it, and hangs up.
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n" + b"PK" * 2000,
+    b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+], ids=["cut short", "404"])
+def test_a_download_cut_short_or_refused_is_retried_later_and_leaves_no_part(
+        running: tuple[launcher.Code, layout.Layout], answer: bytes) -> None:
+    """Through the real Remote.bot_code: a broken download is the network's
+    fault, not the version's, so the version is not refused for it; and the
+    copy the bot would update into is replaced whole or not at all."""
+    code, bot_layout = running
+    target = bot_layout.root / "swarming_bot.2.zip"
+    target.write_bytes(b"the previous copy")
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    api = remote.Remote(f"http://127.0.0.1:{listener.getsockname()[1]}", TOKEN)
+    updater = launcher.Updater(code, bot_layout, [], exec_python=Execs())
+    try:
+        with pytest.raises(launcher.UpdateError) as failed:
+            updater.update(api.bot_code, "ab" * 32)
+    finally:
+        api.close()
+
+    assert not failed.value.bad and updater.bad_versions == {}
+    assert target.read_bytes() == b"the previous copy"
+    assert sorted(p.name for p in bot_layout.root.iterdir()) == ["swarming_bot.1.zip", "swarming_bot.2.zip"]
 
 
 def test_the_lkgbc_is_made_at_the_first_connection_and_probation_ends(
