@@ -21,6 +21,13 @@ from functions.store import (BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TAS
 EVENTS_TTL = datetime.timedelta(days=28)
 
 
+def is_bot_id(bot_id: Any) -> bool:
+    """Whether `bot_id` can name a `bots` document: Firestore refuses ids with
+    a '/', '.' and '..', and reserves `__...__`."""
+    return (isinstance(bot_id, str) and bool(bot_id) and "/" not in bot_id and bot_id not in (".", "..")
+            and not (bot_id.startswith("__") and bot_id.endswith("__")))
+
+
 def dimension_filter(flag: str) -> Filter:
     """Matches bots having the flat dimension `k:v`."""
     return (FieldPath("dimension_flags", flag).to_api_repr(), "==", True)
@@ -44,6 +51,9 @@ class BotStore:
         self._bot(info.bot_id).set(doc, merge=True)
 
     def get_bot(self, bot_id: str) -> dict[str, Any] | None:
+        """The entry; None for an id no bot can have (see `is_bot_id`)."""
+        if not is_bot_id(bot_id):
+            return None
         snap = get(self._bot(bot_id))
         return snap.to_dict() if snap.exists else None
 

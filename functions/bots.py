@@ -7,7 +7,7 @@ import datetime
 from typing import Any
 
 from functions.bot_info import BotInfo, Session
-from functions.bot_store import BotStore
+from functions.bot_store import BotStore, is_bot_id
 from functions.errors import BadRequest
 from functions.liveness import Sightings, shard_of
 from shared import dimensions as dims_lib
@@ -37,6 +37,8 @@ class BotRequest:
         ids = dims.get("id", [])
         if len(ids) != 1:
             raise ValidationError("dimensions.id", "a bot must report exactly one id")
+        if not is_bot_id(ids[0]):
+            raise ValidationError("dimensions.id", "no '/', not '.' or '..', not __reserved__")
         state = body.get("state", {})
         if not isinstance(state, dict):
             raise ValidationError("state", "must be a JSON object")

@@ -4,7 +4,7 @@ and tasks, deletion; and the sweep that marks bots dead and alive again."""
 import datetime
 from typing import Any
 
-from functions.bot_store import BotStore, dimension_filter
+from functions.bot_store import BotStore, dimension_filter, is_bot_id
 from functions.errors import BadRequest, NotFound
 from functions.liveness import SHARDS, shard_of
 from functions.models import TaskResult, iso
@@ -77,6 +77,8 @@ class Fleet:
     def list_bots(self, params: dict[str, Any], limit: int | None, cursor: str | None,
              now: datetime.datetime) -> dict[str, Any]:
         limit = _limit(limit)
+        if cursor not in (None, "") and not is_bot_id(cursor):
+            raise BadRequest("cursor: not a cursor from a previous page")
         docs = self._store.list_bots(filters(params), limit, cursor or None)
         items = self._with_liveness(docs, now)
         return {"items": items, "cursor": items[-1]["bot_id"] if len(items) == limit else None,

@@ -223,6 +223,21 @@ def test_bad_bot_queries_say_which_field(api):
     assert response.status_code == 400 and "event" in response.json()["error"]["message"]
 
 
+def test_an_id_firestore_cannot_take_is_400_from_the_bot_and_404_from_the_readers(api):
+    for bot_id in ("a/b", "..", "__x__"):
+        response = api.post("bot_handshake", bot_body(bot_id), role="bot")
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["field"] == "dimensions.id"
+        assert api.post("bot_poll", bot_body(bot_id), role="bot").status_code == 400
+        assert api.post("bot_get", {"bot_id": bot_id}).status_code == 404
+        assert api.post("bot_delete", {"bot_id": bot_id}, role="admin").status_code == 404
+        assert api.post("bot_terminate", {"bot_id": bot_id}, role="admin").status_code == 404
+        response = api.post("bots_list", {"cursor": bot_id})
+        assert response.status_code == 400 and response.json()["error"]["message"].startswith("cursor")
+    _register(api, "host.example.com")  # dots are fine
+    assert api.ok("bot_get", {"bot_id": "host.example.com"})["bot_id"] == "host.example.com"
+
+
 def test_cron_sweep_is_for_admins(api):
     assert api.post("cron_sweep", {}, role="user").status_code == 403
     assert api.ok("cron_sweep", {}, role="admin") == {"bots": {"dead": 0, "alive": 0, "forgotten": 0},
