@@ -8,6 +8,7 @@ import time
 
 from bot.remote import Attributes, Remote
 from client import local_cron
+from functions import ops
 from functions.bot_info import REWRITE_SECS, BotInfo, Session
 from functions.bot_store import BotStore
 from functions.bots import BotRequest, Registry
@@ -247,9 +248,11 @@ def test_cron_sweep_is_for_admins(api):
 
 def test_store_counts_one_read_per_shard(svc):
     store: BotStore = svc.bot_store
-    store.write_sightings({shard_of("x"): {"x": NOW}})
-    seen, dead = store.read_liveness(list(range(SHARDS)))
+    with ops.counting() as count:
+        store.write_sightings({shard_of("x"): {"x": NOW}})
+        seen, dead = store.read_liveness(list(range(SHARDS)))
     assert seen == {"x": NOW} and dead == set()
+    assert (count.reads, count.writes) == (SHARDS, 1)
 
 
 def test_local_cron_calls_the_sweep_with_its_token(api, base_url, caplog):
