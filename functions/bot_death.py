@@ -28,9 +28,12 @@ BOT_DIED = "timer_bot_died"
 MAX_TRIES = 2
 
 
-def arm(ctx: Context, task_id: str, try_number: int, due: datetime.datetime) -> None:
-    ctx.timers.schedule(BOT_DIED, f"{task_id}:{try_number}:{due.isoformat()}", due,
-                        {"task_id": task_id, "try_number": try_number})
+def arm(ctx: Context, task_id: str, try_number: int, due: datetime.datetime,
+        early: datetime.datetime | None = None) -> None:
+    """`early`: the time of a delivery that came before `due`, whose own name
+    the timer cannot reuse (it still exists, then is a tombstone)."""
+    key = f"{task_id}:{try_number}:{due.isoformat()}" + (f":early:{early.isoformat()}" if early else "")
+    ctx.timers.schedule(BOT_DIED, key, due, {"task_id": task_id, "try_number": try_number})
 
 
 def check(ctx: Context, task_id: str, try_number: int, now: datetime.datetime) -> dict[str, Any]:
@@ -40,7 +43,7 @@ def check(ctx: Context, task_id: str, try_number: int, now: datetime.datetime) -
         return {"done": "the try is no longer running"}
     due = result.modified_ts + datetime.timedelta(seconds=result.bot_ping_tolerance_secs)
     if now < due:
-        arm(ctx, task_id, try_number, due)
+        arm(ctx, task_id, try_number, due, early=now)
         return {"done": "alive", "next": due.isoformat()}
     ended = _fail(ctx, task_id, try_number, State.BOT_DIED, "the bot stopped reporting", None, now)
     return {"done": ended.state.value}

@@ -53,9 +53,12 @@ def enqueue(ctx: Context, batch: TaskBatch, result: TaskResult, request: TaskReq
     result.state, result.current_task_slice, result.expiration_ts = State.PENDING, slice_index, expiration_ts
 
 
-def schedule_expiry(ctx: Context, task_id: str, slice_index: int, at: datetime.datetime) -> None:
-    ctx.timers.schedule(EXPIRE, f"{task_id}:{slice_index}:{at.isoformat()}", at,
-                        {"task_id": task_id, "slice": slice_index})
+def schedule_expiry(ctx: Context, task_id: str, slice_index: int, at: datetime.datetime,
+                    early: datetime.datetime | None = None) -> None:
+    """`early`: the time of a delivery that came before `at`, whose own name
+    the timer cannot reuse (it still exists, then is a tombstone)."""
+    key = f"{task_id}:{slice_index}:{at.isoformat()}" + (f":early:{early.isoformat()}" if early else "")
+    ctx.timers.schedule(EXPIRE, key, at, {"task_id": task_id, "slice": slice_index})
 
 
 def expire(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime) -> dict[str, Any]:
@@ -68,7 +71,7 @@ def expire(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime)
     if result.state != State.PENDING or result.current_task_slice != slice_index:
         return {"done": "the slice is no longer pending"}
     if result.expiration_ts and now < result.expiration_ts:
-        schedule_expiry(ctx, task_id, slice_index, result.expiration_ts)  # Early: wait again.
+        schedule_expiry(ctx, task_id, slice_index, result.expiration_ts, early=now)  # Early: wait again.
         return {"done": "not yet"}
     if result.waiting_on:
         return _expire_waiter(ctx, task_id, slice_index, now)

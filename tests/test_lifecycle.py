@@ -113,6 +113,20 @@ def test_a_pending_task_expires_through_its_timer(api, clock):
     assert api.ok("bot_poll", bot_body(pool="p"), role="bot")["cmd"] == "sleep"
 
 
+def test_a_timer_delivered_early_is_armed_again(api, svc, clock, cloud_tasks):
+    clock.offset = -29 * SECOND  # its 30 s expiration falls due in about 1 s, and the service's clock stays behind
+    created = api.ok("tasks_new", {"task_slices": [_slice({"pool": "p"}, expiration=30)]})
+    client = cloud_tasks_emulator.client_for(cloud_tasks.host)
+    [timer] = client.list_tasks(parent=svc.settings.tasks_queue)
+    deadline = time.monotonic() + 15
+    while any(t.name == timer.name for t in client.list_tasks(parent=svc.settings.tasks_queue)):
+        assert time.monotonic() < deadline, "the timer was not delivered"
+        time.sleep(0.1)
+    assert _result(api, created["task_id"])["state"] == "PENDING"  # delivered 29 s early: "not yet"
+    clock.offset = datetime.timedelta()
+    assert _wait_state(api, created["task_id"], {"EXPIRED"})["state"] == "EXPIRED"
+
+
 def test_an_expired_slice_falls_back_to_the_next(api, clock):
     clock.offset = -29 * SECOND
     created = api.ok("tasks_new", {"task_slices": [_slice({"pool": "p", "os": "Mac"}, expiration=30),
