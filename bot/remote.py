@@ -23,6 +23,7 @@ from urllib3.util import Retry
 
 from shared.cas import Digest
 from shared.errors import SwarmingError, ValidationError
+from shared.task_properties import CasReference
 
 T = TypeVar("T")
 
@@ -253,7 +254,7 @@ class Remote:
             fields["hard_timeout"] = update.completion.hard_timeout
             fields["io_timeout"] = update.completion.io_timeout
             if update.completion.cas_output_root is not None:
-                fields["cas_output_root"] = {"digest": update.completion.cas_output_root.to_wire()}
+                fields["cas_output_root"] = CasReference(update.completion.cas_output_root).to_wire()
             if update.completion.performance_stats is not None:
                 fields["performance_stats"] = update.completion.performance_stats
         if update.canceled:
@@ -418,7 +419,7 @@ def _cas_reference(value: Any) -> Digest | None:
     if value is None:
         return None
     try:
-        return Digest.from_wire(_typed(value, dict).get("digest"), "cas_input_root.digest")
+        return CasReference.from_wire(value, "cas_input_root").digest
     except ValidationError as e:
         raise ValueError(str(e)) from e
 
