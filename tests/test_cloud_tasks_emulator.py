@@ -26,11 +26,11 @@ from google.auth.transport.requests import Request
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 from google.oauth2 import id_token
-from google.protobuf import duration_pb2, timestamp_pb2
 from google.rpc import code_pb2
 
 from client import processes
 from client.cloud_tasks_emulator import Settings, client_for, serve
+from client.cloud_tasks_emulator.messages import duration, timestamp
 from client.cloud_tasks_emulator.retry import RetryPolicy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,18 +190,6 @@ def new_queue(tasks: tasks_v2.CloudTasksClient, min_backoff: float = 0.1, max_ba
         rate_limits=tasks_v2.RateLimits(max_concurrent_dispatches=max_concurrent),
     ))
     return name
-
-
-def duration(seconds: float) -> duration_pb2.Duration:
-    span = duration_pb2.Duration()
-    span.FromMicroseconds(round(seconds * 1e6))
-    return span
-
-
-def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMicroseconds(round(seconds * 1e6))
-    return stamp
 
 
 def http_task(url: str, name: str = "", at: float | None = None, deadline: float | None = None,
