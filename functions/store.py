@@ -15,6 +15,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions import ops, stdout
+from functions.errors import NotFound
 from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
 from shared.task_request import TaskRequest
@@ -234,7 +235,7 @@ class Store:
         """In one transaction: reads the result, lets `change` check and change
         it, add writes to the batch it is given, and decide what else to write:
         the stdout packet `output` (run id, offset, bytes) at its offset, and
-        the result."""
+        the result. An unknown task is NotFound (a 404)."""
         result_ref = self._doc(TASK_RESULTS, task_id)
         run_id, offset, data = output or ("", 0, b"")
         pieces = stdout.pieces(offset, data)
@@ -244,7 +245,7 @@ class Store:
         def apply(transaction) -> TaskResult:
             snap = get(result_ref, transaction)
             if not snap.exists:
-                raise gexc.NotFound(f"no task {task_id}")
+                raise NotFound(f"no task {task_id}")
             result = TaskResult.from_doc(snap.to_dict())
             extra = TaskBatch(self, transaction)
             writes = change(result, extra)

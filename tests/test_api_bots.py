@@ -153,6 +153,11 @@ def test_update_from_another_bot_is_409(api):
     assert _stdout(api, task_id) == b""
 
 
+def test_update_of_an_unknown_run_is_404(api):
+    response = _update(api, "5a5a5a5a5a5a5a51", data=b"x")
+    assert response.status_code == 404 and "no task 5a5a5a5a5a5a5a50" in response.json()["error"]["message"]
+
+
 def test_bad_updates_are_400(api):
     task_id, run_id = _running(api)
     assert _update(api, run_id, exit_code=0).status_code == 400
