@@ -79,13 +79,13 @@ def _validate_shape(dims: Dimensions, field: str) -> None:
             raise ValidationError(where, "must have at least one value")
         if len(values) > MAX_VALUES_PER_KEY:
             raise ValidationError(where, f"more than {MAX_VALUES_PER_KEY} values")
-        if len(set(values)) != len(values):
-            raise ValidationError(where, "duplicate values")
         for value in values:
             if not isinstance(value, str) or not value or len(value) > MAX_VALUE_LENGTH:
                 raise ValidationError(where, f"values must be 1 to {MAX_VALUE_LENGTH} characters")
             if value != value.strip():
                 raise ValidationError(where, f"value {value!r} has surrounding whitespace")
+        if len(set(values)) != len(values):
+            raise ValidationError(where, "duplicate values")
 
 
 def expand(dims: Dimensions) -> list[frozenset[str]]:

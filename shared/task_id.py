@@ -10,6 +10,9 @@ from __future__ import annotations
 import datetime
 import random
 import re
+from typing import Any
+
+from shared.errors import ValidationError
 
 EPOCH = datetime.datetime(2010, 1, 1, tzinfo=datetime.timezone.utc)
 _VERSION = 1
@@ -32,6 +35,31 @@ def run_id(task_or_run_id: str, try_number: int = 1) -> str:
 
 def is_valid(task_or_run_id: str) -> bool:
     return bool(_TASK_ID_RE.match(task_or_run_id))
+
+
+def is_run_id(task_or_run_id: str) -> bool:
+    return is_valid(task_or_run_id) and not task_or_run_id.endswith("0")
+
+
+def parse(value: Any, field: str) -> str:
+    """A task id or a run id, as the readers of a task take either."""
+    if not isinstance(value, str) or not is_valid(value):
+        raise ValidationError(field, "must be a task id")
+    return value
+
+
+def parse_task_id(value: Any, field: str) -> str:
+    """A task id proper (ending in 0), not one of its runs."""
+    if not isinstance(value, str) or not is_valid(value) or is_run_id(value):
+        raise ValidationError(field, "must be a task id (ending in 0), not a run id")
+    return value
+
+
+def parse_run_id(value: Any, field: str) -> str:
+    """The id of one run (try) of a task, as a manifest names it."""
+    if not isinstance(value, str) or not is_run_id(value):
+        raise ValidationError(field, "must be the run id from the manifest")
+    return value
 
 
 def summary_id(task_or_run_id: str) -> str:

@@ -8,8 +8,6 @@ arguments, the paths of one env prefix and outputs keep their order: it matters.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import hashlib
 import json
@@ -20,7 +18,7 @@ from typing import Any, TypeVar
 from shared import dimensions as dims_lib
 from shared.errors import ValidationError
 from shared.cas import Digest
-from shared.wire import REQUIRED, WireObject, relative_path
+from shared.wire import REQUIRED, WireObject, base64_bytes, relative_path, to_base64
 
 MAX_TIMEOUT_SECS = 7 * 24 * 3600
 DEFAULT_EXECUTION_TIMEOUT_SECS = 3600
@@ -122,7 +120,7 @@ class TaskProperties:
                 "grace_period_secs", 0, MAX_GRACE_PERIOD_SECS, DEFAULT_GRACE_PERIOD_SECS),
             idempotent=props.boolean("idempotent"),
             cas_input_root=_cas_input_root(props),
-            caches=_caches(props),
+            caches=read_caches(props),
             outputs=[relative_path(path, where) for where, path in props.items("outputs", MAX_OUTPUTS)],
             secret_bytes=secret,
             secret_withheld=has_secret and secret is None,
@@ -147,7 +145,7 @@ class TaskProperties:
         if self.cas_input_root is not None:
             wire["cas_input_root"] = self.cas_input_root.to_wire()
         if include_secrets and self.secret_bytes is not None:
-            wire["secret_bytes"] = base64.b64encode(self.secret_bytes).decode()
+            wire["secret_bytes"] = to_base64(self.secret_bytes)
         return wire
 
     def properties_hash(self) -> str:
@@ -199,7 +197,8 @@ def _cas_input_root(props: WireObject) -> CasReference | None:
     return None if body is None else CasReference.from_wire(body, props.field("cas_input_root"))
 
 
-def _caches(props: WireObject) -> list[Cache]:
+def read_caches(props: WireObject) -> list[Cache]:
+    """`caches`: each name and each path given once; sorted by name."""
     caches = [Cache.from_wire(item, where) for where, item in props.items("caches", MAX_CACHES)]
     for attribute in ("name", "path"):
         seen: set[str] = set()
@@ -213,12 +212,7 @@ def _caches(props: WireObject) -> list[Cache]:
 
 def _secret_bytes(value: Any, field: str) -> bytes | None:
     """Decoded secret bytes; none when empty, as in Swarming."""
-    if not isinstance(value, str):
-        raise ValidationError(field, "must be a base64 string")
-    try:
-        secret = base64.b64decode(value, validate=True)
-    except binascii.Error as e:
-        raise ValidationError(field, f"is not valid base64 ({e})") from e
+    secret = base64_bytes(value, field)
     if len(secret) > MAX_SECRET_BYTES:
         raise ValidationError(field, f"more than {MAX_SECRET_BYTES} bytes once decoded")
     return secret or None

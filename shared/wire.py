@@ -6,6 +6,9 @@ A path is how a client finds the field in what it sent, e.g.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -24,15 +27,16 @@ REQUIRED = object()
 
 
 class WireObject:
-    """A JSON object at `path` whose keys must all be in `known`."""
+    """A JSON object at `path` whose keys must all be in `known`, unless
+    `lenient` (what a newer peer may add is then passed over)."""
 
-    def __init__(self, body: Any, path: str, known: Iterable[str]):
+    def __init__(self, body: Any, path: str, known: Iterable[str], lenient: bool = False):
         if not isinstance(body, dict):
             raise ValidationError(path or "request", "must be a JSON object")
         self.body = body
         self.path = path
         unknown = sorted(set(body) - set(known))
-        if unknown:
+        if unknown and not lenient:
             raise ValidationError(self.field(unknown[0]), "unknown field")
 
     def field(self, key: str) -> str:
@@ -54,6 +58,15 @@ class WireObject:
             raise ValidationError(self.field(key), f"must be between {low} and {high}")
         return value
 
+    def number(self, key: str, low: float, high: float, default: Any = REQUIRED) -> float:
+        """An int or a float (never a bool, NaN or an infinity) within [low, high]."""
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValidationError(self.field(key), "must be a number")
+        if not low <= value <= high:
+            raise ValidationError(self.field(key), f"must be between {low:g} and {high:g}")
+        return value
+
     def boolean(self, key: str, default: bool = False) -> bool:
         value = self.get(key, default)
         if not isinstance(value, bool):
@@ -69,6 +82,10 @@ class WireObject:
         if pattern is not None and not pattern.fullmatch(value):
             raise ValidationError(self.field(key), f"must match {pattern.pattern}")
         return value
+
+    def optional(self, key: str) -> Any:
+        """The raw value of `key`; absent and null are both None."""
+        return self.body.get(key)
 
     def items(self, key: str, max_items: int, min_items: int = 0) -> list[tuple[str, Any]]:
         """The elements of a list field with their paths; a list that must not be empty is required."""
@@ -89,3 +106,17 @@ def relative_path(value: Any, field: str, allow_empty: bool = False) -> str:
     if ".." in _SEPARATOR_RE.split(value):
         raise ValidationError(field, "must not contain a '..' component")
     return value
+
+
+def base64_bytes(value: Any, field: str) -> bytes:
+    """The bytes of a base64 string (standard alphabet, padded)."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValidationError(field, f"is not valid base64 ({e})") from e
+
+
+def to_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
