@@ -5,7 +5,6 @@ guarded by the pending slice's update time and the `create()` of the run
 (DESIGN.md §6, §11).
 """
 
-import base64
 import datetime
 import random
 from typing import Any
@@ -19,6 +18,7 @@ from functions.queues import QueueCache
 from functions.store import LostRace, Store
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
+from shared.manifest import Manifest
 from shared.states import State
 from shared.task_request import TaskRequest
 
@@ -169,20 +169,4 @@ def _manifest(ctx: Context, request: TaskRequest, bot_id: str, run_id: str, slic
     are given only here."""
     props = request.task_slices[slice_index].properties
     secret = ctx.store.get_secret(task_ids.summary_id(run_id)) if props.has_secret_bytes else None
-    wire = props.to_wire()
-    return {
-        "task_id": run_id,
-        "bot_id": bot_id,
-        "command": props.command,
-        "relative_cwd": props.relative_cwd,
-        "env": props.env,
-        "env_prefixes": wire["env_prefixes"],
-        "dimensions": props.dimensions,
-        "hard_timeout": props.execution_timeout_secs,
-        "io_timeout": props.io_timeout_secs,
-        "grace_period": props.grace_period_secs,
-        "cas_input_root": wire.get("cas_input_root"),
-        "caches": wire["caches"],
-        "outputs": props.outputs,
-        "secret_bytes": base64.b64encode(secret).decode() if secret is not None else None,
-    }
+    return Manifest.for_run(props, run_id, bot_id, secret).to_wire()
