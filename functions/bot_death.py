@@ -13,15 +13,15 @@ its first 10 s counts as not started). Nothing else is retried.
 import datetime
 from typing import Any
 
-from functions import dedup, slices
-from functions.bots import BotRequest
+from functions import dedup, runs, slices, transitions
+from functions.bot_registry import BotRequest
 from functions.context import Context
-from functions.errors import BadRequest, Conflict
+from functions.errors import NotFound
 from functions.models import TaskResult
 from functions.store import TaskBatch, Writes
 from shared import task_id as task_ids
-from shared.cas import MAX_BATCH, Digest
-from shared.errors import ValidationError
+from shared.bot_api import TaskError, TaskErrorReply
+from shared.cas import MAX_BATCH
 from shared.states import State
 
 BOT_DIED = "timer_bot_died"
@@ -49,35 +49,20 @@ def check(ctx: Context, task_id: str, try_number: int, now: datetime.datetime) -
     return {"done": ended.state.value}
 
 
-def task_error(ctx: Context, bot: BotRequest, body: dict[str, Any], now: datetime.datetime) -> dict[str, Any]:
+def task_error(ctx: Context, bot: BotRequest, message: TaskError, now: datetime.datetime) -> TaskErrorReply:
     """`bot_task_error`: the bot could not run the task. Missing inputs are the
-    client's fault (CLIENT_ERROR); anything else is the bot's (BOT_DIED)."""
-    run_id = body.get("task_id")
-    if not isinstance(run_id, str) or not task_ids.is_valid(run_id) or run_id.endswith("0"):
-        raise BadRequest("task_id: must be the run id from the manifest")
-    message = body.get("message", "")
-    if not isinstance(message, str):
-        raise BadRequest("message: must be a string")
-    missing = _missing_cas(body.get("client_error") or {})
-    task_id = task_ids.summary_id(run_id)
+    client's fault (CLIENT_ERROR); anything else is the bot's (BOT_DIED). The
+    first MAX_BATCH missing digests are kept: a result is one document of
+    bounded size."""
+    task_id = task_ids.summary_id(message.run_id)
     current = ctx.store.get_result(task_id)
-    if current is None or current.run_id != run_id or current.bot_id != bot.bot_id:
-        raise Conflict(f"run {run_id} is not held by bot {bot.bot_id}")
+    if current is None:
+        raise NotFound(f"no task {task_id}")
+    runs.check_held(current, message.run_id, bot.bot_id)
+    missing = None if message.missing_cas is None else [d.to_wire() for d in message.missing_cas[:MAX_BATCH]]
     state = State.CLIENT_ERROR if missing else State.BOT_DIED
-    ended = _fail(ctx, task_id, current.try_number, state, message[:10_000], missing, now)
-    return {"ok": True, "state": ended.state.value}
-
-
-def _missing_cas(client_error: Any) -> list[dict[str, Any]] | None:
-    """The digests of the missing inputs, each checked; the first MAX_BATCH
-    are kept, since a result is one document of bounded size."""
-    missing = client_error.get("missing_cas") if isinstance(client_error, dict) else None
-    if missing is None:
-        return None
-    if not isinstance(missing, list):
-        raise ValidationError("client_error.missing_cas", "must be a list of digests")
-    digests = [Digest.from_wire(d, f"client_error.missing_cas[{i}]") for i, d in enumerate(missing)]
-    return [d.to_wire() for d in digests[:MAX_BATCH]]
+    ended = _fail(ctx, task_id, current.try_number, state, message.message[:10_000], missing, now)
+    return TaskErrorReply(ended.state.value)
 
 
 def _fail(ctx: Context, task_id: str, try_number: int, state: State, message: str,
@@ -95,11 +80,8 @@ def _fail(ctx: Context, task_id: str, try_number: int, state: State, message: st
             slices.enqueue(ctx, batch, result, request, result.current_task_slice, now,
                            try_number=try_number + 1, excluded_bot=result.bot_id,
                            expiration_ts=result.expiration_ts)
-            result.excluded_bot, result.bot_id, result.claim_id = result.bot_id, None, None
         else:
-            result.state, result.abandoned_ts = state, now
-            result.internal_failure_message, result.missing_cas = message, missing
-        result.modified_ts = now
+            transitions.fail(result, state, message, missing, now)
         return Writes.RESULT
 
     ended = ctx.store.transact(task_id, change)

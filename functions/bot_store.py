@@ -11,21 +11,15 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from functions import ops
-from functions.bot_info import DIMENSIONS_TTL, BotInfo
-from functions.liveness import shard_of
+from functions.bot_entry import DIMENSIONS_TTL, BotEntry
+from functions.bot_liveness import shard_of
 from shared import dimensions as dims_lib
+from shared.bot_api import is_bot_id
 from functions.store import (BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TASK_RESULTS, Filter, check_index,
                              filtered, get, query)
 
 #: Bot events are kept this long (a Firestore TTL policy on `expire_at`).
 EVENTS_TTL = datetime.timedelta(days=28)
-
-
-def is_bot_id(bot_id: Any) -> bool:
-    """Whether `bot_id` can name a `bots` document: Firestore refuses ids with
-    a '/', '.' and '..', and reserves `__...__`."""
-    return (isinstance(bot_id, str) and bool(bot_id) and "/" not in bot_id and bot_id not in (".", "..")
-            and not (bot_id.startswith("__") and bot_id.endswith("__")))
 
 
 def dimension_filter(flag: str) -> Filter:
@@ -42,13 +36,13 @@ class BotStore:
 
     # Entries.
 
-    def put_bot(self, info: BotInfo, now: datetime.datetime, first_seen: datetime.datetime | None = None) -> None:
+    def put_bot(self, entry: BotEntry, now: datetime.datetime, first_seen: datetime.datetime | None = None) -> None:
         """Merges the entry; `first_seen` is given by the handshake only."""
-        doc = info.to_doc(now)
+        doc = entry.to_doc(now)
         if first_seen:
             doc["first_seen_ts"] = first_seen
         ops.write()
-        self._bot(info.bot_id).set(doc, merge=True)
+        self._bot(entry.bot_id).set(doc, merge=True)
 
     def get_bot(self, bot_id: str) -> dict[str, Any] | None:
         """The entry; None for an id no bot can have (see `is_bot_id`)."""
@@ -98,14 +92,14 @@ class BotStore:
     # Events.
 
     def add_event(self, bot_id: str, event_type: str, now: datetime.datetime, message: str = "",
-                  info: BotInfo | None = None) -> None:
+                  entry: BotEntry | None = None) -> None:
         """One event document; a random id spreads the writes."""
         doc = {"bot_id": bot_id, "event_type": event_type, "ts": now, "message": message,
                "expire_at": now + EVENTS_TTL}
-        if info:
-            doc.update({"dimensions": info.dimensions, "state": info.state, "version": info.version,
-                        "task_id": info.task_id, "quarantined": info.quarantined,
-                        "maintenance_msg": info.maintenance_msg})
+        if entry:
+            doc.update({"dimensions": entry.dimensions, "state": entry.state, "version": entry.version,
+                        "task_id": entry.task_id, "quarantined": entry.quarantined,
+                        "maintenance_msg": entry.maintenance_msg})
         ops.write()
         self._db.collection(BOT_EVENTS).document(uuid.uuid4().hex).set(doc)
 
@@ -142,7 +136,7 @@ class BotStore:
         docs = [d.to_dict() for d in query(self._db, BOT_DIMENSIONS, filters)]
         return [(d["key"], d["value"]) for d in docs if d["expire_at"] > now]
 
-    # Liveness shards (functions.liveness).
+    # Liveness shards (functions.bot_liveness).
 
     def _liveness(self, bot_id: str) -> firestore.DocumentReference:
         return self._shard(shard_of(bot_id))

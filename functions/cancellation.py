@@ -6,7 +6,7 @@ with it."""
 import datetime
 from typing import Any
 
-from functions import dedup
+from functions import dedup, transitions
 from functions.context import Context
 from functions.errors import BadRequest
 from functions.models import TaskResult
@@ -47,9 +47,8 @@ def _cancel_pending(ctx: Context, result: TaskResult, now: datetime.datetime) ->
         raise LostRace("no pending slice")
     batch = ctx.store.batch()
     batch.delete_to_run(*pending)
-    batch.update_result(result.task_id, {"state": State.CANCELED.value, "abandoned_ts": now, "modified_ts": now})
+    batch.update_result(result.task_id, transitions.abandon(result, State.CANCELED, now))
     batch.commit()
-    result.state = State.CANCELED
     dedup.finished(ctx, result, now)
     return True
 
@@ -61,7 +60,7 @@ def _transact_cancel(ctx: Context, task_id: str, now: datetime.datetime) -> bool
     def change(result: TaskResult, _batch: TaskBatch) -> Writes:
         if result.state != State.PENDING or not result.waiting_on:
             return Writes.NOTHING
-        result.state, result.abandoned_ts, result.modified_ts, result.waiting_on = State.CANCELED, now, now, None
+        transitions.abandon(result, State.CANCELED, now)
         return Writes.RESULT
 
     ended = ctx.store.transact(task_id, change)
@@ -74,7 +73,7 @@ def _kill(ctx: Context, task_id: str, now: datetime.datetime) -> bool:
     def change(result: TaskResult, _batch: TaskBatch) -> Writes:
         if result.state != State.RUNNING or result.killing:
             return Writes.NOTHING
-        result.killing, result.abandoned_ts, result.modified_ts = True, now, now
+        transitions.kill(result, now)
         return Writes.RESULT
 
     return ctx.store.transact(task_id, change).killing

@@ -19,7 +19,7 @@ class Settings:
     #: The local config file (tokens and their roles, pools, bots).
     config_path: str
     server_version: str = "dev"
-    #: How often a function instance writes the bots it saw (functions.liveness).
+    #: How often a function instance writes the bots it saw (functions.bot_liveness).
     sightings_flush_secs: float = 30.0
     #: A bot not seen for this long is dead (PROTOCOL.md).
     bot_death_timeout_secs: int = 600

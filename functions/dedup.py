@@ -15,7 +15,7 @@ fails, retries and sees the end.
 
 import datetime
 
-from functions import slices
+from functions import slices, transitions
 from functions.context import Context
 from functions.models import TaskResult
 from functions.store import TaskBatch, Writes
@@ -25,7 +25,8 @@ from shared.states import State
 def admit(ctx: Context, batch: TaskBatch, result: TaskResult, properties_hash: str,
           now: datetime.datetime) -> bool:
     """Decides, in `batch`, how a new idempotent task starts: True to run it
-    (it owns the record now), False when it took a success or waits."""
+    (it owns the record now), False when it took a success or waits on the
+    owner (for its current slice, until its expiration)."""
     result.properties_hash = properties_hash
     found = ctx.store.get_dedup(properties_hash)
     owned = {"task_id": result.task_id, "ended": None, "waiters": 0}
@@ -35,10 +36,10 @@ def admit(ctx: Context, batch: TaskBatch, result: TaskResult, properties_hash: s
     record, seen = found
     owner = ctx.store.get_result(record["task_id"])
     if owner and _reusable(owner, now, ctx.dedup_max_age_secs):
-        take_success(result, owner, now)
+        transitions.take_success(result, owner, now)
         return False
     if owner and not owner.state.is_final:
-        result.waiting_on = owner.task_id
+        transitions.wait_on(result, owner.task_id, now)
         batch.put_dedup(properties_hash, {**record, "waiters": record.get("waiters", 0) + 1}, seen)
         return False
     batch.put_dedup(properties_hash, owned, seen)
@@ -48,16 +49,6 @@ def admit(ctx: Context, batch: TaskBatch, result: TaskResult, properties_hash: s
 def _reusable(owner: TaskResult, now: datetime.datetime, max_age_secs: int) -> bool:
     return (owner.state == State.COMPLETED and owner.exit_code == 0 and owner.completed_ts is not None
             and (now - owner.completed_ts).total_seconds() < max_age_secs)
-
-
-def take_success(result: TaskResult, owner: TaskResult, now: datetime.datetime) -> None:
-    """`result` becomes a copy of the owner's success."""
-    result.state, result.deduped_from = State.COMPLETED, owner.deduped_from or owner.task_id
-    result.exit_code, result.duration, result.try_number = owner.exit_code, owner.duration, 0
-    result.cas_output_root = owner.cas_output_root  # Nothing ran: no performance stats of its own.
-    result.bot_id, result.bot_dimensions = owner.bot_id, owner.bot_dimensions
-    result.completed_ts = result.modified_ts = now
-    result.waiting_on = None
 
 
 def finished(ctx: Context, result: TaskResult, now: datetime.datetime) -> None:
@@ -96,12 +87,10 @@ def release(ctx: Context, task_id: str, owner: TaskResult, now: datetime.datetim
         if result.state != State.PENDING or result.waiting_on != owner.task_id:
             return Writes.NOTHING
         if _reusable(owner, now, ctx.dedup_max_age_secs):
-            take_success(result, owner, now)
+            transitions.take_success(result, owner, now)
         else:
-            result.waiting_on = None
             slices.enqueue(ctx, batch, result, request, result.current_task_slice, now,
                            expiration_ts=result.expiration_ts)
-        result.modified_ts = now
         return Writes.RESULT
 
     ctx.store.transact(task_id, change)

@@ -10,33 +10,36 @@ from typing import Any
 
 import flask
 
-from functions import bootstrap, bot_death, bots, cancellation, runs, scheduler, slices, sweep, tasks, termination
+from functions import (bootstrap, bot_death, bot_registry, cancellation, runs, scheduler, slices, sweep, tasks,
+                       termination)
 from functions.auth import ADMINS, BOOTSTRAP, BOT_CODE, BOTS, CAS, INTERNAL, USERS
 from functions.bot_code import VERSION_RE, BotCodeError
-from functions.bots import BotRequest
+from functions.bot_registry import BotRequest
 from functions.errors import BadRequest, NotFound
 from functions.http import Call, Function
 from functions.models import iso
+from shared import bot_api
 from shared.cas import Digest, digests_from_wire
 
 logger = logging.getLogger(__name__)
 _rand = random.SystemRandom()
 
 
-def _bot(call: Call) -> BotRequest:
-    return BotRequest.from_body(call.params, call.service.config.bot_dimensions)
+def _bot(call: Call, attributes: bot_api.BotAttributes) -> BotRequest:
+    return BotRequest.of(attributes, call.service.config.bot_dimensions)
 
 
 def bot_handshake(call: Call) -> dict[str, Any]:
-    bot = _bot(call)
+    bot = _bot(call, bot_api.Handshake.from_wire(call.params).attributes)
     enforced = call.service.config.bot_dimensions.get(bot.bot_id, {})
-    return bots.handshake(call.service.registry, bot, enforced, call.service.settings.server_version, call.now)
+    return bot_registry.handshake(call.service.registry, bot, enforced, call.service.settings.server_version,
+                                  call.now).to_wire()
 
 
 def bot_poll(call: Call) -> dict[str, Any]:
-    bot = _bot(call)
+    bot = _bot(call, bot_api.Poll.from_wire(call.params).attributes)
     return scheduler.poll(call.store, call.service.queue_cache, call.service.registry, bot, call.now, _rand,
-                          expected_version=_current_version(call))
+                          expected_version=_current_version(call)).to_wire()
 
 
 def _current_version(call: Call) -> str | None:
@@ -90,22 +93,26 @@ def bot_terminate(call: Call) -> dict[str, Any]:
 
 
 def bot_claim(call: Call) -> dict[str, Any]:
-    return scheduler.claim(
-        call.service.context, call.service.registry, _bot(call), task_id=call.string("task_id"),
-        slice_index=call.integer("slice", 0), claim_id=call.string("claim_id"), now=call.now,
-    )
+    message = bot_api.ClaimRequest.from_wire(call.params)
+    return scheduler.claim(call.service.context, call.service.registry, _bot(call, message.attributes), message,
+                           call.now).to_wire()
 
 
 def bot_task_update(call: Call) -> dict[str, Any]:
-    return runs.update(call.service.context, call.service.registry, _bot(call), call.params, call.now)
+    message = bot_api.TaskUpdate.from_wire(call.params)
+    return runs.update(call.service.context, call.service.registry, _bot(call, message.attributes), message,
+                       call.now).to_wire()
 
 
 def bot_task_error(call: Call) -> dict[str, Any]:
-    return bot_death.task_error(call.service.context, _bot(call), call.params, call.now)
+    message = bot_api.TaskError.from_wire(call.params)
+    return bot_death.task_error(call.service.context, _bot(call, message.attributes), message, call.now).to_wire()
 
 
 def bot_event(call: Call) -> dict[str, Any]:
-    return bots.event(call.service.bot_store, call.service.registry, _bot(call), call.params, call.now)
+    message = bot_api.Event.from_wire(call.params)
+    return bot_registry.event(call.service.bot_store, call.service.registry, _bot(call, message.attributes),
+                              message, call.now).to_wire()
 
 
 def tasks_new(call: Call) -> dict[str, Any]:
@@ -126,7 +133,7 @@ def task_stdout(call: Call) -> dict[str, Any]:
 
 
 def task_cancel(call: Call) -> dict[str, Any]:
-    return cancellation.cancel(call.service.context, call.string("task_id"), call.boolean("kill_running"),
+    return cancellation.cancel(call.service.context, call.task_id(), call.boolean("kill_running"),
                                call.now)
 
 
@@ -136,11 +143,11 @@ def tasks_cancel(call: Call) -> dict[str, Any]:
 
 
 def timer_expire(call: Call) -> dict[str, Any]:
-    return slices.expire(call.service.context, call.string("task_id"), call.integer("slice", 0), call.now)
+    return slices.expire(call.service.context, call.task_id(), call.integer("slice", 0), call.now)
 
 
 def timer_bot_died(call: Call) -> dict[str, Any]:
-    return bot_death.check(call.service.context, call.string("task_id"), call.integer("try_number", 1), call.now)
+    return bot_death.check(call.service.context, call.task_id(), call.integer("try_number", 1), call.now)
 
 
 def bots_list(call: Call) -> dict[str, Any]:

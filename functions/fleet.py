@@ -4,9 +4,10 @@ and tasks, deletion; and the sweep that marks bots dead and alive again."""
 import datetime
 from typing import Any
 
-from functions.bot_store import BotStore, dimension_filter, is_bot_id
+from functions.bot_store import BotStore, dimension_filter
+from shared.bot_api import is_bot_id
 from functions.errors import BadRequest, NotFound
-from functions.liveness import SHARDS, shard_of
+from functions.bot_liveness import SHARDS, shard_of
 from functions.models import TaskResult, iso
 from functions.store import Filter
 

@@ -15,6 +15,7 @@ import flask
 from functions import ops, service
 from functions.auth import Caller, Role
 from functions.errors import BadRequest, HttpError, MethodNotAllowed
+from shared import task_id as task_ids
 from shared.errors import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class Call:
         if not isinstance(value, str) or not value:
             raise BadRequest(f"{name}: is required")
         return value
+
+    def task_id(self, name: str = "task_id") -> str:
+        """A task id proper (ending in 0), not one of its runs."""
+        return task_ids.parse_task_id(self.params.get(name), name)
 
     def boolean(self, name: str, default: bool = False) -> bool:
         value = self.params.get(name, default)

@@ -3,7 +3,7 @@
 The request is `shared.task_request.TaskRequest`; what the task came to, and
 which bot runs it under which claim, is its `TaskResult`; a pending slice
 waiting for a bot is a `TaskToRun`. A bot's registry entry is
-`functions.bot_info.BotInfo`.
+`functions.bot_entry.BotEntry`.
 """
 
 import dataclasses

@@ -7,17 +7,17 @@ guarded by the pending slice's update time and the `create()` of the run
 
 import datetime
 import random
-from typing import Any
+from typing import TypeGuard
 
-from functions import bot_death, termination
-from functions.bots import BotRequest, Registry
+from functions import bot_death, termination, transitions
+from functions.bot_registry import BotRequest, Registry
 from functions.context import Context
-from functions.errors import BadRequest
-from functions.models import TaskToRun
+from functions.models import TaskResult, TaskToRun
 from functions.queues import QueueCache
 from functions.store import LostRace, Store
 from shared import dimensions as dims_lib
-from shared import task_id as task_ids
+from shared.bot_api import (Candidate, Claim, ClaimReply, ClaimRequest, PollReply, Run, Skip, Sleep, Terminate,
+                            UpdateCode)
 from shared.manifest import Manifest
 from shared.states import State
 from shared.task_request import TaskRequest
@@ -42,27 +42,27 @@ def sleep_secs(streak: int, rand: random.Random) -> float:
 
 
 def poll(store: Store, cache: QueueCache, registry: Registry, bot: BotRequest, now: datetime.datetime,
-         rand: random.Random, expected_version: str | None = None) -> dict[str, Any]:
+         rand: random.Random, expected_version: str | None = None) -> PollReply:
     """`update` when the bot runs other code than `expected_version` (the
     digest of the current zip, or None to not check), `terminate` when a
     termination task waits for it (even quarantined or in maintenance: those
     bots get no other task), else `claim` or `sleep`."""
     session = registry.check_in(bot, None, now)
     if _needs_update(bot, expected_version):
-        return {"cmd": "update", "version": expected_version, "session": session}
-    info = bot.info(None)
-    held_back = bool(info.quarantined or info.maintenance_msg)
+        return UpdateCode(expected_version, session)
+    entry = bot.entry(None)
+    held_back = bool(entry.quarantined or entry.maintenance_msg)
     queue_keys = matching_queues(store, cache, bot, now, only_own=held_back)
     pending = store.pending(queue_keys, POLL_SCAN) if queue_keys else []
     matching = [t for t in pending if t.expiration_ts > now and t.excluded_bot != bot.bot_id]
     terminate = _termination(store, matching)
     if terminate:
-        return {"cmd": "terminate", "task_id": terminate, "session": session}
+        return Terminate(terminate, session)
     if not matching or held_back:
         streak = bot.state.get("sleep_streak", 0)
         duration = sleep_secs(streak if isinstance(streak, int) else 0, rand)
-        return {"cmd": "sleep", "duration": duration, "session": session}
-    return {"cmd": "claim", "candidates": [_candidate(t) for t in _spread(matching, rand)], "session": session}
+        return Sleep(duration, session)
+    return Claim(tuple(Candidate(t.task_id, t.slice_index) for t in _spread(matching, rand)), session)
 
 
 def _termination(store: Store, matching: list[TaskToRun]) -> str | None:
@@ -75,7 +75,7 @@ def _termination(store: Store, matching: list[TaskToRun]) -> str | None:
     return None
 
 
-def _needs_update(bot: BotRequest, expected_version: str | None) -> bool:
+def _needs_update(bot: BotRequest, expected_version: str | None) -> TypeGuard[str]:
     """A bot runs other code than the current zip, and has not refused it
     (a version that failed its checks there): then it keeps running tasks."""
     refused = bot.state.get("refused_versions")
@@ -106,67 +106,53 @@ def _spread(matching: list[TaskToRun], rand: random.Random) -> list[TaskToRun]:
     return (head + matching[len(head):])[:MAX_CANDIDATES]
 
 
-def _candidate(to_run: TaskToRun) -> dict[str, Any]:
-    return {"task_id": to_run.task_id, "slice": to_run.slice_index}
-
-
-def claim(ctx: Context, registry: Registry, bot: BotRequest, task_id: str, slice_index: int, claim_id: str,
-          now: datetime.datetime) -> dict[str, Any]:
-    if not task_ids.is_valid(task_id) or task_id != task_ids.summary_id(task_id):
-        raise BadRequest(f"task_id: {task_id!r} is not a task id (a candidate's task_id)")
-    if slice_index < 0:
-        raise BadRequest("slice: must be a non-negative integer")
+def claim(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequest,
+          now: datetime.datetime) -> ClaimReply:
     store = ctx.store
-    pending = store.get_to_run(task_id, slice_index)
+    pending = store.get_to_run(request.task_id, request.slice)
     if pending is None:
-        return _replay(ctx, registry, bot, task_id, claim_id, now, "the task is no longer pending")
+        return _replay(ctx, registry, bot, request, now, "the task is no longer pending")
     to_run, update_time = pending
     if not dims_lib.matches(to_run.dimensions, bot.flat):
-        return _skip("the bot's dimensions do not match the task's")
+        return Skip("the bot's dimensions do not match the task's")
     if to_run.excluded_bot == bot.bot_id:
-        return _skip("this retry must run on another bot")
-    found = store.get_task(task_id)
+        return Skip("this retry must run on another bot")
+    found = store.get_task(request.task_id)
     if found is None:
-        return _skip("the task is gone")
-    result, request = found
-    run_id = task_ids.run_id(task_id, to_run.try_number)
+        return Skip("the task is gone")
+    result, task_request = found
+    if result.state != State.PENDING:  # Claimed since the slice was read.
+        return _replay(ctx, registry, bot, request, now, "another bot claimed the task")
     # The outbox rule: the BOT_DIED timer exists before the claim commits.
-    bot_death.arm(ctx, task_id, to_run.try_number, now + datetime.timedelta(seconds=result.bot_ping_tolerance_secs))
-    info = bot.info(task_id)
+    bot_death.arm(ctx, request.task_id, to_run.try_number,
+                  now + datetime.timedelta(seconds=result.bot_ping_tolerance_secs))
+    entry = bot.entry(request.task_id)
     batch = store.batch()
     batch.delete_to_run(to_run, update_time)
-    batch.update_result(task_id, {
-        "state": State.RUNNING.value, "bot_id": bot.bot_id, "claim_id": claim_id,
-        "bot_dimensions": bot.dimensions, "started_ts": now, "modified_ts": now, "try_number": to_run.try_number,
-        "current_task_slice": slice_index,
-    })
-    batch.merge_bot(bot.bot_id, info.to_doc(now))
+    batch.update_result(request.task_id, transitions.claim(
+        result, bot.bot_id, bot.dimensions, request.claim_id, to_run.try_number, request.slice, now))
+    batch.merge_bot(bot.bot_id, entry.to_doc(now))
     try:
         batch.commit()
     except LostRace:
-        return _replay(ctx, registry, bot, task_id, claim_id, now, "another bot claimed the task")
-    return {"cmd": "run", "manifest": _manifest(ctx, request, bot.bot_id, run_id, slice_index),
-            "session": registry.claimed(bot, info, now)}
+        return _replay(ctx, registry, bot, request, now, "another bot claimed the task")
+    return Run(_manifest(ctx, task_request, result), registry.claimed(bot, entry, now))
 
 
-def _replay(ctx: Context, registry: Registry, bot: BotRequest, task_id: str, claim_id: str,
-            now: datetime.datetime, reason: str) -> dict[str, Any]:
+def _replay(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequest, now: datetime.datetime,
+            reason: str) -> ClaimReply:
     """A retried claim (same claim_id, same bot) gets the manifest it won."""
-    found = ctx.store.get_task(task_id)
-    if found is None or found[0].claim_id != claim_id or found[0].bot_id != bot.bot_id:
-        return _skip(reason)
-    result, request = found
-    return {"cmd": "run", "manifest": _manifest(ctx, request, bot.bot_id, result.run_id, result.current_task_slice),
-            "session": registry.check_in(bot, task_id, now)}
+    found = ctx.store.get_task(request.task_id)
+    if found is None or found[0].claim_id != request.claim_id or found[0].bot_id != bot.bot_id:
+        return Skip(reason)
+    result, task_request = found
+    return Run(_manifest(ctx, task_request, result), registry.check_in(bot, request.task_id, now))
 
 
-def _skip(reason: str) -> dict[str, Any]:
-    return {"cmd": "skip", "reason": reason}
-
-
-def _manifest(ctx: Context, request: TaskRequest, bot_id: str, run_id: str, slice_index: int) -> dict[str, Any]:
-    """What the bot needs to run the slice; the secret bytes, read apart,
-    are given only here."""
-    props = request.task_slices[slice_index].properties
-    secret = ctx.store.get_secret(task_ids.summary_id(run_id)) if props.has_secret_bytes else None
-    return Manifest.for_run(props, run_id, bot_id, secret).to_wire()
+def _manifest(ctx: Context, request: TaskRequest, result: TaskResult) -> Manifest:
+    """What the bot needs to run the claimed slice; the secret bytes, read
+    apart, are given only here."""
+    props = request.task_slices[result.current_task_slice].properties
+    secret = ctx.store.get_secret(result.task_id) if props.has_secret_bytes else None
+    assert result.run_id is not None and result.bot_id is not None
+    return Manifest.for_run(props, result.run_id, result.bot_id, secret)

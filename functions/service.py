@@ -21,8 +21,8 @@ from functions.fleet import Fleet
 from functions.context import Context
 from functions.config import ServerConfig, Settings
 from functions.bot_store import BotStore
-from functions.bots import Registry
-from functions.liveness import Sightings
+from functions.bot_registry import Registry
+from functions.bot_liveness import Sightings
 from functions.queues import QueueCache
 from functions.store import Store
 from functions.timers import TimerSettings, Timers, make_client

@@ -11,6 +11,7 @@ run, or ends EXPIRED.
 import datetime
 from typing import Any
 
+from functions import transitions
 from functions.context import Context
 from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
@@ -33,10 +34,11 @@ def runnable_slice(ctx: Context, request: TaskRequest, start: int) -> int | None
 
 def enqueue(ctx: Context, batch: TaskBatch, result: TaskResult, request: TaskRequest, slice_index: int,
             now: datetime.datetime, try_number: int = 1, excluded_bot: str | None = None,
-            expiration_ts: datetime.datetime | None = None) -> None:
+            expiration_ts: datetime.datetime | None = None) -> transitions.Changes:
     """Makes `slice_index` the task's pending slice, in `batch`: its queue is
     recorded and its expiration timer created first (the outbox rule), so a
-    pending slice is always in a queue polls find and always expires."""
+    pending slice is always in a queue polls find and always expires. Returns
+    what changed of the result, which the caller writes."""
     task_slice = request.task_slices[slice_index]
     dims = task_slice.properties.dimensions
     queue = TaskQueue.for_dimensions(dims, now)
@@ -50,7 +52,7 @@ def enqueue(ctx: Context, batch: TaskBatch, result: TaskResult, request: TaskReq
         order_key=TaskToRun.order_key_for(request.priority, result.created_ts, lifo=queue.pool in ctx.lifo_pools),
         dimensions=dims, expiration_ts=expiration_ts, try_number=try_number, excluded_bot=excluded_bot,
     ))
-    result.state, result.current_task_slice, result.expiration_ts = State.PENDING, slice_index, expiration_ts
+    return transitions.queue(result, slice_index, expiration_ts, now)
 
 
 def schedule_expiry(ctx: Context, task_id: str, slice_index: int, at: datetime.datetime,
@@ -82,11 +84,10 @@ def expire(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime)
     batch.delete_to_run(*pending)
     following = runnable_slice(ctx, request, slice_index + 1)
     if following is None:
-        batch.update_result(task_id, {"state": State.EXPIRED.value, "abandoned_ts": now, "modified_ts": now})
+        batch.update_result(task_id, transitions.abandon(result, State.EXPIRED, now))
     else:
-        enqueue(ctx, batch, result, request, following, now, excluded_bot=result.excluded_bot)
-        batch.update_result(task_id, {"current_task_slice": following, "expiration_ts": result.expiration_ts,
-                                      "modified_ts": now})
+        batch.update_result(task_id, enqueue(ctx, batch, result, request, following, now,
+                                             excluded_bot=result.excluded_bot))
     try:
         batch.commit()
     except LostRace:
@@ -103,7 +104,7 @@ def _expire_waiter(ctx: Context, task_id: str, slice_index: int, now: datetime.d
     def change(result: TaskResult, _batch: TaskBatch) -> Writes:
         if result.state != State.PENDING or not result.waiting_on:
             return Writes.NOTHING
-        result.state, result.abandoned_ts, result.modified_ts, result.waiting_on = State.EXPIRED, now, now, None
+        transitions.abandon(result, State.EXPIRED, now)
         return Writes.RESULT
 
     if ctx.store.transact(task_id, change).state == State.PENDING:

@@ -6,12 +6,12 @@ import datetime
 import hashlib
 from typing import Any
 
-from functions import dedup, slices, stdout
+from functions import dedup, slices, stdout, transitions
 from functions.auth import Caller, Role
 from functions.context import Context
 from functions.errors import BadRequest, Forbidden, NotFound, Unavailable
 from functions.models import TaskResult
-from functions.store import LostRace, Taken
+from functions.store import LostRace, TaskBatch, Taken
 from shared import task_id as task_ids
 from shared.states import State
 from shared.task_request import TaskRequest
@@ -55,25 +55,19 @@ def _uuid_key(caller: Caller, request_uuid: str) -> str:
 
 def _create(ctx: Context, request: TaskRequest, uuid_key: str | None, now: datetime.datetime) -> dict[str, Any]:
     task_id = task_ids.task_id(task_ids.new_request_id(now))
+    first = slices.runnable_slice(ctx, request, 0)
     result = TaskResult(
         task_id=task_id, name=request.name, tags=request.tags, user=request.user, priority=request.priority,
         created_ts=now, modified_ts=now, parent_task_id=request.parent_task_id or None,
-        bot_ping_tolerance_secs=request.bot_ping_tolerance_secs,
+        bot_ping_tolerance_secs=request.bot_ping_tolerance_secs, current_task_slice=first or 0,
+        expiration_ts=None if first is None else now + datetime.timedelta(
+            seconds=request.task_slices[first].expiration_secs),
     )
     batch = ctx.store.batch()
-    first = slices.runnable_slice(ctx, request, 0)
     if first is None:
-        result.state, result.abandoned_ts = State.NO_RESOURCE, now
+        transitions.abandon(result, State.NO_RESOURCE, now)
     else:
-        properties = request.task_slices[first].properties
-        runs = not properties.idempotent or dedup.admit(ctx, batch, result, properties.properties_hash(), now)
-        if runs:
-            slices.enqueue(ctx, batch, result, request, first, now)
-        else:
-            result.current_task_slice = first
-            result.expiration_ts = now + datetime.timedelta(seconds=request.task_slices[first].expiration_secs)
-            if result.waiting_on:
-                slices.schedule_expiry(ctx, task_id, first, result.expiration_ts)
+        _start(ctx, batch, result, request, first, now)
     batch.create_task(result, request)
     secret = next((s.properties.secret_bytes for s in request.task_slices if s.properties.secret_bytes), None)
     if secret is not None:
@@ -82,6 +76,18 @@ def _create(ctx: Context, request: TaskRequest, uuid_key: str | None, now: datet
         batch.create_request_uuid(uuid_key, task_id, now + REQUEST_UUID_TTL)
     batch.commit()
     return {"task_id": task_id, "request": request.to_wire(), "task_result": _shown(result)}
+
+
+def _start(ctx: Context, batch: TaskBatch, result: TaskResult, request: TaskRequest, first: int,
+           now: datetime.datetime) -> None:
+    """Queues the first runnable slice, unless the task is idempotent and an
+    identical one succeeded (it takes that success) or runs (it waits on it,
+    until its slice expires)."""
+    properties = request.task_slices[first].properties
+    if not properties.idempotent or dedup.admit(ctx, batch, result, properties.properties_hash(), now):
+        slices.enqueue(ctx, batch, result, request, first, now)
+    elif result.waiting_on:
+        slices.schedule_expiry(ctx, result.task_id, first, result.expiration_ts)
 
 
 def _shown(result: TaskResult) -> dict[str, Any] | None:
@@ -114,21 +120,14 @@ def result(ctx: Context, task_id: str) -> dict[str, Any]:
 
 def request(ctx: Context, task_id: str) -> dict[str, Any]:
     """The stored request; secret bytes are never in it."""
-    _check_id(task_id)
-    found = ctx.store.get_task(task_ids.summary_id(task_id))
+    found = ctx.store.get_task(task_ids.summary_id(task_ids.parse(task_id, "task_id")))
     if found is None:
         raise NotFound(f"no task {task_id}")
     return found[1].to_wire()
 
 
-def _check_id(task_id: str) -> None:
-    if not task_ids.is_valid(task_id):
-        raise BadRequest(f"task_id: {task_id!r} is not a task id")
-
-
 def _result(ctx: Context, task_id: str) -> TaskResult:
-    _check_id(task_id)
-    found = ctx.store.get_result(task_ids.summary_id(task_id))
+    found = ctx.store.get_result(task_ids.summary_id(task_ids.parse(task_id, "task_id")))
     if found is None:
         raise NotFound(f"no task {task_id}")
     return found

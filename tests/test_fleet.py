@@ -9,11 +9,12 @@ import time
 from bot.remote import Attributes, Remote
 from client import local_cron
 from functions import ops
-from functions.bot_info import REWRITE_SECS, BotInfo, Session
+from functions.bot_entry import REWRITE_SECS, BotEntry, Session
 from functions.bot_store import BotStore
-from functions.bots import BotRequest, Registry
+from functions.bot_liveness import SHARDS, Sightings, shard_of
+from functions.bot_registry import BotRequest, Registry
 from functions.fleet import Fleet
-from functions.liveness import SHARDS, Sightings, shard_of
+from shared.bot_api import Poll
 from tests.builders import bot_body, task_body
 from tests.conftest import TOKENS
 
@@ -29,7 +30,7 @@ def _later(seconds: float) -> datetime.datetime:
 def _bot(bot_id="bot-1", session="", state=None, **dims):
     body = bot_body(bot_id, session=session, state=state or {})
     body["dimensions"].update(dims)
-    return BotRequest.from_body(body, {})
+    return BotRequest.of(Poll.from_wire(body).attributes, {})
 
 
 def _registry(svc, flush_secs=0.0) -> Registry:
@@ -39,20 +40,20 @@ def _registry(svc, flush_secs=0.0) -> Registry:
 # Sessions and sightings: pure logic.
 
 def test_session_round_trips_and_garbage_is_an_empty_session():
-    info = BotInfo.from_report("b", {"pool": ["p"]}, {}, "v1", None)
-    session = Session(info.fingerprints(), 10.0, 5.0)
+    entry = BotEntry.from_report("b", {"pool": ["p"]}, {}, "v1", None)
+    session = Session(entry.fingerprints(), 10.0, 5.0)
     assert Session.decode(session.encode()) == session
     assert Session.decode("not base64 json!") == Session() == Session.decode(None)
-    assert session.changed_parts(info) == []
+    assert session.changed_parts(entry) == []
 
 
 def test_volatile_state_changes_nothing_but_quarantine_does():
-    info = BotInfo.from_report("b", {"pool": ["p"]}, {"sleep_streak": 1}, "v1", None)
-    session = Session(info.fingerprints(), 0.0, 0.0)
-    assert session.changed_parts(BotInfo.from_report("b", {"pool": ["p"]}, {"sleep_streak": 9}, "v1", None)) == []
-    quarantined = BotInfo.from_report("b", {"pool": ["p"]}, {"quarantined": "disk full"}, "v1", None)
+    entry = BotEntry.from_report("b", {"pool": ["p"]}, {"sleep_streak": 1}, "v1", None)
+    session = Session(entry.fingerprints(), 0.0, 0.0)
+    assert session.changed_parts(BotEntry.from_report("b", {"pool": ["p"]}, {"sleep_streak": 9}, "v1", None)) == []
+    quarantined = BotEntry.from_report("b", {"pool": ["p"]}, {"quarantined": "disk full"}, "v1", None)
     assert quarantined.quarantined and session.changed_parts(quarantined) == ["state", "quarantined"]
-    by_dimension = BotInfo.from_report("b", {"pool": ["p"], "quarantined": ["1"]}, {}, "v1", None)
+    by_dimension = BotEntry.from_report("b", {"pool": ["p"], "quarantined": ["1"]}, {}, "v1", None)
     assert by_dimension.quarantined
 
 

@@ -12,9 +12,10 @@ import pytest
 
 from functions import scheduler, tasks
 from functions.auth import Caller, Role
-from functions.bots import BotRequest
+from functions.bot_registry import BotRequest
 from functions.queues import CACHE_SECS, REFRESH, QueueCache, TaskQueue
 from shared import task_id as task_ids
+from shared.bot_api import Poll
 from tests.builders import bot_body, task_body
 
 # The present, not a fixed date: tasks made here arm real Cloud Tasks timers,
@@ -99,7 +100,8 @@ def _ctx(svc, cache, lifo_pools):
 def _poll(svc, cache, now, **dims):
     body = bot_body()
     body["dimensions"].update(dims)
-    return scheduler.poll(svc.store, cache, svc.registry, BotRequest.from_body(body, {}), now, random.Random(0))
+    return scheduler.poll(svc.store, cache, svc.registry, BotRequest.of(Poll.from_wire(body).attributes, {}), now,
+                          random.Random(0)).to_wire()
 
 
 def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):

@@ -6,7 +6,7 @@ last wrote without reading it: every bot-API answer carries a `session` (the
 fingerprints of what was written and when), and the bot sends it back on its
 next call. A bot that lies about it only makes its own entry stale.
 
-When the bot was last seen is kept apart (`functions.liveness`), so that an
+When the bot was last seen is kept apart (`functions.bot_liveness`), so that an
 idle bot's polls do not each cost a write.
 """
 
@@ -34,7 +34,7 @@ PARTS = ("dimensions", "state", "version", "quarantined", "maintenance_msg", "ta
 
 
 @dataclasses.dataclass(frozen=True)
-class BotInfo:
+class BotEntry:
     """What the registry says of one bot."""
 
     bot_id: str
@@ -47,7 +47,7 @@ class BotInfo:
 
     @classmethod
     def from_report(cls, bot_id: str, dims: dims_lib.Dimensions, state: dict[str, Any], version: str,
-                    task_id: str | None) -> "BotInfo":
+                    task_id: str | None) -> "BotEntry":
         """Quarantine comes from the bot's state or a `quarantined` dimension,
         maintenance from its state (PROTOCOL.md)."""
         quarantined = bool(state.get("quarantined")) or "quarantined" in dims
@@ -109,8 +109,8 @@ class Session:
         fields = {"f": self.fingerprints, "w": self.written, "d": self.dimensions_written}
         return base64.urlsafe_b64encode(json.dumps(fields, separators=(",", ":")).encode()).decode()
 
-    def changed_parts(self, info: BotInfo) -> list[str]:
-        current = info.fingerprints()
+    def changed_parts(self, entry: BotEntry) -> list[str]:
+        current = entry.fingerprints()
         return [part for part in PARTS if self.fingerprints.get(part) != current[part]]
 
     def is_stale(self, now: datetime.datetime) -> bool:

@@ -1,0 +1,119 @@
+"""Who a bot says it is on every call, and how each call keeps its registry
+entry, events and liveness up to date (`functions.bot_entry` says why this
+costs no write on most calls)."""
+
+import dataclasses
+import datetime
+from typing import Any
+
+from functions.bot_entry import BotEntry, Session
+from functions.bot_liveness import Sightings, shard_of
+from functions.bot_store import BotStore
+from shared import dimensions as dims_lib
+from shared.bot_api import BotAttributes, Event, EventReply, HandshakeReply
+from shared.errors import ValidationError
+
+#: Events stored by the bot API; `cron_sweep` adds `bot_missing`/`bot_alive`,
+#: `bot_delete` adds `bot_deleted`, and `bot_event` the bot's own
+#: (shared.bot_api.BOT_REPORTED_EVENTS).
+CONNECTED, CHANGED = "bot_connected", "bot_changed"
+
+
+@dataclasses.dataclass(frozen=True)
+class BotRequest:
+    """A bot as the server takes it on one call: what it reports, with the
+    dimensions the server enforces for its id in place of its own for those
+    keys, and the session it echoed back."""
+
+    bot_id: str
+    dimensions: dims_lib.Dimensions
+    state: dict[str, Any]
+    version: str
+    session: Session = dataclasses.field(default_factory=Session)
+
+    @classmethod
+    def of(cls, attributes: BotAttributes, enforced: dict[str, dims_lib.Dimensions]) -> "BotRequest":
+        dims = {**attributes.dimensions, **enforced.get(attributes.bot_id, {})}
+        return cls(bot_id=attributes.bot_id, dimensions=dims_lib.validate_bot(dims, "dimensions"),
+                   state=attributes.state, version=attributes.version, session=Session.decode(attributes.session))
+
+    @property
+    def flat(self) -> frozenset[str]:
+        return dims_lib.flatten(self.dimensions)
+
+    def entry(self, task_id: str | None) -> BotEntry:
+        return BotEntry.from_report(self.bot_id, self.dimensions, self.state, self.version, task_id)
+
+
+class Registry:
+    """Keeps the registry in step with what bots report, writing only changes."""
+
+    def __init__(self, store: BotStore, sightings: Sightings):
+        self._store = store
+        self._sightings = sightings
+
+    def handshake(self, bot: BotRequest, now: datetime.datetime) -> str:
+        """Always writes the entry (keeping its first-seen time) and the
+        dimension values, and records a `bot_connected` event."""
+        if "pool" not in bot.dimensions:
+            raise ValidationError("dimensions.pool", "a bot must report at least one pool")
+        # Written at once, not buffered: a bot that never calls again must
+        # still be in a liveness shard for the sweep to find it dead.
+        self._store.write_sightings({shard_of(bot.bot_id): {bot.bot_id: now}})
+        existing = self._store.get_bot(bot.bot_id)
+        entry = bot.entry(task_id=None)
+        first_seen = existing.get("first_seen_ts", now) if existing else now
+        self._store.put_bot(entry, now, first_seen=first_seen)
+        self._store.put_dimension_values(bot.dimensions, now)
+        self._store.add_event(bot.bot_id, CONNECTED, now, entry=entry)
+        return Session(entry.fingerprints(), now.timestamp(), now.timestamp()).encode()
+
+    def check_in(self, bot: BotRequest, task_id: str | None, now: datetime.datetime) -> str:
+        """Notes the bot as seen and writes its entry when what it reports
+        (holding `task_id`) changed or its session is stale; returns the
+        session to hand back."""
+        self.see(bot.bot_id, now)
+        entry = bot.entry(task_id)
+        changed = bot.session.changed_parts(entry)
+        if not changed and not bot.session.is_stale(now):
+            return bot.session.encode()
+        self._store.put_bot(entry, now)
+        return self._after_write(bot, entry, changed, now)
+
+    def claimed(self, bot: BotRequest, entry: BotEntry, now: datetime.datetime) -> str:
+        """The claim's own batch wrote `entry`; records what else follows."""
+        self.see(bot.bot_id, now)
+        return self._after_write(bot, entry, bot.session.changed_parts(entry), now)
+
+    def _after_write(self, bot: BotRequest, entry: BotEntry, changed: list[str], now: datetime.datetime) -> str:
+        """A change other than the current task (which `bot_tasks` records) is
+        an event; new dimensions refresh the pool's dimension values."""
+        notable = [part for part in changed if part != "task_id"]
+        if notable and bot.session.fingerprints:
+            self._store.add_event(bot.bot_id, CHANGED, now, message=f"changed: {', '.join(notable)}", entry=entry)
+        dims_written = bot.session.dimensions_written
+        if "dimensions" in changed or bot.session.dimensions_stale(now):
+            self._store.put_dimension_values(bot.dimensions, now)
+            dims_written = now.timestamp()
+        return Session(entry.fingerprints(), now.timestamp(), dims_written).encode()
+
+    def see(self, bot_id: str, now: datetime.datetime) -> None:
+        """Notes the bot as seen; flushes this instance's sightings when due."""
+        self._sightings.record(bot_id, now)
+        due = self._sightings.take_due(now)
+        if due:
+            self._store.write_sightings(due)
+
+
+def handshake(registry: Registry, bot: BotRequest, enforced: dims_lib.Dimensions, server_version: str,
+              now: datetime.datetime) -> HandshakeReply:
+    return HandshakeReply(session=registry.handshake(bot, now), bot_version=bot.version,
+                          server_version=server_version, server_dimensions=enforced)
+
+
+def event(store: BotStore, registry: Registry, bot: BotRequest, message: Event,
+          now: datetime.datetime) -> EventReply:
+    """`bot_event`: the bot reports an error, a log line, a reboot or shutdown."""
+    registry.see(bot.bot_id, now)
+    store.add_event(bot.bot_id, message.event, now, message=message.message[:10_000])
+    return EventReply()
