@@ -55,7 +55,7 @@ class Call:
     def string(self, name: str) -> str:
         value = self.params.get(name)
         if not isinstance(value, str) or not value:
-            raise BadRequest(f"{name}: is required")
+            raise ValidationError(name, "is required")
         return value
 
     def task_id(self, name: str = "task_id") -> str:
@@ -68,7 +68,7 @@ class Call:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise BadRequest(f"{name}: must be true or false")
+        raise ValidationError(name, "must be true or false")
 
     def integer(self, name: str, default: int | None = None) -> int | None:
         """An int, or its decimal digits (a query parameter); null is absent."""
@@ -79,7 +79,7 @@ class Call:
             return value
         if isinstance(value, str) and _INTEGER.fullmatch(value):
             return int(value)
-        raise BadRequest(f"{name}: must be an integer")
+        raise ValidationError(name, "must be an integer")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -172,7 +172,8 @@ class Completion:
             duration=float(wire.number("duration", 0, MAX_INT64)),
             hard_timeout=wire.boolean("hard_timeout"),
             io_timeout=wire.boolean("io_timeout"),
-            cas_output_root=None if root is None else CasReference.from_wire(root, wire.field("cas_output_root")).digest,
+            cas_output_root=None if root is None else CasReference.from_wire(
+                root, wire.field("cas_output_root")).digest,
             performance_stats=None if stats is None else _performance_stats(stats, wire.field("performance_stats")),
         )
 

@@ -98,6 +98,19 @@ def test_unknown_task_is_404_and_malformed_id_400(api):
     assert api.post("task_result", {}).status_code == 400
 
 
+@pytest.mark.parametrize("function, role, body", [
+    ("task_cancel", "user", {"task_id": "a/b"}),
+    ("task_cancel", "user", {"task_id": "5a5a5a5a5a5a5a51"}),  # A run id: cancel takes the task's.
+    ("timer_expire", "admin", {"task_id": "a/b", "slice": 0}),
+    ("timer_bot_died", "admin", {"task_id": 7, "try_number": 1}),
+    ("task_stdout", "user", {"task_id": ["5a5a5a5a5a5a5a50"]}),
+])
+def test_a_malformed_task_id_is_400_naming_it(api, function, role, body):
+    response = api.post(function, body, role=role)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["field"] == "task_id"
+
+
 def test_unknown_function_is_404(api):
     assert api.post("no_such_function", {}).status_code == 404
 
