@@ -5,6 +5,7 @@ which is passed through with the cost headers added."""
 
 import dataclasses
 import functools
+import inspect
 import json
 import logging
 import re
@@ -93,6 +94,11 @@ class Function:
     summary: str = ""
     #: Also takes the token as `?token=` (a URL pasted into `curl ... | sh`).
     token_param: bool = False
+
+    @property
+    def description(self) -> str:
+        """What the function does, for the OpenAPI document: its handler's docstring."""
+        return inspect.cleandoc(self.handler.__doc__ or "")
 
 
 def serve(function: Function, request: flask.Request) -> flask.Response:

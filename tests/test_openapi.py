@@ -24,6 +24,15 @@ def test_the_committed_document_is_current():
     assert openapi.PATH.read_text() == openapi.text()
 
 
+def test_the_reference_in_docs_is_rendered_from_the_committed_document():
+    """docs/http-api.md is not written by hand: `python -m functions.openapi` renders it."""
+    document = json.loads(openapi.PATH.read_text())
+    assert openapi.MARKDOWN.read_text() == openapi.markdown(document)
+    for function in FUNCTIONS:
+        assert f"### `{function.name}`" in openapi.MARKDOWN.read_text()
+        assert function.description and function.description in openapi.MARKDOWN.read_text(), function.name
+
+
 def test_the_gateway_serves_it(base_url):
     answer = requests.get(f"{base_url}/openapi.json", timeout=10)
     assert answer.status_code == 200 and answer.json()["openapi"].startswith("3.")
