@@ -9,8 +9,8 @@ from client.tasks_cli import collect, run, trigger
 
 #: Imported by name when run: client/ may not import local/ (tests/test_imports.py),
 #: and a CLI install has none of the local stack's dependencies.
-LOCAL = LazyCommand("local.cli:local", extra="local",
-                    short_help="Run the emulators, every function and bots on this machine.")
+LOCAL = LazyCommand("local.cli:local", short_help="Run the emulators, every function and bots on this machine.",
+                    extra="local")
 
 
 @click.group(cls=LazyGroup, lazy_subcommands={"local": LOCAL},

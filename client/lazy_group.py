@@ -16,46 +16,50 @@ from typing import Any
 
 import click
 
+#: The project's name in pyproject.toml, whose installed metadata lists its extras.
 DISTRIBUTION = "serverless-swarming"
-#: A Requires-Dist entry: the distribution's name, then an optional marker.
-REQUIREMENT_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)[^;]*(?:;(.*))?$")
 
 
 @dataclasses.dataclass(frozen=True)
 class LazyCommand:
+    """A subcommand that is imported by name when it runs."""
+
     #: "module:attribute" of the click command.
     import_path: str
     #: What the group's `--help` shows for it.
     short_help: str
-    #: The extra of the project whose requirements it needs, if any.
-    extra: str | None = None
+    #: The extra of the project whose requirements it needs.
+    extra: str
 
     def load(self, name: str) -> click.Command:
-        missing = missing_requirements(self.extra) if self.extra else []
+        missing = missing_requirements(self.extra)
         if missing:
             raise click.ClickException(
-                f"'swarming {name}' needs the project's '{self.extra}' extra; not installed: {', '.join(missing)}. "
-                f"Install it from a checkout of the project with: pip install '.[{self.extra}]' "
-                "(or 'make install' there, which installs everything for development)")
+                f"'swarming {name}' needs the project's '{self.extra}' extra, and these are not installed: "
+                f"{', '.join(missing)}.\nInstall them from a checkout of the project with "
+                f"\"pip install '.[{self.extra}]'\" (or 'make install', which installs everything for development).")
         module, _, attribute = self.import_path.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
 
 def missing_requirements(extra: str) -> list[str]:
     """The distributions the project's `extra` requires that are not installed."""
-    missing = []
-    for requirement in importlib.metadata.requires(DISTRIBUTION) or []:
-        match = REQUIREMENT_RE.match(requirement)
-        if match is None or not re.search(rf"""\bextra\s*==\s*["']{re.escape(extra)}["']""", match[2] or ""):
+    missing: dict[str, None] = {}  # Ordered, without repeats.
+    for line in importlib.metadata.requires(DISTRIBUTION) or []:
+        requirement, _, marker = line.partition(";")
+        if not re.search(rf"""\bextra\s*==\s*["']{re.escape(extra)}["']""", marker):
             continue
+        name = re.split(r"[^A-Za-z0-9._-]", requirement.strip(), maxsplit=1)[0]
         try:
-            importlib.metadata.version(match[1])
+            importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            missing.append(match[1])
-    return missing
+            missing[name] = None
+    return list(missing)
 
 
 class LazyGroup(click.Group):
+    """A group with `lazy_subcommands` (name -> LazyCommand) beside its own commands."""
+
     def __init__(self, *args: Any, lazy_subcommands: dict[str, LazyCommand], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lazy_subcommands = lazy_subcommands
