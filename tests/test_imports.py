@@ -43,7 +43,7 @@ def imported(path: Path, source: str) -> list[tuple[int, str, str]]:
         else:
             continue
         found += [(node.lineno, module, ast.get_source_segment(source, node)) for module in modules]
-    return found
+    return sorted(found)  # ast.walk goes breadth first
 
 
 def _allowed(module: str, allowed: set[str]) -> bool:
