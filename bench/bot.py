@@ -39,7 +39,7 @@ import requests
 
 from bench.results import report
 from bench.task_life import Api, task_request
-from client import local_stack
+from local import stack as local_stack
 
 BOT_ID = "local-bot-1"
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \d+ \w+ [\w.]+: (.*)$")

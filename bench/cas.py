@@ -31,7 +31,7 @@ from bench.results import report
 from bench.task_life import Api
 from bot.cas_transport import SignedUrlTransport
 from bot.task_files import CasAccess, TaskFiles
-from client import local_stack
+from local import stack as local_stack
 from shared import cas_transfer
 from shared.cas import Digest
 

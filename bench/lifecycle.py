@@ -25,7 +25,7 @@ import requests
 
 from bench.results import report
 from bench.task_life import STEPS, Api, one_life, task_request
-from client import local_stack
+from local import stack as local_stack
 
 BUDGET_WRITES, BUDGET_READS = 8, 12
 

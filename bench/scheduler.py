@@ -40,7 +40,7 @@ import requests
 from google.cloud import firestore
 
 from bench.results import report
-from client import local_stack
+from local import stack as local_stack
 
 POOL = "bench"
 KEYS = ("os", "cpu", "gpu")

@@ -1,1 +1,1 @@
-"""The `swarming` command line tool and the local stack."""
+"""The `swarming` command line tool and its Python API client."""

@@ -4,17 +4,23 @@ import click
 
 from client.bots_cli import bot, bots
 from client.cas_cli import archive, download
-from client.local_cli import local
+from client.lazy_group import LazyCommand, LazyGroup
 from client.tasks_cli import collect, run, trigger
 
+#: Imported by name when run: client/ may not import local/ (tests/test_imports.py),
+#: and a CLI install has none of the local stack's dependencies.
+LOCAL = LazyCommand("local.cli:local", short_help="Run the emulators, every function and bots on this machine.",
+                    extra="local")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=LazyGroup, lazy_subcommands={"local": LOCAL},
+             context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Trigger tasks on a serverless Swarming, collect their results and files, see its bots, and run the
     local stack."""
 
 
-for _command in (trigger, collect, run, archive, download, bots, bot, local):
+for _command in (trigger, collect, run, archive, download, bots, bot):
     cli.add_command(_command)
 
 

@@ -9,9 +9,9 @@ from typing import Any, Callable, NoReturn
 
 import click
 
-from client import exit_status, local_stack, transfers
+from client import exit_status, transfers
 from client.api import ApiError, Client
-from shared import task_properties, task_request
+from shared import local_state, task_properties, task_request
 from shared.cas import Digest
 from shared.states import State
 
@@ -26,7 +26,7 @@ def server_options(command: Callable) -> Callable:
                   help="Base URL of the functions. Default: the running local stack.")
     @click.option("--token", envvar="SWARMING_TOKEN",
                   help="Bearer token. Default: the local stack's user token.")
-    @click.option("--state-dir", envvar="SWARMING_LOCAL_DIR", default=".local", show_default=True,
+    @click.option("--state-dir", envvar=local_state.DIR_ENV, default=local_state.DEFAULT_DIR, show_default=True,
                   type=click.Path(path_type=Path), help="State directory of the local stack.")
     @functools.wraps(command)
     def wrapper(server: str | None, token: str | None, state_dir: Path, **kwargs: Any) -> Any:
@@ -37,14 +37,14 @@ def server_options(command: Callable) -> Callable:
 
 def _client(server: str | None, token: str | None, state_dir: Path) -> Client:
     if not server:
-        state = local_stack.read_state(state_dir)
+        state = local_state.read_state(state_dir)
         if state is None:
             raise click.UsageError(f"no --server given and no local stack runs in {state_dir} "
                                    "(start one with 'swarming local up --detach')")
         server = state["base_url"]
     if not token:
         try:
-            token = local_stack.token_for(state_dir, "user")
+            token = local_state.token_for(state_dir, "user")
         except (OSError, KeyError, ValueError):
             raise click.UsageError("no --token given (or SWARMING_TOKEN) and no local stack config "
                                    f"in {state_dir}") from None

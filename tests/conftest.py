@@ -18,9 +18,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from werkzeug.serving import make_server
 
-from client import cloud_tasks_emulator, emulators, processes
-from functions import gateway, service
+from functions import service
 from functions.config import Settings
+from local import cloud_tasks_emulator, emulators, gateway, processes
 
 TOKENS = {"bot": "test-bot-token", "user": "test-user-token", "admin": "test-admin-token"}
 TIMERS_ACCOUNT = "timers@test.iam.gserviceaccount.com"

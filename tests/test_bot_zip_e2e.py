@@ -23,8 +23,9 @@ from typing import Any, Callable, Iterator, TypeVar
 import pytest
 import requests
 
-from client import local_stack, processes
 from functions.bot_code import Sources
+from local import processes
+from local import stack as local_stack
 from shared.bot_archive import digest, entries_of
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,13 +1,20 @@
 """Every command has help, and `--help` works on each."""
 
+import subprocess
+import sys
+
 import click
 from click.testing import CliRunner
 
-from client.cli import cli
+from client.cli import LOCAL, cli
+from local.cli import local
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
-    for name, command in group.commands.items():
+    """Through list_commands and get_command, which load the lazy subcommands."""
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         yield prefix + (name,), command
         if isinstance(command, click.Group):
             yield from _commands(command, prefix + (name,))
@@ -16,10 +23,26 @@ def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
 def test_every_command_has_help():
     found = list(_commands(cli))
     assert {"trigger", "collect", "run", "archive", "download", "local"} <= {path[0] for path, _ in found}
+    assert {("local", "up"), ("local", "down"), ("local", "status")} <= {path for path, _ in found}
     for path, command in found:
         assert command.help, f"'swarming {' '.join(path)}' has no help"
         result = CliRunner().invoke(cli, [*path, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, path
+
+
+def test_help_lists_local_without_importing_it():
+    """`swarming --help` shows `local` by the short help client/cli.py gives it,
+    and imports nothing of local/ (nor of functions/) to do so."""
+    probe = ("import sys; from client.cli import main; sys.argv = ['swarming', '--help']\n"
+             "try:\n    main()\nexcept SystemExit:\n"
+             "    print(sorted(m for m in sys.modules if m.split('.')[0] in ('local', 'functions')))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert f"local     {LOCAL.short_help}\n" in result.stdout
+    assert result.stdout.endswith("[]\n")
+
+
+def test_the_short_help_of_local_is_its_own():
+    assert local.get_short_help_str(limit=len(LOCAL.short_help)) == LOCAL.short_help
 
 
 def test_bad_dimension_is_a_usage_error():

@@ -28,10 +28,10 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from google.oauth2 import id_token
 from google.rpc import code_pb2
 
-from client import processes
-from client.cloud_tasks_emulator import Settings, client_for, serve
-from client.cloud_tasks_emulator.messages import duration, timestamp
-from client.cloud_tasks_emulator.retry import RetryPolicy
+from local import processes
+from local.cloud_tasks_emulator import Settings, client_for, serve
+from local.cloud_tasks_emulator.messages import duration, timestamp
+from local.cloud_tasks_emulator.retry import RetryPolicy
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "projects/test-project/locations/us-central1"
@@ -52,7 +52,7 @@ class Running:
 def start_emulator(log: Path) -> Running:
     port, certs_port = processes.free_port(), processes.free_port()
     process = processes.spawn(
-        [sys.executable, "-m", "client.cloud_tasks_emulator", "--port", str(port), "--certs-port", str(certs_port),
+        [sys.executable, "-m", "local.cloud_tasks_emulator", "--port", str(port), "--certs-port", str(certs_port),
          "--min-dispatch-deadline", str(MIN_DEADLINE)],
         log, cwd=REPO,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from client import processes
+from local import processes
 from tests.builders import task_body
 from tests.conftest import REPO, TOKENS
 

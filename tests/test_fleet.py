@@ -7,13 +7,13 @@ import threading
 import time
 
 from bot.remote import Attributes, Remote
-from client import local_cron
 from functions import ops
 from functions.bot_entry import REWRITE_SECS, BotEntry, Session
 from functions.bot_store import BotStore
 from functions.bot_liveness import SHARDS, Sightings, shard_of
 from functions.bot_registry import BotRequest, Registry
 from functions.fleet import Fleet
+from local import cron
 from shared.bot_api import Poll
 from tests.builders import bot_body, task_body
 from tests.conftest import TOKENS
@@ -259,7 +259,7 @@ def test_store_counts_one_read_per_shard(svc):
 def test_local_cron_calls_the_sweep_with_its_token(api, base_url, caplog):
     stop = threading.Event()
     caplog.set_level(logging.INFO, logger="local_cron")
-    worker = threading.Thread(target=local_cron.run, args=(base_url, TOKENS["admin"], ["cron_sweep"], 0.05, stop))
+    worker = threading.Thread(target=cron.run, args=(base_url, TOKENS["admin"], ["cron_sweep"], 0.05, stop))
     worker.start()
     try:
         deadline = time.monotonic() + 10

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from client import cloud_tasks_emulator
 from functions import cancellation, dedup, slices, sweep
+from local import cloud_tasks_emulator
 from tests.builders import bot_body, task_body
 
 SECOND = datetime.timedelta(seconds=1)

@@ -15,7 +15,8 @@ from typing import Iterator
 import pytest
 import requests
 
-from client import local_stack, processes
+from local import processes
+from local import stack as local_stack
 
 SWARMING = str(Path(sys.executable).with_name("swarming"))
 
@@ -123,7 +124,7 @@ def test_detached_stack_answers_refuses_a_second_and_stops_clean(state_dir: Path
     cloud_tasks = next(p for p in shown["processes"] if p["name"] == "cloud_tasks")
     assert cloud_tasks["url"] == f"127.0.0.1:{ports['cloud_tasks']}"
     assert cloud_tasks["log"] == str(state_dir / "logs" / "cloud_tasks.log")
-    emulator = pids_mentioning(f"client.cloud_tasks_emulator --port {ports['cloud_tasks']} ")
+    emulator = pids_mentioning(f"local.cloud_tasks_emulator --port {ports['cloud_tasks']} ")
     assert emulator == [cloud_tasks["pid"]]
     certs = requests.get(f"http://127.0.0.1:{ports['cloud_tasks_certs']}/oauth2/v1/certs", timeout=10)
     assert certs.status_code == 200 and certs.json()
@@ -145,7 +146,7 @@ def test_detached_stack_answers_refuses_a_second_and_stops_clean(state_dir: Path
     stopped = swarming("local", "down", "--state-dir", str(state_dir))
     assert stopped.returncode == 0 and stopped.stdout == "stopped: cron, gateway, cloud_tasks, storage, firestore\n"
     assert_gone(pids, state_dir)
-    assert pids_mentioning(f"client.cloud_tasks_emulator --port {ports['cloud_tasks']} ") == []
+    assert pids_mentioning(f"local.cloud_tasks_emulator --port {ports['cloud_tasks']} ") == []
     assert swarming("local", "status", "--state-dir", str(state_dir)).returncode == 1
     assert "nothing running" in swarming("local", "down", "--state-dir", str(state_dir)).stdout
 

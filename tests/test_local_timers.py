@@ -12,8 +12,9 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 from google.rpc import code_pb2
 
-from client import local_stack, processes
-from client.cloud_tasks_emulator import client_for
+from local import processes
+from local import stack as local_stack
+from local.cloud_tasks_emulator import client_for
 from tests.test_local_stack import pids_mentioning, swarming
 
 DELIVERY_SECS = 10.0

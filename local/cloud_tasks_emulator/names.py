@@ -4,7 +4,7 @@
 import re
 import secrets
 
-from client.cloud_tasks_emulator.errors import InvalidArgument
+from local.cloud_tasks_emulator.errors import InvalidArgument
 
 _LOCATION = r"projects/[A-Za-z0-9.:-]+/locations/[A-Za-z0-9-]+"
 _QUEUE = _LOCATION + r"/queues/[A-Za-z0-9-]{1,100}"

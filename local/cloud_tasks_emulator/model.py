@@ -8,11 +8,11 @@ from typing import Self
 from google.cloud import tasks_v2
 from google.rpc import status_pb2
 
-from client.cloud_tasks_emulator import config
-from client.cloud_tasks_emulator.errors import InvalidArgument, Unimplemented
-from client.cloud_tasks_emulator.messages import (AttemptPb, HttpRequestPb, OidcTokenPb, QueuePb, RateLimitsPb,
+from local.cloud_tasks_emulator import config
+from local.cloud_tasks_emulator.errors import InvalidArgument, Unimplemented
+from local.cloud_tasks_emulator.messages import (AttemptPb, HttpRequestPb, OidcTokenPb, QueuePb, RateLimitsPb,
                                                   TaskPb, duration, timestamp)
-from client.cloud_tasks_emulator.retry import RetryPolicy
+from local.cloud_tasks_emulator.retry import RetryPolicy
 
 USER_AGENT = "Google-Cloud-Tasks"
 #: Headers that Cloud Tasks computes itself or keeps for Google, whatever the task says.

@@ -7,9 +7,9 @@ from typing import Callable
 
 from google.rpc import code_pb2
 
-from client.cloud_tasks_emulator.delivery import Outcome, Sender
-from client.cloud_tasks_emulator.model import Dispatch
-from client.cloud_tasks_emulator.store import Store
+from local.cloud_tasks_emulator.delivery import Outcome, Sender
+from local.cloud_tasks_emulator.model import Dispatch
+from local.cloud_tasks_emulator.store import Store
 
 logger = logging.getLogger(__name__)
 

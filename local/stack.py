@@ -1,11 +1,12 @@
 """The whole service on one machine: the Firestore and Cloud Storage emulators,
-our Cloud Tasks emulator (client.cloud_tasks_emulator, with the timers' queue),
+our Cloud Tasks emulator (local.cloud_tasks_emulator, with the timers' queue),
 every Cloud Function behind one gunicorn (the gateway), a cron that calls
 `cron_sweep` every minute (Cloud Scheduler's job in production), and N bots.
 
 Each process runs in its own session, so it outlives the command that started
 it (`up --detach`) and stopping its process group also stops its children
-(gunicorn workers, a bot's task). What runs is recorded in the state directory:
+(gunicorn workers, a bot's task). What runs is recorded in the state directory
+(its names that the CLI reads too are in shared/local_state.py):
 
     stack.json   base_url, project, bucket, config, ports, started_secs and
                  processes: [{name, kind, pid, start_ticks, url, log, started_secs}]
@@ -40,8 +41,9 @@ from typing import Any, Callable, Iterator, NamedTuple, TypeVar
 
 import requests
 
-from client import emulators, processes
-from client.processes import StartError
+from local import emulators, processes
+from local.processes import StartError
+from shared.local_state import config_path, read_state, stack_path, token_for
 
 log = logging.getLogger(__name__)
 
@@ -70,29 +72,12 @@ TIMERS_MAX_BACKOFF_SECS = 60
 Record = dict[str, Any]
 
 
-def read_state(state_dir: Path) -> dict[str, Any] | None:
-    """The recorded stack (stack.json), or None when none was started."""
-    try:
-        return json.loads(_state_path(state_dir).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-
-
-def token_for(state_dir: Path, role: str) -> str:
-    """The token of `role` in the stack's config.json; KeyError when it has none."""
-    config = json.loads((Path(state_dir) / "config.json").read_text(encoding="utf-8"))
-    for token, entry in config["tokens"].items():
-        if entry.get("role") == role:
-            return token
-    raise KeyError(f"no {role} token in {Path(state_dir) / 'config.json'}")
-
-
 def ensure_config(state_dir: Path) -> Path:
     """Creates config.json once with fresh tokens and a bootstrap secret (the
     key of `server_token`'s bootstrap tokens); later runs keep them, so the
     tokens a user copied stay valid across restarts. A config.json without a
     bootstrap secret (an older stack's) gets one, its other keys kept."""
-    path = Path(state_dir) / "config.json"
+    path = config_path(state_dir)
     if path.exists():
         config = json.loads(path.read_text(encoding="utf-8"))
         if not config.get("bootstrap_secret"):
@@ -129,7 +114,7 @@ def up(state_dir: Path, bots: int = 0, gateway_port: int = 0, firestore_port: in
         _start_all(state_dir, state, bots, gateway_port, firestore_port, storage_port, cloud_tasks_port)
     except BaseException:
         _stop_new_children(children_before)
-        _state_path(state_dir).unlink(missing_ok=True)
+        stack_path(state_dir).unlink(missing_ok=True)
         raise
     state["started_secs"] = round(time.monotonic() - began, 2)
     _write_state(state_dir, state)
@@ -149,7 +134,7 @@ def down(state_dir: Path) -> list[str]:
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(bots))) as pool:
         running = list(pool.map(_stop_record, bots))
     running += [_stop_record(r) for r in services]
-    _state_path(state_dir).unlink(missing_ok=True)
+    stack_path(state_dir).unlink(missing_ok=True)
     return [r["name"] for r, was_running in zip(bots + services, running) if was_running]
 
 
@@ -260,7 +245,7 @@ def _start_cloud_tasks(port: int, certs_port: int, log_path: Path) -> emulators.
     host = f"127.0.0.1:{port}"
     certs_url = f"http://127.0.0.1:{certs_port}/oauth2/v1/certs"
     process = processes.spawn(
-        [sys.executable, "-m", "client.cloud_tasks_emulator", "--port", str(port), "--certs-port", str(certs_port)],
+        [sys.executable, "-m", "local.cloud_tasks_emulator", "--port", str(port), "--certs-port", str(certs_port)],
         log_path, env={"PYTHONUNBUFFERED": "1"}, cwd=REPO,
     )
     # The emulator serves its certificates last, once its gRPC API answers.
@@ -276,7 +261,7 @@ def _create_timers_queue(host: str) -> None:
         from google.cloud import tasks_v2
         from google.protobuf import duration_pb2
 
-        from client.cloud_tasks_emulator import client_for
+        from local.cloud_tasks_emulator import client_for
 
     queue = tasks_v2.Queue(name=TIMERS_QUEUE, retry_config=tasks_v2.RetryConfig(
         max_attempts=TIMERS_MAX_ATTEMPTS, min_backoff=duration_pb2.Duration(seconds=TIMERS_MIN_BACKOFF_SECS),
@@ -293,7 +278,7 @@ def _create_timers_queue(host: str) -> None:
 def _start_gateway(port: int, log_path: Path, env: dict[str, str]) -> _Started:
     url = f"http://127.0.0.1:{port}"
     process = processes.spawn(
-        [sys.executable, "-m", "gunicorn", "functions.gateway:make_app()", "--bind", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "gunicorn", "local.gateway:make_app()", "--bind", f"127.0.0.1:{port}",
          "--workers", "2", "--threads", "8", "--graceful-timeout", "3", "--no-control-socket",
          "--access-logfile", "-"],
         log_path, env={**env, "PYTHONUNBUFFERED": "1"}, cwd=REPO,
@@ -304,7 +289,7 @@ def _start_gateway(port: int, log_path: Path, env: dict[str, str]) -> _Started:
 
 def _start_cron(base_url: str, state_dir: Path, log_path: Path) -> _Started:
     process = processes.spawn(
-        [sys.executable, "-m", "client.local_cron", "--server", base_url, "--every", str(CRON_SECS), "cron_sweep"],
+        [sys.executable, "-m", "local.cron", "--server", base_url, "--every", str(CRON_SECS), "cron_sweep"],
         log_path, env={"SWARMING_TOKEN": token_for(state_dir, "admin"), "PYTHONUNBUFFERED": "1"}, cwd=REPO,
     )
     return _Started(process, None)
@@ -366,14 +351,10 @@ def _refuse_if_running(state_dir: Path) -> None:
 
 
 def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
-    path = _state_path(state_dir)
+    path = stack_path(state_dir)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _state_path(state_dir: Path) -> Path:
-    return Path(state_dir) / "stack.json"
 
 
 def _stop_record(record: Record) -> bool:

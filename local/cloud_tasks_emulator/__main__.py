@@ -1,4 +1,4 @@
-"""`python -m client.cloud_tasks_emulator --port N --certs-port M`: runs the
+"""`python -m local.cloud_tasks_emulator --port N --certs-port M`: runs the
 emulator in the foreground until SIGTERM or SIGINT, then exits with 0."""
 
 import logging
@@ -7,10 +7,10 @@ import threading
 
 import click
 
-from client.cloud_tasks_emulator.config import Settings
-from client.cloud_tasks_emulator.server import serve
+from local.cloud_tasks_emulator.config import Settings
+from local.cloud_tasks_emulator.server import serve
 
-logger = logging.getLogger("client.cloud_tasks_emulator")
+logger = logging.getLogger("local.cloud_tasks_emulator")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

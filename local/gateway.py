@@ -1,9 +1,10 @@
 """The local gateway: every Cloud Function at `BASE_URL/<function_name>`.
 
-Each function is its own functions-framework app, as deployed; this small WSGI
-dispatcher picks one by the first path segment. (Werkzeug's
+Development only: production deploys one Cloud Function per entry point. Here
+each function is its own functions-framework app, as deployed, and this small
+WSGI dispatcher picks one by the first path segment. (Werkzeug's
 DispatcherMiddleware answers `POST /name` with a 308, which POST clients do
-not follow.) Served by gunicorn: `gunicorn 'functions.gateway:make_app()'`.
+not follow.) Served by gunicorn: `gunicorn 'local.gateway:make_app()'`.
 """
 
 import json
@@ -12,10 +13,12 @@ from typing import Callable, Iterable
 
 import functions_framework
 
+import functions
 from functions.endpoints import FUNCTIONS
 
-MAIN = str(pathlib.Path(__file__).with_name("main.py"))
-OPENAPI = pathlib.Path(__file__).with_name("openapi.json")
+#: The entry points and the API document, as deployed from functions/.
+MAIN = str(pathlib.Path(functions.__file__).with_name("main.py"))
+OPENAPI = pathlib.Path(functions.__file__).with_name("openapi.json")
 
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 

@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterator, NoReturn
 
 import click
 
-from client import local_stack
-from client.processes import StartError
+from local import stack
+from local.processes import StartError
+from shared import local_state
 
 #: Signals that stop a foreground stack like Ctrl-C does.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -22,12 +23,15 @@ STATE_DIR_HELP = "State directory of the local stack (logs, tokens, what runs)."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--state-dir", envvar="SWARMING_LOCAL_DIR", default=".local", show_default=True,
+@click.option("--state-dir", envvar=local_state.DIR_ENV, default=local_state.DEFAULT_DIR, show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help=STATE_DIR_HELP)
 @click.pass_context
 def local(ctx: click.Context, state_dir: Path) -> None:
-    """Run the Firestore, Cloud Storage and Cloud Tasks emulators, every
-    function behind one gateway, and bots, on this machine."""
+    """Run the emulators, every function and bots on this machine.
+
+    The Firestore, Cloud Storage and Cloud Tasks emulators, every function
+    behind one gateway, the cron that Cloud Scheduler is in production, and
+    bots started from the bot zip."""
     ctx.obj = state_dir
 
 
@@ -63,7 +67,7 @@ def up(state_dir: Path, bots: int, detach: bool, port: int, firestore_port: int,
     then stops everything; with --detach stop it with 'swarming local down'."""
     with _signals_as_interrupt():
         try:
-            state = local_stack.up(state_dir, bots=bots, gateway_port=port,
+            state = stack.up(state_dir, bots=bots, gateway_port=port,
                                    firestore_port=firestore_port, storage_port=storage_port,
                                    cloud_tasks_port=cloud_tasks_port)
         except StartError as e:
@@ -92,12 +96,12 @@ def down(state_dir: Path) -> None:
 def status(state_dir: Path, as_json: bool) -> None:
     """Show each process of the stack and whether it is alive. Exit status 0
     when everything recorded runs, 1 otherwise (or when nothing was started)."""
-    state = local_stack.read_state(state_dir)
+    state = stack.read_state(state_dir)
     if state is None:
         click.echo("null" if as_json else f"nothing running in {state_dir}")
         sys.exit(1)
     for record in state["processes"]:
-        record["alive"] = local_stack.is_alive(record)
+        record["alive"] = stack.is_alive(record)
     state["running"] = all(r["alive"] for r in state["processes"])
     if as_json:
         click.echo(json.dumps(state, indent=2))
@@ -129,7 +133,7 @@ def _serve(state: dict[str, Any]) -> int:
     try:
         _print_started(state, detach=False)
         while True:
-            dead = [r for r in state["processes"] if not local_stack.is_alive(r)]
+            dead = [r for r in state["processes"] if not stack.is_alive(r)]
             if dead:
                 for record in dead:
                     click.echo(f"error: {record['name']} stopped unexpectedly; see {record['log']}", err=True)
@@ -143,7 +147,7 @@ def _serve(state: dict[str, Any]) -> int:
 def _stop(state_dir: Path) -> None:
     """Stops the stack; a second Ctrl-C must not leave half of it running."""
     with _signals_ignored():
-        stopped = local_stack.down(state_dir)
+        stopped = stack.down(state_dir)
     click.echo(f"stopped: {', '.join(stopped)}" if stopped else f"nothing running in {state_dir}")
 
 

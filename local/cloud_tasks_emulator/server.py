@@ -6,13 +6,13 @@ import grpc
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
-from client.cloud_tasks_emulator.config import Settings
-from client.cloud_tasks_emulator.delivery import Sender
-from client.cloud_tasks_emulator.dispatcher import Dispatcher, WorkerPool
-from client.cloud_tasks_emulator.oidc import CertsServer, Signer
-from client.cloud_tasks_emulator.service import CloudTasksService, generic_handler
-from client.cloud_tasks_emulator.store import Store
-from client.cloud_tasks_emulator.timers import Timers
+from local.cloud_tasks_emulator.config import Settings
+from local.cloud_tasks_emulator.delivery import Sender
+from local.cloud_tasks_emulator.dispatcher import Dispatcher, WorkerPool
+from local.cloud_tasks_emulator.oidc import CertsServer, Signer
+from local.cloud_tasks_emulator.service import CloudTasksService, generic_handler
+from local.cloud_tasks_emulator.store import Store
+from local.cloud_tasks_emulator.timers import Timers
 
 #: Threads answering RPCs; they only touch memory, so a few suffice.
 RPC_THREADS = 8

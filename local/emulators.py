@@ -11,8 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from client import processes
-from client.processes import StartError
+from local import processes
+from local.processes import StartError
 
 FIRESTORE_JAR = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
 #: Whose key signs the CAS URLs locally (production: the functions' own account, through IAM).

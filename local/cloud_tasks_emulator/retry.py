@@ -4,9 +4,9 @@ a task's own) RetryConfig, with production's defaults for what it leaves unset."
 import dataclasses
 from typing import Self
 
-from client.cloud_tasks_emulator import config
-from client.cloud_tasks_emulator.errors import InvalidArgument
-from client.cloud_tasks_emulator.messages import RetryConfigPb, duration, seconds
+from local.cloud_tasks_emulator import config
+from local.cloud_tasks_emulator.errors import InvalidArgument
+from local.cloud_tasks_emulator.messages import RetryConfigPb, duration, seconds
 
 
 @dataclasses.dataclass(frozen=True)

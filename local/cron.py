@@ -1,6 +1,6 @@
 """The local stand-in for Cloud Scheduler: calls the cron functions on a period.
 
-    python -m client.local_cron --server URL [--every SECS] FUNCTION...
+    python -m local.cron --server URL [--every SECS] FUNCTION...
 
 The admin token comes from SWARMING_TOKEN. A failed call is logged and tried
 again at the next period, as Cloud Scheduler would.

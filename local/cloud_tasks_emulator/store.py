@@ -9,14 +9,14 @@ import threading
 import time
 from typing import Callable, TypeVar
 
-from client.cloud_tasks_emulator import config, names
-from client.cloud_tasks_emulator.delivery import Outcome
-from client.cloud_tasks_emulator.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
+from local.cloud_tasks_emulator import config, names
+from local.cloud_tasks_emulator.delivery import Outcome
+from local.cloud_tasks_emulator.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                                                 Unimplemented)
-from client.cloud_tasks_emulator.messages import QueuePb, TaskPb, seconds
-from client.cloud_tasks_emulator.model import Attempt, Dispatch, HttpTarget, QueueRecord, RateLimits, TaskRecord
-from client.cloud_tasks_emulator.retry import PRODUCTION_RETRY, RetryPolicy
-from client.cloud_tasks_emulator.tombstones import Tombstones
+from local.cloud_tasks_emulator.messages import QueuePb, TaskPb, seconds
+from local.cloud_tasks_emulator.model import Attempt, Dispatch, HttpTarget, QueueRecord, RateLimits, TaskRecord
+from local.cloud_tasks_emulator.retry import PRODUCTION_RETRY, RetryPolicy
+from local.cloud_tasks_emulator.tombstones import Tombstones
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import time
 import urllib3
 from google.rpc import code_pb2
 
-from client.cloud_tasks_emulator import names
-from client.cloud_tasks_emulator.model import Dispatch
-from client.cloud_tasks_emulator.oidc import Signer
+from local.cloud_tasks_emulator import names
+from local.cloud_tasks_emulator.model import Dispatch
+from local.cloud_tasks_emulator.oidc import Signer
 
 #: google.rpc.Code recorded on an attempt for each HTTP status, as production maps them.
 HTTP_CODES = {

@@ -8,7 +8,7 @@ their dispatch_deadline, retried with the queue's backoff up to its limits;
 the X-CloudTasks-* request headers; OIDC tokens signed with a local key whose
 certificate is served like Google's certs endpoint.
 
-    emulator = serve(port, certs_port)      # or: python -m client.cloud_tasks_emulator --port N --certs-port M
+    emulator = serve(port, certs_port)      # or: python -m local.cloud_tasks_emulator --port N --certs-port M
     client = client_for(emulator.host)
     ...
     emulator.stop()
@@ -17,7 +17,7 @@ The process is ready once its certificates URL (emulator.certs_url,
 http://HOST:CERTS_PORT/oauth2/v1/certs) answers; it exits with 0 on SIGTERM.
 """
 
-from client.cloud_tasks_emulator.config import Settings
-from client.cloud_tasks_emulator.server import Emulator, client_for, serve
+from local.cloud_tasks_emulator.config import Settings
+from local.cloud_tasks_emulator.server import Emulator, client_for, serve
 
 __all__ = ["Emulator", "Settings", "client_for", "serve"]

@@ -10,8 +10,8 @@ from google.cloud import tasks_v2
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
-from client.cloud_tasks_emulator.errors import EmulatorError
-from client.cloud_tasks_emulator.store import Store
+from local.cloud_tasks_emulator.errors import EmulatorError
+from local.cloud_tasks_emulator.store import Store
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 
