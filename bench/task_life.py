@@ -4,34 +4,31 @@ Firestore reads and writes and the Cloud Tasks calls each answer reports
 Used by `bench.lifecycle`."""
 
 import base64
-import dataclasses
 import time
 import uuid
 from typing import Any
 
-import requests
+from bot.api_client import ApiClient
 
 STEPS = ("create", "poll", "claim", "update 1", "update 2", "complete")
 #: (reads, writes, Cloud Tasks calls, seconds)
 Cost = tuple[int, int, int, float]
 
 
-@dataclasses.dataclass
 class Api:
-    session: requests.Session
-    base_url: str
-    tokens: dict[str, str]
+    """The functions at `base_url`, called as one of the roles of `tokens`."""
+
+    def __init__(self, base_url: str, tokens: dict[str, str]):
+        self.clients = {role: ApiClient(base_url, token) for role, token in tokens.items()}
 
     def call(self, function: str, body: dict[str, Any], role: str) -> tuple[dict[str, Any], Cost]:
         start = time.perf_counter()
-        response = self.session.post(f"{self.base_url}/{function}", json=body,
-                                     headers={"Authorization": f"Bearer {self.tokens[role]}"})
+        answer = self.clients[role].answer(function, body)
         elapsed = time.perf_counter() - start
-        response.raise_for_status()
-        headers = response.headers
+        headers = answer.headers
         cost = (int(headers["X-Firestore-Reads"]), int(headers["X-Firestore-Writes"]),
                 int(headers["X-Cloud-Tasks-Ops"]), elapsed)
-        return response.json(), cost
+        return answer.body, cost
 
 
 def task_request(pool: str = "bench", command: list[str] | None = None, wait: bool = False) -> dict[str, Any]:

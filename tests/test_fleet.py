@@ -6,7 +6,8 @@ import logging
 import threading
 import time
 
-from bot.remote import Attributes, Remote
+from bot.remote import Remote
+from shared.bot_api import BotAttributes
 from client import local_cron
 from functions import ops
 from functions.bot_info import REWRITE_SECS, BotInfo, Session
@@ -133,7 +134,7 @@ def test_the_bot_echoes_its_session_so_polls_write_nothing(svc, base_url):
 
 
 def _attributes():
-    return Attributes(dimensions={"id": ["bot-r"], "pool": ["default"]}, state={}, version="dev")
+    return BotAttributes(dimensions={"id": ["bot-r"], "pool": ["default"]}, state={}, version="dev")
 
 
 # The client endpoints.
