@@ -21,7 +21,10 @@ from bot import bot_main, commands, health, layout, remote, running_code
 from bot.bot_main import Bot, Outcome
 from bot.task_runner import Timings
 from bot.updater import Updater
-from shared.bot_api import BotAttributes, HandshakeReply, Restart, TaskUpdateReply, Terminate, UpdateCode
+from shared.api_error import ApiError
+from shared.bot_api import (
+    BotAttributes, Candidate, HandshakeReply, Restart, Sleep, TaskUpdateReply, Terminate, UpdateCode,
+)
 from shared.cas import Digest
 from tests.bot_fakes import (
     REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, run, served, skip, sleep, write_zip,
@@ -400,6 +403,38 @@ def test_a_task_error_that_cannot_be_reported_does_not_stop_the_bot(fake: FakeSe
     assert bot.run_once() is Outcome.RAN
 
     assert len(fake.bodies("bot_task_error")) == 1
+
+
+def test_the_server_s_session_goes_back_with_every_call(fake: FakeServer) -> None:
+    fake.script("bot_handshake", ok(HandshakeReply("s-1", "dev", "fake").to_wire()))
+    fake.script("bot_poll", sleep(1.0), ok(Sleep(1.0, session="s-2").to_wire()), sleep(1.0))
+    api = remote.Remote(fake.url, TOKEN)
+    attributes = BotAttributes({"id": ["bot-1"], "pool": ["default"]}, {}, "dev", session="ignored")
+
+    api.handshake(attributes)
+    for n in range(3):
+        api.poll(attributes, f"u-{n}")
+    api.event(attributes, "bot_log", "the event's reply has no session")
+    api.close()
+
+    assert [body.get("session") for _, body, _ in fake.calls] == [None, "s-1", "s-1", "s-2", "s-2"]
+
+
+def test_a_reply_that_does_not_parse_names_its_field(fake: FakeServer) -> None:
+    fake.script("bot_poll", ok({"cmd": "sleep", "duration": "soon"}))
+    fake.script("bot_claim", ok({"cmd": "run", "manifest": {"task_id": "not a run id"}}))
+    api = remote.Remote(fake.url, TOKEN)
+    attributes = BotAttributes({"id": ["bot-1"], "pool": ["default"]}, {}, "dev")
+
+    with pytest.raises(ApiError) as poll:
+        api.poll(attributes, "u-1")
+    with pytest.raises(ApiError) as claimed:  # Not even whose run it is: no BadManifest.
+        api.claim(attributes, Candidate(TASK_A), "c-1")
+    api.close()
+
+    assert (poll.value.call, poll.value.code, poll.value.field) == ("bot_poll", "bad_reply", "duration")
+    assert not isinstance(claimed.value, remote.BadManifest)
+    assert (claimed.value.code, claimed.value.field) == ("bad_reply", "manifest.task_id")
 
 
 def test_task_error_sends_missing_cas_as_a_client_error(fake: FakeServer) -> None:
