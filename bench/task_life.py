@@ -3,12 +3,16 @@ Firestore reads and writes and the Cloud Tasks calls each answer reports
 (X-Firestore-Reads, X-Firestore-Writes, X-Cloud-Tasks-Ops), and its time.
 Used by `bench.lifecycle`."""
 
-import base64
+import dataclasses
 import time
 import uuid
 from typing import Any
 
 from bot.api_client import ApiClient
+from shared import bot_api
+from shared.bot_api import (
+    BotAttributes, ClaimRequest, Completion, Handshake, HandshakeReply, Poll, Run, TaskUpdate, Update,
+)
 
 STEPS = ("create", "poll", "claim", "update 1", "update 2", "complete")
 #: (reads, writes, Cloud Tasks calls, seconds)
@@ -42,20 +46,20 @@ def task_request(pool: str = "bench", command: list[str] | None = None, wait: bo
 def one_life(api: Api) -> dict[str, Cost]:
     """create → poll → claim → update before the command → update with
     stdout → completion with stdout, by a bot that echoes its session."""
-    bot: dict[str, Any] = {"dimensions": {"id": ["bench-bot"], "pool": ["bench"]}, "state": {}, "version": "dev"}
-    bot["session"] = api.call("bot_handshake", bot, "bot")[0]["session"]
+    bot = BotAttributes({"id": ["bench-bot"], "pool": ["bench"]}, {}, "dev")
+    handshake = HandshakeReply.from_wire(api.call("bot_handshake", Handshake(bot).to_wire(), "bot")[0])
+    bot = dataclasses.replace(bot, session=handshake.session)
     costs = {}
     created, costs["create"] = api.call("tasks_new", task_request(), "user")
-    _, costs["poll"] = api.call("bot_poll", bot, "bot")
-    claimed, costs["claim"] = api.call("bot_claim", {**bot, "task_id": created["task_id"], "slice": 0,
-                                                     "claim_id": uuid.uuid4().hex}, "bot")
-    run_id = claimed["manifest"]["task_id"]
-    bot["session"] = claimed["session"]
-    packet = base64.b64encode(b"x" * 100).decode()
-    _, costs["update 1"] = api.call("bot_task_update", {**bot, "task_id": run_id}, "bot")
-    _, costs["update 2"] = api.call("bot_task_update", {**bot, "task_id": run_id, "output": packet,
-                                                        "output_chunk_start": 0}, "bot")
-    _, costs["complete"] = api.call("bot_task_update", {**bot, "task_id": run_id, "output": packet,
-                                                        "output_chunk_start": 100, "exit_code": 0,
-                                                        "duration": 1.0}, "bot")
+    _, costs["poll"] = api.call("bot_poll", Poll(bot).to_wire(), "bot")
+    claimed, costs["claim"] = api.call("bot_claim", ClaimRequest(bot, created["task_id"], uuid.uuid4().hex).to_wire(),
+                                       "bot")
+    run = bot_api.claim_reply(claimed)
+    assert isinstance(run, Run), run
+    run_id = run.manifest.task_id
+    bot = dataclasses.replace(bot, session=run.session)
+    packet = b"x" * 100
+    for step, update in (("update 1", Update()), ("update 2", Update(0, packet)),
+                         ("complete", Update(100, packet, Completion(0, 1.0)))):
+        _, costs[step] = api.call("bot_task_update", TaskUpdate(bot, run_id, update).to_wire(), "bot")
     return costs

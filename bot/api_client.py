@@ -68,13 +68,12 @@ class Answer:
 
 
 class ApiClient:
-    """Calls the functions at `server` (its base URL) as the holder of `token`."""
+    """Calls the functions at `server` (its base URL) as the holder of `token`;
+    `retry` in place of `retry_policy()` for the idempotent calls."""
 
-    def __init__(self, server: str, token: str, *, retry: Retry | None = None,
-                 timeout: tuple[float, float] = TIMEOUT):
+    def __init__(self, server: str, token: str, *, retry: Retry | None = None):
         self.server = server.rstrip("/")
         self.token = token
-        self._timeout = timeout
         self._sessions = {True: mounted_session(retry or retry_policy()),  # By idempotent.
                           False: mounted_session(retry_policy(idempotent=False))}
         #: Sent with every call: the bearer token, or the headers set in its place.
@@ -99,7 +98,7 @@ class ApiClient:
         """`call`, with the answer's headers."""
         try:
             response = self._sessions[idempotent].post(f"{self.server}/{function}", json=body,
-                                                       headers=self._headers, timeout=self._timeout)
+                                                       headers=self._headers, timeout=TIMEOUT)
         except requests.RequestException as e:
             raise ApiError(function, None, "unreachable", str(e)) from e
         answer = _json_or_none(response)
@@ -114,7 +113,7 @@ class ApiClient:
         a partial download never takes the name. Raises ApiError."""
         try:
             response = self._sessions[True].get(f"{self.server}/{function}", params=params,
-                                                headers=self._headers, timeout=self._timeout, stream=True)
+                                                headers=self._headers, timeout=TIMEOUT, stream=True)
         except requests.RequestException as e:
             raise ApiError(function, None, "unreachable", str(e)) from e
         with response:

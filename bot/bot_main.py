@@ -118,7 +118,7 @@ class Bot:
         # Update, restart, last known good copy.
         self._updater = updater or Updater(self._code, self._layout, [])
         self._last_ditch_margin = last_ditch_margin  # Past the runner's own allowances.
-        self._attributes_ttl = attributes_ttl
+        self._attributes_ttl = attributes_ttl  # How long the hooks' dimensions and state are reused.
         self._attributes_at: float | None = None  # When the hooks last gave dimensions and state; None: stale.
         # Guards the attributes: an event may be posted from any thread (the excepthook's).
         self._attributes_lock = threading.RLock()

@@ -16,9 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
-from urllib3.util import Retry
-
-from bot.api_client import TIMEOUT, ApiClient
+from bot.api_client import ApiClient
 from shared import bot_api
 from shared.api_error import ApiError
 from shared.bot_api import (
@@ -55,9 +53,8 @@ class Remote:
     """The server's Bot API, for one bot; `session`: the server's last, when
     the bot's process hands it on (to its task runner)."""
 
-    def __init__(self, server: str, token: str, *, session: str | None = None, retry: Retry | None = None,
-                 timeout: tuple[float, float] = TIMEOUT):
-        self._api = ApiClient(server, token, retry=retry, timeout=timeout)
+    def __init__(self, server: str, token: str, *, session: str | None = None):
+        self._api = ApiClient(server, token)
         #: The server's last `session`, sent back on every call.
         self.bot_session = session
 

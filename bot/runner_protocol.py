@@ -44,7 +44,7 @@ class RunnerInput:
     server: str  # The bot's server; the manifest's `host`, when set, is used instead.
     attributes: BotAttributes  # The bot's, with the server's last session: every update carries them.
     bot_dir: Path  # The bot's directory (bot/layout.py): the task's w/ and io/, c/, cas_cache/, logs/.
-    timings: Timings
+    timings: Timings  # The runner's: output pace, keepalives, grace, its patience with the server.
     cas_limits: Limits  # cas_cache/'s, from the hooks' settings as of the attributes.
 
     def write(self, path: Path) -> None:
