@@ -54,7 +54,7 @@ class Remote:
     the bot's process hands it on (to its task runner)."""
 
     def __init__(self, server: str, token: str, *, session: str | None = None):
-        self._api = ApiClient(server, token)
+        self._api = ApiClient(server, token)  # The HTTP: its session, retries and headers.
         #: The server's last `session`, sent back on every call.
         self.bot_session = session
 
