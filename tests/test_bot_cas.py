@@ -29,7 +29,7 @@ from shared.cas import Digest, FileEntry, Tree, Verifier
 from shared.errors import ValidationError
 from shared.manifest import Manifest
 from tests.bot_fakes import REPO, FakeServer, served
-from tests.test_bot_launcher import _oldest_python
+from tests.test_bot_zip import _oldest_python
 
 BIG = 10 ** 12  # Bytes: a limit that never binds.
 ROOMY = Limits(max_bytes=BIG, max_items=10 ** 6, min_free_bytes=0)
