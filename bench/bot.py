@@ -126,7 +126,7 @@ def bare_true(runs: int) -> list[float]:
 def runner_imports(zip_path: Path, runs: int) -> list[float]:
     """A fresh `python3` importing what the task runner imports from the zip:
     zipimport keeps no bytecode, so every runner compiles them anew."""
-    code = f"import sys; sys.path.insert(0, {str(zip_path)!r}); import bot.runner_process, bot.task_runner"
+    code = f"import sys; sys.path.insert(0, {str(zip_path)!r}); import bot.runner_main"
     times = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -138,7 +138,7 @@ def runner_imports(zip_path: Path, runs: int) -> list[float]:
 def overhead(state_dir: Path, tasks: int) -> list[tuple[str, Any]]:
     stack = local_stack.up(state_dir, bots=1)
     try:
-        api = Api(requests.Session(), stack["base_url"],
+        api = Api(stack["base_url"],
                   {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")})
         run_tasks(api, 1)  # wakes the bot, backed off while idle, and warms the gateway's workers
         results = run_tasks(api, tasks)

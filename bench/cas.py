@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from bench.results import report
 from bench.task_life import Api
 from bot.cas_transport import SignedUrlTransport
@@ -151,7 +149,7 @@ def main() -> None:
         state_dir = work_dir / "stack"
         stack = local_stack.up(state_dir, bots=0)
         try:
-            api = Api(requests.Session(), stack["base_url"],
+            api = Api(stack["base_url"],
                       {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")})
             rows: list[tuple[str, Any]] = []
             trees = [(f"{args.small_files} x 1 KiB", small_tree(work_dir / "small", args.small_files),

@@ -21,8 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-import requests
-
 from bench.results import report
 from bench.task_life import STEPS, Api, one_life, task_request
 from local import stack as local_stack
@@ -75,7 +73,7 @@ def main() -> None:
         state_dir = Path(tmp)
         stack = local_stack.up(state_dir, bots=args.bots)
         try:
-            api = Api(requests.Session(), stack["base_url"],
+            api = Api(stack["base_url"],
                       {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")})
             lives = [one_life(api) for _ in range(args.lives)]
             created, create_secs = sustained_creates(api, args.create_seconds, args.creators)

@@ -36,9 +36,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-import requests
 from google.cloud import firestore
 
+from bench import task_life
 from bench.results import report
 from local import stack as local_stack
 
@@ -67,7 +67,7 @@ class Reply:
 
 
 class Api:
-    """POSTs to the functions, with one HTTP session per thread."""
+    """The functions as bench/task_life.py calls them, with its clients per thread."""
 
     def __init__(self, base_url: str, tokens: dict[str, str]):
         self._base = base_url
@@ -75,16 +75,11 @@ class Api:
         self._local = threading.local()
 
     def call(self, function: str, body: dict[str, Any], role: str) -> Reply:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        start = time.perf_counter()
-        response = session.post(f"{self._base}/{function}", json=body,
-                                headers={"Authorization": f"Bearer {self._tokens[role]}"})
-        secs = time.perf_counter() - start
-        response.raise_for_status()
-        return Reply(response.json(), int(response.headers["X-Firestore-Reads"]),
-                     int(response.headers["X-Firestore-Writes"]), secs)
+        api = getattr(self._local, "api", None)
+        if api is None:
+            api = self._local.api = task_life.Api(self._base, self._tokens)
+        answer, (reads, writes, _, secs) = api.call(function, body, role)
+        return Reply(answer, reads, writes, secs)
 
 
 @dataclasses.dataclass

@@ -3,35 +3,36 @@ Firestore reads and writes and the Cloud Tasks calls each answer reports
 (X-Firestore-Reads, X-Firestore-Writes, X-Cloud-Tasks-Ops), and its time.
 Used by `bench.lifecycle`."""
 
-import base64
 import dataclasses
 import time
 import uuid
 from typing import Any
 
-import requests
+from bot.api_client import ApiClient
+from shared import bot_api
+from shared.bot_api import (
+    BotAttributes, ClaimRequest, Completion, Handshake, HandshakeReply, Poll, Run, TaskUpdate, Update,
+)
 
 STEPS = ("create", "poll", "claim", "update 1", "update 2", "complete")
 #: (reads, writes, Cloud Tasks calls, seconds)
 Cost = tuple[int, int, int, float]
 
 
-@dataclasses.dataclass
 class Api:
-    session: requests.Session
-    base_url: str
-    tokens: dict[str, str]
+    """The functions at `base_url`, called as one of the roles of `tokens`."""
+
+    def __init__(self, base_url: str, tokens: dict[str, str]):
+        self.clients = {role: ApiClient(base_url, token) for role, token in tokens.items()}
 
     def call(self, function: str, body: dict[str, Any], role: str) -> tuple[dict[str, Any], Cost]:
         start = time.perf_counter()
-        response = self.session.post(f"{self.base_url}/{function}", json=body,
-                                     headers={"Authorization": f"Bearer {self.tokens[role]}"})
+        answer = self.clients[role].answer(function, body)
         elapsed = time.perf_counter() - start
-        response.raise_for_status()
-        headers = response.headers
+        headers = answer.headers
         cost = (int(headers["X-Firestore-Reads"]), int(headers["X-Firestore-Writes"]),
                 int(headers["X-Cloud-Tasks-Ops"]), elapsed)
-        return response.json(), cost
+        return answer.body, cost
 
 
 def task_request(pool: str = "bench", command: list[str] | None = None, wait: bool = False) -> dict[str, Any]:
@@ -45,20 +46,20 @@ def task_request(pool: str = "bench", command: list[str] | None = None, wait: bo
 def one_life(api: Api) -> dict[str, Cost]:
     """create → poll → claim → update before the command → update with
     stdout → completion with stdout, by a bot that echoes its session."""
-    bot: dict[str, Any] = {"dimensions": {"id": ["bench-bot"], "pool": ["bench"]}, "state": {}, "version": "dev"}
-    bot["session"] = api.call("bot_handshake", bot, "bot")[0]["session"]
+    bot = BotAttributes({"id": ["bench-bot"], "pool": ["bench"]}, {}, "dev")
+    handshake = HandshakeReply.from_wire(api.call("bot_handshake", Handshake(bot).to_wire(), "bot")[0])
+    bot = dataclasses.replace(bot, session=handshake.session)
     costs = {}
     created, costs["create"] = api.call("tasks_new", task_request(), "user")
-    _, costs["poll"] = api.call("bot_poll", bot, "bot")
-    claimed, costs["claim"] = api.call("bot_claim", {**bot, "task_id": created["task_id"], "slice": 0,
-                                                     "claim_id": uuid.uuid4().hex}, "bot")
-    run_id = claimed["manifest"]["task_id"]
-    bot["session"] = claimed["session"]
-    packet = base64.b64encode(b"x" * 100).decode()
-    _, costs["update 1"] = api.call("bot_task_update", {**bot, "task_id": run_id}, "bot")
-    _, costs["update 2"] = api.call("bot_task_update", {**bot, "task_id": run_id, "output": packet,
-                                                        "output_chunk_start": 0}, "bot")
-    _, costs["complete"] = api.call("bot_task_update", {**bot, "task_id": run_id, "output": packet,
-                                                        "output_chunk_start": 100, "exit_code": 0,
-                                                        "duration": 1.0}, "bot")
+    _, costs["poll"] = api.call("bot_poll", Poll(bot).to_wire(), "bot")
+    claimed, costs["claim"] = api.call("bot_claim", ClaimRequest(bot, created["task_id"], uuid.uuid4().hex).to_wire(),
+                                       "bot")
+    run = bot_api.claim_reply(claimed)
+    assert isinstance(run, Run), run
+    run_id = run.manifest.task_id
+    bot = dataclasses.replace(bot, session=run.session)
+    packet = b"x" * 100
+    for step, update in (("update 1", Update()), ("update 2", Update(0, packet)),
+                         ("complete", Update(100, packet, Completion(0, 1.0)))):
+        _, costs[step] = api.call("bot_task_update", TaskUpdate(bot, run_id, update).to_wire(), "bot")
     return costs

@@ -1,8 +1,8 @@
 """`python -m bot [command] ...`: the bot from source (version "dev"); the same
-commands as swarming_bot.zip (bot/launcher.py), the bot itself by default."""
+commands as swarming_bot.zip (bot/commands.py), the bot itself by default."""
 
 import sys
 
-from bot import launcher
+from bot import commands
 
-sys.exit(launcher.main(sys.argv[1:]))
+sys.exit(commands.main(sys.argv[1:]))

@@ -12,20 +12,18 @@ each task, `get_authentication_headers` before the headers expire, and
 `on_bot_shutdown` then `setup_bot` before the process exits or execs. A hook
 that fails is reported as a `bot_error` event; so is an exception of the bot's
 own (events.py), and the loop goes on.
+
+The process around the loop (arguments, the directory's lock, signals) is
+`start_bot`'s, in bot/commands.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import enum
 import json
 import logging
 import math
-import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,12 +34,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence, TypeVar
 
-from bot import events, host_state, launcher, layout as layout_lib, os_platform, remote, runner_process
+from bot import events, host_state, layout as layout_lib, probation, remote, runner_supervisor
 from bot import hooks as hooks_lib
 from bot.cas_cache import Limits
+from bot.runner_protocol import RunnerInput
+from bot.running_code import Code, current_code
 from bot.task_runner import Clock, Timings
+from bot.updater import UpdateError, Updater
 from shared import dimensions as dims_lib
+from shared.api_error import ApiError
+from shared.bot_api import (
+    BotAttributes, Candidate, Completion, HandshakeReply, Restart, Run, Skip, Sleep, Terminate, Update, UpdateCode,
+)
+from shared.cas import Digest
 from shared.errors import ValidationError
+from shared.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +99,8 @@ class Bot:
                  bot_config: ModuleType | None = None, sleep: Sleeper | None = None,
                  rand: random.Random | None = None, timings: Timings = Timings(),
                  clock: Clock = time.monotonic, now: Clock = time.time,
-                 reboot: Callable[[], Any] = host_state.reboot, code: launcher.Code | None = None,
-                 updater: launcher.Updater | None = None,
+                 reboot: Callable[[], Any] = host_state.reboot, code: Code | None = None,
+                 updater: Updater | None = None,
                  last_ditch_margin: float = LAST_DITCH_MARGIN_SECS,
                  attributes_ttl: float = ATTRIBUTES_TTL_SECS):
         self._remote = api  # The Bot API; it retries transient failures itself.
@@ -107,11 +114,11 @@ class Bot:
         self._clock = clock  # Measures running time, idle time and the attributes' age.
         self._now = now  # Unix time, which the authentication headers' expiry is in.
         self._reboot = reboot  # Reboots the host, for a hook's bot.host_reboot().
-        self._code = code or launcher.current_code()  # What runs: its version, how to start a runner.
+        self._code = code or current_code()  # What runs: its version, how to start a runner.
         # Update, restart, last known good copy.
-        self._updater = updater or launcher.Updater(self._code, self._layout, [])
+        self._updater = updater or Updater(self._code, self._layout, [])
         self._last_ditch_margin = last_ditch_margin  # Past the runner's own allowances.
-        self._attributes_ttl = attributes_ttl
+        self._attributes_ttl = attributes_ttl  # How long the hooks' dimensions and state are reused.
         self._attributes_at: float | None = None  # When the hooks last gave dimensions and state; None: stale.
         # Guards the attributes: an event may be posted from any thread (the excepthook's).
         self._attributes_lock = threading.RLock()
@@ -149,7 +156,7 @@ class Bot:
     def sleep_streak(self, value: int) -> None:
         self.view.sleep_streak = value
 
-    def attributes(self) -> remote.Attributes:
+    def attributes(self) -> BotAttributes:
         """Dimensions and state from the hooks (at most `attributes_ttl` old),
         with the current running_time and sleep_streak."""
         with self._attributes_lock:
@@ -161,7 +168,7 @@ class Bot:
                      "sleep_streak": self.view.sleep_streak}
             if self._updater.bad_versions:  # So the server stops offering them and hands out tasks.
                 state["refused_versions"] = sorted(self._updater.bad_versions)
-            return remote.Attributes(self.view.dimensions, state, self._code.version)
+            return BotAttributes(self.view.dimensions, state, self._code.version)
 
     def _refresh_attributes(self) -> None:
         dimensions = {**self.hooks.get_dimensions(self.view), **self._overrides}
@@ -206,17 +213,16 @@ class Bot:
 
     def _fatal_at_start(self, error: Exception) -> bool:
         # New code that cannot even handshake because of a bug of its own
-        # exits, so that the launcher falls back to the last known good copy.
-        return self._updater.on_probation and not isinstance(error, remote.RemoteError)
+        # exits, so that zip_main falls back to the last known good copy.
+        return self._updater.on_probation and not isinstance(error, ApiError)
 
-    def handshake(self) -> dict[str, Any]:
+    def handshake(self) -> HandshakeReply:
         self._refresh_auth()
         reply = self._remote.handshake(self.attributes())
         logger.info("bot %s: connected to %s, server version %s, bot version %s (server's: %s)", self.bot_id,
-                    self._remote.server, reply.get("server_version"), self._code.version,
-                    reply.get("bot_version"))
+                    self._remote.server, reply.server_version, self._code.version, reply.bot_version)
         self._updater.connected()
-        self.view.server_dimensions = _server_dimensions(reply)
+        self.view.server_dimensions = reply.server_dimensions
         self.hooks.on_handshake(self.view)
         self._stale_attributes()  # get_dimensions may depend on the server's dimensions from now on.
         if self._fallback:
@@ -235,18 +241,18 @@ class Bot:
         self._poll_uuid = self._poll_uuid or str(uuid.uuid4())
         reply = self._remote.poll(self.attributes(), self._poll_uuid)
         self._poll_uuid = None
-        if isinstance(reply, remote.Sleep):
+        if isinstance(reply, Sleep):
             self.sleep_streak += 1
             self._updater.idle()
             self.hooks.on_bot_idle(self.view, max(0.0, self._clock() - self._last_action))
             self._sleep(reply.duration)
             return Outcome.SLEPT
-        if isinstance(reply, remote.UpdateCode):
+        if isinstance(reply, UpdateCode):
             return self._update(reply.version)
-        if isinstance(reply, remote.Restart):
+        if isinstance(reply, Restart):
             self._restart(reply.message)
             return Outcome.RESTARTED
-        if isinstance(reply, remote.Terminate):
+        if isinstance(reply, Terminate):
             self._terminate(reply.task_id)
             return Outcome.TERMINATED
         for candidate in reply.candidates:
@@ -301,7 +307,7 @@ class Bot:
         try:
             self._updater.update(lambda v, path: self._remote.bot_code(v, path), version,
                                  before_exec=lambda: self._shut_down(f"updating to version {version}"))
-        except launcher.UpdateError as e:
+        except UpdateError as e:
             logger.error("bot %s: %s", self.bot_id, e)
             if e.bad and e.version not in self._reported_bad:
                 self._reported_bad.add(e.version)
@@ -339,22 +345,21 @@ class Bot:
         exit code 0), then the bot."""
         logger.info("bot %s: terminating (task %s)", self.bot_id, task_id)
         try:
-            claimed = self._remote.claim(self.attributes(), remote.Candidate(task_id, 0), claim_id=str(uuid.uuid4()))
-            run_id = claimed.task_id if isinstance(claimed, remote.Manifest) else None
+            claimed = self._remote.claim(self.attributes(), Candidate(task_id, 0), claim_id=str(uuid.uuid4()))
+            run_id = claimed.manifest.task_id if isinstance(claimed, Run) else None
         except remote.BadManifest as e:  # Termination tasks have no command to speak of.
             run_id = e.run_id
-        except remote.RemoteError as e:
+        except ApiError as e:
             logger.error("bot %s: the termination task %s could not be claimed: %s", self.bot_id, task_id, e)
             run_id = None
         if run_id is not None:
             try:
-                self._remote.task_update(self.attributes(), run_id,
-                                         remote.Update(0, completion=remote.Completion(0, 0.0)))
-            except remote.RemoteError as e:
+                self._remote.task_update(self.attributes(), run_id, Update(0, completion=Completion(0, 0.0)))
+            except ApiError as e:
                 logger.error("task %s (bot %s): the termination was not reported: %s", run_id, self.bot_id, e)
         self.stop(f"terminated by task {task_id}")
 
-    def _claim_and_run(self, candidate: remote.Candidate) -> bool:
+    def _claim_and_run(self, candidate: Candidate) -> bool:
         """True when the claim was won, whether the task could run or not."""
         try:
             claimed = self._remote.claim(self.attributes(), candidate, claim_id=str(uuid.uuid4()))
@@ -363,12 +368,13 @@ class Bot:
             self._task_error(e.run_id, message)
             self._after_task(False, True, {}, {"task_id": e.run_id, "error": message})
             return True
-        if isinstance(claimed, remote.Skip):
+        if isinstance(claimed, Skip):
             logger.info("task %s (bot %s): skipped: %s", candidate.task_id, self.bot_id, claimed.reason)
             return False
-        run_id = claimed.task_id
-        logger.info("task %s (bot %s): claimed, running %s", run_id, self.bot_id, list(claimed.command))
-        report = self._run_runner(claimed)
+        manifest = claimed.manifest
+        run_id = manifest.task_id
+        logger.info("task %s (bot %s): claimed, running %s", run_id, self.bot_id, list(manifest.command))
+        report = self._run_runner(manifest)
         summary: dict[str, Any] = {"task_id": run_id}
         if report.error is not None or report.failure is not None:
             message = report.error if report.error is not None else report.failure
@@ -376,27 +382,27 @@ class Bot:
             failure, internal_failure = False, True
             summary["error"] = message
         else:
+            assert report.result is not None  # Else the runner died: a failure.
             logger.info("task %s (bot %s): ended: %s", run_id, self.bot_id, report.result)
             if report.succeeded:
                 self._updater.task_succeeded()
-            summary.update(report.result or {})
-            failure, internal_failure = bool(summary.get("exit_code")), False
-        dimensions = claimed.raw.get("dimensions")
-        self._after_task(failure, internal_failure, dimensions if isinstance(dimensions, dict) else {}, summary)
+            summary.update(report.result.to_wire())
+            failure, internal_failure = bool(report.result.exit_code), False
+        self._after_task(failure, internal_failure, manifest.dimensions, summary)
         return True
 
-    def _run_runner(self, manifest: remote.Manifest) -> runner_process.RunnerReport:
+    def _run_runner(self, manifest: Manifest) -> runner_supervisor.RunnerReport:
         """Runs the task runner on `manifest`, on_before_task first: it gets
         the bot file, the runner's command and its environment (which the
         task inherits), and may change the last two in place."""
         bot_file = self._layout.root / BOT_FILE
         try:
-            bot_file.write_text(json.dumps(self.attributes().to_json(), sort_keys=True), encoding="utf-8")
+            bot_file.write_text(json.dumps(self.attributes().to_wire(), sort_keys=True), encoding="utf-8")
         except OSError as e:
             logger.error("task %s (bot %s): cannot write %s: %s", manifest.task_id, self.bot_id, bot_file, e)
         env = self._runner_env()
         env["SWARMING_BOT_FILE"] = str(bot_file)
-        # runner_process starts `runner_cmd` followed by arguments of its own.
+        # runner_supervisor starts `runner_cmd` followed by arguments of its own.
         runner_cmd = [sys.executable, *self._code.python_args("run_task")]
         given = list(runner_cmd)
         self.hooks.on_before_task(self.view, str(bot_file), runner_cmd, env)
@@ -409,8 +415,8 @@ class Bot:
             return subprocess.Popen(args, **kwargs)
 
         try:
-            return runner_process.run(
-                self._runner_spec(manifest), layout=self._layout, python_args=self._code.python_args(),
+            return runner_supervisor.run(
+                self._runner_input(manifest), python_args=self._code.python_args(),
                 cwd=self._code.source_root, env=env, shutdown=self._shutdown,
                 deadline_secs=self._last_ditch(manifest), popen=popen,
             )
@@ -420,34 +426,24 @@ class Bot:
             except OSError:  # Never written; or left for the start-up clean-up.
                 pass
 
-    def _after_task(self, failure: bool, internal_failure: bool, dimensions: dict[str, Any],
+    def _after_task(self, failure: bool, internal_failure: bool, dimensions: dims_lib.Dimensions,
                     summary: dict[str, Any]) -> None:
         self.hooks.on_after_task(self.view, failure, internal_failure, dimensions, summary)
         self._last_action = self._clock()
         self._stale_attributes()  # The task changed the disk, TEMP, maybe the host.
 
-    def _runner_spec(self, manifest: remote.Manifest) -> dict[str, Any]:
-        return {
-            "manifest": manifest.raw,
-            "server": self._remote.server,
-            "attributes": self.attributes().to_json(),
-            "session": self._remote.bot_session,
-            "timings": dataclasses.asdict(self._timings),
-            "work_dir": str(self._layout.work),
-            "out_dir": str(self._layout.out),
-            "cache_dir": str(self._layout.named_caches),
-            # The hooks' settings as of the attributes above (get_state calls get_settings).
-            "cas_cache": {"dir": str(self._layout.cas_cache),
-                          "limits": dataclasses.asdict(Limits.from_settings(self.view.settings))},
-            "log": str(self._layout.runner_log),
-        }
+    def _runner_input(self, manifest: Manifest) -> RunnerInput:
+        attributes = self._remote.with_session(self.attributes())
+        # The hooks' settings as of the attributes above (get_state calls get_settings).
+        limits = Limits.from_settings(self.view.settings)
+        return RunnerInput(manifest, self._remote.server, attributes, self._layout.root, self._timings, limits)
 
     def _runner_env(self) -> dict[str, str]:
-        env = launcher.environ_without_bot_vars()  # Neither the runner nor a task gets them.
+        env = probation.environ_without_bot_vars()  # Neither the runner nor a task gets them.
         env["SWARMING_TOKEN"] = self._remote.token
         return env
 
-    def _last_ditch(self, manifest: remote.Manifest) -> float:
+    def _last_ditch(self, manifest: Manifest) -> float:
         """Past the hard timeout, the grace, the output drain and the runner's
         patience with the server: only a runner gone wrong takes longer."""
         grace = self._timings.grace_period if manifest.grace_period is None else manifest.grace_period
@@ -455,13 +451,13 @@ class Bot:
         return (manifest.hard_timeout + grace + self._timings.drain + self._timings.report_patience
                 + self._last_ditch_margin + transfers)
 
-    def _task_error(self, run_id: str, message: str, missing_cas: Sequence[Any] | None = None) -> None:
+    def _task_error(self, run_id: str, message: str, missing_cas: Sequence[Digest] | None = None) -> None:
         """Ends a claimed run the bot cannot carry out, so that it fails now
         rather than when its pings stop; the bot goes on polling either way."""
         logger.error("task %s (bot %s): internal error: %s", run_id, self.bot_id, message)
         try:
             self._remote.task_error(self.attributes(), run_id, message, missing_cas)
-        except remote.RemoteError as e:
+        except ApiError as e:
             logger.error("task %s (bot %s): the error was not reported: %s", run_id, self.bot_id, e)
 
     def _post_event(self, event: str, message: str) -> None:
@@ -481,145 +477,9 @@ class Bot:
             delay *= self._rand.uniform(0.5, 1.0)
             self._error_streak += 1
             logger.exception("bot %s: %s failed; retrying in %.1f s", self.bot_id, step.__name__, delay)
-            if not isinstance(e, remote.RemoteError):  # The server's failures are its to log, not to be told.
+            if not isinstance(e, ApiError):  # The server's failures are its to log, not to be told.
                 self.reporter.error(f"{step.__name__} failed:\n{traceback.format_exc()}")
             self._sleep(delay)
             return None
         self._error_streak = 0
         return result
-
-
-def _server_dimensions(reply: dict[str, Any]) -> dims_lib.Dimensions:
-    """The dimensions the server enforces for this bot (its bot group), from
-    the handshake's reply; {} when it gives none usable."""
-    cfg = reply.get("bot_group_cfg")
-    dimensions = cfg.get("dimensions") if isinstance(cfg, dict) else None
-    if not dimensions:
-        return {}
-    try:
-        return dims_lib.validate_bot(dimensions, "bot_group_cfg.dimensions")
-    except ValidationError as e:
-        logger.error("the handshake's server dimensions are ignored: %s", e)
-        return {}
-
-
-def initial_attributes(bot_id: str, version: str, work_dir: Path) -> remote.Attributes:
-    """What a bot that just started says of itself (the `attributes` command):
-    the hooks' dimensions and state, as its first handshake would."""
-    hooks = hooks_lib.Hooks.load()
-    view = hooks_lib.BotView(bot_id, work_dir)
-    dimensions = {**hooks.get_dimensions(view), "id": [bot_id]}
-    return remote.Attributes(dimensions, hooks.get_state(view), version)
-
-
-def bot_id_from(flag: str | None) -> str:
-    """--id, else $SWARMING_BOT_ID, else the hostname without its domain."""
-    return flag or os.environ.get("SWARMING_BOT_ID") or socket.gethostname().split(".")[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    server: str
-    work_dir: Path
-    token: str
-    bot_id: str
-    dimensions: dims_lib.Dimensions  # --dimension: over the hooks' dimensions.
-    once: bool
-
-
-def parse_args(argv: Sequence[str] | None = None, code: launcher.Code | None = None) -> Options:
-    """From a zip, the server defaults to its config.json's and the directory
-    is the zip's; from source both are required."""
-    code = code or launcher.Code(None, launcher.DEV_VERSION)
-    in_zip = code.zip_path is not None
-    config_server = code.config().get("server") if in_zip else None
-    parser = argparse.ArgumentParser(
-        prog="python3 swarming_bot.zip start_bot" if in_zip else "python -m bot",
-        description="Runs a Swarming bot. Other commands: " + ", ".join(launcher.COMMANDS) + ".")
-    parser.add_argument("--server", required=not config_server, default=config_server,
-                        help="the server's base URL" + (f" (default: {config_server})" if config_server else ""))
-    if in_zip:
-        parser.set_defaults(work_dir=code.zip_path.parent)
-    else:
-        parser.add_argument("--work-dir", required=True, type=Path,
-                            help="the bot's directory, which it owns whole: everything it does not know "
-                                 "there is deleted at start-up; tasks run in its w/")
-    parser.add_argument("--id", help="the bot id (default: $SWARMING_BOT_ID, else the short hostname)")
-    parser.add_argument("--dimension", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                        help="replaces a dimension's values from bot_config.py's get_dimensions(); "
-                             "repeat a key to give it several")
-    parser.add_argument("--token", help="the bot's bearer token (default: $SWARMING_TOKEN)")
-    parser.add_argument("--once", action="store_true",
-                        help="stop after one task has run or one poll was answered with something else")
-    args = parser.parse_args(argv)
-    token = args.token or os.environ.get("SWARMING_TOKEN")
-    if not token:
-        parser.error("a token is required: pass --token or set SWARMING_TOKEN")
-    try:
-        dimensions = _dimensions(args.dimension)
-    except ValidationError as e:
-        parser.error(str(e))
-    return Options(server=args.server, work_dir=Path(os.path.abspath(args.work_dir)), token=token,
-                   bot_id=bot_id_from(args.id), dimensions=dimensions, once=args.once)
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    return key, value
-
-
-def _dimensions(overrides: list[tuple[str, str]]) -> dims_lib.Dimensions:
-    given: dims_lib.Dimensions = {}
-    for key, value in overrides:
-        given.setdefault(key, []).append(value)
-    if "id" in given:
-        raise ValidationError("--dimension id", "set the bot id with --id")
-    return dims_lib.validate_bot(given, "--dimension")
-
-
-def main(argv: Sequence[str] | None = None, code: launcher.Code | None = None) -> int:
-    """Runs the bot in its directory: locks and clears it (layout.py), then
-    loops until SIGTERM, `terminate`, or an exec into other code."""
-    code = code or launcher.current_code()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    options = parse_args(argv, code)
-    bot_layout = layout_lib.Layout(options.work_dir)
-    try:
-        lock = layout_lib.take(bot_layout)
-    except layout_lib.LayoutError as e:
-        sys.stderr.write(f"swarming bot: {e}\n")
-        return launcher.ExitCode.NOT_OURS
-    layout_lib.log_to(bot_layout.bot_log, stderr=True)
-    shutdown = threading.Event()
-    updater = launcher.Updater(code, bot_layout, argv)
-    api = remote.Remote(options.server, options.token)
-    bot = Bot(api, options.work_dir, options.bot_id, overrides=options.dimensions, shutdown=shutdown,
-              code=code, updater=updater)
-    uninstall_excepthook = events.install_excepthook(bot.reporter)
-
-    def stop(signum: int) -> None:
-        logger.info("signal %d received: shutting down", signum)
-        bot.stop(f"{signal.Signals(signum).name} received")
-
-    os_platform.on_stop_signals(stop)
-    os_platform.on_stack_dump_signal(logger)
-    fallback = launcher.take_bad_version()
-    if fallback:
-        logger.error("bot %s: started in place of version %s, which failed to start (%s)",
-                     options.bot_id, *fallback)
-        bot.report_fallback(*fallback)
-    logger.info("bot %s: starting in %s, version %s, pid %d, hooks %s, dimensions given %s", options.bot_id,
-                options.work_dir, code.version, os.getpid(), bot.hooks.name, options.dimensions)
-    try:
-        bot.run(once=options.once)
-    except Exception:  # Fatal (a new version's own bug at start): reported before the launcher falls back.
-        bot.reporter.error(f"the bot failed:\n{traceback.format_exc()}")
-        raise
-    finally:
-        uninstall_excepthook()
-        api.close()
-        lock.release()
-    logger.info("bot %s: stopped", options.bot_id)
-    return 0

@@ -7,9 +7,10 @@ A session of its own, never the API's: the URLs carry their own signature, and
 the caller's credential (the user's or the bot's token, the hooks' headers)
 must not reach the bucket, nor, through ~/.netrc, anyone else's. urllib3
 retries connection errors and 408, 429 and 5xx answers (Cloud Storage's
-advice) with the bot's backoff; a PUT's file body is sent again from its start
-on each attempt. A download cut short midway goes on from the bytes it has
-(an HTTP Range request), a few times, before it fails.
+advice) with the API client's retry policy (bot/api_client.py); a PUT's file
+body is sent again from its start on each attempt. A download cut short
+midway goes on from the bytes it has (an HTTP Range request), a few times,
+before it fails.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
-from bot.remote import TIMEOUT, RemoteError, default_retry
-from shared import cas_transfer
+from bot.api_client import TIMEOUT, mounted_session, retry_policy
+from shared import api_error, cas_transfer
+from shared.api_error import QUOTED_CHARS, ApiError
 from shared.cas import Verifier
 
 logger = logging.getLogger(__name__)
@@ -38,18 +39,18 @@ IN_MEMORY_BYTES = 1024 * 1024
 PRECONDITION_FAILED = 412
 PARTIAL_CONTENT = 206
 #: Cloud Storage's advice: retry 408, 429 and 5xx, with exponential backoff.
-RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+RETRY_STATUSES = (408, *api_error.RETRY_STATUSES)
 
 
-class StorageError(RemoteError):
+class StorageError(ApiError):
     """Cloud Storage refused a transfer, or did not answer, after the retries.
     Names the object, never the signed query string, which is a credential
     while it lasts."""
 
 
 def transfer_retry() -> Retry:
-    """The bot API's retry (`remote.default_retry`), on Cloud Storage's statuses."""
-    return default_retry().new(status_forcelist=RETRY_STATUSES)
+    """The API client's retry policy, on Cloud Storage's statuses."""
+    return retry_policy(RETRY_STATUSES)
 
 
 class SignedUrlTransport:
@@ -57,13 +58,10 @@ class SignedUrlTransport:
 
     def __init__(self, retry: Retry | None = None, timeout: tuple[float, float] = TIMEOUT):
         self._timeout = timeout
-        self._session = requests.Session()
+        self._session = mounted_session(retry or transfer_retry(), pool_maxsize=cas_transfer.WORKERS)
         self._session.auth = _no_auth  # Set, so requests looks for no ~/.netrc credential.
         # The bytes as stored, which is what the digest is of.
         self._session.headers["Accept-Encoding"] = "identity"
-        adapter = HTTPAdapter(max_retries=retry or transfer_retry(), pool_maxsize=cas_transfer.WORKERS)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
 
     def close(self) -> None:
         self._session.close()
@@ -157,4 +155,4 @@ def _unreachable(method: str, url: str, error: Exception) -> StorageError:
 
 def _failed(method: str, url: str, response: requests.Response) -> StorageError:
     return StorageError(f"{method} {_where(url)}", response.status_code, "http_error",
-                        _redact(response.text, url)[:200])
+                        _redact(response.text, url)[:QUOTED_CHARS])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
+from shared.cas import Digest
 from shared.errors import SwarmingError
 
 
@@ -12,7 +13,7 @@ class TaskError(SwarmingError):
     reported with `bot_task_error` (BOT_DIED, or CLIENT_ERROR when inputs
     named in `missing_cas` were missing)."""
 
-    def __init__(self, message: str, missing_cas: Sequence[Any] | None = None):
+    def __init__(self, message: str, missing_cas: Sequence[Digest] | None = None):
         super().__init__(message)
         self.message = message
         self.missing_cas = missing_cas

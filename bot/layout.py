@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bot import os_platform
+from bot.probation import LKGBC
 from shared.errors import SwarmingError
 
 logger = logging.getLogger(__name__)
 
-LKGBC = "swarming_bot.zip"
 RUNNING_ZIPS = ("swarming_bot.1.zip", "swarming_bot.2.zip")
 LOCK = "swarming.lck"
 #: Kept at start-up; `w/` and `io/` are not: they only live for one task.

@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bot.cas_cache import CasCache, FetchStats, Limits
 from bot.errors import TaskError
-from bot.remote import RemoteError
 from shared import cas_transfer
+from shared.api_error import ApiError
 from shared.cas import Digest, Pack, Tree
 from shared.errors import ValidationError
 
@@ -84,11 +84,11 @@ class TaskFiles:
             cache.trim()  # The task's entries are placed: they may go now.
         except cas_transfer.MissingBlobs as e:
             raise TaskError(f"inputs missing from the store: {', '.join(map(str, e.digests[:10]))}",
-                            missing_cas=[d.to_wire() for d in e.digests]) from e
+                            missing_cas=e.digests) from e
         except cas_transfer.CorruptBlob as e:
             raise TaskError(f"input {e.digest} in the store does not match its digest",
-                            missing_cas=[e.digest.to_wire()]) from e
-        except (RemoteError, OSError) as e:
+                            missing_cas=[e.digest]) from e
+        except (ApiError, OSError) as e:
             raise TaskError(f"cannot fetch the inputs {root}: {e}") from e
         finally:
             self.download.duration_secs = self._clock() - started
@@ -134,7 +134,7 @@ def _tree(manifest: Path, root: Digest) -> Tree:
     try:
         return Tree.from_bytes(manifest.read_bytes())
     except ValidationError as e:
-        raise TaskError(f"cas_input_root {root} is not a valid tree: {e}", missing_cas=[root.to_wire()]) from e
+        raise TaskError(f"cas_input_root {root} is not a valid tree: {e}", missing_cas=[root]) from e
 
 
 def _link_into(out_dir: Path, relative: str, source: Path, name: str) -> None:

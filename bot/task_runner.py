@@ -6,8 +6,8 @@ Around the command it moves the task's content-addressed files
 (task_files.py): the input tree placed in `w/` before, `${ISOLATED_OUTDIR}` and
 `outputs` uploaded after, whatever the exit code; keepalives go on meanwhile.
 
-It runs in the task runner process (`run_task`, see runner_process.py), never
-in the bot's own: a runner that hangs or crashes costs one task, not the bot."""
+It runs in the task runner process (`run_task`, bot/runner_main.py), never in
+the bot's own: a runner that hangs or crashes costs one task, not the bot."""
 
 from __future__ import annotations
 
@@ -20,18 +20,23 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Optional, TypeVar
+from typing import IO, Any, Callable, TypeVar
 
 from bot import layout, os_platform
 from bot.errors import TaskError
-from bot.remote import Completion, Manifest, RemoteError, RunGone, Update
+from bot.remote import RunGone
 from bot.task_files import CasAccess, TaskFiles
+from shared.api_error import ApiError
+from shared.bot_api import Completion, TaskUpdateReply, Update
 from shared.cas import Digest
+from shared.errors import ValidationError
+from shared.manifest import Manifest
+from shared.wire import MAX_INT64, WireObject
 
 logger = logging.getLogger(__name__)
 
-#: Sends one update; returns None to carry on, or why the server wants the task stopped.
-Send = Callable[[Update], Optional[str]]
+#: Sends one update; the server's reply says whether the task must stop.
+Send = Callable[[Update], TaskUpdateReply]
 Clock = Callable[[], float]
 T = TypeVar("T")
 #: Told the command's pid (its process group) once it started.
@@ -73,6 +78,22 @@ class Result:
     stop: StopReason | None
     reported: bool = False  # The end (completion or cancellation) reached the server.
 
+    def to_wire(self) -> dict[str, Any]:
+        """Also what `on_after_task` is told of the task (with its id)."""
+        return {"exit_code": self.exit_code, "duration": self.duration,
+                "stop": None if self.stop is None else self.stop.value, "reported": self.reported}
+
+    @classmethod
+    def from_wire(cls, body: Any, field: str) -> Result:
+        wire = WireObject(body, field, ("exit_code", "duration", "stop", "reported"))
+        exit_code, stop = wire.optional("exit_code"), wire.optional("stop")
+        stops = {reason.value: reason for reason in StopReason}
+        if stop is not None and stop not in stops:
+            raise ValidationError(wire.field("stop"), f"must be one of {', '.join(stops)}")
+        return cls(exit_code=None if exit_code is None else wire.integer("exit_code", -MAX_INT64 - 1, MAX_INT64),
+                   duration=wire.number("duration", 0, math.inf), stop=None if stop is None else stops[stop],
+                   reported=wire.boolean("reported"))
+
 
 class TaskRunner:
     """Runs one manifest to its end and reports it. The command's failures,
@@ -109,8 +130,8 @@ class TaskRunner:
 
     def run(self) -> Result:
         cwd = self._under_work_dir(self._manifest.relative_cwd, "relative_cwd")
-        caches = [(self._cache_dir / name, self._under_work_dir(path, f"caches.{name}"))
-                  for name, path in self._manifest.caches]
+        caches = [(self._cache_dir / cache.name, self._under_work_dir(cache.path, f"caches.{cache.name}"))
+                  for cache in self._manifest.caches]
         if any(mount == self._work_dir for _, mount in caches):
             raise TaskError("caches: a named cache cannot be the work directory itself")
         outputs = [(path, self._under_work_dir(path, "outputs")) for path in self._manifest.outputs]
@@ -352,16 +373,16 @@ class TaskRunner:
     def _send_update(self, update: Update) -> bool:
         self._last_send = self._clock()
         try:
-            stop = self._send(update)
+            reply = self._send(update)
         except RunGone as e:
             self._gone = True
             self._request_stop(StopReason.RUN_GONE, str(e))
             return False
-        except RemoteError as e:
+        except ApiError as e:
             logger.warning("%s: update at offset %d failed, will resend: %s", self._name, update.offset, e)
             return False
-        if stop is not None:
-            self._request_stop(StopReason.SERVER, stop)
+        if reply.must_stop:
+            self._request_stop(StopReason.SERVER, reply.stop_reason or "stopped by the server")
         return True
 
 

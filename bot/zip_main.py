@@ -1,26 +1,23 @@
 """The entry point of swarming_bot.zip: the server stores this file at the
 zip's root as `__main__.py`, so `python3 swarming_bot.zip <command>` runs it.
 
-It stays small and standard-library only, because it is the one part of a new
-bot version that must work for the bot to fall back when the rest does not: a
+It stays small, and imports the standard library and bot/probation.py only
+(which imports nothing of ours), because it is the one part of a new bot
+version that must work for the bot to fall back when the rest does not: a
 bot that exec'd into new code (`update`) runs "on probation" until its first
 handshake; should `start_bot` fail before then (an exception, a non-zero exit),
 this restarts the bot from the last known good copy, `swarming_bot.zip`, and
 tells it which version failed so it does not take that version again.
 
 Exit codes: 0 done; 1 failed; 2 usage error; 3 the directory cannot be this
-bot's (another bot holds it, or it holds foreign files). See bot/launcher.py.
+bot's (another bot holds it, or it holds foreign files). See bot/commands.py.
 """
 
 import os
 import sys
 import traceback
 
-#: Set by a bot exec'ing into new code (the version); removed at its first handshake.
-PROBATION_ENV = "SWARMING_BOT_PROBATION"
-#: "<version> <why>": set when falling back, for the fallback bot to refuse that version.
-BAD_VERSION_ENV = "SWARMING_BOT_BAD_VERSION"
-LKGBC = "swarming_bot.zip"
+from bot.probation import BAD_VERSION_ENV, LKGBC, PROBATION_ENV
 
 
 def main():
@@ -28,9 +25,9 @@ def main():
         sys.stderr.write("swarming_bot.zip needs python3 >= 3.9, not %s\n" % sys.version.split()[0])
         return 1
     try:
-        from bot import launcher
+        from bot import commands
 
-        code = launcher.main(sys.argv[1:])
+        code = commands.main(sys.argv[1:])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:  # A broken version: anything at all.

@@ -83,7 +83,7 @@ def _transfer(label: str, client: Client, move: Move[T]) -> T:
             bar.render_progress()
             return result
     # StorageError: Cloud Storage's answers and lost connections; OSError: the
-    # local disk's, and requests' errors on the API (connection, timeouts).
+    # local disk's. The API's own failures (ApiError) are the commands' to show.
     except (cas_transfer.MissingBlobs, cas_transfer.CorruptBlob, ValidationError, StorageError, OSError) as e:
         raise TransferError(str(e)) from e
     except KeyboardInterrupt:

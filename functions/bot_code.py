@@ -47,7 +47,7 @@ VENDORED_DATA = (".pem",)
 ZIP_MAIN = "bot/zip_main.py"
 DEFAULT_BOT_CONFIG = "bot/default_bot_config.py"
 #: `__main__.py` until `bot/zip_main.py` exists.
-STAND_IN_MAIN = "from bot import bot_main\nraise SystemExit(bot_main.main())\n"
+STAND_IN_MAIN = "import sys\nfrom bot import commands\nraise SystemExit(commands.main(sys.argv[1:]))\n"
 EMPTY_BOT_CONFIG = '"""The hooks of this server\'s bots: none, the defaults apply."""\n'
 #: The earliest date a zip can hold: every entry gets it, so the same entries
 #: give the same bytes.

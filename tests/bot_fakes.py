@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import parse_qs, urlparse
 
+from shared.api_error import ApiError
+from shared.bot_api import (
+    Candidate, Claim, EventReply, HandshakeReply, Skip, Sleep, TaskErrorReply, TaskUpdateReply,
+)
+from shared.manifest import Manifest
+
 REPO = Path(__file__).resolve().parents[1]
 Reply = tuple[int, dict[str, Any]]
 
@@ -20,21 +26,26 @@ def ok(body: dict[str, Any]) -> Reply:
 
 
 def error(status: int, code: str) -> Reply:
-    return status, {"error": {"code": code, "message": f"{code} (fake)"}}
+    return status, ApiError("fake", status, code, f"{code} (fake)").to_wire()
 
 
 def sleep(duration: float) -> Reply:
-    return ok({"cmd": "sleep", "duration": duration})
+    return ok(Sleep(duration).to_wire())
 
 
 def claim(*task_ids: str) -> Reply:
-    return ok({"cmd": "claim", "candidates": [{"task_id": t, "slice": 0} for t in task_ids]})
+    return ok(Claim(tuple(Candidate(t) for t in task_ids)).to_wire())
 
 
-def run(task_id: str, command: list[str], **extra: Any) -> Reply:
-    manifest = {"task_id": task_id[:-1] + "1", "bot_id": "bot-1", "command": command, "env": {},
-                "dimensions": {"pool": ["default"]}, "hard_timeout": 30, **extra}
-    return ok({"cmd": "run", "manifest": manifest})
+def skip(reason: str) -> Reply:
+    return ok(Skip(reason).to_wire())
+
+
+def run(task_id: str, command: list[str], **wire: Any) -> Reply:
+    """The run of `task_id` on bot-1; `wire` replaces fields of the manifest
+    as sent, mistakes included."""
+    manifest = Manifest(task_id[:-1] + "1", "bot-1", tuple(command), {}, 30, dimensions={"pool": ["default"]})
+    return ok({"cmd": "run", "manifest": {**manifest.to_wire(), **wire}})
 
 
 class FakeServer(ThreadingHTTPServer):
@@ -49,10 +60,10 @@ class FakeServer(ThreadingHTTPServer):
         self.zips: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._replies: dict[str, list[Reply]] = {
-            "bot_handshake": [ok({"bot_version": "dev", "server_version": "fake", "bot_group_cfg": {}})],
-            "bot_task_update": [ok({"ok": True, "must_stop": False, "stop_reason": None})],
-            "bot_task_error": [ok({"ok": True})],
-            "bot_event": [ok({"ok": True})],
+            "bot_handshake": [ok(HandshakeReply(bot_version="dev", server_version="fake").to_wire())],
+            "bot_task_update": [ok(TaskUpdateReply().to_wire())],
+            "bot_task_error": [ok(TaskErrorReply("BOT_DIED").to_wire())],
+            "bot_event": [ok(EventReply().to_wire())],
         }
 
     def script(self, name: str, *replies: Reply) -> None:
@@ -103,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.calls.append((url.path.lstrip("/"), {"version": version}, self.headers.get("Authorization")))
         data = self.server.zips.get(version)
         if url.path != "/bot_code" or data is None:
-            self._send(404, json.dumps({"error": {"code": "not_found", "message": version}}).encode(),
+            self._send(404, json.dumps(ApiError("bot_code", 404, "not_found", version).to_wire()).encode(),
                        "application/json")
         else:
             self._send(200, data, "application/octet-stream")

@@ -207,11 +207,34 @@ def test_bad_requests_are_refused_by_field(message, change, field):
     ({"outputs": ["/etc/passwd"]}, "manifest.outputs[0]"),
     ({"secret_bytes": "%%%"}, "manifest.secret_bytes"),
     ({"cas_input_root": {"digest": {"hash": "ab" * 32}}}, "manifest.cas_input_root.digest.size_bytes"),
+    ({"io_timeout": -1}, "manifest.io_timeout"),
+    ({"io_timeout": True}, "manifest.io_timeout"),
+    ({"grace_period": "30"}, "manifest.grace_period"),
+    ({"hard_timeout": None}, "manifest.hard_timeout"),
+    ({"relative_cwd": 3}, "manifest.relative_cwd"),
+    ({"env_prefixes": {"PATH": "bin"}}, "manifest.env_prefixes.PATH"),
+    ({"env_prefixes": {"PATH": [1]}}, "manifest.env_prefixes.PATH[0]"),
+    ({"env_prefixes": [{"key": "PATH", "value": ["bin"]}]}, "manifest.env_prefixes"),  # The request's shape.
+    ({"env": [{"key": "A", "value": "1"}]}, "manifest.env"),
+    ({"command": "true"}, "manifest.command"),
+    ({"caches": [{"name": "../up", "path": "x"}]}, "manifest.caches[0].name"),
+    ({"caches": [{"name": "a", "path": 1}]}, "manifest.caches[0].path"),
 ])
 def test_a_bad_manifest_is_refused_by_field_and_its_run_is_still_known(change, field):
     reply = {"cmd": "run", "manifest": {**MANIFEST.to_wire(), **change}}
     _refused(bot_api.claim_reply, reply, field)
     assert bot_api.claimed_run_id(reply) == RUN
+
+
+def test_a_manifest_of_the_required_fields_has_the_defaults():
+    wire = {"task_id": RUN, "bot_id": "bot-1", "command": ["true"], "hard_timeout": 60}
+
+    manifest = Manifest.from_wire(wire)
+
+    assert manifest == Manifest(RUN, "bot-1", ("true",), {}, 60)
+    assert (manifest.grace_period, manifest.io_timeout, manifest.relative_cwd, manifest.env_prefixes,
+            manifest.caches, manifest.cas_input_root, manifest.outputs, manifest.host) == (
+        None, 0.0, "", {}, (), None, (), "")
 
 
 def test_no_run_is_claimed_without_a_run_id():

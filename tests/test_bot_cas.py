@@ -5,6 +5,7 @@ server's functions and the bucket; the transport meets a loopback HTTP server.""
 
 import json
 import os
+import pkgutil
 import stat
 import subprocess
 import sys
@@ -19,13 +20,16 @@ from bot import remote
 from bot.cas_cache import INDEX, CasCache, Limits
 from bot.errors import TaskError
 from bot.hooks import Hooks
-from bot.remote import Completion, Manifest, RemoteError, Update
 from bot.task_files import CasAccess, TaskFiles
 from bot.task_runner import TaskRunner, Timings
 from shared import cas_transfer
+from shared.api_error import ApiError
+from shared.bot_api import BotAttributes, Completion, TaskUpdateReply, Update
 from shared.cas import Digest, FileEntry, Tree, Verifier
+from shared.errors import ValidationError
+from shared.manifest import Manifest
 from tests.bot_fakes import REPO, FakeServer, served
-from tests.test_bot_launcher import _oldest_python
+from tests.test_bot_zip import _oldest_python
 
 BIG = 10 ** 12  # Bytes: a limit that never binds.
 ROOMY = Limits(max_bytes=BIG, max_items=10 ** 6, min_free_bytes=0)
@@ -291,7 +295,7 @@ def test_a_manifest_leaving_the_tree_is_refused_before_anything_is_written(
     with pytest.raises(TaskError) as raised:
         TaskFiles(access(tmp_path, store), "test").fetch_inputs(root, dest)
 
-    assert raised.value.missing_cas == [root.to_wire()]  # CLIENT_ERROR, naming the manifest.
+    assert raised.value.missing_cas == [root]  # CLIENT_ERROR, naming the manifest.
     assert "not a valid tree" in raised.value.message
     assert list(dest.iterdir()) == [] and not (tmp_path / "evil").exists()
 
@@ -308,8 +312,8 @@ def test_missing_inputs_are_a_client_error_naming_them(tmp_path: Path, store: Me
     with pytest.raises(TaskError) as no_root:
         TaskFiles(access(tmp_path, store), "test").fetch_inputs(Digest.of_bytes(b"nowhere"), dest)
 
-    assert raised.value.missing_cas == [gone.to_wire()]
-    assert no_root.value.missing_cas == [Digest.of_bytes(b"nowhere").to_wire()]
+    assert raised.value.missing_cas == [gone]
+    assert no_root.value.missing_cas == [Digest.of_bytes(b"nowhere")]
     assert list(dest.iterdir()) == []
 
 
@@ -323,7 +327,7 @@ def test_a_corrupt_blob_in_the_store_is_a_client_error(tmp_path: Path, store: Me
     with pytest.raises(TaskError) as raised:
         TaskFiles(access(tmp_path, store), "test").fetch_inputs(root, dest)
 
-    assert raised.value.missing_cas == [bad.to_wire()]
+    assert raised.value.missing_cas == [bad]
     assert not (tmp_path / "cas_cache" / bad.hash).exists()
     assert (tmp_path / "cas_cache" / root.hash).exists()  # What did arrive is kept.
 
@@ -379,11 +383,12 @@ class Sent:
         self.updates: list[Update] = []
         self._failures = failures
 
-    def __call__(self, update: Update) -> None:
+    def __call__(self, update: Update) -> TaskUpdateReply:
         self.updates.append(update)
         if update.completion and self._failures:
             self._failures -= 1
-            raise RemoteError("bot_task_update", 503, "unavailable", "down")
+            raise ApiError("bot_task_update", 503, "unavailable", "down")
+        return TaskUpdateReply()
 
     @property
     def completions(self) -> list[Completion]:
@@ -431,13 +436,13 @@ def test_a_missing_input_fails_the_task_before_its_command(tmp_path: Path, store
     with pytest.raises(TaskError) as raised:
         runner(tmp_path, store, ["touch", str(marker)], Sent(), cas_input_root=root).run()
 
-    assert raised.value.missing_cas == [Digest.of_bytes(b"").to_wire()]
+    assert raised.value.missing_cas == [Digest.of_bytes(b"")]
     assert not marker.exists() and not (tmp_path / "w").exists()
 
 
 def test_a_failed_upload_still_reports_the_exit_code(tmp_path: Path, store: MemoryStore) -> None:
     def broken(function: str, body: dict[str, Any]) -> dict[str, Any]:
-        raise RemoteError(function, 503, "unavailable", "down")
+        raise ApiError(function, 503, "unavailable", "down")
 
     store.call = broken  # type: ignore[method-assign]
     code = "import os; open(os.path.join(os.environ['ISOLATED_OUTDIR'], 'x'), 'w').write('x')"
@@ -459,7 +464,7 @@ def fake() -> Iterator[FakeServer]:
 
 def test_the_completion_carries_the_output_root_and_the_stats(fake: FakeServer) -> None:
     api = remote.Remote(fake.url, "bot-token")
-    attributes = remote.Attributes({"id": ["bot-1"]}, {}, "dev")
+    attributes = BotAttributes({"id": ["bot-1"]}, {}, "dev")
     output_root = Digest.of_bytes(b"{}")
     stats = TaskFiles(None, "test").performance_stats(0.25)
 
@@ -482,12 +487,12 @@ def test_the_manifest_names_its_input_root_and_outputs() -> None:
     body = {"task_id": "5f3a1b2c3d4e5f01", "bot_id": "bot-1", "command": ["true"], "hard_timeout": 1,
             "cas_input_root": {"digest": root.to_wire()}, "outputs": ["dist", "a/b.txt"]}
 
-    manifest = Manifest.from_json(body)
+    manifest = Manifest.from_wire(body)
 
     assert (manifest.cas_input_root, manifest.outputs) == (root, ("dist", "a/b.txt"))
-    assert Manifest.from_json({**body, "cas_input_root": None, "outputs": None}).cas_input_root is None
-    with pytest.raises(ValueError, match="cas_input_root.digest"):
-        Manifest.from_json({**body, "cas_input_root": {"digest": {"hash": "x", "size_bytes": 1}}})
+    assert Manifest.from_wire({**body, "cas_input_root": None}).cas_input_root is None
+    with pytest.raises(ValidationError, match="manifest.cas_input_root.digest.hash"):
+        Manifest.from_wire({**body, "cas_input_root": {"digest": {"hash": "x", "size_bytes": 1}}})
 
 
 def test_the_bot_service_posts_the_body_as_it_is(fake: FakeServer) -> None:
@@ -518,6 +523,6 @@ def test_the_bot_modules_import_on_the_oldest_python(tmp_path: Path) -> None:
         return subprocess.run([python, "-c", f"import {modules}"], env=env, cwd=tmp_path, capture_output=True,
                               text=True)
 
-    done = imports("bot.bot_main, bot.runner_process, bot.task_runner, bot.task_files, bot.cas_cache, "
-                   "bot.cas_transport")
+    done = imports(", ".join(f"bot.{module.name}" for module in pkgutil.iter_modules([str(REPO / "bot")])
+                             if module.name != "__main__"))
     assert done.returncode == 0, done.stderr

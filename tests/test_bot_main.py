@@ -17,15 +17,23 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from bot import bot_main, health, launcher, remote
+from bot import bot_main, commands, health, layout, remote, running_code
 from bot.bot_main import Bot, Outcome
-from bot.remote import Manifest
 from bot.task_runner import Timings
-from tests.bot_fakes import REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, run, served, sleep, write_zip
+from bot.updater import Updater
+from shared.api_error import ApiError
+from shared.bot_api import (
+    BotAttributes, Candidate, HandshakeReply, Restart, Sleep, TaskUpdateReply, Terminate, UpdateCode,
+)
+from shared.cas import Digest
+from tests.bot_fakes import (
+    REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, run, served, skip, sleep, write_zip,
+)
 
 TOKEN = "bot-token"
 TASK_A, TASK_B = "5f3a1b2c3d4e5f00", "5f3a1b2c3d4e6000"
 FAST = Timings(output_interval=0.1, keepalive=0.3, grace_period=1.0, drain=1.0, tick=0.02)
+SOURCE = running_code.Code(None, running_code.DEV_VERSION, REPO)
 
 
 @pytest.fixture
@@ -51,10 +59,10 @@ def updates(fake: FakeServer) -> list[dict[str, Any]]:
 
 
 def must_stop(reason: str) -> Reply:
-    return ok({"ok": True, "must_stop": True, "stop_reason": reason})
+    return ok(TaskUpdateReply(must_stop=True, stop_reason=reason).to_wire())
 
 
-CARRY_ON = ok({"ok": True, "must_stop": False, "stop_reason": None})
+CARRY_ON = ok(TaskUpdateReply().to_wire())
 
 
 def output(fake: FakeServer) -> bytes:
@@ -88,7 +96,7 @@ def test_runs_a_claimed_task_and_reports_it(fake: FakeServer, bot: Bot, tmp_path
 
 def test_a_skip_moves_on_to_the_next_candidate(fake: FakeServer, bot: Bot) -> None:
     fake.script("bot_poll", claim(TASK_A, TASK_B))
-    fake.script("bot_claim", ok({"cmd": "skip", "reason": "taken"}), run(TASK_B, ["true"]))
+    fake.script("bot_claim", skip("taken"), run(TASK_B, ["true"]))
 
     assert bot.run_once() is Outcome.RAN
 
@@ -100,7 +108,7 @@ def test_a_skip_moves_on_to_the_next_candidate(fake: FakeServer, bot: Bot) -> No
 
 def test_every_candidate_skipped_polls_again(fake: FakeServer, bot: Bot) -> None:
     fake.script("bot_poll", claim(TASK_A))
-    fake.script("bot_claim", ok({"cmd": "skip", "reason": "taken"}))
+    fake.script("bot_claim", skip("taken"))
 
     assert bot.run_once() is Outcome.SKIPPED
 
@@ -141,7 +149,7 @@ def test_a_failed_poll_is_backed_off_then_retried(fake: FakeServer, bot: Bot, sl
 def test_a_409_stops_the_task_and_returns_to_polling(fake: FakeServer, bot: Bot) -> None:
     fake.script("bot_poll", claim(TASK_A))
     fake.script("bot_claim", run(TASK_A, ["sleep", "60"]))
-    fake.script("bot_task_update", ok({"ok": True, "must_stop": False}), error(409, "conflict"))
+    fake.script("bot_task_update", CARRY_ON, error(409, "conflict"))
     started = time.monotonic()
 
     assert bot.run_once() is Outcome.RAN
@@ -204,7 +212,7 @@ def test_a_bad_relative_cwd_is_a_task_error_and_polling_goes_on(
     assert fake.names()[-3:] == ["bot_claim", "bot_task_error", "bot_poll"]  # No update: never started.
     [reported] = fake.bodies("bot_task_error")
     assert reported["task_id"] == TASK_A[:-1] + "1"
-    assert "relative_cwd" in reported["message"] and "'../escape'" in reported["message"]
+    assert "manifest.relative_cwd" in reported["message"] and "'..'" in reported["message"]
     assert "client_error" not in reported
     assert reported["dimensions"]["id"] == ["bot-1"] and "sleep_streak" in reported["state"]
     assert not (tmp_path / "escape").exists()
@@ -241,8 +249,8 @@ class ScriptRunner:
 
 
 #: Prefix of a script that runs the real runner once it has patched it.
-RUNNER = "import sys, time\nfrom bot import runner_process, task_runner\n"
-RUN_IT = "\nsys.exit(runner_process.child_main(sys.argv[2:]))\n"
+RUNNER = "import sys, time\nfrom bot import runner_main, task_runner\n"
+RUN_IT = "\nsys.exit(runner_main.main(sys.argv[2:]))\n"
 
 
 def runner_bot(fake: FakeServer, tmp_path: Path, script: str, timings: Timings = FAST, **kwargs: Any) -> Bot:
@@ -329,7 +337,7 @@ def test_the_task_runs_in_a_runner_process_with_its_outdir(fake: FakeServer, bot
 
 
 def test_terminate_completes_the_termination_task_then_stops(fake: FakeServer, bot: Bot) -> None:
-    fake.script("bot_poll", ok({"cmd": "terminate", "task_id": TASK_A}))
+    fake.script("bot_poll", ok(Terminate(TASK_A).to_wire()))
     fake.script("bot_claim", run(TASK_A, ["true"]))
 
     bot.run()  # Returns: the bot stops.
@@ -345,13 +353,13 @@ def test_terminate_completes_the_termination_task_then_stops(fake: FakeServer, b
 
 def test_a_restart_execs_the_bot_anew(fake: FakeServer, tmp_path: Path) -> None:
     execs: list[tuple[list[str], dict[str, str]]] = []
-    code = launcher.current_code()
-    updater = launcher.Updater(code, bot_main.layout_lib.Layout(tmp_path), ["--id", "bot-1"],
+    code = running_code.current_code()
+    updater = Updater(code, layout.Layout(tmp_path), ["--id", "bot-1"],
                                exec_python=lambda args, env: execs.append((list(args), dict(env or {}))))
     api = remote.Remote(fake.url, TOKEN)
     bot = Bot(api, tmp_path, "bot-1", shutdown=threading.Event(),
               sleep=lambda _: None, timings=FAST, updater=updater)
-    fake.script("bot_poll", ok({"cmd": "bot_restart", "message": "its group changed"}))
+    fake.script("bot_poll", ok(Restart("its group changed").to_wire()))
 
     assert bot.run_once() is Outcome.RESTARTED
 
@@ -364,7 +372,7 @@ def test_a_restart_execs_the_bot_anew(fake: FakeServer, tmp_path: Path) -> None:
 
 def test_an_update_from_source_is_refused_reported_and_waited_on(
         fake: FakeServer, bot: Bot, sleeps: list[float]) -> None:
-    fake.script("bot_poll", ok({"cmd": "update", "version": "ab" * 32}))
+    fake.script("bot_poll", ok(UpdateCode("ab" * 32).to_wire()))
 
     assert bot.run_once() is Outcome.UPDATE_FAILED
     assert bot.run_once() is Outcome.UPDATE_FAILED
@@ -397,11 +405,42 @@ def test_a_task_error_that_cannot_be_reported_does_not_stop_the_bot(fake: FakeSe
     assert len(fake.bodies("bot_task_error")) == 1
 
 
+def test_the_server_s_session_goes_back_with_every_call(fake: FakeServer) -> None:
+    fake.script("bot_handshake", ok(HandshakeReply("s-1", "dev", "fake").to_wire()))
+    fake.script("bot_poll", sleep(1.0), ok(Sleep(1.0, session="s-2").to_wire()), sleep(1.0))
+    api = remote.Remote(fake.url, TOKEN)
+    attributes = BotAttributes({"id": ["bot-1"], "pool": ["default"]}, {}, "dev", session="ignored")
+
+    api.handshake(attributes)
+    for n in range(3):
+        api.poll(attributes, f"u-{n}")
+    api.event(attributes, "bot_log", "the event's reply has no session")
+    api.close()
+
+    assert [body.get("session") for _, body, _ in fake.calls] == [None, "s-1", "s-1", "s-2", "s-2"]
+
+
+def test_a_reply_that_does_not_parse_names_its_field(fake: FakeServer) -> None:
+    fake.script("bot_poll", ok({"cmd": "sleep", "duration": "soon"}))
+    fake.script("bot_claim", ok({"cmd": "run", "manifest": {"task_id": "not a run id"}}))
+    api = remote.Remote(fake.url, TOKEN)
+    attributes = BotAttributes({"id": ["bot-1"], "pool": ["default"]}, {}, "dev")
+
+    with pytest.raises(ApiError) as poll:
+        api.poll(attributes, "u-1")
+    with pytest.raises(ApiError) as claimed:  # Not even whose run it is: no BadManifest.
+        api.claim(attributes, Candidate(TASK_A), "c-1")
+    api.close()
+
+    assert (poll.value.call, poll.value.code, poll.value.field) == ("bot_poll", "bad_reply", "duration")
+    assert not isinstance(claimed.value, remote.BadManifest)
+    assert (claimed.value.code, claimed.value.field) == ("bad_reply", "manifest.task_id")
+
+
 def test_task_error_sends_missing_cas_as_a_client_error(fake: FakeServer) -> None:
     api = remote.Remote(fake.url, TOKEN)
-    attributes = remote.Attributes({"id": ["bot-1"], "pool": ["default"]}, {}, "dev")
-    digest = {"cas_instance": "projects/p/instances/default",
-              "digest": {"hash": "ab" * 32, "size_bytes": 3}}
+    attributes = BotAttributes({"id": ["bot-1"], "pool": ["default"]}, {}, "dev")
+    digest = Digest("ab" * 32, 3)
 
     api.task_error(attributes, "5f3a1b2c3d4e5f01", "inputs missing", missing_cas=[digest])
     api.task_error(attributes, "5f3a1b2c3d4e5f01", "internal")
@@ -409,7 +448,7 @@ def test_task_error_sends_missing_cas_as_a_client_error(fake: FakeServer) -> Non
 
     with_cas, without = fake.bodies("bot_task_error")
     assert with_cas["task_id"] == "5f3a1b2c3d4e5f01" and with_cas["message"] == "inputs missing"
-    assert with_cas["client_error"] == {"missing_cas": [digest]}
+    assert with_cas["client_error"] == {"missing_cas": [{"hash": "ab" * 32, "size_bytes": 3}]}
     assert "client_error" not in without and without["message"] == "internal"
 
 
@@ -431,40 +470,6 @@ def test_the_state_reports_sleep_streak_and_running_time(fake: FakeServer, tmp_p
     states = [body["state"] for _, body, _ in fake.calls]
     assert [(s["sleep_streak"], s["running_time"]) for s in states] == [(0, 0.0), (0, 0.0), (1, 5.0)]
     assert all({"disk", "ram", "uptime"} <= s.keys() for s in states)  # The default get_state hook's.
-
-
-def test_the_manifest_fields_and_their_defaults() -> None:
-    base = {"task_id": "5f3a1b2c3d4e5f01", "bot_id": "bot-1", "command": ["true"], "hard_timeout": 60}
-
-    bare = Manifest.from_json(base)
-    full = Manifest.from_json({**base, "env": {"A": "1"}, "io_timeout": 120, "grace_period": 5,
-                               "relative_cwd": "src", "host": "https://1-dot-swarming.example.com",
-                               "caches": [{"name": "git", "path": "cache/git"}],
-                               "env_prefixes": [{"key": "PATH", "value": ["bin", "tools"]}]})
-    reference_shape = Manifest.from_json({**base, "env_prefixes": {"PATH": ["bin"]}})
-
-    assert (bare.io_timeout, bare.grace_period, bare.relative_cwd, bare.env_prefixes, bare.env) == (
-        0.0, None, "", {}, {})
-    assert (full.io_timeout, full.grace_period, full.relative_cwd) == (120.0, 5.0, "src")
-    assert full.env_prefixes == {"PATH": ("bin", "tools")} and full.env == {"A": "1"}
-    assert full.caches == (("git", "cache/git"),) and full.host == "https://1-dot-swarming.example.com"
-    assert (bare.caches, bare.host) == ((), "")
-    assert reference_shape.env_prefixes == {"PATH": ("bin",)}
-
-
-@pytest.mark.parametrize("bad", [
-    {"io_timeout": "10"}, {"io_timeout": -1}, {"io_timeout": True}, {"grace_period": "30"},
-    {"hard_timeout": None}, {"relative_cwd": 3}, {"env_prefixes": [{"key": "PATH", "value": "bin"}]},
-    {"env_prefixes": [{"key": "P", "value": ["a"]}, {"key": "P", "value": ["b"]}]},
-    {"env_prefixes": {"PATH": [1]}}, {"env": [{"key": "A", "value": "1"}]}, {"command": "true"},
-    {"caches": [{"name": "../up", "path": "x"}]}, {"caches": [{"name": "a", "path": 1}]},
-    {"caches": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]},
-])
-def test_a_mistyped_manifest_field_is_refused(bad: dict[str, Any]) -> None:
-    base = {"task_id": "5f3a1b2c3d4e5f01", "bot_id": "bot-1", "command": ["true"], "hard_timeout": 60}
-
-    with pytest.raises((TypeError, ValueError)):
-        Manifest.from_json({**base, **bad})
 
 
 def _start_bot(fake: FakeServer, work_dir: Path, *args: str) -> subprocess.Popen:
@@ -530,7 +535,7 @@ def test_a_missing_token_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("SWARMING_TOKEN", raising=False)
 
     with pytest.raises(SystemExit) as exited:
-        bot_main.parse_args(["--server", "http://x", "--work-dir", "/tmp/x"])
+        commands.parse_args(["--server", "http://x", "--work-dir", "/tmp/x"], SOURCE)
 
     assert exited.value.code == 2
     assert "SWARMING_TOKEN" in capsys.readouterr().err
@@ -542,10 +547,10 @@ def test_the_bot_id_is_the_hostname_without_its_domain_unless_overridden(
     monkeypatch.delenv("SWARMING_BOT_ID", raising=False)
     base = ["--server", "http://x", "--work-dir", "/tmp/x", "--token", "t"]
 
-    assert bot_main.parse_args(base).bot_id == "build-7"
+    assert commands.parse_args(base, SOURCE).bot_id == "build-7"
     monkeypatch.setenv("SWARMING_BOT_ID", "env-bot")
-    assert bot_main.parse_args(base).bot_id == "env-bot"
-    assert bot_main.parse_args([*base, "--id", "flag-bot"]).bot_id == "flag-bot"
+    assert commands.parse_args(base, SOURCE).bot_id == "env-bot"
+    assert commands.parse_args([*base, "--id", "flag-bot"], SOURCE).bot_id == "flag-bot"
 
 
 def test_the_bot_id_comes_from_the_environment_and_id_cannot_be_a_dimension(
@@ -553,9 +558,9 @@ def test_the_bot_id_comes_from_the_environment_and_id_cannot_be_a_dimension(
     monkeypatch.setenv("SWARMING_BOT_ID", "env-bot")
     base = ["--server", "http://x", "--work-dir", "/tmp/x", "--token", "t"]
 
-    assert bot_main.parse_args(base).bot_id == "env-bot"
+    assert commands.parse_args(base, SOURCE).bot_id == "env-bot"
     with pytest.raises(SystemExit):
-        bot_main.parse_args([*base, "--dimension", "id=other"])
+        commands.parse_args([*base, "--dimension", "id=other"], SOURCE)
 
 
 # The hooks of bot_config.py, called by the loop.
@@ -640,9 +645,8 @@ SHOW_HOOKS = ("import json, os; print(json.load(open(os.environ['SWARMING_BOT_FI
 
 def test_the_hooks_are_called_at_their_times(
         fake: FakeServer, hooked_bot: Callable[..., Bot], tmp_path: Path, quiet_temp: Path) -> None:
-    fake.script("bot_handshake", ok({"bot_version": "dev", "server_version": "fake",
-                                     "bot_group_cfg": {"dimensions": {"pool": ["ci"]}}}))
-    fake.script("bot_poll", sleep(1.0), claim(TASK_A), ok({"cmd": "terminate", "task_id": TASK_B}))
+    fake.script("bot_handshake", ok(HandshakeReply(None, "dev", "fake", {"pool": ["ci"]}).to_wire()))
+    fake.script("bot_poll", sleep(1.0), claim(TASK_A), ok(Terminate(TASK_B).to_wire()))
     fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", SHOW_HOOKS]),
                 run(TASK_B, ["true"]))
     bot = hooked_bot(RECORDING)
@@ -757,18 +761,22 @@ def test_a_hook_quarantines(fake: FakeServer, hooked_bot: Callable[..., Bot], qu
     assert poll["state"]["quarantined"] == "too hot"
 
 
-def test_a_failed_task_and_a_task_error_reach_on_after_task(
+def test_a_failed_task_a_task_error_and_a_bad_manifest_reach_on_after_task(
         fake: FakeServer, hooked_bot: Callable[..., Bot]) -> None:
-    fake.script("bot_poll", claim(TASK_A), claim(TASK_B))
+    task_c = "5f3a1b2c3d4e6100"
+    fake.script("bot_poll", claim(TASK_A), claim(TASK_B), claim(task_c))
     fake.script("bot_claim", run(TASK_A, ["sh", "-c", "exit 3"]),
-                run(TASK_B, ["true"], relative_cwd="../escape"))
+                run(TASK_B, ["true"], caches=[{"name": "all", "path": "."}]),  # The runner refuses it.
+                run(task_c, ["true"], relative_cwd="../escape"))  # The bot cannot read it: no dimensions.
     bot = hooked_bot(RECORDING)
 
-    assert [bot.run_once(), bot.run_once()] == [Outcome.RAN, Outcome.RAN]
+    assert [bot.run_once() for _ in range(3)] == [Outcome.RAN] * 3
 
     after = [call for call in bot.hooks.module.CALLS if call[0] == "on_after_task"]
     assert after == [("on_after_task", True, False, {"pool": ["default"]}, 3),
-                     ("on_after_task", False, True, {"pool": ["default"]}, None)]
+                     ("on_after_task", False, True, {"pool": ["default"]}, None),
+                     ("on_after_task", False, True, {}, None)]
+    assert "named cache cannot be the work directory" in fake.bodies("bot_task_error")[0]["message"]
 
 
 def test_setup_bot_returning_false_stops_the_bot_before_the_handshake(
@@ -824,10 +832,10 @@ def test_a_server_restart_reboots_the_host_only_when_a_hook_does(fake: FakeServe
     execs: list[list[str]] = []
     reboots: list[int] = []
     shutdown = threading.Event()
-    code = launcher.current_code()
-    updater = launcher.Updater(code, bot_main.layout_lib.Layout(tmp_path), [],
+    code = running_code.current_code()
+    updater = Updater(code, layout.Layout(tmp_path), [],
                                exec_python=lambda args, env: execs.append(list(args)))
-    fake.script("bot_poll", ok({"cmd": "restart", "message": "up for too long"}))
+    fake.script("bot_poll", ok(Restart("up for too long", host=True).to_wire()))
     api = remote.Remote(fake.url, TOKEN)
     rebooting = """
         def on_bot_shutdown(bot):
@@ -870,7 +878,7 @@ def test_a_hook_s_reboot_stops_the_polls_until_the_host_goes_down(
 def test_a_hook_s_bot_restart_restarts_the_bot_process(
         fake: FakeServer, hooked_bot: Callable[..., Bot], tmp_path: Path) -> None:
     execs: list[list[str]] = []
-    updater = launcher.Updater(launcher.current_code(), bot_main.layout_lib.Layout(tmp_path / "bot"), ["--once"],
+    updater = Updater(running_code.current_code(), layout.Layout(tmp_path / "bot"), ["--once"],
                                exec_python=lambda args, env: execs.append(list(args)))
     fake.script("bot_poll", sleep(1.0))
     bot = hooked_bot(RECORDING + """

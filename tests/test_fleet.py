@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from bot.remote import Attributes, Remote
+from bot.remote import Remote
 from functions import ops
 from functions.bot_entry import REWRITE_SECS, BotEntry, Session
 from functions.bot_store import BotStore
@@ -14,7 +14,7 @@ from functions.bot_liveness import SHARDS, Sightings, shard_of
 from functions.bot_registry import BotRequest, Registry
 from functions.fleet import Fleet
 from local import cron
-from shared.bot_api import Poll
+from shared.bot_api import BotAttributes, Poll
 from tests.builders import bot_body, task_body
 from tests.conftest import TOKENS
 
@@ -134,7 +134,7 @@ def test_the_bot_echoes_its_session_so_polls_write_nothing(svc, base_url):
 
 
 def _attributes():
-    return Attributes(dimensions={"id": ["bot-r"], "pool": ["default"]}, state={}, version="dev")
+    return BotAttributes(dimensions={"id": ["bot-r"], "pool": ["default"]}, state={}, version="dev")
 
 
 # The client endpoints.

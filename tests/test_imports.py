@@ -1,9 +1,9 @@
-"""The layout's import boundaries (DESIGN.md section 2), read with ast from
+"""The layout's import boundaries (ARCHITECTURE.md, "Folders"), read with ast from
 every module of ours: imports at module level and inside functions alike.
 
 shared/ ships in the bot zip, so it imports the standard library only. The bot
-zip carries no client/, so the CLI may import the bot's CAS transport, not the
-other way round. One documented exception is not an import and so is not seen
+zip carries no client/, so the CLI may import the bot's HTTP client core and
+CAS transport, not the other way round. One documented exception is not an import and so is not seen
 here: client/cli.py names the `swarming local` group by the string
 "local.cli:local", imported only when that subcommand runs
 (client/lazy_group.py), since a CLI install lacks the local stack's
@@ -20,7 +20,7 @@ ALLOWED = {
     "shared": {"shared"},
     "bot": {"bot", "shared"},
     "functions": {"functions", "shared"},
-    "client": {"client", "shared", "bot.cas_transport"},
+    "client": {"client", "shared", "bot.api_client", "bot.cas_transport"},
     "local": {"local", "shared", "functions"},
 }
 OURS = {*ALLOWED, "tests", "bench"}
@@ -83,9 +83,9 @@ def test_a_forbidden_import_is_named_by_file_and_line_wherever_it_is():
               "    from bot import remote\n"
               "    return 'from local import cli'\n")
     assert violations(Path("client/x.py"), source) == [
-        "client/x.py:6: from functions import store (client/ may import only bot.cas_transport, client, shared)",
-        "client/x.py:7: import local.stack (client/ may import only bot.cas_transport, client, shared)",
-        "client/x.py:8: from bot import remote (client/ may import only bot.cas_transport, client, shared)",
+        "client/x.py:6: from functions import store (client/ may import only bot.api_client, bot.cas_transport, client, shared)",
+        "client/x.py:7: import local.stack (client/ may import only bot.api_client, bot.cas_transport, client, shared)",
+        "client/x.py:8: from bot import remote (client/ may import only bot.api_client, bot.cas_transport, client, shared)",
     ]
 
 

@@ -11,8 +11,12 @@ from typing import Callable
 
 import pytest
 
-from bot.remote import Completion, Manifest, RemoteError, RunGone, Update
+from bot.remote import RunGone
 from bot.task_runner import START_FAILURE_EXIT_CODE, Result, StopReason, TaskError, TaskRunner, Timings
+from shared.api_error import ApiError
+from shared.bot_api import Completion, TaskUpdateReply, Update
+from shared.manifest import Manifest
+from shared.task_properties import Cache
 
 RUN_ID = "5f3a1b2c3d4e5f01"
 BOT_ID = "bot-1"
@@ -32,12 +36,12 @@ class Recorder:
         self.updates: list[Update] = []
         self.times: list[float] = []  # When each recorded update came.
 
-    def __call__(self, update: Update) -> str | None:
+    def __call__(self, update: Update) -> TaskUpdateReply:
         self.attempts += 1
-        reply = self._answer(self.attempts, update)  # Raises for a failed update.
+        stop = self._answer(self.attempts, update)  # Raises for a failed update.
         self.updates.append(update)
         self.times.append(time.monotonic())
-        return reply
+        return TaskUpdateReply(must_stop=stop is not None, stop_reason=stop)
 
     def output(self) -> bytes:
         """Everything the server got, checking each packet starts where the last ended."""
@@ -179,7 +183,7 @@ def test_run_gone_stops_the_command_and_reports_nothing_more(tmp_path: Path) -> 
 def test_a_failed_update_is_resent_at_the_same_offset(tmp_path: Path) -> None:
     def answer(n: int, update: Update) -> None:
         if n == 2:
-            raise RemoteError("bot_task_update", 503, "unavailable", "try later")
+            raise ApiError("bot_task_update", 503, "unavailable", "try later")
 
     code = "import time\nfor i in range(5):\n print(i, flush=True)\n time.sleep(0.1)"
     _, sent = run_task(tmp_path, python(code), send=Recorder(answer))
@@ -230,7 +234,7 @@ def test_isolated_outdir_is_substituted_in_the_command_and_env(tmp_path: Path) -
 
 
 def test_named_caches_come_from_c_and_go_back_after_each_task(tmp_path: Path) -> None:
-    caches = (("git_cache", "cache/git"), ("tools", "tools"))
+    caches = (Cache("git_cache", "cache/git"), Cache("tools", "tools"))
     first = ("import os; print(sorted(os.listdir('cache/git')), sorted(os.listdir('tools'))); "
              "open('cache/git/objects', 'w').write('packed'); raise SystemExit(3)")
     second = "import os; print(open('cache/git/objects').read(), os.listdir('tools'))"
@@ -249,10 +253,10 @@ def test_a_named_cache_the_task_deleted_starts_empty_next_time(tmp_path: Path) -
     (tmp_path / "c" / "gone").mkdir(parents=True)
     (tmp_path / "c" / "gone" / "f").write_text("x")
 
-    run_task(tmp_path, python("import shutil; shutil.rmtree('g')"), caches=(("gone", "g"),))
+    run_task(tmp_path, python("import shutil; shutil.rmtree('g')"), caches=(Cache("gone", "g"),))
 
     assert not (tmp_path / "c" / "gone").exists()
-    _, sent = run_task(tmp_path, python("import os; print(os.listdir('g'))"), caches=(("gone", "g"),))
+    _, sent = run_task(tmp_path, python("import os; print(os.listdir('g'))"), caches=(Cache("gone", "g"),))
     assert sent.output() == b"[]\n"
 
 
@@ -348,8 +352,8 @@ def test_the_command_runs_in_relative_cwd_with_env_prefixes(
     {"relative_cwd": "a/../../b"},
     {"env_prefixes": {"PATH": ("../bin",)}},
     {"env_prefixes": {"PATH": ("/usr/local/bin",)}},
-    {"caches": (("git", "../git"),)},
-    {"caches": (("git", "/var/cache/git"),)},
+    {"caches": (Cache("git", "../git"),)},
+    {"caches": (Cache("git", "/var/cache/git"),)},
 ])
 def test_a_path_leaving_the_work_dir_is_an_internal_error(tmp_path: Path, fields: dict) -> None:
     marker = tmp_path / "ran"
@@ -383,7 +387,7 @@ def _running(pid: int) -> bool:
 def test_a_failed_completion_is_resent_until_the_server_has_it(tmp_path: Path) -> None:
     def flaky_end(n: int, update: Update) -> None:
         if update.completion and n < 6:  # The server is away when the command ends.
-            raise RemoteError("bot_task_update", 503, "unavailable", "down")
+            raise ApiError("bot_task_update", 503, "unavailable", "down")
 
     result, sent = run_task(tmp_path, python("print('done')"), send=Recorder(flaky_end))
 
@@ -394,7 +398,7 @@ def test_a_failed_completion_is_resent_until_the_server_has_it(tmp_path: Path) -
 def test_a_completion_is_given_up_after_the_patience(tmp_path: Path) -> None:
     def never(n: int, update: Update) -> None:
         if update.completion:
-            raise RemoteError("bot_task_update", None, "unreachable", "no network")
+            raise ApiError("bot_task_update", None, "unreachable", "no network")
 
     timings = Timings(output_interval=0.1, keepalive=0.3, grace_period=0.5, drain=1.0, tick=0.02,
                       report_patience=0.3)

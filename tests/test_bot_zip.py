@@ -1,6 +1,8 @@
-"""swarming_bot.zip: its digest, its commands, start_bot's self-copy, the
-self-update into .1/.2 with the last known good copy (LKGBC) and the fallback
-to it, with real zips and real processes against a loopback fake server."""
+"""swarming_bot.zip: its digest (bot/running_code.py), its commands
+(bot/commands.py), start_bot's self-copy, the self-update into .1/.2 with the
+last known good copy (LKGBC, bot/updater.py) and the fallback to it
+(bot/zip_main.py, bot/probation.py), with real zips and real processes
+against a loopback fake server."""
 
 import glob
 import hashlib
@@ -19,9 +21,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from bot import launcher, layout, remote, zip_main
-from bot.remote import RemoteError
+from bot import layout, probation, remote
+from bot.running_code import Code, zip_digest
+from bot.updater import Updater, UpdateError
 from shared import bot_archive
+from shared.api_error import ApiError
+from shared.bot_api import UpdateCode
 from tests.bot_fakes import REPO, FakeServer, bot_zip_entries, claim, ok, run, served, write_zip
 
 TOKEN = "bot-token"
@@ -74,7 +79,7 @@ def test_the_version_is_the_protocol_s_digest_of_the_zip(tmp_path: Path) -> None
     entries = {"b/é.py": b"", "a.txt": b"abc"}
     write_zip(tmp_path / "bot.zip", entries)
 
-    assert launcher.zip_digest(tmp_path / "bot.zip") == expected == bot_archive.digest(entries)
+    assert zip_digest(tmp_path / "bot.zip") == expected == bot_archive.digest(entries)
 
 
 def test_the_digest_ignores_order_timestamps_compression_and_directory_entries(tmp_path: Path) -> None:
@@ -86,7 +91,7 @@ def test_the_digest_ignores_order_timestamps_compression_and_directory_entries(t
         archive.writestr("a/", b"")  # A directory entry.
     write_zip(tmp_path / "three.zip", {**entries, "z.py": b"Last"})
 
-    one, two, three = (launcher.zip_digest(tmp_path / f"{n}.zip") for n in ("one", "two", "three"))
+    one, two, three = (zip_digest(tmp_path / f"{n}.zip") for n in ("one", "two", "three"))
 
     assert one == two == bot_archive.digest(entries)
     assert three != one and len(one) == 64
@@ -101,7 +106,7 @@ def test_version_config_and_is_fine_from_a_zip(tmp_path: Path) -> None:
     version, config, fine = (run_zip(zip_path, command) for command in ("version", "config", "is_fine"))
 
     assert (version.returncode, version.stdout) == (0, digest + "\n")
-    assert launcher.zip_digest(zip_path) == digest
+    assert zip_digest(zip_path) == digest
     assert config.returncode == 0
     assert json.loads(config.stdout) == {"server": "https://swarming.example.com", "server_version": "v7"}
     assert (fine.returncode, fine.stdout) == (0, "fine\n"), fine.stderr
@@ -142,11 +147,6 @@ def test_from_source_the_version_is_dev_and_attributes_are_json(monkeypatch: pyt
     assert (attrs["state"]["sleep_streak"], attrs["state"]["running_time"]) == (0, 0.0)
     assert unknown.returncode == 2 and "start_bot" in unknown.stderr
     assert config.returncode == 1 and "source" in config.stderr
-
-
-def test_the_fallback_names_agree() -> None:
-    assert (launcher.PROBATION_ENV, launcher.BAD_VERSION_ENV) == (zip_main.PROBATION_ENV, zip_main.BAD_VERSION_ENV)
-    assert zip_main.LKGBC == layout.LKGBC
 
 
 def _oldest_python() -> str:
@@ -208,7 +208,7 @@ def test_update_execs_the_new_version_and_a_task_makes_it_the_last_known_good(
     old, old_version = make_zip(zip_path, fake.url)
     new, new_version = make_zip(tmp_path / "new.zip", fake.url, server_version="v2")
     fake.zips[new_version] = new
-    fake.script("bot_poll", ok({"cmd": "update", "version": new_version}), claim(TASK_A))
+    fake.script("bot_poll", ok(UpdateCode(new_version).to_wire()), claim(TASK_A))
     fake.script("bot_claim", run(TASK_A, ["true"]))
 
     bot_process = start_zip_bot(zip_path, "--once")
@@ -232,9 +232,9 @@ def test_a_version_that_fails_to_start_falls_back_to_the_last_known_good(
     good, good_version = make_zip(zip_path, fake.url)
     # Fine to import (is_fine passes), dead on start.
     bad, bad_version = make_zip(tmp_path / "bad.zip", fake.url, replace=broken(
-        "bot/bot_main.py", "def main(argv=None, code=None):\n    raise RuntimeError('broken on purpose')"))
+        "bot/commands.py", "def run_bot(argv, code):\n    raise RuntimeError('broken on purpose')"))
     fake.zips[bad_version] = bad
-    fake.script("bot_poll", ok({"cmd": "update", "version": bad_version}))
+    fake.script("bot_poll", ok(UpdateCode(bad_version).to_wire()))
 
     bot_process = start_zip_bot(zip_path)
     try:
@@ -272,7 +272,7 @@ def test_the_zip_the_server_builds_runs_a_task(fake: FakeServer, tmp_path: Path)
     bot_process = start_zip_bot(zip_path, "--once")
     _, stderr = bot_process.communicate(timeout=60)
 
-    assert version.stdout.strip() == bot_archive.digest(entries) == launcher.zip_digest(zip_path)
+    assert version.stdout.strip() == bot_archive.digest(entries) == zip_digest(zip_path)
     assert fine.returncode == 0, fine.stderr
     assert bot_process.returncode == 0, stderr.decode()
     assert versions(fake, "bot_poll") == [bot_archive.digest(entries)]
@@ -287,19 +287,19 @@ class Execs(list):
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> tuple[launcher.Code, layout.Layout]:
+def running(tmp_path: Path) -> tuple[Code, layout.Layout]:
     """A bot directory running from swarming_bot.1.zip."""
     bot_dir = tmp_path / "bot"
     _, digest = make_zip(bot_dir / "swarming_bot.1.zip", "https://swarming.example.com")
-    return launcher.Code(bot_dir / "swarming_bot.1.zip", digest), layout.Layout(bot_dir)
+    return Code(bot_dir / "swarming_bot.1.zip", digest), layout.Layout(bot_dir)
 
 
 def test_an_update_checks_the_new_code_then_execs_it_on_probation(
-        running: tuple[launcher.Code, layout.Layout], tmp_path: Path) -> None:
+        running: tuple[Code, layout.Layout], tmp_path: Path) -> None:
     code, bot_layout = running
     new, new_version = make_zip(tmp_path / "new.zip", "https://swarming.example.com", server_version="v2")
     execs = Execs()
-    updater = launcher.Updater(code, bot_layout, ["--id", "b"], exec_python=execs)
+    updater = Updater(code, bot_layout, ["--id", "b"], exec_python=execs)
 
     updater.update(lambda version, path: path.write_bytes(new), new_version,
                    before_exec=lambda: execs.append("the shutdown hooks"))
@@ -308,7 +308,7 @@ def test_an_update_checks_the_new_code_then_execs_it_on_probation(
     [hooks, (args, env)] = execs
     assert hooks == "the shutdown hooks"
     assert args == [str(target), "start_bot", "--id", "b"] and target.read_bytes() == new
-    assert env[launcher.PROBATION_ENV] == new_version
+    assert env[probation.PROBATION_ENV] == new_version
 
 
 @pytest.mark.parametrize("served, why", [
@@ -317,21 +317,21 @@ def test_an_update_checks_the_new_code_then_execs_it_on_probation(
     ("not a zip", "not a bot zip"),
 ])
 def test_an_update_to_bad_code_is_refused_and_never_fetched_again(
-        running: tuple[launcher.Code, layout.Layout], tmp_path: Path, served: str, why: str) -> None:
+        running: tuple[Code, layout.Layout], tmp_path: Path, served: str, why: str) -> None:
     code, bot_layout = running
     not_fine, not_fine_version = make_zip(tmp_path / "bad.zip", "https://swarming.example.com",
                                           replace=broken("bot/remote.py", "1 / 0"))
     other, _ = make_zip(tmp_path / "other.zip", "https://swarming.example.com", server_version="other")
     data = {"not fine": not_fine, "other version": other, "not a zip": b"<html>oops</html>"}[served]
     execs, fetches = Execs(), []
-    updater = launcher.Updater(code, bot_layout, [], exec_python=execs)
+    updater = Updater(code, bot_layout, [], exec_python=execs)
 
     def fetch(version: str, path: Path) -> None:
         fetches.append(version)
         path.write_bytes(data)
 
     for _ in range(2):
-        with pytest.raises(launcher.UpdateError) as refused:
+        with pytest.raises(UpdateError) as refused:
             updater.update(fetch, not_fine_version, before_exec=lambda: execs.append("the shutdown hooks"))
         assert refused.value.bad
 
@@ -340,14 +340,14 @@ def test_an_update_to_bad_code_is_refused_and_never_fetched_again(
     assert not (bot_layout.root / "swarming_bot.2.zip").exists()
 
 
-def test_a_failed_download_is_retried_later(running: tuple[launcher.Code, layout.Layout]) -> None:
+def test_a_failed_download_is_retried_later(running: tuple[Code, layout.Layout]) -> None:
     code, bot_layout = running
-    updater = launcher.Updater(code, bot_layout, [], exec_python=Execs())
+    updater = Updater(code, bot_layout, [], exec_python=Execs())
 
     def fetch(version: str, path: Path) -> None:
-        raise RemoteError("bot_code", 503, "unavailable", "later")
+        raise ApiError("bot_code", 503, "unavailable", "later")
 
-    with pytest.raises(launcher.UpdateError) as failed:
+    with pytest.raises(UpdateError) as failed:
         updater.update(fetch, "ab" * 32)
 
     assert not failed.value.bad and updater.bad_versions == {}
@@ -359,7 +359,7 @@ def test_a_failed_download_is_retried_later(running: tuple[launcher.Code, layout
     b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
 ], ids=["cut short", "404"])
 def test_a_download_cut_short_or_refused_is_retried_later_and_leaves_no_part(
-        running: tuple[launcher.Code, layout.Layout], answer: bytes) -> None:
+        running: tuple[Code, layout.Layout], answer: bytes) -> None:
     """Through the real Remote.bot_code: a broken download is the network's
     fault, not the version's, so the version is not refused for it; and the
     copy the bot would update into is replaced whole or not at all."""
@@ -377,9 +377,9 @@ def test_a_download_cut_short_or_refused_is_retried_later_and_leaves_no_part(
 
     threading.Thread(target=serve, daemon=True).start()
     api = remote.Remote(f"http://127.0.0.1:{listener.getsockname()[1]}", TOKEN)
-    updater = launcher.Updater(code, bot_layout, [], exec_python=Execs())
+    updater = Updater(code, bot_layout, [], exec_python=Execs())
     try:
-        with pytest.raises(launcher.UpdateError) as failed:
+        with pytest.raises(UpdateError) as failed:
             updater.update(api.bot_code, "ab" * 32)
     finally:
         api.close()
@@ -390,24 +390,24 @@ def test_a_download_cut_short_or_refused_is_retried_later_and_leaves_no_part(
 
 
 def test_the_lkgbc_is_made_at_the_first_connection_and_probation_ends(
-        running: tuple[launcher.Code, layout.Layout], monkeypatch: pytest.MonkeyPatch) -> None:
+        running: tuple[Code, layout.Layout], monkeypatch: pytest.MonkeyPatch) -> None:
     code, bot_layout = running
-    monkeypatch.setenv(launcher.PROBATION_ENV, code.version)
-    updater = launcher.Updater(code, bot_layout, [])
+    monkeypatch.setenv(probation.PROBATION_ENV, code.version)
+    updater = Updater(code, bot_layout, [])
     assert updater.on_probation and not bot_layout.lkgbc.exists()
 
     updater.connected()
 
-    assert not updater.on_probation and launcher.PROBATION_ENV not in os.environ
+    assert not updater.on_probation and probation.PROBATION_ENV not in os.environ
     assert bot_layout.lkgbc.read_bytes() == code.zip_path.read_bytes()
 
 
 def test_the_lkgbc_follows_a_successful_task_or_a_week(
-        running: tuple[launcher.Code, layout.Layout], tmp_path: Path) -> None:
+        running: tuple[Code, layout.Layout], tmp_path: Path) -> None:
     code, bot_layout = running
     old, _ = make_zip(bot_layout.lkgbc, "https://swarming.example.com", server_version="old")
     now = [time.time()]
-    updater = launcher.Updater(code, bot_layout, [], now=lambda: now[0])
+    updater = Updater(code, bot_layout, [], now=lambda: now[0])
 
     updater.idle()
     assert bot_layout.lkgbc.read_bytes() == old  # Days old only: kept.
@@ -424,7 +424,7 @@ def test_the_lkgbc_follows_a_successful_task_or_a_week(
 
 
 def test_from_source_there_is_no_lkgbc(tmp_path: Path) -> None:
-    updater = launcher.Updater(launcher.Code(None, "dev", REPO), layout.Layout(tmp_path), [])
+    updater = Updater(Code(None, "dev", REPO), layout.Layout(tmp_path), [])
 
     updater.connected()
     updater.task_succeeded()
