@@ -17,6 +17,7 @@ from functions import ops, service
 from functions.auth import Caller, Role
 from functions.errors import BadRequest, HttpError, MethodNotAllowed
 from shared import task_id as task_ids
+from shared.api_error import ApiError
 from shared.errors import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -132,12 +133,12 @@ def _handle(function: Function, request: flask.Request) -> tuple[int, dict[str, 
         answer = function.handler(Call(svc, caller, params, base_url(request, function.name), token))
         return answer if isinstance(answer, flask.Response) else (200, answer)
     except ValidationError as e:
-        return 400, _error("invalid_argument", str(e), field=e.field)
+        return 400, ApiError(function.name, 400, BadRequest.code, str(e), e.field).to_wire()
     except HttpError as e:
-        return e.status, _error(e.code, e.message)
+        return e.status, ApiError(function.name, e.status, e.code, e.message).to_wire()
     except Exception:  # The boundary: log it, never leak it.
         logger.exception("%s failed", function.name)
-        return 500, _error("internal", "internal error")
+        return 500, ApiError(function.name, 500, HttpError.code, "internal error").to_wire()
 
 
 def base_url(request: flask.Request, function_name: str) -> str:
@@ -163,10 +164,6 @@ def _params(request: flask.Request) -> dict[str, Any]:
             raise BadRequest("body: must be a JSON object")
         params.update(body)
     return params
-
-
-def _error(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
 
 
 def entry_point(function: Function) -> Callable[[flask.Request], flask.Response]:

@@ -1,5 +1,6 @@
-"""The API's errors as its callers see them (DESIGN.md section 3): the JSON
-body `{"error": {"code", "message", "field"?}}` of every refusal, the
+"""The API's errors as both sides see them (docs/http-api.md): the JSON body
+`{"error": {"code", "message", "field"?}}` of every refusal, which the
+functions answer with (`to_wire`) and the callers read (`from_answer`), the
 statuses that only say "try again later", and the one exception the bot, the
 CLI and the benches raise when a call fails for good.
 
