@@ -4,6 +4,7 @@ emulator in the foreground until SIGTERM or SIGINT, then exits with 0."""
 import logging
 import signal
 import threading
+from pathlib import Path
 
 import click
 
@@ -28,8 +29,12 @@ logger = logging.getLogger("local.cloud_tasks_emulator")
               help="Shortest dispatch_deadline accepted, in seconds (production: 15).")
 @click.option("--workers", type=int, default=Settings.workers, show_default=True,
               help="Threads sending HTTP requests, shared by all queues.")
+@click.option("--issuer-secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file holding the secret for which the local OIDC issuer mints ID tokens at POST /token "
+                   "(the local stack's users log in this way); without it, the issuer only signs the timers'.")
 def main(port: int, certs_port: int, bind: str, task_tombstone_seconds: float, queue_tombstone_seconds: float,
-         max_concurrent_dispatches: int, min_dispatch_deadline: float, workers: int) -> None:
+         max_concurrent_dispatches: int, min_dispatch_deadline: float, workers: int,
+         issuer_secret_file: Path | None) -> None:
     """Serve a local emulator of the Google Cloud Tasks v2 API."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stopping = threading.Event()
@@ -37,7 +42,8 @@ def main(port: int, certs_port: int, bind: str, task_tombstone_seconds: float, q
         signal.signal(signum, lambda *_: stopping.set())
     settings = Settings(task_tombstone_seconds, queue_tombstone_seconds, max_concurrent_dispatches,
                         min_dispatch_deadline, workers)
-    emulator = serve(port, certs_port, bind=bind, settings=settings)
+    secret = issuer_secret_file.read_text(encoding="utf-8").strip() if issuer_secret_file else None
+    emulator = serve(port, certs_port, bind=bind, settings=settings, issuer_secret=secret)
     logger.info("serving Cloud Tasks on %s, OIDC certificates at %s", emulator.host, emulator.certs_url)
     stopping.wait()
     emulator.stop()

@@ -10,7 +10,7 @@ from google.rpc import code_pb2
 
 from local.cloud_tasks_emulator import names
 from local.cloud_tasks_emulator.model import Dispatch
-from local.cloud_tasks_emulator.oidc import Signer
+from local.oidc_issuer import Signer
 
 #: google.rpc.Code recorded on an attempt for each HTTP status, as production maps them.
 HTTP_CODES = {

@@ -9,10 +9,10 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from local.cloud_tasks_emulator.config import Settings
 from local.cloud_tasks_emulator.delivery import Sender
 from local.cloud_tasks_emulator.dispatcher import Dispatcher, WorkerPool
-from local.cloud_tasks_emulator.oidc import CertsServer, Signer
 from local.cloud_tasks_emulator.service import CloudTasksService, generic_handler
 from local.cloud_tasks_emulator.store import Store
 from local.cloud_tasks_emulator.timers import Timers
+from local.oidc_issuer import IssuerServer, Signer
 
 #: Threads answering RPCs; they only touch memory, so a few suffice.
 RPC_THREADS = 8
@@ -20,37 +20,42 @@ RPC_THREADS = 8
 
 class Emulator:
     """A running emulator: the Cloud Tasks API at `host` (host:port, for
-    client_for), the certificates of its OIDC tokens at `certs_url`."""
+    client_for), and the local OIDC issuer that signs its tokens, its
+    certificates at `certs_url`."""
 
-    def __init__(self, rpc: grpc.Server, port: int, certs: CertsServer, timers: Timers, pool: WorkerPool,
-                 bind: str) -> None:
+    def __init__(self, rpc: grpc.Server, port: int, issuer: IssuerServer, signer: Signer, timers: Timers,
+                 pool: WorkerPool, bind: str) -> None:
         self._rpc = rpc
-        self._certs = certs
+        self._issuer = issuer
         self._timers = timers
         self._pool = pool
         self.port = port
         self.host = f"{bind}:{port}"
-        self.certs_port = certs.port
-        self.certs_url = certs.url
+        #: Signs the timers' tokens; tests in the same process mint theirs with it.
+        self.signer = signer
+        self.certs_port = issuer.port
+        self.certs_url = issuer.certs_url
+        self.issuer_url = issuer.url
 
     def stop(self, grace: float = 1.0) -> None:
         """Stops answering and dispatching. Requests in flight are abandoned."""
         self._rpc.stop(grace).wait()
-        self._certs.stop()
+        self._issuer.stop()
         self._timers.stop()
         self._pool.stop()
 
 
 def serve(port: int = 0, certs_port: int = 0, *, bind: str = "127.0.0.1",
-          settings: Settings = Settings()) -> Emulator:
+          settings: Settings = Settings(), issuer_secret: str | None = None) -> Emulator:
     """Starts the emulator in background threads and returns once it answers.
-    Port 0 picks a free port (see Emulator.port and Emulator.certs_port)."""
+    Port 0 picks a free port (see Emulator.port and Emulator.certs_port).
+    With `issuer_secret`, the issuer also mints tokens for who presents it."""
     signer = Signer()
     timers = Timers()
     store = Store(settings, timers.schedule)
     pool = WorkerPool(settings.workers)
     dispatcher = Dispatcher(store, Sender(signer, settings.workers), pool)
-    certs = CertsServer(bind, certs_port, signer.certs())
+    certs = IssuerServer(bind, certs_port, signer, issuer_secret)
     # Without SO_REUSEPORT, a port another emulator holds fails here instead of sharing its traffic.
     rpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="rpc"),
                       options=[("grpc.so_reuseport", 0)])
@@ -63,7 +68,7 @@ def serve(port: int = 0, certs_port: int = 0, *, bind: str = "127.0.0.1",
     timers.start(dispatcher.on_due)
     rpc.start()
     certs.start()  # last: once the certificates answer, everything does (the local stack's readiness check)
-    return Emulator(rpc, bound, certs, timers, pool, bind)
+    return Emulator(rpc, bound, certs, signer, timers, pool, bind)
 
 
 def client_for(host: str) -> tasks_v2.CloudTasksClient:
