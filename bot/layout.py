@@ -11,7 +11,7 @@ everything it does not know is deleted at start-up.
     w/                       the task's working directory, wiped before and after each task
     io/                      the task's ISOLATED_OUTDIR, beside w/ and wiped with it
     ctx/                     the task's LUCI_CONTEXT file (its secret bytes; bot/luci_context.py),
-                             mode 0700, outside what the task writes or uploads; wiped with w/
+                             mode 0700, apart from w/ and io/ (never uploaded); wiped with them
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class Layout:
 
 def take(layout: Layout) -> os_platform.DirectoryLock:
     """Locks the directory for this bot, then clears it: everything not in
-    KEPT is deleted, the task's directories too, and the kept directories are made. Refuses a
+    KEPT is deleted, TASK_DIRS too, and the kept directories are made. Refuses a
     directory another bot holds, and a first start (no `swarming.lck` yet) in
     a directory holding files no bot made: the seed's clean-up would delete
     them, and a mistaken --work-dir (a home, a checkout) must not cost them."""

@@ -28,9 +28,9 @@ from bot import layout, luci_context, os_platform
 from bot.errors import TaskError
 from bot.remote import RunGone
 from bot.task_files import CasAccess, TaskFiles
+from shared import dimensions as dims_lib
 from shared.api_error import ApiError
 from shared.bot_api import Completion, TaskUpdateReply, Update
-from shared import dimensions as dims_lib
 from shared.cas import Digest
 from shared.errors import ValidationError
 from shared.manifest import Manifest

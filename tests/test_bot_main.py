@@ -290,7 +290,8 @@ def test_a_runner_that_dies_is_a_task_error(fake: FakeServer, tmp_path: Path) ->
 
 def test_a_runner_that_dies_while_the_command_runs_leaves_no_luci_context(fake: FakeServer, tmp_path: Path) -> None:
     # The runner dies with the command started, its LUCI_CONTEXT written: no clean-up of its own runs.
-    script = RUNNER + "import os\ntask_runner._wait = lambda process, timeout: (process.wait(), os.kill(os.getpid(), 9))" + RUN_IT
+    script = (RUNNER + "import os\n"
+              "task_runner._wait = lambda process, timeout: (process.wait(), os.kill(os.getpid(), 9))" + RUN_IT)
     bot = runner_bot(fake, tmp_path, script)
     fake.script("bot_poll", claim(TASK_A))
     fake.script("bot_claim", run(TASK_A, ["sh", "-c", 'cp "$LUCI_CONTEXT" "$0"', str(tmp_path / "seen.json")],

@@ -5,8 +5,6 @@ over the bot's own LUCI_CONTEXT."""
 import base64
 import json
 import logging
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -52,14 +50,14 @@ def test_a_task_without_secret_bytes_still_has_its_context(tmp_path: Path) -> No
     assert context["swarming"]["task"]["task_id"] == RUN_ID[:-1] + "0"
 
 
-def test_the_directory_is_the_bot_s_own_not_the_task_s(tmp_path: Path) -> None:
+def test_ctx_is_made_afresh_and_private_whatever_an_earlier_runner_left(tmp_path: Path) -> None:
     (tmp_path / "ctx").mkdir()
     (tmp_path / "ctx" / "luci_context.json").write_text("left by a runner that died")
     code = "import os; print(oct(os.stat(os.path.dirname(os.environ['LUCI_CONTEXT'])).st_mode & 0o777))"
 
     _, sent = run_task(tmp_path, python(code), secret_bytes=SECRET)
 
-    assert sent.output() == b"0o700\n"  # Made afresh: the leftover did not stop the task.
+    assert sent.output() == b"0o700\n"  # The leftover did not stop the exclusive create.
     assert not (tmp_path / "ctx").exists()
 
 
@@ -102,7 +100,7 @@ def test_an_unusable_parent_context_fails_the_task_before_it_starts(
 
 @pytest.mark.parametrize("command,stop", [
     (["sh", "-c", 'cat "$LUCI_CONTEXT" >/dev/null && echo "$LUCI_CONTEXT" && sleep 60'], StopReason.HARD_TIMEOUT),
-    (python(f"import os, signal; print(os.environ['LUCI_CONTEXT'], flush=True); os.kill(os.getpid(), {signal.SIGKILL})"),
+    (python("import os, signal; print(os.environ['LUCI_CONTEXT'], flush=True); os.kill(os.getpid(), signal.SIGKILL)"),
      None),
     (["sh", "-c", 'echo "$LUCI_CONTEXT"; rm "$LUCI_CONTEXT"'], None),
 ], ids=["hard-timeout", "command-crashed", "deleted-by-the-task"])
@@ -144,7 +142,8 @@ def test_the_bot_sets_every_variable_a_request_may_not(
     _, sent = run_task(tmp_path, python(code))
 
     seen = json.loads(sent.output())
-    assert seen == {"ISOLATED_OUTDIR": str(tmp_path / "io"), "LUCI_CONTEXT": str(tmp_path / "ctx" / "luci_context.json"),
+    assert seen == {"ISOLATED_OUTDIR": str(tmp_path / "io"),
+                    "LUCI_CONTEXT": str(tmp_path / "ctx" / "luci_context.json"),
                     "SWARMING_BOT_ID": "bot-1", "SWARMING_SERVER": SERVER, "SWARMING_TASK_ID": RUN_ID}
 
 
