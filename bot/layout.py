@@ -10,11 +10,14 @@ everything it does not know is deleted at start-up.
     swarming_bot.2.zip
     w/                       the task's working directory, wiped before and after each task
     io/                      the task's ISOLATED_OUTDIR, beside w/ and wiped with it
+    ctx/                     the task's LUCI_CONTEXT file (its secret bytes; bot/luci_context.py),
+                             mode 0700, apart from w/ and io/ (never uploaded); wiped with them
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import logging.handlers
 import os
@@ -32,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 RUNNING_ZIPS = ("swarming_bot.1.zip", "swarming_bot.2.zip")
 LOCK = "swarming.lck"
-#: Kept at start-up; `w/` and `io/` are not: they only live for one task.
+#: What lives for one task only: made for it, wiped before and after it, and at start-up.
+TASK_DIRS = ("w", "io", "ctx")
+#: Kept at start-up; TASK_DIRS are not.
 KEPT = frozenset({"c", "cas_cache", "logs", LOCK, LKGBC, *RUNNING_ZIPS,
                   "README.md"})  # README.md: the seed lets on_bot_startup drop one in.
 KEPT_SUFFIX = "-cacert.pem"  # TLS roots some libraries insist on reading from a file.
@@ -79,6 +84,14 @@ class Layout:
         return self.root / "io"
 
     @property
+    def context(self) -> Path:
+        return self.root / "ctx"
+
+    @property
+    def task_dirs(self) -> tuple[Path, ...]:
+        return tuple(self.root / name for name in TASK_DIRS)
+
+    @property
     def bot_log(self) -> Path:
         return self.logs / "swarming_bot.log"
 
@@ -98,7 +111,7 @@ class Layout:
 
 def take(layout: Layout) -> os_platform.DirectoryLock:
     """Locks the directory for this bot, then clears it: everything not in
-    KEPT is deleted, `w/` too, and the kept directories are made. Refuses a
+    KEPT is deleted, TASK_DIRS too, and the kept directories are made. Refuses a
     directory another bot holds, and a first start (no `swarming.lck` yet) in
     a directory holding files no bot made: the seed's clean-up would delete
     them, and a mistaken --work-dir (a home, a checkout) must not cost them."""
@@ -129,7 +142,7 @@ def _kept(name: str) -> bool:
 
 def _bot_made(name: str) -> bool:
     """Made by a bot, if not kept: a task's directories, a partial copy."""
-    return _kept(name) or name in ("w", "io") or (name.startswith("swarming_bot.") and name.endswith(".tmp"))
+    return _kept(name) or name in TASK_DIRS or (name.startswith("swarming_bot.") and name.endswith(".tmp"))
 
 
 def remove(path: Path) -> None:
@@ -148,6 +161,15 @@ def remove(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+def write_private(path: Path, body: Any) -> None:
+    """Creates `path` holding `body` as JSON, readable by this user only; one
+    already there is an error (someone else's file, or a copy another process
+    may still read): what these files hold may be a task's secret."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(body, f)
 
 
 def log_to(path: Path, *, stderr: bool = False, level: int = logging.INFO) -> None:

@@ -70,8 +70,9 @@ def main(argv: Sequence[str]) -> int:
     runner = TaskRunner(
         manifest, layout.work,
         send=lambda update: api.task_update(given.attributes, manifest.task_id, update),
-        server=server, shutdown=shutdown, timings=given.timings, out_dir=layout.out,
-        cache_dir=layout.named_caches, on_start=lambda pid: status.send(Status(started=pid)),
+        server=server, bot_dimensions=given.attributes.dimensions, shutdown=shutdown, timings=given.timings,
+        out_dir=layout.out, cache_dir=layout.named_caches, context_dir=layout.context,
+        on_start=lambda pid: status.send(Status(started=pid)),
         cas=CasAccess(service=api, transport=transport, cache_dir=layout.cas_cache, limits=given.cas_limits),
     )
     try:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Type, TypeVar
 
+from bot import layout
 from bot.cas_cache import Limits
 from bot.task_runner import Result, Timings
 from shared.bot_api import ATTRIBUTES, BotAttributes
@@ -49,9 +49,7 @@ class RunnerInput:
 
     def write(self, path: Path) -> None:
         """Creates `path`, readable by this user only; one already there is an error."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.to_wire(), f)
+        layout.write_private(path, self.to_wire())
 
     @classmethod
     def read(cls, path: Path) -> RunnerInput:

@@ -63,7 +63,7 @@ def run(given: RunnerInput, *, python_args: Sequence[str], cwd: Path | None, env
     layout = layout_lib.Layout(given.bot_dir)
     name = f"task {given.manifest.task_id}"
     try:
-        for path in (layout.work, layout.out):
+        for path in layout.task_dirs:
             layout_lib.remove(path)
         layout.work.mkdir(parents=True)
         input_path = layout.work / INPUT_NAME
@@ -99,7 +99,7 @@ def run(given: RunnerInput, *, python_args: Sequence[str], cwd: Path | None, env
     if report.failure is None and report.error is None and report.result is None:
         report.failure = (f"the task runner died ({os_platform.describe_exit(process.returncode)}); "
                           f"see {layout.runner_log} and {layout.runner_stdout}")
-    for path in (layout.work, layout.out):  # The runner's own wipe may not have happened.
+    for path in layout.task_dirs:  # The runner's own wipe may not have happened.
         try:
             layout_lib.remove(path)
         except OSError as e:

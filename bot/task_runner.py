@@ -5,6 +5,8 @@ period, SIGKILL dance of the seed ("Graceful termination").
 Around the command it moves the task's content-addressed files
 (task_files.py): the input tree placed in `w/` before, `${ISOLATED_OUTDIR}` and
 `outputs` uploaded after, whatever the exit code; keepalives go on meanwhile.
+The command alone, while it runs, has its LUCI_CONTEXT file (luci_context.py),
+which carries its secret bytes.
 
 It runs in the task runner process (`run_task`, bot/runner_main.py), never in
 the bot's own: a runner that hangs or crashes costs one task, not the bot."""
@@ -22,10 +24,11 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, TypeVar
 
-from bot import layout, os_platform
+from bot import layout, luci_context, os_platform
 from bot.errors import TaskError
 from bot.remote import RunGone
 from bot.task_files import CasAccess, TaskFiles
+from shared import dimensions as dims_lib
 from shared.api_error import ApiError
 from shared.bot_api import Completion, TaskUpdateReply, Update
 from shared.cas import Digest
@@ -102,16 +105,20 @@ class TaskRunner:
     was reported, for the caller to report with `bot_task_error`."""
 
     def __init__(self, manifest: Manifest, work_dir: Path, send: Send, *, server: str,
-                 shutdown: threading.Event, timings: Timings = Timings(),
+                 bot_dimensions: dims_lib.Dimensions, shutdown: threading.Event, timings: Timings = Timings(),
                  clock: Clock = time.monotonic, out_dir: Path | None = None,
-                 cache_dir: Path | None = None, on_start: OnStart | None = None,
-                 cas: CasAccess | None = None):
+                 cache_dir: Path | None = None, context_dir: Path | None = None,
+                 on_start: OnStart | None = None, cas: CasAccess | None = None):
         self._manifest = manifest
         self._work_dir = work_dir
         # ISOLATED_OUTDIR: beside w/ (default `io/`), so the task's outputs are
         # never part of its own working tree; fresh for each task.
         self._out_dir = out_dir or work_dir.with_name("io")
         self._cache_dir = cache_dir or work_dir.with_name("c")  # Named caches live here between tasks.
+        # The LUCI_CONTEXT file's directory (default `ctx/`): beside w/ and
+        # io/, so neither the task's tree nor its outputs ever hold the secret.
+        self._context_dir = context_dir or work_dir.with_name("ctx")
+        self._bot_dimensions = bot_dimensions  # The bot's own, for the task's LUCI_CONTEXT.
         self._on_start = on_start
         self._send = send
         self._server = server
@@ -136,10 +143,15 @@ class TaskRunner:
             raise TaskError("caches: a named cache cannot be the work directory itself")
         outputs = [(path, self._under_work_dir(path, "outputs")) for path in self._manifest.outputs]
         env = self._env()
+        context = luci_context.for_task(
+            run_id=self._manifest.task_id, server=self._server, bot_dimensions=self._bot_dimensions,
+            secret_bytes=self._manifest.secret_bytes, parent=os.environ.get(luci_context.ENV))
         try:
-            for path in (self._work_dir, self._out_dir):
+            for path in (self._work_dir, self._out_dir, self._context_dir):
                 layout.remove(path)
-                path.mkdir(parents=True)
+            self._work_dir.mkdir(parents=True)
+            self._out_dir.mkdir(parents=True)
+            self._context_dir.mkdir(mode=0o700, parents=True)
         except OSError as e:
             raise TaskError(f"cannot make the work directory {self._work_dir}: {e}") from e
         mounted: list[tuple[Path, Path]] = []
@@ -152,10 +164,10 @@ class TaskRunner:
             except OSError as e:
                 raise TaskError(f"cannot make the working directory {cwd}: {e}") from e
             self._mount(caches, mounted)
-            return self._run(cwd, env, outputs)
+            return self._run(cwd, env, context, outputs)
         finally:
             self._unmount(mounted)
-            for path in (self._work_dir, self._out_dir):
+            for path in (self._work_dir, self._out_dir, self._context_dir):
                 try:
                     layout.remove(path)
                 except OSError as e:  # The end is reported by now; the next task's wipe retries.
@@ -197,7 +209,8 @@ class TaskRunner:
         except OSError as e:  # The next task's fetch trims again.
             logger.error("%s: cannot trim the cas cache: %s", self._name, e)
 
-    def _run(self, cwd: Path, env: dict[str, str], outputs: list[tuple[str, Path]]) -> Result:
+    def _run(self, cwd: Path, env: dict[str, str], context: luci_context.Context,
+             outputs: list[tuple[str, Path]]) -> Result:
         # The first update precedes the command, so a task cancelled meanwhile never starts.
         self._flush()
         if self._stop is not None:
@@ -207,7 +220,8 @@ class TaskRunner:
                 logger.error("%s: its cancellation was not reported", self._name)
             return Result(None, 0.0, self._stop, reported)
         started = self._clock()
-        exit_code = self._execute(started, cwd, env)
+        with luci_context.written(self._context_file, context):
+            exit_code = self._execute(started, cwd, env)
         duration = self._clock() - started
         output_root = None if self._gone else self._keeping_alive(lambda: self._upload_outputs(outputs))
         completion = Completion(exit_code, duration, hard_timeout=self._stop is StopReason.HARD_TIMEOUT,
@@ -311,9 +325,15 @@ class TaskRunner:
         for key, paths in self._manifest.env_prefixes.items():
             prefixes = [str(self._under_work_dir(p, f"env_prefixes.{key}")) for p in paths]
             env[key] = os.pathsep.join([*prefixes, env[key]] if env.get(key) else prefixes)
+        # Last, so that nothing inherited stands in for them (a request may not set them).
         env.update(SWARMING_TASK_ID=self._manifest.task_id, SWARMING_BOT_ID=self._manifest.bot_id,
-                   SWARMING_SERVER=self._server, ISOLATED_OUTDIR=str(self._out_dir))
+                   SWARMING_SERVER=self._server, ISOLATED_OUTDIR=str(self._out_dir),
+                   LUCI_CONTEXT=str(self._context_file))
         return env
+
+    @property
+    def _context_file(self) -> Path:
+        return self._context_dir / luci_context.FILE_NAME
 
     def _expand(self, value: str) -> str:
         """As the reference, `${ISOLATED_OUTDIR}` in an argument or an env value

@@ -14,6 +14,7 @@ from client.api import ApiError, Client
 from shared import local_state, task_properties, task_request
 from shared.cas import Digest
 from shared.states import State
+from shared.wire import to_base64
 
 #: How often `collect` looks at a task: fast while output flows, then slower.
 POLL_MIN_SECS, POLL_MAX_SECS = 0.5, 5.0
@@ -61,6 +62,21 @@ def pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _read_secret(context: click.Context, param: click.Parameter, path: str | None) -> bytes | None:
+    """The file's bytes, read while the options are parsed: a file missing,
+    unreadable or too large is a usage error before any call."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            secret = f.read(task_properties.MAX_SECRET_BYTES + 1)
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {path}: {e.strerror or e}", context, param) from None
+    if len(secret) > task_properties.MAX_SECRET_BYTES:
+        raise click.BadParameter(f"{path} is larger than {task_properties.MAX_SECRET_BYTES} bytes", context, param)
+    return secret
+
+
 def request_options(command: Callable) -> Callable:
     for decorator in reversed([
         click.option("-d", "--dimension", "dimensions", multiple=True, metavar="KEY=VALUE",
@@ -88,6 +104,9 @@ def request_options(command: Callable) -> Callable:
                      help="Upload this directory (only the files the store lacks) as the task's inputs."),
         click.option("--cas-digest", type=transfers.DigestType(),
                      help="The task's inputs: a tree 'swarming archive' uploaded."),
+        click.option("--secret-bytes-path", "secret_bytes", metavar="FILE", callback=_read_secret,
+                     help=f"Give the task this file's bytes (at most {task_properties.MAX_SECRET_BYTES} bytes), "
+                          "which it alone reads, from the file its LUCI_CONTEXT variable names."),
         click.argument("command_args", nargs=-1, required=True, metavar="-- COMMAND [ARGS]..."),
     ]):
         command = decorator(command)
@@ -96,7 +115,7 @@ def request_options(command: Callable) -> Callable:
 
 def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: tuple[str, ...],
                   env: tuple[str, ...], user: str, hard_timeout: int, io_timeout: int, grace_period: int,
-                  idempotent: bool, expiration: int, wait_for_capacity: bool,
+                  idempotent: bool, expiration: int, wait_for_capacity: bool, secret_bytes: bytes | None,
                   command_args: tuple[str, ...]) -> dict[str, Any]:
     properties = {
         "command": list(command_args),
@@ -107,6 +126,8 @@ def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: t
         "grace_period_secs": grace_period,
         "idempotent": idempotent,
     }
+    if secret_bytes is not None:
+        properties["secret_bytes"] = to_base64(secret_bytes)
     task_slice = {"properties": properties, "expiration_secs": expiration, "wait_for_capacity": wait_for_capacity}
     return {"name": name, "priority": priority, "tags": list(tags), "user": user, "task_slices": [task_slice]}
 

@@ -32,6 +32,9 @@ MAX_CACHES = 32
 CACHE_NAME_RE = re.compile(r"[a-z0-9_]{1,128}")
 MAX_OUTPUTS = 512
 MAX_SECRET_BYTES = 20 * 1024
+#: What the bot sets in every task's environment (bot/task_runner.py): a
+#: request may not set them in `env` or `env_prefixes`, its value would be lost.
+BOT_ENV = ("ISOLATED_OUTDIR", "LUCI_CONTEXT", "SWARMING_BOT_ID", "SWARMING_SERVER", "SWARMING_TASK_ID")
 
 T = TypeVar("T")
 
@@ -178,6 +181,8 @@ def _key_values(props: WireObject, key: str, read_value: Callable[[WireObject], 
     for where, item in props.items(key, MAX_ENV_KEYS):
         pair = WireObject(item, where, {"key", "value"})
         name = pair.string("key", MAX_ENV_KEY_LENGTH, ENV_KEY_RE, default=REQUIRED)
+        if name in BOT_ENV:
+            raise ValidationError(pair.field("key"), f"{name} is set by the bot for every task")
         if name in read:
             raise ValidationError(pair.field("key"), f"duplicate key {name!r}")
         read[name] = read_value(pair)

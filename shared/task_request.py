@@ -27,6 +27,10 @@ MAX_NAME_LENGTH = 1024
 MAX_TAGS, MAX_TAG_LENGTH = 256, 1024
 MAX_USER_LENGTH = MAX_SERVICE_ACCOUNT_LENGTH = 256
 MAX_PUBSUB_LENGTH = 1024
+#: `service_account` values honoured: none for the task ("" or "none"), or the
+#: bot's own, which the task may use through the bot's hooks ("bot").
+SERVICE_ACCOUNTS = ("", "none", "bot")
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 #: Empty, or the client's id for this request (typically a UUID).
 REQUEST_UUID_RE = re.compile(r"[A-Za-z0-9_.-]{0,128}")
 
@@ -67,7 +71,9 @@ class TaskRequest:
     bot_ping_tolerance_secs: int = DEFAULT_BOT_PING_TOLERANCE_SECS
     #: Validate and normalise only: nothing is created.
     evaluate_only: bool = False
-    service_account: str = ""
+    service_account: str = ""  # One of SERVICE_ACCOUNTS, as given.
+    # Always empty until something publishes: a request asking for a
+    # notification is refused rather than silently never notified.
     pubsub_topic: str = ""
     pubsub_userdata: str = ""
 
@@ -86,9 +92,9 @@ class TaskRequest:
                 "bot_ping_tolerance_secs", MIN_BOT_PING_TOLERANCE_SECS, MAX_BOT_PING_TOLERANCE_SECS,
                 DEFAULT_BOT_PING_TOLERANCE_SECS),
             evaluate_only=request.boolean("evaluate_only"),
-            service_account=request.string("service_account", MAX_SERVICE_ACCOUNT_LENGTH),
-            pubsub_topic=request.string("pubsub_topic", MAX_PUBSUB_LENGTH),
-            pubsub_userdata=request.string("pubsub_userdata", MAX_PUBSUB_LENGTH),
+            service_account=_service_account(request),
+            pubsub_topic=_no_pubsub(request, "pubsub_topic"),
+            pubsub_userdata=_no_pubsub(request, "pubsub_userdata"),
         )
 
     def to_wire(self, include_secrets: bool = False) -> dict[str, Any]:
@@ -127,6 +133,13 @@ def _slices(request: WireObject) -> list[TaskSlice]:
         if task_slice.properties.dimensions["pool"] != pool:
             raise ValidationError(f"task_slices[{i}].properties.dimensions.pool",
                                   f"must be {pool[0]!r}, the pool of task_slices[0]")
+    # A task has one secret, stored once: as in Swarming, slices that give
+    # secret bytes give the same ones (a slice may give none).
+    secrets = [(i, s.properties.secret_bytes) for i, s in enumerate(slices) if s.properties.secret_bytes]
+    for i, secret in secrets[1:]:
+        if secret != secrets[0][1]:
+            raise ValidationError(f"task_slices[{i}].properties.secret_bytes",
+                                  f"must be the secret bytes of task_slices[{secrets[0][0]}]: a task has one secret")
     return slices
 
 
@@ -135,3 +148,18 @@ def _parent_task_id(request: WireObject) -> str:
     if not isinstance(parent, str) or (parent and not task_ids.is_valid(parent)):
         raise ValidationError(request.field("parent_task_id"), "must be empty or a task id")
     return parent
+
+
+def _service_account(request: WireObject) -> str:
+    account = request.string("service_account", MAX_SERVICE_ACCOUNT_LENGTH)
+    if EMAIL_RE.fullmatch(account):
+        raise ValidationError(request.field("service_account"), "task service accounts are not supported")
+    if account not in SERVICE_ACCOUNTS:
+        raise ValidationError(request.field("service_account"), "must be empty, 'none' or 'bot'")
+    return account
+
+
+def _no_pubsub(request: WireObject, key: str) -> str:
+    if request.string(key, MAX_PUBSUB_LENGTH):
+        raise ValidationError(request.field(key), "Pub/Sub notifications are not supported yet")
+    return ""

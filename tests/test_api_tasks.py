@@ -1,5 +1,7 @@
 """tasks_new validation, authentication and reading results, through HTTP."""
 
+import base64
+import copy
 
 import pytest
 import requests
@@ -52,6 +54,39 @@ def test_invalid_request_is_400_naming_the_field(api, path, value, field):
     error = response.json()["error"]
     assert error["code"] == "invalid_argument"
     assert error["field"] == field
+
+
+@pytest.mark.parametrize("path,value,field,reason", [
+    (("service_account",), "robot@project.iam.gserviceaccount.com", "service_account",
+     "task service accounts are not supported"),
+    (("service_account",), "robot", "service_account", "must be empty, 'none' or 'bot'"),
+    (("pubsub_topic",), "projects/p/topics/t", "pubsub_topic", "Pub/Sub notifications are not supported yet"),
+    (("pubsub_userdata",), "opaque", "pubsub_userdata", "Pub/Sub notifications are not supported yet"),
+    (PROPS + ("env",), [{"key": "LUCI_CONTEXT", "value": "/tmp/ctx.json"}], "task_slices[0].properties.env[0].key",
+     "LUCI_CONTEXT is set by the bot for every task"),
+])
+def test_a_field_the_service_would_not_honour_is_refused_by_name(api, path, value, field, reason):
+    response = api.post("tasks_new", with_field(task_body(), path, value))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["field"] == field and response.json()["error"]["message"] == f"{field}: {reason}"
+
+
+def test_slices_with_different_secret_bytes_are_refused(api):
+    body = task_body()
+    body["task_slices"] = [copy.deepcopy(body["task_slices"][0]) for _ in range(2)]
+    secrets = [base64.b64encode(secret).decode() for secret in (b"first-s3cret", b"second-s3cret")]
+    for task_slice, secret in zip(body["task_slices"], secrets):
+        task_slice["properties"]["secret_bytes"] = secret
+    response = api.post("tasks_new", body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["field"] == "task_slices[1].properties.secret_bytes"
+    assert not any(shown in response.text for shown in ["s3cret", *secrets])
+
+
+@pytest.mark.parametrize("account", ["", "none", "bot"])
+def test_the_service_accounts_honoured_are_recorded_as_given(api, account):
+    task_id = api.ok("tasks_new", task_body(service_account=account))["task_id"]
+    assert api.ok("task_request", {"task_id": task_id})["service_account"] == account
 
 
 def test_invalid_request_stores_nothing(api, svc):

@@ -398,7 +398,8 @@ class Sent:
 def runner(tmp_path: Path, store: MemoryStore, command: list[str], send: Sent, **fields: Any) -> TaskRunner:
     manifest = Manifest(task_id="5f3a1b2c3d4e5f01", bot_id="bot-1", command=tuple(command), env={},
                         hard_timeout=30.0, grace_period=None, **fields)
-    return TaskRunner(manifest, tmp_path / "w", send, server="http://127.0.0.1:1", shutdown=threading.Event(),
+    return TaskRunner(manifest, tmp_path / "w", send, server="http://127.0.0.1:1",
+                      bot_dimensions={"id": ["bot-1"], "pool": ["default"]}, shutdown=threading.Event(),
                       timings=FAST, cas=access(tmp_path, store))
 
 

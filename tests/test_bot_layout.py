@@ -26,7 +26,8 @@ def fake() -> Iterator[FakeServer]:
 def test_start_up_keeps_the_seed_s_entries_and_deletes_everything_else(tmp_path: Path) -> None:
     kept = ["c/cache_a/f", "cas_cache/ab/cd", "logs/swarming_bot.log", "swarming_bot.zip",
             "swarming_bot.1.zip", "swarming_bot.2.zip", "README.md", "roots-cacert.pem"]
-    gone = ["w/left/by/a/task", "io/out", "stray.txt", "swarming_bot.2.zip.x1y2.tmp", "old_dir/sub/f"]
+    gone = ["w/left/by/a/task", "io/out", "ctx/luci_context.json", "stray.txt", "swarming_bot.2.zip.x1y2.tmp",
+            "old_dir/sub/f"]
     for name in kept + gone:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
@@ -59,7 +60,7 @@ def test_a_first_start_among_foreign_files_is_refused_and_deletes_nothing(tmp_pa
 
 
 def test_a_first_start_clears_what_only_a_bot_makes(tmp_path: Path) -> None:
-    for name in ("w/f", "io/f", "swarming_bot.1.zip.abc.tmp", "swarming_bot.zip"):
+    for name in ("w/f", "io/f", "ctx/luci_context.json", "swarming_bot.1.zip.abc.tmp", "swarming_bot.zip"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
 

@@ -2,6 +2,7 @@
 real `python -m bot` process; each task runs in a real task runner process."""
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -285,6 +286,22 @@ def test_a_runner_that_dies_is_a_task_error(fake: FakeServer, tmp_path: Path) ->
     assert reported["task_id"] == TASK_A[:-1] + "1"
     assert "the task runner died (killed by SIGKILL)" in reported["message"]
     assert not (tmp_path / "w").exists()
+
+
+def test_a_runner_that_dies_while_the_command_runs_leaves_no_luci_context(fake: FakeServer, tmp_path: Path) -> None:
+    # The runner dies with the command started, its LUCI_CONTEXT written: no clean-up of its own runs.
+    script = (RUNNER + "import os\n"
+              "task_runner._wait = lambda process, timeout: (process.wait(), os.kill(os.getpid(), 9))" + RUN_IT)
+    bot = runner_bot(fake, tmp_path, script)
+    fake.script("bot_poll", claim(TASK_A))
+    fake.script("bot_claim", run(TASK_A, ["sh", "-c", 'cp "$LUCI_CONTEXT" "$0"', str(tmp_path / "seen.json")],
+                                 secret_bytes=base64.b64encode(b"s3cr3t").decode()))
+
+    assert bot.run_once() is Outcome.RAN
+
+    assert "the task runner died" in fake.bodies("bot_task_error")[0]["message"]
+    assert json.loads((tmp_path / "seen.json").read_text())["swarming"]["secret_bytes"] == "czNjcjN0"
+    assert not (tmp_path / "ctx").exists() and not (tmp_path / "w").exists()
 
 
 def test_a_hung_runner_meets_the_last_ditch_timeout_with_its_command(fake: FakeServer, tmp_path: Path) -> None:

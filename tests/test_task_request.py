@@ -49,7 +49,7 @@ def _full_body() -> dict[str, Any]:
         {"properties": _properties(command=["fallback"]), "expiration_secs": 3600},
         name="full", priority=20, tags=["k:v", "build:1"], user="alice", parent_task_id="5cfcee8008757010",
         request_uuid="0b3c2d1e-7f4a-4e2b-9c1d-5a6b7c8d9e0f", bot_ping_tolerance_secs=600, evaluate_only=True,
-        service_account="robot@example.com", pubsub_topic="projects/p/topics/t", pubsub_userdata="opaque",
+        service_account="bot", pubsub_topic="", pubsub_userdata="",
     )
 
 
@@ -82,8 +82,13 @@ def _pairs(count: int) -> list[dict[str, str]]:
     (("bot_ping_tolerance_secs",), 1201, "bot_ping_tolerance_secs"),
     (("evaluate_only",), "yes", "evaluate_only"),
     (("service_account",), "s" * 257, "service_account"),
+    (("service_account",), "robot@project.iam.gserviceaccount.com", "service_account"),
+    (("service_account",), "robot", "service_account"),
+    (("service_account",), "BOT", "service_account"),
     (("pubsub_topic",), 1, "pubsub_topic"),
+    (("pubsub_topic",), "projects/p/topics/t", "pubsub_topic"),
     (("pubsub_userdata",), None, "pubsub_userdata"),
+    (("pubsub_userdata",), "opaque", "pubsub_userdata"),
     (("task_slices",), [], "task_slices"),
     (("task_slices",), DELETE, "task_slices"),
     (("task_slices",), [1], "task_slices[0]"),
@@ -116,6 +121,11 @@ def _pairs(count: int) -> list[dict[str, str]]:
     (PROPS + ("env",), [{"key": "A", "value": "v" * 1025}], "task_slices[0].properties.env[0].value"),
     (PROPS + ("env",), [{"key": "A", "value": 1}], "task_slices[0].properties.env[0].value"),
     (PROPS + ("env",), [{"key": "A"}], "task_slices[0].properties.env[0].value"),
+    (PROPS + ("env",), _pairs(1) + [{"key": "LUCI_CONTEXT", "value": "/tmp/x"}],
+     "task_slices[0].properties.env[1].key"),
+    (PROPS + ("env",), [{"key": "SWARMING_TASK_ID", "value": "x"}], "task_slices[0].properties.env[0].key"),
+    (PROPS + ("env_prefixes",), [{"key": "ISOLATED_OUTDIR", "value": ["a"]}],
+     "task_slices[0].properties.env_prefixes[0].key"),
     (PROPS + ("env_prefixes",), [{"key": "1X", "value": ["a"]}], "task_slices[0].properties.env_prefixes[0].key"),
     (PROPS + ("env_prefixes",), [{"key": "P", "value": ["a"]}] * 2, "task_slices[0].properties.env_prefixes[1].key"),
     (PROPS + ("env_prefixes",), [{"key": f"P{i}", "value": ["a"]} for i in range(65)],
@@ -222,7 +232,7 @@ def test_every_field_is_read():
     request = TaskRequest.from_wire(_full_body())
     assert (request.name, request.priority, request.user, request.bot_ping_tolerance_secs) == ("full", 20, "alice", 600)
     assert request.tags == ["k:v", "build:1"]  # As given.
-    assert request.evaluate_only and request.service_account == "robot@example.com"
+    assert request.evaluate_only and request.service_account == "bot"
     assert request.task_slices[0].wait_for_capacity and not request.task_slices[1].wait_for_capacity
     props = request.task_slices[0].properties
     assert props.env == {"A": "1", "B": "2"} and list(props.env) == ["A", "B"]
@@ -253,6 +263,23 @@ def test_slices_must_share_their_pool():
     with pytest.raises(ValidationError) as error:
         TaskRequest.from_wire(body)
     assert error.value.field == "task_slices[2].properties.dimensions.pool"
+
+
+@pytest.mark.parametrize("account", ["", "none", "bot"])
+def test_the_service_accounts_honoured_are_kept_as_given(account):
+    assert TaskRequest.from_wire(_body(service_account=account)).service_account == account
+
+
+def test_slices_giving_secret_bytes_give_the_same_ones():
+    same, other = (base64.b64encode(secret).decode() for secret in (b"one", b"two"))
+    slices = [{"properties": _properties(**({"secret_bytes": secret} if secret else {}))}
+              for secret in (None, same, "", same, other)]
+    with pytest.raises(ValidationError) as error:
+        TaskRequest.from_wire(_body(*slices))
+    assert error.value.field == "task_slices[4].properties.secret_bytes"
+    assert "task_slices[1]" in error.value.reason
+    request = TaskRequest.from_wire(_body(*slices[:4]))
+    assert [s.properties.secret_bytes for s in request.task_slices] == [None, b"one", None, b"one"]
 
 
 def test_secret_bytes_are_shown_only_when_asked():

@@ -21,6 +21,7 @@ from shared.task_properties import Cache
 RUN_ID = "5f3a1b2c3d4e5f01"
 BOT_ID = "bot-1"
 SERVER = "http://127.0.0.1:1"
+BOT_DIMENSIONS = {"id": [BOT_ID], "os": ["Linux", "Ubuntu"], "pool": ["default"]}
 FAST = Timings(output_interval=0.1, keepalive=0.3, grace_period=0.5, drain=1.0, tick=0.02)
 
 #: Answers the n-th update (from 1): None to carry on, a stop reason, or raises.
@@ -70,7 +71,7 @@ def run_task(tmp_path: Path, command: list[str], *, send: Recorder | None = None
     send = send or Recorder()
     fields = {"task_id": RUN_ID, "bot_id": BOT_ID, "command": tuple(command), "env": {},
               "hard_timeout": 30.0, "grace_period": None, **manifest}
-    runner = TaskRunner(Manifest(**fields), tmp_path / "w", send, server=SERVER,
+    runner = TaskRunner(Manifest(**fields), tmp_path / "w", send, server=SERVER, bot_dimensions=BOT_DIMENSIONS,
                         shutdown=shutdown or threading.Event(), timings=timings)
     return runner.run(), send
 
