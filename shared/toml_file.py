@@ -34,7 +34,7 @@ class TomlFile:
         except tomllib.TOMLDecodeError as e:
             at = _AT_LINE.search(str(e))
             line, reason = (int(at[1]), f"{str(e)[:at.start()]} (column {at[2]})") if at else (
-                text.count("\n") + 1, str(e))  # "(at end of document)"
+                max(len(text.splitlines()), 1), str(e))  # "... (at end of document)": its last line.
             problems.append(ConfigProblem(name, line, "", f"invalid TOML: {reason}"))
             return None
 
