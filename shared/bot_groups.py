@@ -47,6 +47,8 @@ class BotAuth:
 
 @dataclasses.dataclass(frozen=True)
 class BotGroup:
+    """A `[[bot_group]]`: which bots, how they authenticate, what the server enforces on them."""
+
     #: Names the group in logs and errors.
     name: str
     #: Exact bot ids.
@@ -64,6 +66,7 @@ class BotGroup:
 
     @property
     def is_default(self) -> bool:
+        """The group of the bots that no other group names."""
         return not (self.bot_id or self.bot_id_prefix or self.bot_id_pattern)
 
 
@@ -76,21 +79,9 @@ def read(f: TomlFile, pools: Collection[str], scripts: Collection[str]) -> tuple
         if not isinstance(table, dict):
             f.problem(path, "must be a table")
             continue
-        f.known(table, path, GROUP_KEYS)
-        ids = f.strings(table, path, "bot_id", lambda bot_id: None if is_bot_id(bot_id) else
-                        "not a bot id (no '/', not '.' or '..', not __reserved__)")
-        group_prefixes = f.strings(table, path, "bot_id_prefix", _not_empty)
-        script = f.value(table, path, "bot_config_script", "")
-        if script and script not in scripts:
-            f.problem(path + ("bot_config_script",), f"no file {SCRIPTS_DIR}/{script}")
-        group = BotGroup(
-            name=f.value(table, path, "name", "", required=True), bot_id=values(ids),
-            bot_id_prefix=values(group_prefixes),
-            bot_id_pattern=values(f.strings(table, path, "bot_id_pattern", _not_empty)),
-            auth=_auth(f, table, path), dimensions=_dimensions(f, table, path, pools), bot_config_script=script,
-            owners=values(f.strings(table, path, "owners", email_problem)))
+        group, ids, group_prefixes = _group(f, table, path, pools, scripts)
         groups.append(group)
-
+        # The rules between groups, each problem on the group that breaks it second.
         if group.name:
             _once(f, names, group.name, index, path + ("name",), "bot group name")
         for item, bot_id in ids:
@@ -109,11 +100,32 @@ def read(f: TomlFile, pools: Collection[str], scripts: Collection[str]) -> tuple
     return tuple(groups)
 
 
+def _group(f: TomlFile, table: dict[str, Any], path: Path, pools: Collection[str], scripts: Collection[str],
+           ) -> tuple[BotGroup, list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """One group, with its exact ids and prefixes by path for the rules between groups."""
+    f.known(table, path, GROUP_KEYS)
+    ids = f.strings(table, path, "bot_id", _bot_id_problem)
+    prefixes = f.strings(table, path, "bot_id_prefix", _not_empty)
+    script = f.value(table, path, "bot_config_script", "")
+    if script and script not in scripts:
+        f.problem(path + ("bot_config_script",), f"no file {SCRIPTS_DIR}/{script}")
+    group = BotGroup(
+        name=f.value(table, path, "name", "", required=True), bot_id=values(ids), bot_id_prefix=values(prefixes),
+        bot_id_pattern=values(f.strings(table, path, "bot_id_pattern", _not_empty)), auth=_auth(f, table, path),
+        dimensions=_dimensions(f, table, path, pools), bot_config_script=script,
+        owners=values(f.strings(table, path, "owners", email_problem)))
+    return group, ids, prefixes
+
+
 def _once(f: TomlFile, seen: dict[str, int], value: str, index: int, path: Path, what: str) -> None:
     """Notes that group `index` has `value`, a problem when a group has it already."""
     if value in seen:
         f.problem(path, f"{what} {value!r} is already in bot_group[{seen[value]}]")
     seen.setdefault(value, index)
+
+
+def _bot_id_problem(bot_id: str) -> str | None:
+    return None if is_bot_id(bot_id) else "not a bot id (no '/', not '.' or '..', not __reserved__)"
 
 
 def _not_empty(value: str) -> str | None:

@@ -24,9 +24,13 @@ GROUP_NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 _EMAIL_RE = re.compile(r"[^@\s*]+@[^@\s*]+")
 
 
+def is_email(text: str) -> bool:
+    return bool(_EMAIL_RE.fullmatch(text))
+
+
 def email_problem(email: str) -> str | None:
     """Why `email` is not an email address, or None."""
-    return None if _EMAIL_RE.fullmatch(email) else f"{email!r} is not an email address (one '@', no space or '*')"
+    return None if is_email(email) else f"{email!r} is not an email address (one '@', no space or '*')"
 
 
 def pattern_problem(pattern: str, groups: Container[str]) -> str | None:
@@ -38,9 +42,10 @@ def pattern_problem(pattern: str, groups: Container[str]) -> str | None:
         return None if rest in groups else f"{pattern!r}: no group {rest!r} in settings.toml"
     if kind not in IDENTITY_KINDS or not sep:
         return f"{pattern!r} must start with one of user:, serviceAccount:, group:"
-    local, at, domain = rest.partition("@")
-    problem = email_problem(rest if local != "*" else f"x@{domain}")
-    return f"{pattern!r}: {problem}" if problem else None
+    if not is_email("x" + rest[1:] if rest.startswith("*@") else rest):
+        return (f"{pattern!r}: not an email address after '{kind}:' (one '@', no space; '*' only as the whole "
+                "part before the '@')")
+    return None
 
 
 def normal(pattern: str) -> str:
@@ -54,7 +59,7 @@ def candidates(identity: str) -> frozenset[str]:
     wildcard, in normal form; none for what is not an identity (a pattern
     given as an identity matches nothing)."""
     kind, _, email = identity.partition(":")
-    if kind not in IDENTITY_KINDS or email_problem(email):
+    if kind not in IDENTITY_KINDS or not is_email(email):
         return frozenset()
     email = email.lower()
     return frozenset({f"{kind}:{email}", f"{kind}:*@{email.partition('@')[2]}"})

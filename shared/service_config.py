@@ -231,7 +231,8 @@ def _settings(f: TomlFile) -> Settings:
 
 
 def _pools(f: TomlFile, groups: Mapping[str, Any]) -> dict[str, Pool]:
-    raw, pools = f.value(f.known(f.data, (), ("pools",)), (), "pools", {}), {}
+    f.known(f.data, (), ("pools",))
+    raw, pools = f.value(f.data, (), "pools", {}), {}
     for name in raw:
         path: Path = ("pools", name)
         try:
