@@ -4,6 +4,7 @@ import click
 
 from client.bots_cli import bot, bots
 from client.cas_cli import archive, download
+from client.config_cli import config
 from client.lazy_group import LazyCommand, LazyGroup
 from client.tasks_cli import collect, run, trigger
 
@@ -16,11 +17,11 @@ LOCAL = LazyCommand("local.cli:local", short_help="Run the emulators, every func
 @click.group(cls=LazyGroup, lazy_subcommands={"local": LOCAL},
              context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Trigger tasks on a serverless Swarming, collect their results and files, see its bots, and run the
-    local stack."""
+    """Trigger tasks on a serverless Swarming, collect their results and files, see its bots, check its
+    config, and run the local stack."""
 
 
-for _command in (trigger, collect, run, archive, download, bots, bot):
+for _command in (trigger, collect, run, archive, download, bots, bot, config):
     cli.add_command(_command)
 
 

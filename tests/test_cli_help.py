@@ -22,8 +22,9 @@ def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
 
 def test_every_command_has_help():
     found = list(_commands(cli))
-    assert {"trigger", "collect", "run", "archive", "download", "local"} <= {path[0] for path, _ in found}
-    assert {("local", "up"), ("local", "down"), ("local", "status")} <= {path for path, _ in found}
+    assert {"trigger", "collect", "run", "archive", "download", "config", "local"} <= {path[0] for path, _ in found}
+    assert {("local", "up"), ("local", "down"), ("local", "status"), ("config", "validate")} <= {
+        path for path, _ in found}
     for path, command in found:
         assert command.help, f"'swarming {' '.join(path)}' has no help"
         result = CliRunner().invoke(cli, [*path, "--help"])
