@@ -28,10 +28,15 @@ from shared.task_request import MAX_SLICES
 from shared.wire import MAX_INT64, REQUIRED, WireObject, base64_bytes, to_base64
 
 ATTRIBUTES = ("dimensions", "state", "version", "session")
+#: The header of an answer to a bot that carries its renewed bot token: the
+#: bot sends it as `Authorization: Bearer <token>` from then on.
+BOT_TOKEN_HEADER = "X-Swarming-Bot-Token"
 #: Claim ids and poll request ids: the bot's own (a UUID), at most 128 characters.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_VERSION_LENGTH = 128
 MAX_SESSION_LENGTH = 64 * 1024
+#: A bot group's hooks script, and its name.
+MAX_SCRIPT_LENGTH, MAX_SCRIPT_NAME_LENGTH = 1024 * 1024, 256
 #: The events a bot reports itself (`bot_event`).
 BOT_REPORTED_EVENTS = ("bot_error", "bot_log", "bot_rebooting", "bot_shutdown")
 #: The keys of `performance_stats`: a number ≥ 0, or an object of such numbers.
@@ -329,24 +334,32 @@ def _with_session(wire: Dict[str, Any], session: Optional[str]) -> Dict[str, Any
 @dataclasses.dataclass(frozen=True)
 class HandshakeReply:
     """`server_dimensions`: those the server enforces for this bot (its bot
-    group), over what the bot reports."""
+    group), over what the bot reports; `bot_config`: the group's hooks script
+    (`bot_config_name`), which replaces the zip's default hooks, or None."""
 
     session: Optional[str] = None
     bot_version: str = ""
     server_version: str = ""
     server_dimensions: dims_lib.Dimensions = dataclasses.field(default_factory=dict)
+    bot_config: Optional[str] = dataclasses.field(default=None, repr=False)
+    bot_config_name: str = ""
 
     @classmethod
     def from_wire(cls, body: Any) -> HandshakeReply:
         wire = _reply(body)
         group = WireObject(wire.get("bot_group_cfg", {}), "bot_group_cfg", ("dimensions",), lenient=True)
+        script = wire.optional("bot_config")
         return cls(session=_session(wire), bot_version=wire.string("bot_version", MAX_VERSION_LENGTH),
                    server_version=wire.string("server_version", MAX_VERSION_LENGTH),
-                   server_dimensions=dims_lib.validate_bot(group.get("dimensions", {}), group.field("dimensions")))
+                   server_dimensions=dims_lib.validate_bot(group.get("dimensions", {}), group.field("dimensions")),
+                   bot_config=None if script is None else wire.string("bot_config", MAX_SCRIPT_LENGTH),
+                   bot_config_name=wire.string("bot_config_name", MAX_SCRIPT_NAME_LENGTH))
 
     def to_wire(self) -> Dict[str, Any]:
         return _with_session({"bot_version": self.bot_version, "server_version": self.server_version,
-                              "bot_group_cfg": {"dimensions": self.server_dimensions}}, self.session)
+                              "bot_group_cfg": {"dimensions": self.server_dimensions},
+                              "bot_config": self.bot_config, "bot_config_name": self.bot_config_name},
+                             self.session)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -461,13 +474,16 @@ def poll_reply(body: Any) -> PollReply:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """A won claim: run this manifest."""
+    """A won claim: run this manifest. `run_token` is the task runner's
+    credential: it reports on this run and moves its files, nothing else."""
 
     manifest: Manifest
     session: Optional[str] = None
+    run_token: Optional[str] = dataclasses.field(default=None, repr=False)
 
     def to_wire(self) -> Dict[str, Any]:
-        return _with_session({"cmd": "run", "manifest": self.manifest.to_wire()}, self.session)
+        return _with_session({"cmd": "run", "manifest": self.manifest.to_wire(), "run_token": self.run_token},
+                             self.session)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -490,7 +506,9 @@ def claim_reply(body: Any) -> ClaimReply:
     wire = _reply(body)
     cmd = wire.get("cmd")
     if cmd == "run":
-        return Run(Manifest.from_wire(wire.get("manifest")), _session(wire))
+        token = wire.optional("run_token")
+        return Run(Manifest.from_wire(wire.get("manifest")), _session(wire),
+                   None if token is None else wire.string("run_token", MAX_SESSION_LENGTH))
     if cmd == "skip":
         return Skip(wire.string("reason", 10_000), _session(wire))
     raise ValidationError("cmd", "must be run or skip")
