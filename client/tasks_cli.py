@@ -9,7 +9,7 @@ from typing import Any, Callable, NoReturn
 
 import click
 
-from client import exit_status, transfers
+from client import credentials, exit_status, transfers
 from client.api import ApiError, Client
 from shared import local_state, task_properties, task_request
 from shared.cas import Digest
@@ -26,7 +26,8 @@ def server_options(command: Callable) -> Callable:
     @click.option("--server", envvar="SWARMING_SERVER",
                   help="Base URL of the functions. Default: the running local stack.")
     @click.option("--token", envvar="SWARMING_TOKEN",
-                  help="Bearer token. Default: the local stack's user token.")
+                  help="Bearer token (a Google ID token). Default: on the local stack, the local user's; "
+                       "elsewhere, gcloud's (`gcloud auth print-identity-token`).")
     @click.option("--state-dir", envvar=local_state.DIR_ENV, default=local_state.DEFAULT_DIR, show_default=True,
                   type=click.Path(path_type=Path), help="State directory of the local stack.")
     @functools.wraps(command)
@@ -37,19 +38,20 @@ def server_options(command: Callable) -> Callable:
 
 
 def _client(server: str | None, token: str | None, state_dir: Path) -> Client:
+    state = local_state.read_state(state_dir)
     if not server:
-        state = local_state.read_state(state_dir)
         if state is None:
             raise click.UsageError(f"no --server given and no local stack runs in {state_dir} "
                                    "(start one with 'swarming local up --detach')")
         server = state["base_url"]
-    if not token:
-        try:
-            token = local_state.token_for(state_dir, "user")
-        except (OSError, KeyError, ValueError):
-            raise click.UsageError("no --token given (or SWARMING_TOKEN) and no local stack config "
-                                   f"in {state_dir}") from None
-    return Client(server, token)
+    if token:
+        return Client(server, token)
+    if state is not None and state["base_url"] == server:
+        return Client(server, credentials.local_user(state_dir, server))
+    try:
+        return Client(server, credentials.gcloud())
+    except credentials.CredentialsError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:

@@ -1,125 +1,59 @@
-"""The one authentication function every endpoint goes through.
+"""Who is calling: the one authentication every endpoint goes through.
 
-For now a caller is identified by a bearer token listed in the local config
-file (`{"tokens": {"<token>": {"role": "bot|user|admin", "name": "..."}}}`);
-real identities replace `Authenticator` without touching the endpoints.
-Cloud Tasks (the timers) and Cloud Scheduler call with an OIDC ID token minted
-for the server's own service account, for the URL they call: it makes the
-`internal` role. A bootstrap token (`functions.bootstrap`, signed by the
-server, short-lived) makes the `bootstrap` role, which only fetches the bot
-code.
+A caller shows one bearer token (`Authorization: Bearer <token>`; the start
+script's URL may carry a bootstrap token as `?token=`), which is either
+- a Google-signed ID token (`functions.id_tokens`): a person, a CI job's or a
+  bot's service account, or the service account Cloud Tasks and Cloud
+  Scheduler call the timers and the cron as (the `internal` caller); or
+- a token the server signed itself (`functions.signed_tokens`): a bot's, a
+  task runner's, or a new host's bootstrap token.
+
+There is no other way in: no static token, locally either (the local stack
+runs an OIDC issuer of its own). What a caller may then do is
+`functions.permissions`'s to decide.
 """
 
-import dataclasses
-import enum
-import hashlib
-import threading
-import time
-from typing import Any, Callable, Mapping
+import datetime
+from typing import Callable, Sequence
 
-import requests
-from google.auth import exceptions, jwt
-
-from functions.bootstrap import BootstrapTokens, is_bootstrap_token
-from functions.errors import Forbidden, Unauthorized
-
-
-class Role(str, enum.Enum):
-    BOT = "bot"
-    USER = "user"
-    ADMIN = "admin"
-    INTERNAL = "internal"
-    BOOTSTRAP = "bootstrap"
-
-
-BOTS = frozenset({Role.BOT})
-USERS = frozenset({Role.USER, Role.ADMIN})
-ADMINS = frozenset({Role.ADMIN})
-#: Timers and crons; admins too, to run a repair by hand.
-INTERNAL = frozenset({Role.INTERNAL, Role.ADMIN})
-#: The start script: only with a bootstrap token, which it embeds.
-BOOTSTRAP = frozenset({Role.BOOTSTRAP})
-#: The bot code: bots, and new hosts holding a bootstrap token.
-BOT_CODE = frozenset({Role.BOT, Role.BOOTSTRAP})
-#: The content-addressed store: users write inputs and read outputs, bots
-#: read inputs and write outputs (no per-task ACL yet: any task's blobs).
-CAS = frozenset({Role.BOT, Role.USER, Role.ADMIN})
-#: Google's issuers of ID tokens.
-ISSUERS = ("https://accounts.google.com", "accounts.google.com")
-GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
-CERTS_CACHE_SECS = 300
-
-
-@dataclasses.dataclass(frozen=True)
-class Caller:
-    name: str
-    role: Role
-
-
-class IdTokens:
-    """Verifies the OIDC ID tokens of one service account (RS256 against the
-    issuer's certificates, fetched at most every `CERTS_CACHE_SECS`)."""
-
-    def __init__(self, service_account: str, certs_url: str = GOOGLE_CERTS_URL,
-                 clock: Callable[[], float] = time.monotonic):
-        self._service_account = service_account
-        self._certs_url = certs_url
-        self._clock = clock
-        self._certs: tuple[float, dict[str, str]] | None = None
-        self._lock = threading.Lock()
-
-    def caller(self, token: str, audience: str) -> Caller:
-        try:
-            claims = jwt.decode(token, certs=self._fetch_certs(), audience=audience)
-        except (ValueError, exceptions.GoogleAuthError) as e:
-            raise Unauthorized(f"bad ID token: {e}") from None
-        if claims.get("iss") not in ISSUERS:
-            raise Unauthorized("bad ID token: not issued by Google")
-        if claims.get("email") != self._service_account or not claims.get("email_verified"):
-            raise Forbidden(f"{claims.get('email')!r} may not call this function")
-        return Caller(name=claims["email"], role=Role.INTERNAL)
-
-    def _fetch_certs(self) -> dict[str, str]:
-        with self._lock:
-            if self._certs and self._clock() - self._certs[0] < CERTS_CACHE_SECS:
-                return self._certs[1]
-        response = requests.get(self._certs_url, timeout=10)
-        response.raise_for_status()
-        with self._lock:
-            self._certs = (self._clock(), response.json())
-            return self._certs[1]
+from functions import id_tokens, signed_tokens
+from functions.errors import Unauthorized
+from functions.id_tokens import IdTokens
+from functions.permissions import Caller, Kind
+from functions.signed_tokens import SignedTokens
 
 
 class Authenticator:
-    def __init__(self, config: Mapping[str, Any], id_tokens: IdTokens | None = None,
-                 bootstrap: BootstrapTokens | None = None):
-        # Keyed by digest, so a lookup does not compare secrets byte by byte.
-        self._callers = {
-            _digest(token): Caller(name=entry.get("name", entry["role"]), role=Role(entry["role"]))
-            for token, entry in config.get("tokens", {}).items()
-        }
-        self._id_tokens = id_tokens
-        self._bootstrap = bootstrap
+    def __init__(self, ids: IdTokens, tokens: SignedTokens | None, internal_account: str,
+                 clock: Callable[[], datetime.datetime]):
+        self._ids = ids
+        self._tokens = tokens  # None: no secret configured, so no token of ours is valid.
+        self._internal_account = internal_account.lower()
+        self._clock = clock
 
-    def authenticate(self, authorization: str | None, allowed: frozenset[Role], audience: str = "") -> Caller:
-        """`audience` is the URL called, which an ID token must be minted for."""
+    def authenticate(self, authorization: str | None, audiences: Sequence[str]) -> Caller:
+        """The caller of a request; `audiences`: what an ID token may be minted for."""
         scheme, _, token = (authorization or "").partition(" ")
+        token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("missing 'Authorization: Bearer <token>' header")
-        token = token.strip()
-        caller = self._callers.get(_digest(token))
-        if caller is None and is_bootstrap_token(token):
-            if self._bootstrap is None:
-                raise Unauthorized("bootstrap tokens are not accepted: the server has no bootstrap secret")
-            caller = Caller(name=f"bootstrap:{self._bootstrap.verify(token)}", role=Role.BOOTSTRAP)
-        if caller is None and self._id_tokens and Role.INTERNAL in allowed and token.count(".") == 2:
-            caller = self._id_tokens.caller(token, audience)
-        if caller is None:
-            raise Unauthorized("unknown token")
-        if caller.role not in allowed:
-            raise Forbidden(f"role {caller.role.value!r} may not call this function")
-        return caller
+        kind = next((k for k in (signed_tokens.BOT, signed_tokens.RUN, signed_tokens.BOOTSTRAP) if k.owns(token)),
+                    None)
+        if kind is not None:
+            return self._signed(kind, token)
+        if id_tokens.looks_like_jwt(token):
+            claims = self._ids.verify(token, audiences)
+            internal = claims.email.lower() == self._internal_account
+            return Caller(Kind.INTERNAL if internal else Kind.PERSON, claims.identity)
+        raise Unauthorized("unknown token: a Google ID token, or a token this server signed")
 
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    def _signed(self, kind: signed_tokens.Kind, token: str) -> Caller:
+        if self._tokens is None:
+            raise Unauthorized(f"{kind.name}s are not accepted: the server has no token secret")
+        claims = self._tokens.verify(kind, token, self._clock())
+        if kind is signed_tokens.BOOTSTRAP:
+            return Caller(Kind.BOOTSTRAP, f"bootstrap:{claims['sub']}")
+        bot = {"bot_id": claims["bot"], "group": claims["group"], "group_version": claims["gv"]}
+        if kind is signed_tokens.RUN:
+            return Caller(Kind.RUN, f"run:{claims['run']}", run_id=claims["run"], **bot)
+        return Caller(Kind.BOT, f"bot:{claims['bot']}", **bot)

@@ -5,7 +5,8 @@ packages the bot imports (`VENDORED`, taken from where this server has them
 installed; compiled modules left out, so the zip runs on any CPU), and three
 files at its root: `__main__.py` (`bot/zip_main.py`), `config.json` (the URL
 the zip was fetched from and the server version) and `bot_config.py` (the
-hooks: the server's own file, or the project's default).
+project's default hooks: a bot group's own come with the handshake, so the
+zip, and its version, are the same whatever the service configuration).
 
 Its version is `digest()` of those entries, not of the zip's bytes, so it does
 not depend on timestamps or compression; the zip is written deterministically
@@ -87,9 +88,6 @@ class Sources:
 
     #: The directory holding `bot/` and `shared/`.
     root: Path = REPO_ROOT
-    #: The server's hooks file (the config file's `bot_config`); None: the
-    #: project's default.
-    bot_config: Path | None = None
     vendored: tuple[str, ...] = VENDORED
 
     def files(self) -> dict[str, Path]:
@@ -104,11 +102,8 @@ class Sources:
             files.update(_walk(_installed(name), name, (".py",) + VENDORED_DATA))
         if (self.root / ZIP_MAIN).is_file():
             files["__main__.py"] = self.root / ZIP_MAIN
-        hooks = self.bot_config or self.root / DEFAULT_BOT_CONFIG
-        if hooks.is_file():
-            files["bot_config.py"] = hooks
-        elif self.bot_config:
-            raise BotCodeError(f"bot_config: no file {hooks}")
+        if (self.root / DEFAULT_BOT_CONFIG).is_file():
+            files["bot_config.py"] = self.root / DEFAULT_BOT_CONFIG
         return files
 
     def signature(self) -> tuple:

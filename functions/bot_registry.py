@@ -12,6 +12,7 @@ from functions.bot_store import BotStore
 from shared import dimensions as dims_lib
 from shared.bot_api import BotAttributes, Event, EventReply, HandshakeReply
 from shared.errors import ValidationError
+from shared.service_config import BotGroup
 
 #: Events stored by the bot API; `cron_sweep` adds `bot_missing`/`bot_alive`,
 #: `bot_delete` adds `bot_deleted`, and `bot_event` the bot's own
@@ -32,8 +33,9 @@ class BotRequest:
     session: Session = dataclasses.field(default_factory=Session)
 
     @classmethod
-    def of(cls, attributes: BotAttributes, enforced: dict[str, dims_lib.Dimensions]) -> "BotRequest":
-        dims = {**attributes.dimensions, **enforced.get(attributes.bot_id, {})}
+    def of(cls, attributes: BotAttributes, enforced: dims_lib.Dimensions) -> "BotRequest":
+        """`enforced`: the dimensions of the bot's group."""
+        dims = {**attributes.dimensions, **enforced}
         return cls(bot_id=attributes.bot_id, dimensions=dims_lib.validate_bot(dims, "dimensions"),
                    state=attributes.state, version=attributes.version, session=Session.decode(attributes.session))
 
@@ -105,10 +107,12 @@ class Registry:
             self._store.write_sightings(due)
 
 
-def handshake(registry: Registry, bot: BotRequest, enforced: dims_lib.Dimensions, server_version: str,
+def handshake(registry: Registry, bot: BotRequest, group: BotGroup, script: str | None, server_version: str,
               now: datetime.datetime) -> HandshakeReply:
+    """`script`: the group's hooks (its `bot_config_script`), which the bot loads in place of the zip's."""
     return HandshakeReply(session=registry.handshake(bot, now), bot_version=bot.version,
-                          server_version=server_version, server_dimensions=enforced)
+                          server_version=server_version, server_dimensions=group.dimensions,
+                          bot_config=script, bot_config_name=group.bot_config_script)
 
 
 def event(store: BotStore, registry: Registry, bot: BotRequest, message: Event,

@@ -85,17 +85,15 @@ def _cancel_children(ctx: Context, task_id: str, kill_running: bool, now: dateti
         cancel(ctx, child.task_id, kill_running, now)
 
 
-def cancel_many(ctx: Context, tags: list[str], kill_running: bool, limit: int,
-                now: datetime.datetime) -> dict[str, Any]:
+def cancel_many(ctx: Context, tags: list[str], kill_running: bool, limit: int, now: datetime.datetime,
+                owner: str | None = None) -> dict[str, Any]:
     """`tasks_cancel`: the pending (and, with `kill_running`, running) tasks
-    having every tag, at most `limit`."""
-    if not tags or not all(isinstance(t, str) and ":" in t for t in tags):
-        raise BadRequest("tags: at least one 'key:value' tag is required")
+    having every tag (and created by `owner`, when given), at most `limit`."""
     if not 1 <= limit <= MAX_BULK:
         raise BadRequest(f"limit: must be between 1 and {MAX_BULK}")
     states = [State.PENDING.value] + ([State.RUNNING.value] if kill_running else [])
     # One array filter per query: the first tag selects, the others filter.
     found = [r for r in ctx.store.results_where("tags", tags[0], limit * 4, states, array=True)
-             if set(tags) <= set(r.tags)][:limit]
+             if set(tags) <= set(r.tags) and owner in (None, r.authenticated)][:limit]
     canceled = sum(cancel(ctx, r.task_id, kill_running, now)["canceled"] for r in found)
     return {"matched": len(found), "canceled": canceled, "now": now.isoformat()}

@@ -19,7 +19,7 @@ import google.auth.transport.requests
 from google.cloud import storage
 from google.oauth2 import service_account
 
-from functions.config import ConfigError
+from functions.settings import SettingsError
 from functions.models import iso
 from shared.cas import Digest
 
@@ -61,7 +61,7 @@ def _key_file_credentials(path: str) -> service_account.Credentials:
     try:
         return service_account.Credentials.from_service_account_file(path)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"SWARMING_SIGNING_KEY_FILE: {path} is not a service-account key file ({e})") from e
+        raise SettingsError(f"SWARMING_SIGNING_KEY_FILE: {path} is not a service-account key file ({e})") from e
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 and tasks, deletion; and the sweep that marks bots dead and alive again."""
 
 import datetime
-from typing import Any
+from typing import Any, Callable
 
 from functions.bot_store import BotStore, dimension_filter
 from shared.bot_api import is_bot_id
@@ -104,10 +104,12 @@ class Fleet:
         return {"bots_dimensions": [{"key": k, "value": sorted(values[k])} for k in sorted(values)],
                 "ts": iso(now)}
 
-    def get(self, bot_id: str, now: datetime.datetime) -> dict[str, Any]:
+    def get(self, bot_id: str, now: datetime.datetime, check: Callable[[list[str]], None]) -> dict[str, Any]:
+        """`check` raises unless the caller may see a bot of these pools."""
         doc = self._store.get_bot(bot_id)
         if doc is None:
             raise NotFound(f"no bot {bot_id}")
+        check(pools_of(doc))
         return self._with_liveness([doc], now)[0]
 
     def delete(self, bot_id: str, now: datetime.datetime) -> dict[str, Any]:
@@ -181,6 +183,11 @@ class Fleet:
             "first_seen_ts": iso(doc.get("first_seen_ts")),
             "last_seen_ts": iso(last_seen),
         }
+
+
+def pools_of(doc: dict[str, Any] | None) -> list[str]:
+    """The pools of a bot's registry entry (none for a bot not registered)."""
+    return list(doc.get("dimensions", {}).get("pool", [])) if doc else []
 
 
 def _event_wire(doc: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ or a `flask.Response` of its own (the bot zip, the start script, a redirect),
 which is passed through with the cost headers added."""
 
 import dataclasses
+import datetime
 import functools
 import inspect
 import json
@@ -13,30 +14,43 @@ from typing import Any, Callable
 
 import flask
 
-from functions import ops, service
-from functions.auth import Caller, Role
+from functions import ops, permissions, service
 from functions.errors import BadRequest, HttpError, MethodNotAllowed
+from functions.permissions import Action, Caller, Kind
 from shared import task_id as task_ids
 from shared.api_error import ApiError
+from shared.bot_api import BOT_TOKEN_HEADER
 from shared.errors import ValidationError
+from shared.service_config import ServiceConfig
 
 logger = logging.getLogger(__name__)
 #: An integer as a query parameter gives it: ASCII digits, maybe a minus sign.
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass
 class Call:
     """One authenticated request, as a handler sees it."""
 
     service: service.Service
     caller: Caller
+    #: What the function does: who may call it (functions.permissions).
+    action: Action
     params: dict[str, Any]
     #: The URL the functions were reached at (`<scheme>://<host>[<prefix>]`,
     #: without the function's name): the server URL a bot zip names.
     base_url: str = ""
     #: The bearer token the caller authenticated with (the start script embeds it).
     token: str = dataclasses.field(default="", repr=False)
+    #: The address the request came from, for the bot groups' networks.
+    remote_ip: str = ""
+    #: The handler asked whether the caller may (`authorize`); a pool-scoped
+    #: function that did not is a bug the edge refuses to answer for.
+    authorized: bool = False
+    #: The bot token to hand the caller with the answer (bot id, group, its
+    #: version, expiry): set by a handshake, and by a claim to outlast its task.
+    bot_token: tuple[str, str, str, datetime.datetime] | None = None
 
     @property
     def server_url(self) -> str:
@@ -51,8 +65,21 @@ class Call:
         return self.service.store
 
     @functools.cached_property
-    def now(self):
+    def now(self) -> datetime.datetime:
         return self.service.clock()
+
+    @functools.cached_property
+    def config(self) -> ServiceConfig:
+        return self.service.service_config.get()
+
+    def authorize(self, pool: str | None = None, owner: str | None = None) -> None:
+        """Raises Forbidden unless the caller may do the function's action in
+        `pool` (on a task of `owner`): the one decision (functions.permissions)."""
+        permissions.authorize(self.config, self.caller, self.action, pool, owner)
+        self.authorized = True
+
+    def may(self, pool: str | None = None, owner: str | None = None) -> bool:
+        return permissions.refusal(self.config, self.caller, self.action, pool, owner) is None
 
     def string(self, name: str) -> str:
         value = self.params.get(name)
@@ -86,11 +113,11 @@ class Call:
 
 @dataclasses.dataclass(frozen=True)
 class Function:
-    """One Cloud Function: its name (also its URL path), handler and who may call it."""
+    """One Cloud Function: its name (also its URL path), handler and what it does."""
 
     name: str
     handler: Callable[[Call], dict[str, Any] | flask.Response]
-    roles: frozenset[Role]
+    action: Action
     methods: tuple[str, ...] = ("POST",)
     summary: str = ""
     #: Also takes the token as `?token=` (a URL pasted into `curl ... | sh`).
@@ -104,41 +131,89 @@ class Function:
 
 def serve(function: Function, request: flask.Request) -> flask.Response:
     with ops.counting() as count:
-        answer = _handle(function, request)
+        answer, headers = _handle(function, request)
     if isinstance(answer, flask.Response):
         response = answer
     else:
         status, body = answer
         response = flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
+    response.headers.update(headers)
     response.headers["X-Firestore-Reads"] = str(count.reads)
     response.headers["X-Firestore-Writes"] = str(count.writes)
     response.headers["X-Cloud-Tasks-Ops"] = str(count.cloud_tasks)
     return response
 
 
-def _handle(function: Function, request: flask.Request) -> tuple[int, dict[str, Any]] | flask.Response:
+Answer = tuple[int, dict[str, Any]] | flask.Response
+
+
+def _handle(function: Function, request: flask.Request) -> tuple[Answer, dict[str, str]]:
     try:
         if request.method not in function.methods:
             raise MethodNotAllowed(f"{function.name} accepts {', '.join(function.methods)}")
-        svc = service.current()
-        audience = f"{svc.settings.functions_url.rstrip('/')}/{function.name}"
-        authorization = request.headers.get("Authorization")
-        if not authorization and function.token_param and request.args.get("token"):
-            authorization = f"Bearer {request.args['token']}"
-        caller = svc.auth.authenticate(authorization, function.roles, audience)
-        params = _params(request)
-        if function.token_param:
-            params.pop("token", None)
-        token = (authorization or "").partition(" ")[2].strip()
-        answer = function.handler(Call(svc, caller, params, base_url(request, function.name), token))
-        return answer if isinstance(answer, flask.Response) else (200, answer)
+        call = _call(function, request)
+        answer = function.handler(call)
+        if function.action.pool_scoped and not call.authorized:
+            raise RuntimeError(f"{function.name} answered without deciding whether {call.caller.identity} may")
+        return (answer if isinstance(answer, flask.Response) else (200, answer)), _renewed_token(call)
     except ValidationError as e:
-        return 400, ApiError(function.name, 400, BadRequest.code, str(e), e.field).to_wire()
+        return (400, ApiError(function.name, 400, BadRequest.code, str(e), e.field).to_wire()), {}
     except HttpError as e:
-        return e.status, ApiError(function.name, e.status, e.code, e.message).to_wire()
+        return (e.status, ApiError(function.name, e.status, e.code, e.message).to_wire()), {}
     except Exception:  # The boundary: log it, never leak it.
         logger.exception("%s failed", function.name)
-        return 500, ApiError(function.name, 500, HttpError.code, "internal error").to_wire()
+        return (500, ApiError(function.name, 500, HttpError.code, "internal error").to_wire()), {}
+
+
+def _call(function: Function, request: flask.Request) -> Call:
+    """The request, authenticated, and authorized as far as can be before
+    the handler knows the pool."""
+    svc = service.current()
+    authorization = request.headers.get("Authorization")
+    if not authorization and function.token_param and request.args.get("token"):
+        authorization = f"Bearer {request.args['token']}"
+    base = base_url(request, function.name)
+    server_url = svc.settings.functions_url.rstrip("/") or base
+    caller = svc.auth.authenticate(authorization, _audiences(server_url, function.name, svc.service_config.get()))
+    token = (authorization or "").partition(" ")[2].strip()
+    call = Call(svc, caller, function.action, _params(request), base, token, _remote_ip(request, svc))
+    if function.token_param:
+        call.params.pop("token", None)
+    if function.action.pool_scoped:
+        permissions.check_kind(call.config, call.caller, function.action)
+    else:
+        call.authorize()
+    return call
+
+
+def _audiences(server_url: str, function_name: str, config: ServiceConfig) -> list[str]:
+    """What an ID token may be minted for: the function's URL (Cloud Tasks',
+    Cloud Scheduler's), the service's base URL (one token for every
+    function), or the audience settings.toml names."""
+    audiences = [f"{server_url}/{function_name}", server_url]
+    return audiences + ([config.settings.id_token_audience] if config.settings.id_token_audience else [])
+
+
+def _remote_ip(request: flask.Request, svc: service.Service) -> str:
+    """The client's address: behind `trusted_proxy_hops` proxies that each
+    append to X-Forwarded-For (Google's front end does), the one they saw."""
+    hops = svc.settings.trusted_proxy_hops
+    forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+    if hops and len(forwarded) >= hops:
+        return forwarded[-hops]
+    return request.remote_addr or ""
+
+
+def _renewed_token(call: Call) -> dict[str, str]:
+    """The bot token the answer hands the bot: the one a handler set, or the
+    caller's own renewed (same group and version, so that a bot whose group
+    changed is still told to restart)."""
+    if call.bot_token is None and call.caller.kind == Kind.BOT:
+        ttl = datetime.timedelta(seconds=call.config.settings.bot_session_ttl_secs)
+        call.bot_token = (call.caller.bot_id, call.caller.group, call.caller.group_version, call.now + ttl)
+    if call.bot_token is None:
+        return {}
+    return {BOT_TOKEN_HEADER: call.service.bot_tokens.bot_token(*call.bot_token)}
 
 
 def base_url(request: flask.Request, function_name: str) -> str:

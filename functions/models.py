@@ -36,6 +36,8 @@ class TaskResult:
     tags: list[str]
     user: str
     priority: int
+    #: The pool of every slice: who may see and cancel the task is the pool's config.
+    pool: str
     created_ts: datetime.datetime
     modified_ts: datetime.datetime
     state: State = State.PENDING
@@ -70,6 +72,8 @@ class TaskResult:
     cas_output_root: dict[str, Any] | None = None
     #: What the bot measured: its overhead, the inputs' download, the outputs' upload.
     performance_stats: dict[str, Any] | None = None
+    #: The identity that created the task (`user:<email>`, `serviceAccount:<email>`).
+    authenticated: str = ""
 
     @property
     def run_id(self) -> str | None:

@@ -27,11 +27,15 @@ Every function is a Cloud Function at `BASE_URL/<name>` (the local gateway
 serves the same paths). Calls are `POST` with a JSON object body; the readers
 also take `GET` with the same names as query parameters; `bot_code` and
 `bot_bootstrap` are `GET` only. Every call carries `Authorization: Bearer
-<token>`, and each function admits the roles listed with it (`x-roles`).
+<token>`: a Google ID token (a person, a CI service account, the timers'
+service account), or a token the server signed (a bot's, a task runner's, a
+bootstrap token). Who may call each function is said with it (`x-who`); the
+roles come from the service configuration's pools and settings
+(docs/fleet.md).
 
 Errors are `{"error": {"code", "message", "field"?}}` with a fitting status:
 400 names the invalid field by its path (`task_slices[1].properties.env[3].key`),
-401 no or unknown credentials, 403 a caller without the role, 404 an unknown
+401 no or invalid credentials, 403 a caller without the role, 404 an unknown
 id, 409 a conflict (a run the calling bot does not hold), 413 stdout past 100
 MiB, 503 retry later. Every answer carries `X-Firestore-Reads`,
 `X-Firestore-Writes` and `X-Cloud-Tasks-Ops`: what the call cost.
@@ -53,7 +57,8 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "{base_url}", "variables": {"base_url": {"default": "http://127.0.0.1:8080"}}}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "A token of the config file, or an OIDC ID token"}},
+                                           "description": "A Google ID token, or a token the server signed "
+                                                          "(a bot's, a task runner's, a bootstrap token)"}},
             "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["code", "message"],
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"},
@@ -79,7 +84,8 @@ def _operation(function: Function, method: str) -> dict[str, Any]:
         "summary": function.summary,
         "description": function.description,
         "tags": [function.name.split("_")[0]],
-        "x-roles": sorted(role.value for role in function.roles),
+        "x-action": function.action.value,
+        "x-who": function.action.who,
         "responses": responses,
     }
     if method == "POST":
@@ -111,7 +117,7 @@ def markdown(doc: dict[str, Any]) -> str:
 def _markdown_function(path: str, operations: dict[str, dict[str, Any]]) -> list[str]:
     first = next(iter(operations.values()))
     methods = ", ".join(method.upper() for method in operations)
-    return [f"### `{path[1:]}`", "", f"**{first['summary']}.** {methods}; roles: {', '.join(first['x-roles'])}.",
+    return [f"### `{path[1:]}`", "", f"**{first['summary']}.** {methods}; who: {first['x-who']}.",
             "", first["description"], ""]
 
 

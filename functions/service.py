@@ -1,4 +1,5 @@
-"""What every handler needs: settings, the store, the authenticator and a clock.
+"""What every handler needs: settings, the service configuration, the store,
+the authenticator and a clock.
 
 Built lazily on first use from the environment (no client at import time), once
 per function instance; tests swap in their own with `use()`.
@@ -14,16 +15,19 @@ import requests.adapters
 from google.cloud import firestore, storage
 
 from functions import cas
-from functions.auth import GOOGLE_CERTS_URL, Authenticator, IdTokens
-from functions.bootstrap import BootstrapTokens
+from functions.auth import Authenticator
+from functions.bot_auth import BotTokens
 from functions.bot_code import BotCodeCache, Sources
-from functions.fleet import Fleet
-from functions.context import Context
-from functions.config import ServerConfig, Settings
-from functions.bot_store import BotStore
-from functions.bot_registry import Registry
 from functions.bot_liveness import Sightings
+from functions.bot_registry import Registry
+from functions.bot_store import BotStore
+from functions.config_source import ConfigSource
+from functions.context import Context
+from functions.fleet import Fleet
+from functions.id_tokens import GOOGLE_CERTS_URL, IdTokens
 from functions.queues import QueueCache
+from functions.settings import Settings
+from functions.signed_tokens import SignedTokens
 from functions.store import Store
 from functions.timers import TimerSettings, Timers, make_client
 
@@ -52,7 +56,7 @@ class Service:
     @functools.cached_property
     def context(self) -> Context:
         return Context(store=self.store, bots=self.bot_store, timers=self.timers, queues=self.queue_cache,
-                       lifo_pools=self.config.lifo_pools, dedup_max_age_secs=self.settings.dedup_max_age_secs)
+                       config=self.service_config.get, dedup_max_age_secs=self.settings.dedup_max_age_secs)
 
     @functools.cached_property
     def fleet(self) -> Fleet:
@@ -63,27 +67,22 @@ class Service:
         return QueueCache()
 
     @functools.cached_property
-    def _config_file(self) -> dict:
-        return self.settings.load_config()
+    def service_config(self) -> ConfigSource:
+        return ConfigSource(lambda: self.bucket)
 
     @functools.cached_property
-    def config(self) -> ServerConfig:
-        return ServerConfig.from_json(self._config_file)
+    def signed_tokens(self) -> SignedTokens | None:
+        """None without SWARMING_TOKEN_SECRET: no bootstrap, bot or run token is then valid."""
+        return SignedTokens(self.settings.token_secret) if self.settings.token_secret else None
+
+    @functools.cached_property
+    def bot_tokens(self) -> BotTokens:
+        return BotTokens(self.signed_tokens)
 
     @functools.cached_property
     def auth(self) -> Authenticator:
-        settings = self.settings
-        id_tokens = None
-        if settings.service_account:
-            id_tokens = IdTokens(settings.service_account, settings.id_token_certs_url or GOOGLE_CERTS_URL)
-        return Authenticator(self._config_file, id_tokens, self.bootstrap_tokens)
-
-    @functools.cached_property
-    def bootstrap_tokens(self) -> BootstrapTokens | None:
-        """None when no secret is set (SWARMING_BOOTSTRAP_SECRET, else the
-        config file's `bootstrap_secret`): bootstrap tokens are then refused."""
-        secret = self.settings.bootstrap_secret or self.config.bootstrap_secret
-        return BootstrapTokens(secret, self.clock) if secret else None
+        ids = IdTokens(self.settings.id_token_certs_url or GOOGLE_CERTS_URL)
+        return Authenticator(ids, self.signed_tokens, self.settings.service_account, self.clock)
 
     @functools.cached_property
     def bucket(self) -> storage.Bucket:
@@ -101,11 +100,7 @@ class Service:
     @functools.cached_property
     def bot_code(self) -> BotCodeCache:
         s = self.settings
-        hooks = None
-        if self.config.bot_config:
-            hooks = Path(s.config_path).parent / self.config.bot_config
-        sources = Sources(root=Path(s.bot_source_dir), bot_config=hooks) if s.bot_source_dir else Sources(
-            bot_config=hooks)
+        sources = Sources(root=Path(s.bot_source_dir)) if s.bot_source_dir else Sources()
         return BotCodeCache(sources, s.server_version, lambda: self.bucket, s.bot_code_recheck_secs)
 
     @functools.cached_property

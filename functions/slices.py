@@ -49,7 +49,7 @@ def enqueue(ctx: Context, batch: TaskBatch, result: TaskResult, request: TaskReq
     schedule_expiry(ctx, result.task_id, slice_index, expiration_ts)
     batch.create_to_run(TaskToRun(
         task_id=result.task_id, slice_index=slice_index, queue_key=queue.queue_key,
-        order_key=TaskToRun.order_key_for(request.priority, result.created_ts, lifo=queue.pool in ctx.lifo_pools),
+        order_key=TaskToRun.order_key_for(request.priority, result.created_ts, lifo=ctx.is_lifo(queue.pool)),
         dimensions=dims, expiration_ts=expiration_ts, try_number=try_number, excluded_bot=excluded_bot,
     ))
     return transitions.queue(result, slice_index, expiration_ts, now)

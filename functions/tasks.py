@@ -4,10 +4,9 @@ import base64
 import dataclasses
 import datetime
 import hashlib
-from typing import Any
+from typing import Any, Callable
 
 from functions import dedup, slices, stdout, transitions
-from functions.auth import Caller, Role
 from functions.context import Context
 from functions.errors import BadRequest, Forbidden, NotFound, Unavailable
 from functions.models import TaskResult
@@ -26,38 +25,58 @@ MAX_STDOUT_READ = 4 * 1024 * 1024
 MIN_USER_PRIORITY = 20
 #: A retried create with the same request uuid returns the same task this long.
 REQUEST_UUID_TTL = datetime.timedelta(days=7)
+#: Raises unless the caller may see this task (its pool: functions.permissions).
+Check = Callable[[TaskResult], None]
 
 
-def new(ctx: Context, body: Any, caller: Caller, now: datetime.datetime) -> dict[str, Any]:
-    request = TaskRequest.from_wire(body)
-    request = _with_automatic_tags(request, user=request.user or caller.name)
-    if request.priority < MIN_USER_PRIORITY and caller.role != Role.ADMIN:
+@dataclasses.dataclass(frozen=True)
+class Requester:
+    """Who creates a task: the caller's identity (`user:<email>` or
+    `serviceAccount:<email>`), and whether it is a global admin."""
+
+    identity: str
+    admin: bool = False
+
+    @property
+    def email(self) -> str:
+        return self.identity.partition(":")[2]
+
+
+def new(ctx: Context, request: TaskRequest, requester: Requester, now: datetime.datetime) -> dict[str, Any]:
+    """Creates the task of a request the caller may schedule in its pool. Its
+    `user` is the caller's email; another is LUCI's delegation, for admins."""
+    if request.user and request.user not in (requester.email, requester.identity) and not requester.admin:
+        raise Forbidden(f"user: {requester.identity} may not create tasks for {request.user!r} (admins only)")
+    request = _with_automatic_tags(request, user=request.user or requester.email)
+    if request.priority < MIN_USER_PRIORITY and not requester.admin:
         raise Forbidden(f"priority: below {MIN_USER_PRIORITY} is for admins only")
     if any(s.properties.secret_withheld for s in request.task_slices):
         raise BadRequest("has_secret_bytes: a new task gives its secret_bytes, or none")
     if request.evaluate_only:
         return {"task_id": None, "request": request.to_wire(), "task_result": None}
-    uuid_key = _uuid_key(caller, request.request_uuid) if request.request_uuid else None
+    uuid_key = _uuid_key(requester, request.request_uuid) if request.request_uuid else None
     for _ in range(CREATE_ATTEMPTS):
         if uuid_key and (existing := ctx.store.get_request_uuid(uuid_key)):
             return _answer(ctx, existing)
         try:
-            return _create(ctx, request, uuid_key, now)
+            return _create(ctx, request, requester, uuid_key, now)
         except (Taken, LostRace):
             continue  # A concurrent request made what this one would: look again.
     raise Unavailable("could not create the task; retry")
 
 
-def _uuid_key(caller: Caller, request_uuid: str) -> str:
+def _uuid_key(requester: Requester, request_uuid: str) -> str:
     """Request uuids are per caller: another user's uuid never returns their task."""
-    return hashlib.sha256(f"{caller.name}\n{request_uuid}".encode()).hexdigest()
+    return hashlib.sha256(f"{requester.identity}\n{request_uuid}".encode()).hexdigest()
 
 
-def _create(ctx: Context, request: TaskRequest, uuid_key: str | None, now: datetime.datetime) -> dict[str, Any]:
+def _create(ctx: Context, request: TaskRequest, requester: Requester, uuid_key: str | None,
+            now: datetime.datetime) -> dict[str, Any]:
     task_id = task_ids.task_id(task_ids.new_request_id(now))
     first = slices.runnable_slice(ctx, request, 0)
     result = TaskResult(
         task_id=task_id, name=request.name, tags=request.tags, user=request.user, priority=request.priority,
+        pool=request.pool, authenticated=requester.identity,
         created_ts=now, modified_ts=now, parent_task_id=request.parent_task_id or None,
         bot_ping_tolerance_secs=request.bot_ping_tolerance_secs, current_task_slice=first or 0,
         expiration_ts=None if first is None else now + datetime.timedelta(
@@ -114,16 +133,19 @@ def _with_automatic_tags(request: TaskRequest, user: str) -> TaskRequest:
     return dataclasses.replace(request, tags=sorted(set(request.tags) | set(automatic)), user=user)
 
 
-def result(ctx: Context, task_id: str) -> dict[str, Any]:
-    return _result(ctx, task_id).to_wire()
+def result(ctx: Context, task_id: str, check: Check) -> dict[str, Any]:
+    found = _result(ctx, task_id)
+    check(found)
+    return found.to_wire()
 
 
-def request(ctx: Context, task_id: str) -> dict[str, Any]:
-    """The stored request; secret bytes are never in it."""
+def request(ctx: Context, task_id: str, check: Check) -> dict[str, Any]:
+    """The stored request, and who created it; secret bytes are never in it."""
     found = ctx.store.get_task(task_ids.summary_id(task_ids.parse(task_id, "task_id")))
     if found is None:
         raise NotFound(f"no task {task_id}")
-    return found[1].to_wire()
+    check(found[0])
+    return {**found[1].to_wire(), "authenticated": found[0].authenticated}
 
 
 def _result(ctx: Context, task_id: str) -> TaskResult:
@@ -133,13 +155,15 @@ def _result(ctx: Context, task_id: str) -> TaskResult:
     return found
 
 
-def output(ctx: Context, task_id: str, offset: int, length: int | None) -> dict[str, Any]:
-    """A deduped task shows the stdout of the task it took its result from."""
+def output(ctx: Context, task_id: str, offset: int, length: int | None, check: Check) -> dict[str, Any]:
+    """A deduped task shows the stdout of the task it took its result from
+    (the same properties, so the same pool)."""
     if offset < 0 or offset >= stdout.MAX_SIZE:
         raise BadRequest(f"offset: must be between 0 and {stdout.MAX_SIZE - 1}")
     if length is not None and length <= 0:
         raise BadRequest("length: must be positive")
     found = _result(ctx, task_id)
+    check(found)
     source = _result(ctx, found.deduped_from) if found.deduped_from else found
     length = min(length or MAX_STDOUT_READ, MAX_STDOUT_READ)
     data = ctx.store.read_output(source.run_id, offset, length) if source.run_id else b""

@@ -7,15 +7,15 @@ with exit code 0 and exits. Being a task, it waits for a busy bot to finish
 its current one, and shows in the bot's task list.
 """
 
+import dataclasses
 import datetime
 from typing import Any
 
 from functions import tasks
-from functions.auth import Caller
-from functions.bot_store import BotStore
 from functions.context import Context
-from functions.errors import NotFound
 from functions.models import TaskResult
+from functions.tasks import Requester
+from shared.task_request import TaskRequest
 
 TAG = "swarming.terminate:1"
 COMMAND = ["terminate"]
@@ -24,31 +24,28 @@ EXPIRATION_SECS = 5 * 24 * 3600
 MAX_REASON_LENGTH = 500
 
 
-def terminate(ctx: Context, bot_store: BotStore, bot_id: str, reason: str, caller: Caller,
+def terminate(ctx: Context, bot_id: str, pool: str, reason: str, requester: Requester,
               now: datetime.datetime) -> dict[str, Any]:
-    entry = bot_store.get_bot(bot_id)
-    if entry is None:
-        raise NotFound(f"bot_id: no bot {bot_id!r}")
-    pools = entry.get("dimensions", {}).get("pool") or []
-    if not pools:
-        raise NotFound(f"bot_id: bot {bot_id!r} reports no pool")
+    """Queues the termination task of a bot of `pool`, for a caller allowed
+    to manage the pool's bots (whatever its own priority rights: the task is
+    priority 0)."""
     name = f"Terminate {bot_id}" + (f": {reason[:MAX_REASON_LENGTH]}" if reason else "")
-    body = {
+    request = TaskRequest.from_wire({
         "name": name,
         "priority": 0,
         "tags": [TAG],
         "task_slices": [{
             "properties": {
                 "command": COMMAND,
-                "dimensions": [{"key": "id", "value": bot_id}, {"key": "pool", "value": pools[0]}],
+                "dimensions": [{"key": "id", "value": bot_id}, {"key": "pool", "value": pool}],
                 "execution_timeout_secs": 60,
                 "grace_period_secs": 0,
             },
             "expiration_secs": EXPIRATION_SECS,
             "wait_for_capacity": True,
         }],
-    }
-    return {"task_id": tasks.new(ctx, body, caller, now)["task_id"]}
+    })
+    return {"task_id": tasks.new(ctx, request, dataclasses.replace(requester, admin=True), now)["task_id"]}
 
 
 def is_termination(result: TaskResult | None) -> bool:

@@ -17,14 +17,15 @@ class StartError(RuntimeError):
     """A local service could not start; the message says what to do."""
 
 
-def write_private(path: Path, content: dict[str, Any]) -> None:
-    """Replaces `path` (mode 0600) with `content` as JSON in one step: a reader
-    sees the old file or the new one. For the local stack's secrets."""
+def write_private(path: Path, content: dict[str, Any] | str) -> None:
+    """Replaces `path` (mode 0600) with `content` (text, or JSON of a dict) in
+    one step: a reader sees the old file or the new one. For the local stack's
+    secrets."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2)
+        f.write(content if isinstance(content, str) else json.dumps(content, indent=2))
     os.replace(tmp, path)
 
 

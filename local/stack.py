@@ -2,16 +2,24 @@
 our Cloud Tasks emulator (local.cloud_tasks_emulator, with the timers' queue),
 every Cloud Function behind one gunicorn (the gateway), a cron that calls
 `cron_sweep` every minute (Cloud Scheduler's job in production), and N bots.
+The service configuration (local/config/ unless another directory is given)
+is pushed to the bucket at start; the local OIDC issuer, in the Cloud Tasks
+emulator's process, stands in for Google's identity: the timers, the cron,
+the CLI and the admin who mints the bots' bootstrap tokens all present ID
+tokens it signed, verified as production verifies Google's.
 
 Each process runs in its own session, so it outlives the command that started
 it (`up --detach`) and stopping its process group also stops its children
 (gunicorn workers, a bot's task). What runs is recorded in the state directory
 (its names that the CLI reads too are in shared/local_state.py):
 
-    stack.json   base_url, project, bucket, config, ports, started_secs and
-                 processes: [{name, kind, pid, start_ticks, url, log, started_secs}]
-    config.json  the tokens of the roles (bot, user, admin) and the bootstrap
-                 secret, mode 0600
+    stack.json   base_url, issuer_url, project, bucket, config_dir, ports,
+                 started_secs and processes:
+                 [{name, kind, pid, start_ticks, url, log, started_secs}]
+    secrets.json the key of the tokens the functions sign (bootstrap, bot
+                 and run tokens: SWARMING_TOKEN_SECRET), mode 0600, kept
+    issuer_secret  what the local OIDC issuer mints ID tokens for (the CLI
+                 logs the local user in with it), mode 0600, kept
     signing_key.json  the service-account key the functions sign the CAS
                  URLs with (SWARMING_SIGNING_KEY_FILE), mode 0600, kept
     logs/        one log per process
@@ -43,14 +51,16 @@ import requests
 
 from local import emulators, processes
 from local.processes import StartError
-from shared.local_state import config_path, read_state, stack_path, token_for
+from shared.local_state import id_token, issuer_secret_path, local_user, read_state, stack_path
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "swarming-local"
 BUCKET = "swarming-local"
-ROLES = {"bot": "local-bots", "user": "local-user", "admin": "local-admin"}
+#: The service configuration pushed at start, unless another is given.
+CONFIG_DIR = REPO / "local" / "config"
+SECRETS_FILE = "secrets.json"
 BOT_READY_SECS = 30.0
 #: How often the local cron calls `cron_sweep` (Cloud Scheduler's in production).
 CRON_SECS = 60.0
@@ -72,24 +82,17 @@ TIMERS_MAX_BACKOFF_SECS = 60
 Record = dict[str, Any]
 
 
-def ensure_config(state_dir: Path) -> Path:
-    """Creates config.json once with fresh tokens and a bootstrap secret (the
-    key of `server_token`'s bootstrap tokens); later runs keep them, so the
-    tokens a user copied stay valid across restarts. A config.json without a
-    bootstrap secret (an older stack's) gets one, its other keys kept."""
-    path = config_path(state_dir)
-    if path.exists():
-        config = json.loads(path.read_text(encoding="utf-8"))
-        if not config.get("bootstrap_secret"):
-            config["bootstrap_secret"] = secrets.token_urlsafe(32)
-            processes.write_private(path, config)
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tokens = {secrets.token_urlsafe(32): {"role": role, "name": name} for role, name in ROLES.items()}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"tokens": tokens, "bootstrap_secret": secrets.token_urlsafe(32)}, f, indent=2)
-    return path
+def ensure_secrets(state_dir: Path) -> dict[str, str]:
+    """The stack's secrets, made once (mode 0600) and kept across restarts, so
+    that the bots' tokens survive a restart of the stack: secrets.json (the
+    functions' token secret) and issuer_secret (the local issuer's)."""
+    path = state_dir / SECRETS_FILE
+    if not path.exists():
+        processes.write_private(path, {"token_secret": secrets.token_urlsafe(32)})
+    issuer = issuer_secret_path(state_dir)
+    if not issuer.exists():
+        processes.write_private(issuer, secrets.token_urlsafe(32))
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def is_alive(record: Record) -> bool:
@@ -99,14 +102,17 @@ def is_alive(record: Record) -> bool:
 
 
 def up(state_dir: Path, bots: int = 0, gateway_port: int = 0, firestore_port: int = 0,
-       storage_port: int = 0, cloud_tasks_port: int = 0) -> dict[str, Any]:
-    """Starts the stack and returns what stack.json records. On any failure (or
-    Ctrl-C) it stops everything it started before raising."""
+       storage_port: int = 0, cloud_tasks_port: int = 0, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
+    """Starts the stack with the service configuration of `config_dir` and
+    returns what stack.json records. On any failure (or Ctrl-C) it stops
+    everything it started before raising."""
     state_dir = Path(state_dir).resolve()
     _refuse_if_running(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_secrets(state_dir)
     state: dict[str, Any] = {
-        "base_url": None, "project": PROJECT, "bucket": BUCKET,
-        "config": str(ensure_config(state_dir)), "ports": {}, "processes": [], "started_secs": None,
+        "base_url": None, "issuer_url": None, "project": PROJECT, "bucket": BUCKET,
+        "config_dir": str(Path(config_dir).resolve()), "ports": {}, "processes": [], "started_secs": None,
     }
     children_before = _children()
     began = time.monotonic()
@@ -148,17 +154,19 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
     storage = _launch(state_dir, state, "storage", "storage",
                       lambda log_path: emulators.start_storage(ports["storage"], log_path,
                                                                state_dir / "storage"))
-    _create_bucket(storage.url)
+    _prepare_bucket(storage.url, Path(state["config_dir"]))
     ports["cloud_tasks"] = _port(cloud_tasks_port, "cloud_tasks")
     ports["cloud_tasks_certs"] = _port(0, "cloud_tasks_certs")
     cloud_tasks = _launch(state_dir, state, "cloud_tasks", "cloud_tasks",
                           lambda log_path: _start_cloud_tasks(ports["cloud_tasks"], ports["cloud_tasks_certs"],
-                                                              log_path))
+                                                              issuer_secret_path(state_dir), log_path))
+    state["issuer_url"] = f"http://127.0.0.1:{ports['cloud_tasks_certs']}"
     _create_timers_queue(cloud_tasks.url)
     ports["gateway"] = _port(gateway_port, "gateway")
     gateway_url = f"http://127.0.0.1:{ports['gateway']}"
     env = {**firestore.env, **storage.env, **cloud_tasks.env,
-           "SWARMING_PROJECT": PROJECT, "SWARMING_BUCKET": BUCKET, "SWARMING_CONFIG": state["config"],
+           "SWARMING_PROJECT": PROJECT, "SWARMING_BUCKET": BUCKET,
+           "SWARMING_TOKEN_SECRET": ensure_secrets(state_dir)["token_secret"],
            # The timers call the functions back at the gateway's URL, which is also their tokens' audience.
            "SWARMING_FUNCTIONS_URL": gateway_url, "SWARMING_TASKS_QUEUE": TIMERS_QUEUE,
            "SWARMING_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
@@ -224,12 +232,18 @@ def _quiet_google_imports() -> Iterator[None]:
         yield
 
 
-def _create_bucket(storage_url: str) -> None:
+def _prepare_bucket(storage_url: str, config_dir: Path) -> None:
+    """The stack's bucket, with the service configuration of `config_dir`
+    pushed to it, as a deployment pushes its own."""
     # Imported here: it takes 0.3 s, which every `swarming` command would pay.
     with _quiet_google_imports():
         from google.api_core.exceptions import Conflict
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
+
+        from functions.config_source import ConfigSource
+        from shared import service_config
+        from shared.errors import ConfigError
 
     client = storage.Client(project=PROJECT, credentials=AnonymousCredentials(),
                             client_options={"api_endpoint": storage_url})
@@ -237,15 +251,21 @@ def _create_bucket(storage_url: str) -> None:
         client.create_bucket(BUCKET)
     except Conflict:
         pass  # kept in storage/ from an earlier run
+    try:
+        ConfigSource(lambda: client.bucket(BUCKET)).push(service_config.read_dir(config_dir))
+    except ConfigError as e:
+        raise StartError(f"the service configuration in {config_dir} is not valid:\n{e}") from None
 
 
-def _start_cloud_tasks(port: int, certs_port: int, log_path: Path) -> emulators.Emulator:
-    """Our Cloud Tasks emulator; its url is the gRPC host:port (no scheme), as
-    client_for and SWARMING_TASKS_EMULATOR_HOST take it."""
+def _start_cloud_tasks(port: int, certs_port: int, issuer_secret: Path, log_path: Path) -> emulators.Emulator:
+    """Our Cloud Tasks emulator, with the local OIDC issuer; its url is the
+    gRPC host:port (no scheme), as client_for and SWARMING_TASKS_EMULATOR_HOST
+    take it."""
     host = f"127.0.0.1:{port}"
     certs_url = f"http://127.0.0.1:{certs_port}/oauth2/v1/certs"
     process = processes.spawn(
-        [sys.executable, "-m", "local.cloud_tasks_emulator", "--port", str(port), "--certs-port", str(certs_port)],
+        [sys.executable, "-m", "local.cloud_tasks_emulator", "--port", str(port), "--certs-port", str(certs_port),
+         "--issuer-secret-file", str(issuer_secret)],
         log_path, env={"PYTHONUNBUFFERED": "1"}, cwd=REPO,
     )
     # The emulator serves its certificates last, once its gRPC API answers.
@@ -288,18 +308,22 @@ def _start_gateway(port: int, log_path: Path, env: dict[str, str]) -> _Started:
 
 
 def _start_cron(base_url: str, state_dir: Path, log_path: Path) -> _Started:
+    """Calls as Cloud Scheduler does: with an ID token of the service's own
+    account, for the URL called, from the local issuer."""
     process = processes.spawn(
-        [sys.executable, "-m", "local.cron", "--server", base_url, "--every", str(CRON_SECS), "cron_sweep"],
-        log_path, env={"SWARMING_TOKEN": token_for(state_dir, "admin"), "PYTHONUNBUFFERED": "1"}, cwd=REPO,
+        [sys.executable, "-m", "local.cron", "--server", base_url, "--every", str(CRON_SECS),
+         "--state-dir", str(state_dir), "--account", SERVICE_ACCOUNT, "cron_sweep"],
+        log_path, env={"PYTHONUNBUFFERED": "1"}, cwd=REPO,
     )
     return _Started(process, None)
 
 
 def _start_bot(bot_id: str, base_url: str, state_dir: Path, firestore_url: str, log_path: Path) -> _Started:
     """Starts a bot as on a new host: with a fresh bootstrap token (minted by
-    `server_token` with the admin token), runs the `bot_bootstrap` script in
-    the bot's directory, which downloads swarming_bot.zip from `bot_code` and
-    execs `python3 swarming_bot.zip start_bot`; the bot then execs itself
+    `server_token` as the local user, an admin of local/config), runs the
+    `bot_bootstrap` script in the bot's directory, which downloads
+    swarming_bot.zip from `bot_code`, leaves the token for the bot's handshake
+    and execs `python3 swarming_bot.zip start_bot`; the bot then execs itself
     from swarming_bot.1.zip (then .2, .1... as it updates), always the same
     pid in the same process group, the one `down` stops. Ready once the bot's
     handshake has written its registry entry."""
@@ -309,11 +333,9 @@ def _start_bot(bot_id: str, base_url: str, state_dir: Path, firestore_url: str, 
 
     work_dir = state_dir / "bots" / bot_id
     work_dir.mkdir(parents=True, exist_ok=True)
-    script = bootstrap_script(base_url, token_for(state_dir, "admin"))
-    process = processes.spawn(
-        ["sh", "-c", script], log_path, cwd=work_dir,
-        env={"SWARMING_TOKEN": token_for(state_dir, "bot"), "SWARMING_BOT_ID": bot_id, "PYTHONUNBUFFERED": "1"},
-    )
+    script = bootstrap_script(base_url, id_token(state_dir, local_user(), base_url))
+    process = processes.spawn(["sh", "-c", script], log_path, cwd=work_dir,
+                              env={"SWARMING_BOT_ID": bot_id, "PYTHONUNBUFFERED": "1"})
     registry = f"{firestore_url}/v1/projects/{PROJECT}/databases/(default)/documents/{BOTS}/{bot_id}"
     processes.wait_until(processes.http_ok(registry), process, f"bot {bot_id}", log_path,
                          timeout=BOT_READY_SECS)

@@ -97,6 +97,11 @@ class TaskRequest:
             pubsub_userdata=_no_pubsub(request, "pubsub_userdata"),
         )
 
+    @property
+    def pool(self) -> str:
+        """The one pool of every slice."""
+        return self.task_slices[0].properties.dimensions["pool"][0]
+
     def to_wire(self, include_secrets: bool = False) -> dict[str, Any]:
         """Every field; the slices' secret bytes only with `include_secrets`."""
         return {

@@ -1,13 +1,16 @@
 """Fixtures: the real emulators once per session (with a key that signs the
-CAS URLs), a fresh Firestore project and bucket per test, and the real gateway
-(every function through functions-framework) served in-process over HTTP."""
+CAS URLs), a fresh Firestore project and bucket per test with the tests'
+service configuration (tests/config/) pushed to it, the real gateway (every
+function through functions-framework) served in-process over HTTP, and
+credentials minted as production mints them: Google-style ID tokens signed by
+the local OIDC issuer's key, bot and bootstrap tokens signed by the service."""
 
 import datetime
-import json
 import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,13 +21,29 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from werkzeug.serving import make_server
 
-from functions import service
-from functions.config import Settings
+from functions import bot_auth, service, signed_tokens
+from functions.settings import Settings
 from local import cloud_tasks_emulator, emulators, gateway, processes
+from shared import bot_api, service_config
 
-TOKENS = {"bot": "test-bot-token", "user": "test-user-token", "admin": "test-admin-token"}
 TIMERS_ACCOUNT = "timers@test.iam.gserviceaccount.com"
 REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "tests" / "config"
+TOKEN_SECRET = "the tests' token secret"
+CONFIG = service_config.parse(service_config.read_dir(CONFIG_DIR))
+#: Who each role of the tests is (tests/config/ gives them their roles).
+PEOPLE = {"user": "user@example.com", "admin": "admin@example.com", "viewer": "viewer@example.com",
+          "internal": TIMERS_ACCOUNT}
+
+
+def bot_token(bot_id: str = "bot-1") -> str:
+    """The bot token a handshake would give the bot under its group of
+    tests/config/, valid an hour: for any test's service (same secret, same
+    config)."""
+    group = bot_auth.group_of(CONFIG, bot_id)
+    expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    tokens = bot_auth.BotTokens(signed_tokens.SignedTokens(TOKEN_SECRET))
+    return tokens.bot_token(bot_id, group.name, bot_auth.group_version(CONFIG, group), expires)
 
 
 @pytest.fixture(scope="session")
@@ -51,17 +70,6 @@ def emulator_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 
 @pytest.fixture(scope="session")
-def auth_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("config") / "config.json"
-    path.write_text(json.dumps({
-        "tokens": {t: {"role": r, "name": f"test-{r}"} for r, t in TOKENS.items()},
-        "pools": {"lifo": {"lifo": True}},
-        "bots": {"enforced-bot": {"dimensions": {"pool": ["secure"]}}},
-    }))
-    return path
-
-
-@pytest.fixture(scope="session")
 def cloud_tasks() -> Iterator[cloud_tasks_emulator.Emulator]:
     emulator = cloud_tasks_emulator.serve()
     yield emulator
@@ -84,21 +92,23 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def svc(emulator_env: dict[str, str], auth_config: Path, cloud_tasks: cloud_tasks_emulator.Emulator,
-        base_url: str, clock: Clock) -> Iterator[service.Service]:
+def svc(emulator_env: dict[str, str], cloud_tasks: cloud_tasks_emulator.Emulator, base_url: str,
+        clock: Clock) -> Iterator[service.Service]:
     """A service on a Firestore project, a bucket and a Cloud Tasks queue of
-    this test's own; its timers call the in-process gateway."""
+    this test's own, configured with tests/config/; its timers call the
+    in-process gateway."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     storage.Client(project=name, credentials=AnonymousCredentials()).create_bucket(name)
     queue = f"projects/{name}/locations/local/queues/timers"
     cloud_tasks_emulator.client_for(cloud_tasks.host).create_queue(
         parent=queue.rsplit("/queues/", 1)[0], queue={"name": queue})
-    settings = Settings(project=name, bucket=name, config_path=str(auth_config), functions_url=base_url,
-                        tasks_queue=queue, tasks_emulator_host=cloud_tasks.host,
-                        service_account=TIMERS_ACCOUNT, id_token_certs_url=cloud_tasks.certs_url,
-                        storage_url=emulator_env["STORAGE_EMULATOR_HOST"],
-                        signing_key_file=emulator_env["SWARMING_SIGNING_KEY_FILE"])
-    with service.use(service.Service(settings, clock=clock)) as current:
+    settings = Settings(project=name, bucket=name, functions_url=base_url, tasks_queue=queue,
+                        tasks_emulator_host=cloud_tasks.host, service_account=TIMERS_ACCOUNT,
+                        id_token_certs_url=cloud_tasks.certs_url, storage_url=emulator_env["STORAGE_EMULATOR_HOST"],
+                        signing_key_file=emulator_env["SWARMING_SIGNING_KEY_FILE"], token_secret=TOKEN_SECRET)
+    current = service.Service(settings, clock=clock)
+    current.service_config.push(service_config.read_dir(CONFIG_DIR))  # CONFIG
+    with service.use(current):
         yield current
 
 
@@ -112,14 +122,64 @@ def base_url() -> Iterator[str]:
     server.shutdown()
 
 
-class Api:
-    """Calls functions over HTTP with the token of a role."""
+class Tokens:
+    """The tests' credentials, minted as production mints them."""
 
-    def __init__(self, base_url: str):
+    def __init__(self, svc: service.Service, signer: Any, base_url: str):
+        self._svc = svc
+        self._signer = signer
+        self._base_url = base_url
+
+    def person(self, email: str, audience: str | None = None) -> str:
+        """A Google-style ID token, for the service's base URL unless another audience is given."""
+        return self._signer.token(email, audience or self._base_url, time.time())
+
+    def bot(self, bot_id: str = "bot-1") -> str:
+        return bot_token(bot_id)
+
+    def bootstrap(self) -> str:
+        expires = self._svc.clock() + datetime.timedelta(hours=1)
+        return self._svc.signed_tokens.mint(signed_tokens.BOOTSTRAP, {"sub": "user:admin@example.com"}, expires)
+
+    def __getitem__(self, role: str) -> str:
+        """`bot` is bot-1's token; the other roles are the people of PEOPLE."""
+        return self.bot() if role == "bot" else self.person(PEOPLE[role])
+
+
+@pytest.fixture
+def tokens(svc: service.Service, cloud_tasks: cloud_tasks_emulator.Emulator, base_url: str) -> Tokens:
+    return Tokens(svc, cloud_tasks.signer, base_url)
+
+
+@pytest.fixture
+def as_user(monkeypatch: pytest.MonkeyPatch, tokens: Tokens) -> None:
+    """The CLI, run in this process or started from it, calls as the tests' user (SWARMING_TOKEN)."""
+    monkeypatch.setenv("SWARMING_TOKEN", tokens["user"])
+
+
+@pytest.fixture
+def as_admin(monkeypatch: pytest.MonkeyPatch, tokens: Tokens) -> None:
+    """The CLI calls as the tests' global admin."""
+    monkeypatch.setenv("SWARMING_TOKEN", tokens["admin"])
+
+
+class Api:
+    """Calls functions over HTTP as a role: a person of PEOPLE, or `bot`, as
+    the bot the body names (bot-1 when it names none)."""
+
+    def __init__(self, base_url: str, tokens: Tokens):
         self.base_url = base_url
+        self.tokens = tokens
+
+    def token(self, role: str, body: Any) -> str:
+        if role != "bot":
+            return self.tokens[role]
+        ids = body.get("dimensions", {}).get("id") if isinstance(body, dict) else None
+        named = ids[0] if isinstance(ids, list) and ids and isinstance(ids[0], str) else "bot-1"
+        return self.tokens.bot(named if bot_api.is_bot_id(named) else "bot-1")
 
     def post(self, function: str, body: Any, role: str | None = "user") -> requests.Response:
-        headers = {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
+        headers = {"Authorization": f"Bearer {self.token(role, body)}"} if role else {}
         return requests.post(f"{self.base_url}/{function}", json=body, headers=headers, timeout=30)
 
     def ok(self, function: str, body: Any, role: str = "user") -> dict[str, Any]:
@@ -129,20 +189,26 @@ class Api:
 
 
 @pytest.fixture
-def api(svc: service.Service, base_url: str) -> Api:
-    return Api(base_url)
+def api(svc: service.Service, base_url: str, tokens: Tokens) -> Api:
+    return Api(base_url, tokens)
 
 
 @pytest.fixture
-def start_bot(svc, base_url: str, tmp_path: Path) -> Iterator:
-    """Starts a real bot in pool `e2e`; it is stopped (SIGTERM) after the test."""
+def start_bot(svc, base_url: str, tmp_path: Path, tokens: Tokens) -> Iterator:
+    """Starts a real bot, as a host is started: with a bootstrap token in its
+    directory. Its group (tests/config/bots.toml) puts it in pool `e2e`. It is
+    stopped (SIGTERM) after the test."""
     started = []
 
     def start(bot_id: str = "e2e-bot") -> subprocess.Popen:
+        work_dir = tmp_path / bot_id
+        work_dir.mkdir(parents=True, exist_ok=True)
+        token_file = work_dir / "bootstrap_token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(tokens.bootstrap())
         bot = processes.spawn(
-            [sys.executable, "-m", "bot", "--server", base_url, "--work-dir", str(tmp_path / bot_id),
-             "--id", bot_id, "--dimension", "pool=e2e"],
-            tmp_path / f"{bot_id}.log", env={"SWARMING_TOKEN": TOKENS["bot"]}, cwd=REPO,
+            [sys.executable, "-m", "bot", "--server", base_url, "--work-dir", str(work_dir), "--id", bot_id],
+            tmp_path / f"{bot_id}.log", env={}, cwd=REPO,
         )
         started.append(bot)
         return bot

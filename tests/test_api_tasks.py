@@ -7,7 +7,6 @@ import pytest
 import requests
 
 from tests.builders import bot_body, task_body, with_field
-from tests.conftest import TOKENS
 
 
 def test_new_task_is_pending_with_swarming_id(api):
@@ -17,13 +16,13 @@ def test_new_task_is_pending_with_swarming_id(api):
     result = api.ok("task_result", {"task_id": task_id})
     assert result["state"] == "PENDING"
     assert result["task_id"] == task_id and result["run_id"] is None
-    assert {"pool:default", "priority:100", "user:test-user", "name:t"} <= set(result["tags"])
+    assert {"pool:default", "priority:100", "user:user@example.com", "name:t"} <= set(result["tags"])
 
 
 def test_task_result_by_get_with_query(api):
     task_id = api.ok("tasks_new", task_body())["task_id"]
     response = requests.get(f"{api.base_url}/task_result", params={"task_id": task_id},
-                            headers={"Authorization": f"Bearer {TOKENS['user']}"}, timeout=10)
+                            headers={"Authorization": f"Bearer {api.tokens['user']}"}, timeout=10)
     assert response.status_code == 200 and response.json()["state"] == "PENDING"
 
 
@@ -96,7 +95,7 @@ def test_invalid_request_stores_nothing(api, svc):
 
 def test_body_must_be_json_object(api):
     response = requests.post(f"{api.base_url}/tasks_new", data=b"{not json",
-                             headers={"Authorization": f"Bearer {TOKENS['user']}"}, timeout=10)
+                             headers={"Authorization": f"Bearer {api.tokens['user']}"}, timeout=10)
     assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
     assert api.post("tasks_new", [1, 2]).status_code == 400
 
@@ -151,7 +150,7 @@ def test_unknown_function_is_404(api):
 
 
 def test_wrong_method_is_405(api):
-    response = requests.get(f"{api.base_url}/tasks_new", headers={"Authorization": f"Bearer {TOKENS['user']}"},
+    response = requests.get(f"{api.base_url}/tasks_new", headers={"Authorization": f"Bearer {api.tokens['user']}"},
                             timeout=10)
     assert response.status_code == 405
 

@@ -1,9 +1,9 @@
 """The bot from its real zip, end to end, on one detached local stack
 (`swarming local up --detach --bots 1`): its bot starts as on a new host, from
 a bootstrap token and the zip `bot_code` serves, and the tests change the bot
-code on the server (the stack's `bot_config` hooks file, part of the zip's
-digest) to watch the bot update itself, refuse a broken version, quarantine
-itself by a hook, and end through `bot_terminate`.
+code on the server (the default hooks of the sources it builds the zip from,
+part of the zip's digest) to watch the bot update itself, refuse a broken
+version, quarantine itself by a hook, and end through `bot_terminate`.
 
 The tests run in order, each on what the previous left: every one but the
 last leaves the bot idle, alive, on good code. Waits are generous (90 s); no
@@ -26,6 +26,7 @@ import requests
 from functions.bot_code import Sources
 from local import processes
 from local import stack as local_stack
+from shared import local_state
 from shared.bot_archive import digest, entries_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,14 +60,15 @@ class Stack:
         self.sources = sources
         self.state = local_stack.read_state(state_dir)
         self.base_url = self.state["base_url"]
-        self.tokens = {role: local_stack.token_for(state_dir, role) for role in ("user", "admin", "bot")}
-        self.hooks = state_dir / "bot_config.py"
+        #: The local user: an admin of local/config.
+        self.token = local_state.id_token(state_dir, local_state.local_user(), self.base_url)
+        self.hooks = sources / "bot" / "default_bot_config.py"
         self.bot_dir = state_dir / "bots" / BOT_ID
         self.bot_pid = next(p["pid"] for p in self.state["processes"] if p["name"] == BOT_ID)
 
-    def call(self, function: str, body: dict[str, Any], role: str = "user") -> dict[str, Any]:
+    def call(self, function: str, body: dict[str, Any]) -> dict[str, Any]:
         response = requests.post(f"{self.base_url}/{function}", json=body, timeout=30,
-                                 headers={"Authorization": f"Bearer {self.tokens[role]}"})
+                                 headers={"Authorization": f"Bearer {self.token}"})
         assert response.status_code == 200, f"{function}: {response.status_code} {response.text}"
         return response.json()
 
@@ -80,15 +82,15 @@ class Stack:
     def served_version(self) -> str:
         """The version `bot_code` redirects to (one of the gateway's workers)."""
         response = requests.get(f"{self.base_url}/bot_code", allow_redirects=False, timeout=30,
-                                headers={"Authorization": f"Bearer {self.tokens['bot']}"})
+                                headers={"Authorization": f"Bearer {self.token}"})
         assert response.status_code == 302, response.text
         return urllib.parse.parse_qs(urllib.parse.urlparse(response.headers["Location"]).query)["version"][0]
 
     def serve(self, hooks: str) -> str:
-        """Makes `hooks` the server's bot_config.py; returns the new version,
+        """Makes `hooks` the zip's default hooks; returns the new version,
         worked out as the server does (same sources, same installed packages)."""
         self.hooks.write_text(hooks, encoding="utf-8")
-        return digest(Sources(root=self.sources, bot_config=self.hooks).entries(self.base_url, "dev"))
+        return digest(Sources(root=self.sources).entries(self.base_url, "dev"))
 
     def swarming(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([SWARMING, *args[:1], "--state-dir", str(self.state_dir), *args[1:]],
@@ -122,21 +124,15 @@ def is_running(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One stack for the module, its hooks file in its state directory (the
-    config's `bot_config`), rechecked by the server every second. The bot
-    code is built from a copy of bot/ and shared/ (SWARMING_BOT_SOURCE_DIR),
-    so that editing the checkout meanwhile changes no version. Always brought
-    down, leaving no process."""
+    """One stack for the module. The bot code is built from a copy of bot/
+    and shared/ (SWARMING_BOT_SOURCE_DIR), rechecked by the server every
+    second, so that the tests change it there, and editing the checkout
+    meanwhile changes no version. Always brought down, leaving no process."""
     root = tmp_path_factory.mktemp("bot-zip")
     sources = root / "sources"
     for package in ("bot", "shared"):
         shutil.copytree(REPO / package, sources / package, ignore=shutil.ignore_patterns("__pycache__"))
     state_dir = root / "stack"
-    config_path = local_stack.ensure_config(state_dir)
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["bot_config"] = "bot_config.py"
-    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    (state_dir / "bot_config.py").write_text(DEFAULT_HOOKS, encoding="utf-8")
     up = subprocess.run([SWARMING, "local", "up", "--detach", "--bots", "1", "--state-dir", str(state_dir)],
                         capture_output=True, text=True, timeout=120,
                         env={**os.environ, "SWARMING_BOT_CODE_RECHECK_SECS": "1",
@@ -151,20 +147,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for pid in left:
             processes.stop(pid, grace=1)
         assert not left, f"processes left by swarming local down: {left}"
-
-
-def test_the_stack_config_has_one_bootstrap_secret_kept_across_restarts(tmp_path: Path):
-    path = local_stack.ensure_config(tmp_path)
-    secret = json.loads(path.read_text())["bootstrap_secret"]
-    assert len(secret) >= 40
-    assert json.loads(local_stack.ensure_config(tmp_path).read_text())["bootstrap_secret"] == secret
-    # An older stack's config.json gets one, and keeps its tokens and mode.
-    older = json.loads(path.read_text())
-    del older["bootstrap_secret"]
-    path.write_text(json.dumps(older))
-    config = json.loads(local_stack.ensure_config(tmp_path).read_text())
-    assert config["tokens"] == older["tokens"] and len(config["bootstrap_secret"]) >= 40
-    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_bot_started_from_a_bootstrap_token_runs_tasks(stack: Stack):
@@ -236,7 +218,7 @@ def test_a_hook_quarantines_the_bot_and_restoring_the_hooks_releases_it(stack: S
 
 def test_bot_terminate_ends_the_bot_and_its_termination_task(stack: Stack):
     stack.run_hi()  # the bot polls again soon after a task: the termination is seen early
-    task_id = stack.call("bot_terminate", {"bot_id": BOT_ID, "reason": "end of the test"}, role="admin")["task_id"]
+    task_id = stack.call("bot_terminate", {"bot_id": BOT_ID, "reason": "end of the test"})["task_id"]
     wait_for("the bot process to exit", lambda: not is_running(stack.bot_pid))
     assert processes.group_members(stack.bot_pid) == []
     result = stack.call("task_result", {"task_id": task_id})

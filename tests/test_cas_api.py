@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from functions.cas import Signer
-from functions.config import ConfigError
+from functions.settings import SettingsError
 from shared.cas import MAX_BATCH, Digest
 from tests.builders import bot_body, task_body
 
@@ -210,5 +210,5 @@ def test_missing_inputs_are_checked_as_digests(api):
 def test_an_unreadable_signing_key_file_fails_naming_the_variable(tmp_path):
     (tmp_path / "key.json").write_text("{}")
     for path in (tmp_path / "key.json", tmp_path / "absent.json"):
-        with pytest.raises(ConfigError, match="SWARMING_SIGNING_KEY_FILE"):
+        with pytest.raises(SettingsError, match="SWARMING_SIGNING_KEY_FILE"):
             Signer(str(path))

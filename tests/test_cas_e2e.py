@@ -9,11 +9,12 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.cas_transport import SignedUrlTransport
 from client.api import Client
 from shared import cas_transfer
 from shared.cas import Digest, FileEntry, Tree
-from tests.conftest import TOKENS
 from tests.test_end_to_end import finish, server_args, swarming
 
 # Copies the inputs to ${ISOLATED_OUTDIR}, adds what it saw, and leaves a file
@@ -26,6 +27,9 @@ with open(os.path.join(out, 'seen.txt'), 'w') as f:
     f.write(open('data/nested/hello.txt').read() + oct(os.stat('tool.sh').st_mode & 0o777) + oct(os.stat('data/nested/hello.txt').st_mode & 0o777))
 open('report.txt', 'w').write('from the working directory')
 """
+
+#: The CLI calls as the tests' user (SWARMING_TOKEN).
+pytestmark = pytest.mark.usefixtures("as_user")
 
 
 def _inputs(root: Path) -> Path:
@@ -85,11 +89,11 @@ def test_inputs_reach_the_task_and_its_outputs_come_back_byte_for_byte(api, base
     assert (tmp_path / "out" / again / "report.txt").read_text() == "from the working directory"
 
 
-def test_an_input_missing_from_the_store_ends_client_error(api, base_url, start_bot):
+def test_an_input_missing_from_the_store_ends_client_error(api, base_url, start_bot, tokens):
     never_uploaded = Digest.of_bytes(b"never uploaded " + os.urandom(8))
     tree = Tree({"missing.txt": FileEntry(never_uploaded)})
     manifest = tree.to_bytes()
-    client = Client(base_url, TOKENS["user"])
+    client = Client(base_url, tokens["user"])
     cas_transfer.upload(client, SignedUrlTransport(), {Digest.of_bytes(manifest): manifest})
     task_id = _new_task(api, tree.digest, ["true"])
     start_bot()
@@ -99,9 +103,9 @@ def test_an_input_missing_from_the_store_ends_client_error(api, base_url, start_
     assert result["missing_cas"] == [never_uploaded.to_wire()]
 
 
-def test_a_deduped_task_returns_the_outputs_of_the_original(api, base_url, start_bot, tmp_path):
+def test_a_deduped_task_returns_the_outputs_of_the_original(api, base_url, start_bot, tmp_path, tokens):
     inputs = _inputs(tmp_path / "in")
-    archived = cas_transfer.archive(Client(base_url, TOKENS["user"]), SignedUrlTransport(), inputs)
+    archived = cas_transfer.archive(Client(base_url, tokens["user"]), SignedUrlTransport(), inputs)
     command = [sys.executable, "-c", TASK, "${ISOLATED_OUTDIR}"]
     first = _new_task(api, archived.digest, command, idempotent=True)
     start_bot()

@@ -6,11 +6,14 @@ from click.testing import CliRunner
 
 from client.cli import cli
 from tests.builders import bot_body, task_body
-from tests.conftest import TOKENS
+import pytest
+
+#: `swarming bots` without a pool lists every pool's bots: a global admin's view.
+pytestmark = pytest.mark.usefixtures("as_admin")
 
 
 def _swarming(base_url, *args):
-    return CliRunner().invoke(cli, [*args[:1], "--server", base_url, "--token", TOKENS["user"], *args[1:]])
+    return CliRunner().invoke(cli, [*args[:1], "--server", base_url, *args[1:]])
 
 
 def _register(api, bot_id, **dims):

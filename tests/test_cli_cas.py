@@ -20,11 +20,13 @@ from client import transfers
 from client.cli import cli
 from shared.cas import Digest, Tree
 from tests.builders import bot_body, task_body
-from tests.conftest import TOKENS
 from tests.test_cas_tree import MemoryStore
 
 MIB = 1024 * 1024
 UNKNOWN = Digest("f" * 64, 123)
+
+#: The CLI calls as the tests' user (SWARMING_TOKEN).
+pytestmark = pytest.mark.usefixtures("as_user")
 
 
 # The progress bar, over an in-memory store.
@@ -73,7 +75,7 @@ def test_ctrl_c_in_a_transfer_exits_130(tmp_path, monkeypatch):
 # The commands, against the real gateway and Cloud Storage emulator.
 
 def _swarming(base_url: str, *args: str) -> Result:
-    return CliRunner().invoke(cli, [args[0], "--server", base_url, "--token", TOKENS["user"], *args[1:]])
+    return CliRunner().invoke(cli, [args[0], "--server", base_url, *args[1:]])
 
 
 def _tree(root: Path, big: bool = False) -> Path:

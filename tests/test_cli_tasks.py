@@ -10,14 +10,16 @@ from click.testing import CliRunner
 from client.cli import cli
 from shared.task_properties import MAX_SECRET_BYTES
 from tests.builders import bot_body
-from tests.conftest import TOKENS
 
 #: Nothing listens there: a command that called the server would fail with 1, not 2.
 NOWHERE = "http://127.0.0.1:9"
 
+#: The CLI calls as the tests' user (SWARMING_TOKEN).
+pytestmark = pytest.mark.usefixtures("as_user")
+
 
 def _swarming(server: str, command: str, *args: str):
-    return CliRunner().invoke(cli, [command, "--server", server, "--token", TOKENS["user"], *args])
+    return CliRunner().invoke(cli, [command, "--server", server, *args])
 
 
 @pytest.mark.parametrize("command", ["trigger", "run"])

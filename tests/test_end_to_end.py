@@ -15,10 +15,13 @@ import pytest
 
 from local import processes
 from tests.builders import task_body
-from tests.conftest import REPO, TOKENS
+from tests.conftest import REPO
 
 SWARMING = str(Path(sys.executable).with_name("swarming"))
 SCRIPT = "import sys; print('first line'); print('second line'); sys.stdout.flush(); raise SystemExit(int(sys.argv[1]))"
+
+#: The CLI calls as the tests' user (SWARMING_TOKEN).
+pytestmark = pytest.mark.usefixtures("as_user")
 
 
 def swarming(*args: str, **kwargs) -> subprocess.Popen:
@@ -32,7 +35,7 @@ def finish(process: subprocess.Popen) -> tuple[int, str, str]:
 
 
 def server_args(base_url: str) -> list[str]:
-    return ["--server", base_url, "--token", TOKENS["user"]]
+    return ["--server", base_url]
 
 
 @pytest.mark.parametrize("exit_code", [0, 3])

@@ -16,7 +16,7 @@ from functions.fleet import Fleet
 from local import cron
 from shared.bot_api import BotAttributes, Poll
 from tests.builders import bot_body, task_body
-from tests.conftest import TOKENS
+from tests.conftest import TIMERS_ACCOUNT
 
 # The present, not a fixed date: tasks made here arm real Cloud Tasks timers,
 # which fire at once for a time already past.
@@ -96,7 +96,7 @@ def test_sweep_marks_a_silent_bot_dead_and_alive_again(svc):
     dead = fleet.list_bots({"is_dead": True}, None, None, _later(602))["items"]
     assert [b["bot_id"] for b in dead] == ["bot-1"] and dead[0]["is_dead"]
     registry.check_in(_bot(session=session), None, _later(700))
-    assert not fleet.get("bot-1", _later(700))["is_dead"]  # exact before the sweep
+    assert not fleet.get("bot-1", _later(700), lambda pools: None)["is_dead"]  # exact before the sweep
     assert fleet.sweep(_later(701)) == {"dead": 0, "alive": 1, "forgotten": 0}
     assert fleet.list_bots({"is_dead": True}, None, None, _later(701))["items"] == []
     kinds = [e["event_type"] for e in fleet.events("bot-1", None, None)["items"]]
@@ -121,8 +121,8 @@ def test_quarantined_or_maintenance_bot_gets_no_task(api):
     assert not bot["quarantined"] and bot["maintenance_msg"] is None
 
 
-def test_the_bot_echoes_its_session_so_polls_write_nothing(svc, base_url):
-    remote = Remote(base_url, TOKENS["bot"])
+def test_the_bot_echoes_its_session_so_polls_write_nothing(svc, base_url, tokens):
+    remote = Remote(base_url, tokens.bot("bot-r"))
     attributes = _attributes()
     remote.handshake(attributes)
     after_handshake = remote.bot_session
@@ -149,15 +149,15 @@ def test_bots_list_filters_and_pages(api):
     for i in range(5):
         _register(api, f"bot-{i}", os=["Linux", "Ubuntu"] if i % 2 else ["Mac"])
     _register(api, "bot-q", os=["Linux"], state={"quarantined": True})
-    linux = api.ok("bots_list", {"dimensions": ["os:Linux"]})["items"]
+    linux = api.ok("bots_list", {"dimensions": ["os:Linux"]}, role="admin")["items"]
     assert [b["bot_id"] for b in linux] == ["bot-1", "bot-3", "bot-q"]
     both = api.ok("bots_list", {"dimensions": [{"key": "os", "value": "Ubuntu"}, "os:Linux"],
-                                "quarantined": False})
+                                "quarantined": False}, role="admin")
     assert [b["bot_id"] for b in both["items"]] == ["bot-1", "bot-3"]
-    assert [b["bot_id"] for b in api.ok("bots_list", {"quarantined": "TRUE"})["items"]] == ["bot-q"]
+    assert [b["bot_id"] for b in api.ok("bots_list", {"quarantined": "TRUE"}, role="admin")["items"]] == ["bot-q"]
     pages, cursor = [], None
     while True:
-        page = api.ok("bots_list", {"limit": 2, "cursor": cursor})
+        page = api.ok("bots_list", {"limit": 2, "cursor": cursor}, role="admin")
         pages.append([b["bot_id"] for b in page["items"]])
         cursor = page["cursor"]
         if not cursor:
@@ -168,16 +168,16 @@ def test_bots_list_filters_and_pages(api):
 def test_bots_count_and_dimensions(api):
     _register(api, "a", os=["Linux"])
     _register(api, "b", os=["Mac"], state={"maintenance": "reimage"})
-    _register(api, "c", pool="other", gpu=["nvidia"])
+    _register(api, "other-c", pool="other", gpu=["nvidia"])  # Its group puts it in pool other.
     task_id = api.ok("tasks_new", task_body())["task_id"]
     api.ok("bot_claim", bot_body("a", task_id=task_id, slice=0, claim_id="c"), role="bot")
-    assert api.ok("bots_count", {}) | {"now": None} == {
+    assert api.ok("bots_count", {}, role="admin") | {"now": None} == {
         "count": 3, "quarantined": 0, "maintenance": 1, "dead": 0, "busy": 1, "now": None}
     assert api.ok("bots_count", {"dimensions": "pool:default", "is_busy": False})["count"] == 1
     dims = api.ok("bots_dimensions", {"pool": "default"})["bots_dimensions"]
     assert dims == [{"key": "id", "value": ["a", "b"]}, {"key": "os", "value": ["Linux", "Mac"]},
                     {"key": "pool", "value": ["default"]}]
-    assert {"key": "gpu", "value": ["nvidia"]} in api.ok("bots_dimensions", {})["bots_dimensions"]
+    assert {"key": "gpu", "value": ["nvidia"]} in api.ok("bots_dimensions", {}, role="admin")["bots_dimensions"]
 
 
 def test_bot_events_and_tasks_tell_the_bot_story(api):
@@ -197,9 +197,9 @@ def test_bot_events_and_tasks_tell_the_bot_story(api):
     assert [(t["task_id"], t["state"]) for t in bot_tasks] == [(task_id, "COMPLETED")]
 
 
-def test_bot_delete_is_for_admins_and_the_bot_comes_back_when_it_calls(api):
+def test_bot_delete_is_for_the_pools_admins_and_the_bot_comes_back_when_it_calls(api):
     _register(api, "gone")
-    assert api.post("bot_delete", {"bot_id": "gone"}, role="user").status_code == 403
+    assert api.post("bot_delete", {"bot_id": "gone"}, role="viewer").status_code == 403
     assert api.ok("bot_delete", {"bot_id": "gone"}, role="admin") == {"deleted": True}
     assert api.post("bot_get", {"bot_id": "gone"}).status_code == 404
     assert api.post("bot_delete", {"bot_id": "gone"}, role="admin").status_code == 404
@@ -218,7 +218,7 @@ def test_bad_bot_queries_say_which_field(api):
         ("bot_events", {"bot_id": "b", "cursor": "yesterday"}, "cursor"),
         ("bot_get", {}, "bot_id"),
     ]:
-        response = api.post(function, body)
+        response = api.post(function, body, role="admin")
         assert response.status_code == 400, (function, response.text)
         assert response.json()["error"]["message"].startswith(field), (function, response.text)
     response = api.post("bot_event", bot_body(event="bot_party"), role="bot")
@@ -234,7 +234,7 @@ def test_an_id_firestore_cannot_take_is_400_from_the_bot_and_404_from_the_reader
         assert api.post("bot_get", {"bot_id": bot_id}).status_code == 404
         assert api.post("bot_delete", {"bot_id": bot_id}, role="admin").status_code == 404
         assert api.post("bot_terminate", {"bot_id": bot_id}, role="admin").status_code == 404
-        response = api.post("bots_list", {"cursor": bot_id})
+        response = api.post("bots_list", {"cursor": bot_id}, role="admin")
         assert response.status_code == 400 and response.json()["error"]["message"].startswith("cursor")
     _register(api, "host.example.com")  # dots are fine
     assert api.ok("bot_get", {"bot_id": "host.example.com"})["bot_id"] == "host.example.com"
@@ -256,10 +256,12 @@ def test_store_counts_one_read_per_shard(svc):
     assert (count.reads, count.writes) == (SHARDS, 1)
 
 
-def test_local_cron_calls_the_sweep_with_its_token(api, base_url, caplog):
+def test_local_cron_calls_the_sweep_as_the_services_account(api, base_url, caplog, tokens):
+    """As Cloud Scheduler: an ID token of the service's own account, for the URL called."""
     stop = threading.Event()
     caplog.set_level(logging.INFO, logger="local_cron")
-    worker = threading.Thread(target=cron.run, args=(base_url, TOKENS["admin"], ["cron_sweep"], 0.05, stop))
+    worker = threading.Thread(target=cron.run, args=(
+        base_url, lambda url: tokens.person(TIMERS_ACCOUNT, audience=url), ["cron_sweep"], 0.05, stop))
     worker.start()
     try:
         deadline = time.monotonic() + 10

@@ -17,6 +17,7 @@ import requests
 
 from local import processes
 from local import stack as local_stack
+from shared import local_state, service_config
 
 SWARMING = str(Path(sys.executable).with_name("swarming"))
 
@@ -62,18 +63,14 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
             processes.stop(pid, grace=1)
 
 
-def test_config_is_created_once_private_with_a_token_per_role(tmp_path: Path):
-    path = local_stack.ensure_config(tmp_path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    tokens = json.loads(path.read_text())["tokens"]
-    assert sorted((e["role"], e["name"]) for e in tokens.values()) == [
-        ("admin", "local-admin"), ("bot", "local-bots"), ("user", "local-user")]
-    assert all(len(token) >= 40 for token in tokens)
-    assert local_stack.ensure_config(tmp_path) == path and json.loads(path.read_text())["tokens"] == tokens
-    user = local_stack.token_for(tmp_path, "user")
-    assert tokens[user]["role"] == "user"
-    with pytest.raises(KeyError):
-        local_stack.token_for(tmp_path, "nobody")
+def test_secrets_are_made_once_private_and_kept(tmp_path: Path):
+    made = local_stack.ensure_secrets(tmp_path)
+    issuer = local_state.issuer_secret_path(tmp_path)
+    for path in (tmp_path / local_stack.SECRETS_FILE, issuer):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(made["token_secret"]) >= 40 and len(issuer.read_text()) >= 40
+    kept_issuer = issuer.read_text()
+    assert local_stack.ensure_secrets(tmp_path) == made and issuer.read_text() == kept_issuer
 
 
 def test_missing_firestore_jar_fails_in_one_line(state_dir: Path):
@@ -131,11 +128,19 @@ def test_detached_stack_answers_refuses_a_second_and_stops_clean(state_dir: Path
 
     answer = requests.get(state["base_url"] + "/", timeout=10)
     assert answer.status_code == 200 and "tasks_new" in answer.json()["functions"]
-    # The gateway reads the stack's config.json: its user token is accepted.
-    token = local_stack.token_for(state_dir, "user")
+    # The local user logs in through the stack's issuer, and local/config gives it a role.
+    assert state["config_dir"] == str(local_stack.CONFIG_DIR)
+    token = local_state.id_token(state_dir, local_state.local_user(), state["base_url"])
     answer = requests.get(state["base_url"] + "/task_result", params={"task_id": "1234567890abcde0"},
                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    assert answer.status_code not in (401, 403), answer.text
+    assert answer.status_code == 404, answer.text
+    someone = local_state.id_token(state_dir, "someone@example.com", state["base_url"])
+    answer = requests.get(state["base_url"] + "/task_result", params={"task_id": "1234567890abcde0"},
+                          headers={"Authorization": f"Bearer {someone}"}, timeout=10)
+    assert answer.status_code == 403, answer.text
+    details = requests.get(state["base_url"] + "/server_details", headers={"Authorization": f"Bearer {token}"},
+                           timeout=10)
+    assert details.json()["config_version"] == service_config.version(service_config.read_dir(local_stack.CONFIG_DIR))
 
     again = swarming("local", "up", "--detach", "--bots", "0", "--state-dir", str(state_dir))
     assert again.returncode == 1

@@ -13,7 +13,7 @@ from bot.task_runner import StopReason, TaskError
 from shared.api_error import ApiError
 from shared.bot_api import Update
 from shared.task_properties import BOT_ENV
-from tests.test_task_runner import BOT_DIMENSIONS, RUN_ID, SERVER, Recorder, python, run_task
+from tests.test_task_runner import RUN_ID, SERVER, Recorder, python, run_task
 
 SECRET = b"\x00s3cr3t-bytes\xff"
 SECRET_B64 = base64.b64encode(SECRET).decode()

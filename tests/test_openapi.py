@@ -8,7 +8,7 @@ from functions import openapi
 from functions.endpoints import FUNCTIONS
 
 
-def test_every_function_and_only_they_are_documented_with_their_methods_and_roles():
+def test_every_function_and_only_they_are_documented_with_their_methods_and_who_may_call_them():
     paths = json.loads(openapi.PATH.read_text())["paths"]
     assert set(paths) == {f"/{f.name}" for f in FUNCTIONS}
     for function in FUNCTIONS:
@@ -16,7 +16,7 @@ def test_every_function_and_only_they_are_documented_with_their_methods_and_role
         assert set(operations) == {m.lower() for m in function.methods}, function.name
         for operation in operations.values():
             assert operation["summary"], function.name
-            assert operation["x-roles"] == sorted(r.value for r in function.roles)
+            assert (operation["x-action"], operation["x-who"]) == (function.action.value, function.action.who)
 
 
 def test_the_committed_document_is_current():

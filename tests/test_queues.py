@@ -11,17 +11,18 @@ import time
 import pytest
 
 from functions import scheduler, tasks
-from functions.auth import Caller, Role
 from functions.bot_registry import BotRequest
 from functions.queues import CACHE_SECS, REFRESH, QueueCache, TaskQueue
+from functions.tasks import Requester
 from shared import task_id as task_ids
 from shared.bot_api import Poll
+from shared.task_request import TaskRequest
 from tests.builders import bot_body, task_body
 
 # The present, not a fixed date: tasks made here arm real Cloud Tasks timers,
 # which fire at once for a time already past.
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-USER = Caller("someone", Role.ADMIN)  # admins may use any priority
+USER = Requester("user:someone@example.com", admin=True)  # admins may use any priority
 
 
 def test_queue_key_names_the_normalised_dimensions_within_the_pool():
@@ -93,8 +94,10 @@ def test_cache_writes_a_queue_once_per_refresh_and_shows_its_own_writes_at_once(
     assert cache.needs_write(TaskQueue.for_dimensions({"pool": ["p"]}, NOW + REFRESH))
 
 
-def _ctx(svc, cache, lifo_pools):
-    return dataclasses.replace(svc.context, queues=cache, lifo_pools=lifo_pools)
+def _new(svc, cache, body, now=NOW) -> str:
+    """Creates a task on an instance whose queue cache is `cache`."""
+    return tasks.new(dataclasses.replace(svc.context, queues=cache), TaskRequest.from_wire(body), USER,
+                     now)["task_id"]
 
 
 def _poll(svc, cache, now, **dims):
@@ -107,7 +110,7 @@ def _poll(svc, cache, now, **dims):
 def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):
     creator, poller = QueueCache(), QueueCache()
     assert _poll(svc, poller, NOW)["cmd"] == "sleep"  # the poller has read the pool: empty
-    task_id = tasks.new(_ctx(svc, creator, frozenset()), task_body(), USER, NOW)["task_id"]
+    task_id = _new(svc, creator, task_body())
     assert _poll(svc, poller, NOW + datetime.timedelta(seconds=1))["cmd"] == "sleep"
     later = NOW + datetime.timedelta(seconds=CACHE_SECS + 1)
     assert _poll(svc, poller, later)["candidates"] == [{"task_id": task_id, "slice": 0}]
@@ -115,10 +118,10 @@ def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):
 
 def test_poll_finds_or_dimensions_and_skips_other_queues(svc):
     cache = QueueCache()
-    mac = tasks.new(_ctx(svc, cache, frozenset()), task_body(dimensions={"pool": "default", "os": "Linux|Mac"}), USER, NOW)
-    tasks.new(_ctx(svc, cache, frozenset()), task_body(dimensions={"pool": "default", "gpu": "yes"}), USER, NOW)
+    mac = _new(svc, cache, task_body(dimensions={"pool": "default", "os": "Linux|Mac"}))
+    _new(svc, cache, task_body(dimensions={"pool": "default", "gpu": "yes"}))
     answer = _poll(svc, QueueCache(), NOW, os=["Mac"])
-    assert [c["task_id"] for c in answer["candidates"]] == [mac["task_id"]]
+    assert [c["task_id"] for c in answer["candidates"]] == [mac]
 
 
 def test_second_task_of_a_queue_writes_no_queue_record(api):
@@ -145,28 +148,27 @@ def test_idle_poll_with_a_warm_cache_and_its_session_costs_at_most_one_read_and_
     assert busy.headers["X-Firestore-Writes"] == "0"
 
 
-def _pending_order(svc, pool: str, lifo_pools: frozenset[str]) -> tuple[list[str], list[str]]:
+def _pending_order(svc, pool: str) -> tuple[list[str], list[str]]:
     cache, created = QueueCache(), []
     for i, priority in enumerate([50, 100, 100, 100, 10]):
         body = task_body(dimensions={"pool": pool}, priority=priority)
-        created.append(tasks.new(_ctx(svc, cache, lifo_pools), body, USER,
-                                 NOW + datetime.timedelta(seconds=i))["task_id"])
+        created.append(_new(svc, cache, body, NOW + datetime.timedelta(seconds=i)))
     queue_key = TaskQueue.for_dimensions({"pool": [pool]}, NOW).queue_key
     return [t.task_id for t in svc.store.pending([queue_key], 10)], created
 
 
 def test_priority_first_then_fifo(svc):
-    order, created = _pending_order(svc, "fifo", frozenset())
+    order, created = _pending_order(svc, "default")
     assert order == [created[4], created[0], created[1], created[2], created[3]]
 
 
 def test_priority_first_then_lifo_in_lifo_pools(svc):
-    order, created = _pending_order(svc, "lifo", frozenset({"lifo"}))
+    order, created = _pending_order(svc, "lifo")
     assert order == [created[4], created[0], created[3], created[2], created[1]]
 
 
 def test_lifo_pool_comes_from_the_config(api, svc):
-    assert svc.config.lifo_pools == {"lifo"}
+    assert svc.service_config.get().pool("lifo").lifo and not svc.service_config.get().pool("default").lifo
     first = api.ok("tasks_new", task_body(dimensions={"pool": "lifo"}))["task_id"]
     second = api.ok("tasks_new", task_body(dimensions={"pool": "lifo"}))["task_id"]
     queue_key = TaskQueue.for_dimensions({"pool": ["lifo"]}, NOW).queue_key
@@ -190,8 +192,8 @@ def test_task_ids_drawn_in_the_same_millisecond_never_collide(svc, monkeypatch):
     draws = iter([0x1230, 0x1230, 0x4560])
     monkeypatch.setattr(task_ids, "new_request_id", lambda now, rand=None: next(draws))
     cache = QueueCache()
-    first = tasks.new(_ctx(svc, cache, frozenset()), task_body(), USER, NOW)["task_id"]
-    second = tasks.new(_ctx(svc, cache, frozenset()), task_body(), USER, NOW)["task_id"]
+    first = _new(svc, cache, task_body())
+    second = _new(svc, cache, task_body())
     assert (first, second) == ("12300", "45600")
     assert svc.store.get_result(second).task_id == second
 

@@ -8,7 +8,8 @@ import uuid
 
 from functions import store as store_lib
 from functions import tasks
-from functions.auth import Caller, Role
+from functions.tasks import Requester
+from shared.task_request import TaskRequest
 from tests.builders import bot_body, task_body
 
 QUEUES, TASKS, BOTS = 10, 500, 20
@@ -40,12 +41,12 @@ def _work(api, index: int) -> list[tuple[str, str]]:
 
 def test_every_task_is_claimed_exactly_once_by_a_matching_bot(api, svc):
     now = datetime.datetime.now(datetime.timezone.utc)
-    caller = Caller("racer", Role.USER)
+    requester = Requester("user:racer@example.com")
     queue_of = {}
     for i in range(TASKS):
         q = str(i % QUEUES)
         body = task_body(dimensions={"pool": "race", "q": q}, priority=100 + i % 3)
-        queue_of[tasks.new(svc.context, body, caller, now)["task_id"]] = q
+        queue_of[tasks.new(svc.context, TaskRequest.from_wire(body), requester, now)["task_id"]] = q
     with concurrent.futures.ThreadPoolExecutor(BOTS) as pool:
         claims = [c for won in pool.map(lambda i: _work(api, i), range(BOTS)) for c in won]
     counts = collections.Counter(task_id for task_id, _ in claims)

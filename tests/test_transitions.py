@@ -22,7 +22,7 @@ FUNCTIONS = pathlib.Path(__file__).resolve().parents[1] / "functions"
 
 
 def _result(state: State = State.PENDING, **fields) -> TaskResult:
-    return TaskResult(task_id="6a1f2b3c4d5e6f70", name="t", tags=[], user="u", priority=100, created_ts=T0,
+    return TaskResult(task_id="6a1f2b3c4d5e6f70", name="t", tags=[], user="u", priority=100, pool="p", created_ts=T0,
                       modified_ts=T0, state=state, **fields)
 
 

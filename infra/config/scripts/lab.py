@@ -1,6 +1,6 @@
 """The hooks of the lab's bots: bots.toml names this file as the
-`bot_config_script` of their group, and the server puts it at the root of
-their swarming_bot.zip, as `bot_config.py`, in place of the default hooks.
+`bot_config_script` of their group, and the server hands it to them with
+their handshake; they load it in place of the zip's default hooks.
 
 A hook this file leaves out is the default one: bot/default_bot_config.py
 documents every hook (copy from there). Every hook takes `bot`, a

@@ -1,23 +1,23 @@
 """Server settings: `SWARMING_*` environment variables, then documented defaults."""
 
 import dataclasses
-import json
 import os
-from typing import Any
 
 from shared.errors import SwarmingError
 
 
-class ConfigError(SwarmingError):
+class SettingsError(SwarmingError):
     pass
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    """What a function instance reads from its environment. Who may do what,
+    and which bots may connect, is the service configuration instead
+    (functions.config_source), which changes without a restart."""
+
     project: str
     bucket: str
-    #: The local config file (tokens and their roles, pools, bots).
-    config_path: str
     server_version: str = "dev"
     #: How often a function instance writes the bots it saw (functions.bot_liveness).
     sightings_flush_secs: float = 30.0
@@ -35,10 +35,12 @@ class Settings:
     id_token_certs_url: str = ""
     #: How long a successful idempotent task is reused (Swarming: 7 days).
     dedup_max_age_secs: int = 7 * 24 * 3600
-    #: The key of bootstrap tokens; the config file's `bootstrap_secret` when empty.
-    bootstrap_secret: str = ""
-    #: How long a bootstrap token minted by `server_token` opens the bot code.
-    bootstrap_token_ttl_secs: int = 3600
+    #: The key of the tokens the server signs (bootstrap, bot and run tokens):
+    #: from the environment (Secret Manager in production), never a file.
+    token_secret: str = dataclasses.field(default="", repr=False)
+    #: Proxies in front of the functions that append the client's address to
+    #: X-Forwarded-For (Google's front end: 1); 0: the connection's address.
+    trusted_proxy_hops: int = 0
     #: The directory holding `bot/` and `shared/` the bot zip is built from;
     #: the repository when empty.
     bot_source_dir: str = ""
@@ -56,8 +58,7 @@ class Settings:
     def from_env(cls) -> "Settings":
         return cls(
             project=_required("SWARMING_PROJECT"),
-            bucket=os.environ.get("SWARMING_BUCKET", "swarming-local"),
-            config_path=_required("SWARMING_CONFIG"),
+            bucket=_required("SWARMING_BUCKET"),
             server_version=os.environ.get("SWARMING_SERVER_VERSION", "dev"),
             sightings_flush_secs=float(os.environ.get("SWARMING_SIGHTINGS_FLUSH_SECS", "30")),
             bot_death_timeout_secs=int(os.environ.get("SWARMING_BOT_DEATH_TIMEOUT_SECS", "600")),
@@ -67,8 +68,8 @@ class Settings:
             service_account=os.environ.get("SWARMING_SERVICE_ACCOUNT", ""),
             id_token_certs_url=os.environ.get("SWARMING_ID_TOKEN_CERTS_URL", ""),
             dedup_max_age_secs=int(os.environ.get("SWARMING_DEDUP_MAX_AGE_SECS", str(7 * 24 * 3600))),
-            bootstrap_secret=os.environ.get("SWARMING_BOOTSTRAP_SECRET", ""),
-            bootstrap_token_ttl_secs=int(os.environ.get("SWARMING_BOOTSTRAP_TOKEN_TTL_SECS", "3600")),
+            token_secret=os.environ.get("SWARMING_TOKEN_SECRET", ""),
+            trusted_proxy_hops=int(os.environ.get("SWARMING_TRUSTED_PROXY_HOPS", "0")),
             bot_source_dir=os.environ.get("SWARMING_BOT_SOURCE_DIR", ""),
             bot_code_recheck_secs=float(os.environ.get("SWARMING_BOT_CODE_RECHECK_SECS", "10")),
             storage_url=os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com",
@@ -76,42 +77,9 @@ class Settings:
             cas_url_ttl_secs=int(os.environ.get("SWARMING_CAS_URL_TTL_SECS", "1800")),
         )
 
-    def load_config(self) -> dict[str, Any]:
-        with open(self.config_path, encoding="utf-8") as f:
-            return json.load(f)
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerConfig:
-    """What the config file says of pools and bots (pools.cfg and bots.cfg later):
-
-        {"pools": {"<pool>": {"lifo": true}},
-         "bots": {"<bot id>": {"dimensions": {"<key>": ["<value>", ...]}}},
-         "bot_config": "<path of the bots' hooks file, relative to the config file>",
-         "bootstrap_secret": "<key of the bootstrap tokens>"}
-    """
-
-    lifo_pools: frozenset[str] = frozenset()
-    #: Per bot id, dimensions the server enforces over what the bot reports.
-    bot_dimensions: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
-    #: The hooks file injected as the zip's `bot_config.py`, as written in the file.
-    bot_config: str = ""
-    bootstrap_secret: str = ""
-
-    @classmethod
-    def from_json(cls, config: dict[str, Any]) -> "ServerConfig":
-        pools = config.get("pools", {})
-        bots = config.get("bots", {})
-        return cls(
-            lifo_pools=frozenset(name for name, pool in pools.items() if pool.get("lifo")),
-            bot_dimensions={bot_id: bot.get("dimensions", {}) for bot_id, bot in bots.items()},
-            bot_config=config.get("bot_config", ""),
-            bootstrap_secret=config.get("bootstrap_secret", ""),
-        )
-
 
 def _required(name: str) -> str:
     value = os.environ.get(name)
     if not value:
-        raise ConfigError(f"environment variable {name} is not set")
+        raise SettingsError(f"environment variable {name} is not set")
     return value
