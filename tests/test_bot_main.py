@@ -28,7 +28,7 @@ from shared.bot_api import (
 )
 from shared.cas import Digest
 from tests.bot_fakes import (
-    REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, run, served, skip, sleep, write_zip,
+    REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, renewing, run, served, skip, sleep, write_zip,
 )
 
 TOKEN = "bot-token"
@@ -547,15 +547,19 @@ def test_sigusr1_logs_the_stack_of_every_thread(fake: FakeServer, tmp_path: Path
     assert bot_process.returncode == 0
 
 
-def test_a_missing_token_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_token_is_needed_and_the_bootstrap_token_file_is_in_the_bot_s_directory(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SWARMING_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    base = ["--server", "http://x", "--work-dir", "/tmp/x"]
 
-    with pytest.raises(SystemExit) as exited:
-        commands.parse_args(["--server", "http://x", "--work-dir", "/tmp/x"], SOURCE)
-
-    assert exited.value.code == 2
-    assert "SWARMING_TOKEN" in capsys.readouterr().err
+    options = commands.parse_args(base, SOURCE)
+    assert options.token is None and options.bootstrap_token_file == Path("/tmp/x/bootstrap_token")
+    given = commands.parse_args([*base, "--bootstrap-token-file", "t"], SOURCE)
+    assert given.bootstrap_token_file == tmp_path / "t"
+    monkeypatch.setenv("SWARMING_TOKEN", "static")
+    assert commands.parse_args(base, SOURCE).token == "static"
+    assert commands.parse_args([*base, "--token", "flag"], SOURCE).token == "flag"
 
 
 def test_the_bot_id_is_the_hostname_without_its_domain_unless_overridden(
@@ -809,12 +813,13 @@ def test_setup_bot_returning_false_stops_the_bot_before_the_handshake(
 def test_the_authentication_headers_are_asked_again_before_they_expire(
         fake: FakeServer, hooked_bot: Callable[..., Bot]) -> None:
     now = [1_700_000_000.0]
+    fake.script("bot_handshake", renewing(ok(HandshakeReply().to_wire()), "bot-token-1"))
     fake.script("bot_poll", sleep(1.0))
     bot = hooked_bot(f"""
         ISSUED = []
         def get_authentication_headers(bot):
             ISSUED.append(1)
-            return {{"Authorization": f"Bearer hook-{{len(ISSUED)}}"}}, {now[0]} + 400
+            return {{"Authorization": f"Bearer hook-{{len(ISSUED)}}", "X-Hook": str(len(ISSUED))}}, {now[0]} + 400
     """, now=lambda: now[0])
 
     bot.handshake()
@@ -823,7 +828,9 @@ def test_the_authentication_headers_are_asked_again_before_they_expire(
     now[0] += 100  # 250 s before the expiry: within the margin.
     bot.run_once()
 
-    assert [auth for _, _, auth in fake.calls] == ["Bearer hook-1", "Bearer hook-1", "Bearer hook-2"]
+    # The hook's Authorization is the handshake's; its other headers go with every call.
+    assert [auth for _, _, auth in fake.calls] == ["Bearer hook-1", "Bearer bot-token-1", "Bearer bot-token-1"]
+    assert [headers["X-Hook"] for headers in fake.headers] == ["1", "1", "2"]
 
 
 def test_an_exception_of_the_bot_s_own_is_a_bot_error_and_the_loop_goes_on(
