@@ -3,11 +3,13 @@ built the way the server builds them (bot/ and shared/, bot/zip_main.py as the
 root's __main__.py, config.json, bot_config.py)."""
 
 import json
+import textwrap
 import threading
 import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import parse_qs, urlparse
 
@@ -159,6 +161,18 @@ def bot_zip_entries(server: str, *, server_version: str = "test",
     entries["bot_config.py"] = b'"""Hooks (none in tests)."""\n'
     entries.update(replace or {})
     return entries
+
+
+def config(source: str) -> ModuleType:
+    """A bot_config.py module from its source."""
+    module = ModuleType("bot_config")
+    exec(textwrap.dedent(source), module.__dict__)
+    return module
+
+
+def events_of(fake: FakeServer, kind: str) -> list[str]:
+    """The messages of the bot events of this kind the fake was sent."""
+    return [e["message"] for e in fake.bodies("bot_event") if e["event"] == kind]
 
 
 def write_zip(path: Path, entries: Mapping[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED,

@@ -18,13 +18,27 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from werkzeug.serving import make_server
 
+from bot import gce
 from functions import service
 from functions.config import Settings
 from local import cloud_tasks_emulator, emulators, gateway, processes
 
 TOKENS = {"bot": "test-bot-token", "user": "test-user-token", "admin": "test-admin-token"}
+#: Where the bots look for a GCE metadata server: nowhere (a port nothing listens on).
+NO_METADATA_SERVER = "127.0.0.1:1"
 TIMERS_ACCOUNT = "timers@test.iam.gserviceaccount.com"
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_metadata_server() -> Iterator[None]:
+    """The bots' default hook must find no GCE metadata server, even on a GCE
+    VM: it would send the VM's ID tokens to the fakes, and a bot would not
+    show the credential a test gave it. tests/test_bot_auth.py serves one."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in (gce.HOST_ENV, gce.IP_ENV):
+            patch.setenv(name, NO_METADATA_SERVER)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -28,7 +27,8 @@ from shared.bot_api import (
 )
 from shared.cas import Digest
 from tests.bot_fakes import (
-    REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, renewing, run, served, skip, sleep, write_zip,
+    REPO, FakeServer, Reply, bot_zip_entries, claim, config, error, events_of, ok, renewing, run, served, skip, sleep,
+    write_zip,
 )
 
 TOKEN = "bot-token"
@@ -595,13 +595,6 @@ def quiet_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return temp
 
 
-def config(source: str) -> ModuleType:
-    """A bot_config.py module from its source."""
-    module = ModuleType("bot_config")
-    exec(textwrap.dedent(source), module.__dict__)
-    return module
-
-
 @pytest.fixture
 def hooked_bot(fake: FakeServer, tmp_path: Path) -> Iterator[Callable[..., Bot]]:
     """Makes a bot in tmp_path/bot with the hooks of a bot_config.py source."""
@@ -617,10 +610,6 @@ def hooked_bot(fake: FakeServer, tmp_path: Path) -> Iterator[Callable[..., Bot]]
     yield make
     for api in apis:
         api.close()
-
-
-def events_of(fake: FakeServer, kind: str) -> list[str]:
-    return [e["message"] for e in fake.bodies("bot_event") if e["event"] == kind]
 
 
 RECORDING = """
