@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 #: The static token's variable (`--token`'s default); no process the bot starts gets it.
 STATIC_TOKEN_ENV = "SWARMING_TOKEN"
-BEARER = "Bearer"
 
 
 class Source(str, enum.Enum):
@@ -95,7 +94,7 @@ def bearer_token(authorization: str) -> str:
     """The token of an `Authorization: Bearer <token>` header's value; raises
     ValueError for any other scheme, which the server would refuse."""
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != BEARER.lower() or not token.strip():
+    if scheme.lower() != "bearer" or not token.strip():
         raise ValueError("expected 'Bearer <token>'")
     return token.strip()
 

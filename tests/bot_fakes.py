@@ -114,13 +114,27 @@ def served() -> Iterator[FakeServer]:
     server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class QuietHandler(BaseHTTPRequestHandler):
+    """The handler of a loopback fake: answers with `reply`, logs nothing."""
+
+    def reply(self, status: int, data: bytes, headers: Mapping[str, str]) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(data)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _Handler(QuietHandler):
     server: FakeServer
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         status, reply, headers = self.server.answer(self.path.lstrip("/"), body, dict(self.headers))
-        self._send(status, json.dumps(reply).encode(), "application/json", headers)
+        self.reply(status, json.dumps(reply).encode(), {"Content-Type": "application/json", **headers})
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
@@ -130,22 +144,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.headers.append(dict(self.headers))
         data = self.server.zips.get(version)
         if url.path != "/bot_code" or data is None:
-            self._send(404, json.dumps(ApiError("bot_code", 404, "not_found", version).to_wire()).encode(),
-                       "application/json")
+            self.reply(404, json.dumps(ApiError("bot_code", 404, "not_found", version).to_wire()).encode(),
+                       {"Content-Type": "application/json"})
         else:
-            self._send(200, data, "application/octet-stream")
-
-    def _send(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            self.reply(200, data, {"Content-Type": "application/octet-stream"})
 
 
 def bot_zip_entries(server: str, *, server_version: str = "test",

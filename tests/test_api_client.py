@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
@@ -14,12 +14,13 @@ import pytest
 from bot.api_client import ApiClient, retry_policy
 from shared.api_error import ApiError
 from shared.bot_api import BOT_TOKEN_HEADER
+from tests.bot_fakes import QuietHandler
 
 #: No waits between retries, so that the tests count attempts, not seconds.
 NO_WAIT = retry_policy().new(backoff_factor=0, backoff_jitter=0)
 
 
-class _Script(BaseHTTPRequestHandler):
+class _Script(QuietHandler):
     """Answers each POST with the next of `server.answers` (status, body
     bytes, headers), repeating the last; records (path, headers, body)."""
 
@@ -27,15 +28,7 @@ class _Script(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.seen.append((self.path, dict(self.headers), json.loads(body)))
         answers = self.server.answers
-        status, data, headers = answers.pop(0) if len(answers) > 1 else answers[0]
-        self.send_response(status)
-        for name, value in {"Content-Length": str(len(data)), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply(*(answers.pop(0) if len(answers) > 1 else answers[0]))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlparse
@@ -29,7 +29,7 @@ from bot.task_runner import Timings
 from bot.updater import Updater
 from shared.bot_api import EventReply, HandshakeReply, Restart
 from tests.bot_fakes import (
-    REPO, FakeServer, Reply, claim, config, error, events_of, ok, renewing, run, served, sleep,
+    REPO, FakeServer, QuietHandler, Reply, claim, config, error, events_of, ok, renewing, run, served, sleep,
 )
 
 TASK_A, TASK_B = "5f3a1b2c3d4e5f00", "5f3a1b2c3d4e6000"
@@ -374,7 +374,7 @@ def id_token(audience: str) -> str:
     return f"{part({'alg': 'RS256'})}.{part({'aud': audience, 'exp': EXPIRY})}.c2lnbmF0dXJl"
 
 
-class _MetadataHandler(BaseHTTPRequestHandler):
+class _MetadataHandler(QuietHandler):
     server: FakeMetadata
 
     def do_GET(self) -> None:
@@ -382,21 +382,11 @@ class _MetadataHandler(BaseHTTPRequestHandler):
         flavor = self.headers.get("Metadata-Flavor")
         self.server.requests.append((url.path, parse_qs(url.query), flavor))
         if not self.server.flavored or flavor != "Google":
-            self._send(403, b"forbidden", {})
+            self.reply(403, b"forbidden", {})
         elif url.path == gce.IDENTITY_PATH:
-            self._send(200, id_token(parse_qs(url.query)["audience"][0]).encode(), {"Metadata-Flavor": "Google"})
+            self.reply(200, id_token(parse_qs(url.query)["audience"][0]).encode(), {"Metadata-Flavor": "Google"})
         else:
-            self._send(200, b"computeMetadata/\n", {"Metadata-Flavor": "Google"})
-
-    def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in {"Content-Length": str(len(data)), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            self.reply(200, b"computeMetadata/\n", {"Metadata-Flavor": "Google"})
 
 
 @pytest.fixture

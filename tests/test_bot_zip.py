@@ -59,6 +59,19 @@ def start_zip_bot(zip_path: Path, *args: str) -> subprocess.Popen:
                             cwd=zip_path.parent, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def run_until_it_polls_again(fake: FakeServer, zip_path: Path) -> bytes:
+    """Runs a bot from `zip_path` until it polled twice, then stops it
+    (SIGTERM); its stderr, once it exited 0."""
+    bot_process = start_zip_bot(zip_path)
+    try:
+        fake.wait_for(lambda: len(fake.bodies("bot_poll")) >= 2, timeout=60)
+    finally:
+        bot_process.send_signal(signal.SIGTERM)
+        _, stderr = bot_process.communicate(timeout=30)
+    assert bot_process.returncode == 0, stderr.decode()
+    return stderr
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMING_") and k != "PYTHONPATH"}
     return {**env, "SWARMING_TOKEN": TOKEN}
@@ -236,14 +249,8 @@ def test_a_version_that_fails_to_start_falls_back_to_the_last_known_good(
     fake.zips[bad_version] = bad
     fake.script("bot_poll", ok(UpdateCode(bad_version).to_wire()))
 
-    bot_process = start_zip_bot(zip_path)
-    try:
-        fake.wait_for(lambda: len(fake.bodies("bot_poll")) >= 2, timeout=60)
-    finally:
-        bot_process.send_signal(signal.SIGTERM)
-        _, stderr = bot_process.communicate(timeout=30)
+    stderr = run_until_it_polls_again(fake, zip_path)
 
-    assert bot_process.returncode == 0, stderr.decode()
     assert b"broken on purpose" in stderr and b"falling back" in stderr
     assert versions(fake, "bot_handshake") == [good_version, good_version]
     assert set(versions(fake, "bot_poll")) == {good_version}
@@ -268,14 +275,8 @@ def test_a_version_that_fails_after_taking_the_bot_token_hands_it_to_the_last_kn
     fake.script("bot_handshake", renewing(handshake, "bot-token-1"), renewing(handshake, "bot-token-2"))
     fake.script("bot_poll", ok(UpdateCode(bad_version).to_wire()))
 
-    bot_process = start_zip_bot(zip_path)
-    try:
-        fake.wait_for(lambda: len(fake.bodies("bot_poll")) >= 2, timeout=60)
-    finally:
-        bot_process.send_signal(signal.SIGTERM)
-        _, stderr = bot_process.communicate(timeout=30)
+    stderr = run_until_it_polls_again(fake, zip_path)
 
-    assert bot_process.returncode == 0, stderr.decode()
     assert b"ZeroDivisionError" in stderr and b"falling back" in stderr
     assert fake.authorizations("bot_handshake") == [f"Bearer {TOKEN}", "Bearer bot-token-1"]
     assert not (zip_path.parent / "bot_token").exists()
