@@ -264,8 +264,6 @@ class Bot:
         """The handshake's credential was refused, or there was none: said
         plainly in the log, since the bot can report nothing to the server."""
         self._credentials.refused(source)
-        if source is credentials_lib.Source.HOOK:
-            self._auth_due = -math.inf  # Its next token, rather than the refused one.
         if source in (credentials_lib.Source.HOOK, credentials_lib.Source.STATIC):
             logger.error("bot %s: the server refused %s: %s", self.bot_id, source.value, error.message)
             return
@@ -543,12 +541,15 @@ class Bot:
         except Exception as e:
             if fatal(e):
                 raise
-            delay = min(BACKOFF_MAX_SECS, BACKOFF_BASE_SECS * 2 ** self._error_streak)
+            # The exponent capped: a bot waiting hours for a credential fails
+            # thousands of times, and 2 ** 1024 is no float.
+            delay = min(BACKOFF_MAX_SECS, BACKOFF_BASE_SECS * 2 ** min(self._error_streak, 32))
             delay *= self._rand.uniform(0.5, 1.0)
             self._error_streak += 1
             if isinstance(e, remote.Unauthorized):  # The bot token expired or was refused.
                 self._remote.token = None
                 self._connected = False
+                self._auth_due = -math.inf  # The next handshake asks the hook anew: it may have failed.
                 logger.error("bot %s: %s: %s; handshaking again in %.1f s", self.bot_id, step.__name__, e, delay)
             else:
                 logger.exception("bot %s: %s failed; retrying in %.1f s", self.bot_id, step.__name__, delay)

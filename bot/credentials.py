@@ -83,11 +83,9 @@ class Credentials:
 
     def refused(self, source: Source) -> None:
         """The server refused the handshake's credential: a bootstrap token is
-        dropped (expired, or used elsewhere), the hook is asked anew."""
+        dropped (expired, or used elsewhere); the others are asked anew."""
         if source is Source.BOOTSTRAP:
             self._bootstrap = None
-        elif source is Source.HOOK:
-            self.hook = None
 
 
 def bearer_token(authorization: str) -> str:

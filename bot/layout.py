@@ -162,7 +162,7 @@ def _kept(name: str) -> bool:
 
 def _bot_made(name: str) -> bool:
     """Made by a bot, if not kept: a task's directories, the hooks script, a partial copy."""
-    return _kept(name) or name in TASK_DIRS or name == HOOKS or (name.startswith("swarming_bot.") and name.endswith(".tmp"))
+    return _kept(name) or name in (*TASK_DIRS, HOOKS) or (name.startswith("swarming_bot.") and name.endswith(".tmp"))
 
 
 def remove(path: Path) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from bot import credentials, gce, layout, remote, running_code
-from bot.bot_main import Bot, Outcome
+from bot.bot_main import BACKOFF_MAX_SECS, Bot, Outcome
 from bot.credentials import Credentials
 from bot.hooks import BotView, Hooks
 from bot.task_runner import Timings
@@ -132,6 +132,22 @@ def test_a_bot_without_credential_says_so_and_takes_a_bootstrap_token_written_la
     assert not (bot_dir / "bootstrap_token").exists()
 
 
+def test_a_bot_without_credential_waits_for_one_as_long_as_it_takes(fake: FakeServer, tmp_path: Path) -> None:
+    fake.script("bot_handshake", handshake("bot-token-1"))
+    fake.script("bot_poll", sleep(1.0))
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2000:  # More than a day of backing off.
+            write_token(tmp_path / "bootstrap_token", "bootstrap-1")
+
+    make_bot(fake, tmp_path, sleep=wait).run(once=True)
+
+    assert fake.authorizations("bot_handshake") == ["Bearer bootstrap-1"]
+    assert BACKOFF_MAX_SECS / 2 <= min(waits[10:2000]) <= max(waits[:2000]) <= BACKOFF_MAX_SECS
+
+
 # A 401.
 
 def test_a_401_drops_the_bot_token_and_handshakes_again_with_the_hook_s(fake: FakeServer, tmp_path: Path) -> None:
@@ -144,6 +160,24 @@ def test_a_401_drops_the_bot_token_and_handshakes_again_with_the_hook_s(fake: Fa
     assert fake.names() == ["bot_handshake", "bot_poll", "bot_handshake", "bot_poll", "bot_event"]
     assert [auth for _, _, auth in fake.calls] == [
         "Bearer id-token", "Bearer bot-token-1", "Bearer id-token", "Bearer bot-token-2", "Bearer bot-token-2"]
+
+
+def test_a_hook_that_failed_is_asked_again_before_the_next_handshake(fake: FakeServer, tmp_path: Path) -> None:
+    fake.script("bot_handshake", handshake("bot-token-1"))
+    fake.script("bot_poll", sleep(1.0))
+    bot = make_bot(fake, tmp_path, bot_config=config("""
+        ASKED = []
+        def get_authentication_headers(bot):
+            ASKED.append(1)
+            if len(ASKED) == 1:
+                raise OSError("the metadata server is not ready")
+            return {"Authorization": "Bearer id-token"}, None
+    """))
+
+    bot.run(once=True)
+
+    assert fake.authorizations("bot_handshake") == ["Bearer id-token"]
+    assert len(bot.hooks.module.ASKED) == 2
 
 
 def test_after_a_401_a_bootstrap_only_bot_calls_nothing_until_a_new_bootstrap_token(
