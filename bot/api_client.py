@@ -10,6 +10,10 @@ transient failure; one that is not idempotent (creating a task) only when
 the connection failed before anything was sent, since a retried create would
 make a second task.
 
+A bot's credential is renewed by the server's answers: the one that carries
+`X-Swarming-Bot-Token` (shared/bot_api.py) replaces the bearer token for every
+later call. The CLI's answers never carry it.
+
 It lives in bot/ because the bot zip carries only bot/ and shared/, and
 shared/ is standard library only; the CLI may import bot/, never the reverse.
 """
@@ -27,6 +31,7 @@ from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 from urllib3.util import Retry
 
 from shared.api_error import QUOTED_CHARS, RETRY_STATUSES, ApiError
+from shared.bot_api import BOT_TOKEN_HEADER
 
 #: (connect, read) seconds. No call streams but `download`'s, so a read this
 #: long means a stuck server.
@@ -68,27 +73,37 @@ class Answer:
 
 
 class ApiClient:
-    """Calls the functions at `server` (its base URL) as the holder of `token`;
-    `retry` in place of `retry_policy()` for the idempotent calls."""
+    """Calls the functions at `server` (its base URL) as the holder of `token`
+    (None: no Authorization); `retry` in place of `retry_policy()` for the
+    idempotent calls."""
 
-    def __init__(self, server: str, token: str, *, retry: Retry | None = None):
+    def __init__(self, server: str, token: str | None, *, retry: Retry | None = None):
         self.server = server.rstrip("/")
+        #: Sent as `Authorization: Bearer <token>` with every call; replaced by
+        #: an answer's X-Swarming-Bot-Token.
         self.token = token
         self._sessions = {True: mounted_session(retry or retry_policy()),  # By idempotent.
                           False: mounted_session(retry_policy(idempotent=False))}
-        #: Sent with every call: the bearer token, or the headers set in its place.
-        self._headers: dict[str, str] = {}
-        self.set_headers({})
+        self._extra: dict[str, str] = {}  # set_headers': sent with every call too.
 
     def close(self) -> None:
         for session in self._sessions.values():
             session.close()
 
     def set_headers(self, headers: Mapping[str, str]) -> None:
-        """Headers for every later call, in place of those set before; an
-        `Authorization` among them replaces the bearer token's until they are
-        set again without one."""
-        self._headers = {"Authorization": f"Bearer {self.token}", **headers}
+        """Headers for every later call besides the token's, in place of those
+        set before; the token's Authorization wins over one among them."""
+        self._extra = dict(headers)
+
+    def _headers(self) -> dict[str, str]:
+        if self.token is None:
+            return dict(self._extra)
+        return {**self._extra, "Authorization": f"Bearer {self.token}"}
+
+    def _renew(self, response: requests.Response) -> None:
+        renewed = response.headers.get(BOT_TOKEN_HEADER)
+        if renewed:
+            self.token = renewed
 
     def call(self, function: str, body: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
         """POSTs `body` to `function`; its JSON answer. Raises ApiError."""
@@ -98,9 +113,10 @@ class ApiClient:
         """`call`, with the answer's headers."""
         try:
             response = self._sessions[idempotent].post(f"{self.server}/{function}", json=body,
-                                                       headers=self._headers, timeout=TIMEOUT)
+                                                       headers=self._headers(), timeout=TIMEOUT)
         except requests.RequestException as e:
             raise ApiError(function, None, "unreachable", str(e)) from e
+        self._renew(response)
         answer = _json_or_none(response)
         if not response.ok:
             raise ApiError.from_answer(function, response.status_code, answer, response.text)
@@ -113,9 +129,10 @@ class ApiClient:
         a partial download never takes the name. Raises ApiError."""
         try:
             response = self._sessions[True].get(f"{self.server}/{function}", params=params,
-                                                headers=self._headers, timeout=TIMEOUT, stream=True)
+                                                headers=self._headers(), timeout=TIMEOUT, stream=True)
         except requests.RequestException as e:
             raise ApiError(function, None, "unreachable", str(e)) from e
+        self._renew(response)
         with response:
             if not response.ok:
                 raise ApiError.from_answer(function, response.status_code, _json_or_none(response), response.text)

@@ -3,6 +3,11 @@ told to stop (seed 000, "bot_main.py"): run a task (in a task runner process,
 `w/` under the bot's directory), sleep, update to other code, restart, or
 terminate. Tasks run one at a time.
 
+The bot proves who it is at the handshake, which hands it its bot token
+(bot/credentials.py): on a 401 it drops that token and handshakes again. The
+handshake may also give the bot group's hooks script, which replaces the
+zip's bot_config.py from then on.
+
 The hooks of bot_config.py (bot/hooks.py; seed 000, "Hooks") are called at the
 seed's times: `setup_bot` and `on_bot_startup` before the first call to the
 server, `on_handshake` after the handshake, `get_dimensions` and `get_state`
@@ -24,6 +29,7 @@ import json
 import logging
 import math
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -34,6 +40,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence, TypeVar
 
+from bot import credentials as credentials_lib
 from bot import events, host_state, layout as layout_lib, probation, remote, runner_supervisor
 from bot import hooks as hooks_lib
 from bot.cas_cache import Limits
@@ -100,11 +107,15 @@ class Bot:
                  rand: random.Random | None = None, timings: Timings = Timings(),
                  clock: Clock = time.monotonic, now: Clock = time.time,
                  reboot: Callable[[], Any] = host_state.reboot, code: Code | None = None,
-                 updater: Updater | None = None,
+                 updater: Updater | None = None, credentials: credentials_lib.Credentials | None = None,
                  last_ditch_margin: float = LAST_DITCH_MARGIN_SECS,
                  attributes_ttl: float = ATTRIBUTES_TTL_SECS):
-        self._remote = api  # The Bot API; it retries transient failures itself.
+        # The Bot API; it retries transient failures itself, and holds the bot token.
+        self._remote = api
         self._layout = layout_lib.Layout(work_dir)  # The bot's directory; each task runs in its w/.
+        # What the handshake may show: the hook's token, a bootstrap token, the static token.
+        self._credentials = credentials or credentials_lib.Credentials(self._layout.bootstrap_token)
+        self._connected = False  # A handshake went through, and no 401 came since.
         # --dimension values, over the hooks' dimensions; the id is always the bot's.
         self._overrides: dims_lib.Dimensions = {**(overrides or {}), "id": [bot_id]}
         self._shutdown = shutdown  # Set by stop(): ends the loop and stops the running task.
@@ -116,7 +127,7 @@ class Bot:
         self._reboot = reboot  # Reboots the host, for a hook's bot.host_reboot().
         self._code = code or current_code()  # What runs: its version, how to start a runner.
         # Update, restart, last known good copy.
-        self._updater = updater or Updater(self._code, self._layout, [])
+        self._updater = updater or Updater(self._code, self._layout, [], bot_token=lambda: api.token)
         self._last_ditch_margin = last_ditch_margin  # Past the runner's own allowances.
         self._attributes_ttl = attributes_ttl  # How long the hooks' dimensions and state are reused.
         self._attributes_at: float | None = None  # When the hooks last gave dimensions and state; None: stale.
@@ -132,6 +143,7 @@ class Bot:
         self._shut_down_reason: str | None = None  # Set once the shutdown hooks ran: they run once.
         self._restart_request: str | None = None  # A hook's bot.bot_restart() message, honoured next step.
         self._rebooting = False  # A hook's bot.host_reboot() went through: wait for the SIGTERM.
+        self._group_script: str | None = None  # The bot group's hooks script in use; None: the zip's hooks.
         #: bot_event, rate-limited; never raises.
         self.reporter = events.Reporter(self._post_event)
         #: What the hooks see of the bot; its dimensions and state are the last reported.
@@ -203,9 +215,10 @@ class Bot:
             self.reporter.report(events.BOT_SHUTDOWN, "setup_bot() returned False: the bot does not start")
             return
         self.hooks.on_bot_startup(self.view)
-        while not self._shutdown.is_set() and self._guarded(self.handshake, self._fatal_at_start) is None:
-            pass
         while not self._shutdown.is_set():
+            if not self._connected:  # At start, and after a 401.
+                self._guarded(self.handshake, self._fatal_at_start)
+                continue
             outcome = self._guarded(self.run_once)
             if once and outcome not in (None, Outcome.SKIPPED):
                 break
@@ -217,12 +230,27 @@ class Bot:
         return self._updater.on_probation and not isinstance(error, ApiError)
 
     def handshake(self) -> HandshakeReply:
+        """Shows the first credential the bot has (bot/credentials.py); the
+        answer carries the bot token, which every later call sends."""
         self._refresh_auth()
-        reply = self._remote.handshake(self.attributes())
-        logger.info("bot %s: connected to %s, server version %s, bot version %s (server's: %s)", self.bot_id,
-                    self._remote.server, reply.server_version, self._code.version, reply.bot_version)
+        source, token = self._credentials.for_handshake(self._remote.token)
+        previous, self._remote.token = self._remote.token, token
+        try:
+            reply = self._remote.handshake(self.attributes())
+        except remote.Unauthorized as e:
+            self._refused(source, e)
+            raise
+        except Exception:
+            self._remote.token = previous  # Not refused: still the bot's to try again.
+            raise
+        self._credentials.connected()
+        self._connected = True
+        logger.info("bot %s: connected to %s with %s, server version %s, bot version %s (server's: %s)",
+                    self.bot_id, self._remote.server, source.value, reply.server_version, self._code.version,
+                    reply.bot_version)
         self._updater.connected()
         self.view.server_dimensions = reply.server_dimensions
+        self._take_group_hooks(reply)
         self.hooks.on_handshake(self.view)
         self._stale_attributes()  # get_dimensions may depend on the server's dimensions from now on.
         if self._fallback:
@@ -231,6 +259,20 @@ class Bot:
                                 f"running the last known good code {self._code.version}")
             self._fallback = None
         return reply
+
+    def _refused(self, source: credentials_lib.Source, error: remote.Unauthorized) -> None:
+        """The handshake's credential was refused, or there was none: said
+        plainly in the log, since the bot can report nothing to the server."""
+        self._credentials.refused(source)
+        if source in (credentials_lib.Source.HOOK, credentials_lib.Source.STATIC):
+            logger.error("bot %s: the server refused %s: %s", self.bot_id, source.value, error.message)
+            return
+        where = self._credentials.bootstrap_file
+        why = ("has no credential" if source is credentials_lib.Source.NONE
+               else f"had {source.value} refused ({error.message})")
+        logger.error("bot %s: the bot %s and needs a new bootstrap token: an admin mints one "
+                     "(server_token), to write to %s (mode 0600) or to start the bot with (docs/fleet.md); "
+                     "the bot looks for it there before each handshake", self.bot_id, why, where)
 
     def run_once(self) -> Outcome:
         """What a hook asked for (a restart, a reboot), else one poll and what it asks for."""
@@ -295,11 +337,14 @@ class Bot:
         return False
 
     def _refresh_auth(self) -> None:
-        """The get_authentication_headers hook's headers on the session,
-        asked again when they are about to expire."""
+        """The get_authentication_headers hook's headers, asked again when
+        they are about to expire: its Authorization for the handshake, the
+        others on every call."""
         if self._auth_due is None or self._now() < self._auth_due:
             return
         headers, expiry = self.hooks.get_authentication_headers(self.view)
+        authorization = headers.pop(hooks_lib.AUTHORIZATION, None)
+        self._credentials.hook = None if authorization is None else credentials_lib.bearer_token(authorization)
         self._remote.set_headers(headers)
         self._auth_due = None if expiry is None else expiry - AUTH_REFRESH_MARGIN_SECS
 
@@ -374,7 +419,7 @@ class Bot:
         manifest = claimed.manifest
         run_id = manifest.task_id
         logger.info("task %s (bot %s): claimed, running %s", run_id, self.bot_id, list(manifest.command))
-        report = self._run_runner(manifest)
+        report = self._run_runner(manifest, claimed.run_token)
         summary: dict[str, Any] = {"task_id": run_id}
         if report.error is not None or report.failure is not None:
             message = report.error if report.error is not None else report.failure
@@ -391,7 +436,7 @@ class Bot:
         self._after_task(failure, internal_failure, manifest.dimensions, summary)
         return True
 
-    def _run_runner(self, manifest: Manifest) -> runner_supervisor.RunnerReport:
+    def _run_runner(self, manifest: Manifest, run_token: str) -> runner_supervisor.RunnerReport:
         """Runs the task runner on `manifest`, on_before_task first: it gets
         the bot file, the runner's command and its environment (which the
         task inherits), and may change the last two in place."""
@@ -416,7 +461,7 @@ class Bot:
 
         try:
             return runner_supervisor.run(
-                self._runner_input(manifest), python_args=self._code.python_args(),
+                self._runner_input(manifest, run_token), python_args=self._code.python_args(),
                 cwd=self._code.source_root, env=env, shutdown=self._shutdown,
                 deadline_secs=self._last_ditch(manifest), popen=popen,
             )
@@ -432,16 +477,37 @@ class Bot:
         self._last_action = self._clock()
         self._stale_attributes()  # The task changed the disk, TEMP, maybe the host.
 
-    def _runner_input(self, manifest: Manifest) -> RunnerInput:
+    def _runner_input(self, manifest: Manifest, run_token: str) -> RunnerInput:
         attributes = self._remote.with_session(self.attributes())
         # The hooks' settings as of the attributes above (get_state calls get_settings).
         limits = Limits.from_settings(self.view.settings)
-        return RunnerInput(manifest, self._remote.server, attributes, self._layout.root, self._timings, limits)
+        return RunnerInput(manifest, self._remote.server, attributes, self._layout.root, self._timings, limits,
+                           run_token)
 
     def _runner_env(self) -> dict[str, str]:
-        env = probation.environ_without_bot_vars()  # Neither the runner nor a task gets them.
-        env["SWARMING_TOKEN"] = self._remote.token
+        env = probation.environ_without_bot_vars()  # Neither the runner nor a task gets them,
+        env.pop(credentials_lib.STATIC_TOKEN_ENV, None)  # nor the bot's credential.
         return env
+
+    def _take_group_hooks(self, reply: HandshakeReply) -> None:
+        """The bot group's hooks script, when the handshake gives one: written
+        to hooks/ and loaded in place of the hooks in use (one that fails to
+        load is reported, and the default hooks apply). The same script again
+        keeps its module as it is."""
+        if reply.bot_config is None or reply.bot_config == self._group_script:
+            return
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", reply.bot_config_name.removesuffix(".py")) or "group"
+        path = self._layout.hooks / f"bot_config_{name}.py"
+        try:
+            layout_lib.remove(self._layout.hooks)
+            self._layout.hooks.mkdir()
+            path.write_text(reply.bot_config, encoding="utf-8")
+        except OSError as e:
+            self.reporter.error(f"cannot write the bot group's hooks script to {path}: {e}; "
+                                f"keeping the hooks of {self.hooks.name}")
+            return
+        self.hooks = hooks_lib.Hooks.load(path, self.reporter.report)
+        self._group_script = reply.bot_config
 
     def _last_ditch(self, manifest: Manifest) -> float:
         """Past the hard timeout, the grace, the output drain and the runner's
@@ -473,10 +539,18 @@ class Bot:
         except Exception as e:
             if fatal(e):
                 raise
-            delay = min(BACKOFF_MAX_SECS, BACKOFF_BASE_SECS * 2 ** self._error_streak)
+            # The exponent capped: a bot waiting hours for a credential fails
+            # thousands of times, and 2 ** 1024 is no float.
+            delay = min(BACKOFF_MAX_SECS, BACKOFF_BASE_SECS * 2 ** min(self._error_streak, 32))
             delay *= self._rand.uniform(0.5, 1.0)
             self._error_streak += 1
-            logger.exception("bot %s: %s failed; retrying in %.1f s", self.bot_id, step.__name__, delay)
+            if isinstance(e, remote.Unauthorized):  # The bot token expired or was refused.
+                self._remote.token = None
+                self._connected = False
+                self._auth_due = -math.inf  # The next handshake asks the hook anew: it may have failed.
+                logger.error("bot %s: %s: %s; handshaking again in %.1f s", self.bot_id, step.__name__, e, delay)
+            else:
+                logger.exception("bot %s: %s failed; retrying in %.1f s", self.bot_id, step.__name__, delay)
             if not isinstance(e, ApiError):  # The server's failures are its to log, not to be told.
                 self.reporter.error(f"{step.__name__} failed:\n{traceback.format_exc()}")
             self._sleep(delay)

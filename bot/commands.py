@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import bot as bot_package
-from bot import events, layout as layout_lib, os_platform, probation
+from bot import credentials, events, layout as layout_lib, os_platform, probation
 from bot import hooks as hooks_lib
 from bot.running_code import CONFIG, Code, current_code
 from bot.updater import ExecPython, Updater, copy_atomically
@@ -94,6 +94,7 @@ def _self_copy(code: Code, args: Sequence[str], exec_python: ExecPython = os_pla
             return ExitCode.NOT_OURS
         probe.release()
     target = layout.root / layout_lib.RUNNING_ZIPS[0]
+    # The credentials left in files (bootstrap_token) stay there for the copy to take.
     sys.stderr.write(f"swarming bot: copying {code.zip_path} to {target} and running it (pid {os.getpid()})\n")
     copy_atomically(code.zip_path, target)
     exec_python([str(target), "start_bot", *args], None)
@@ -104,7 +105,8 @@ def _self_copy(code: Code, args: Sequence[str], exec_python: ExecPython = os_pla
 class Options:
     server: str
     work_dir: Path
-    token: str
+    token: str | None  # --token: a token to handshake with, given on the command line or in the environment.
+    bootstrap_token_file: Path
     bot_id: str
     dimensions: dims_lib.Dimensions  # --dimension: over the hooks' dimensions.
     once: bool
@@ -130,19 +132,27 @@ def parse_args(argv: Sequence[str], code: Code) -> Options:
     parser.add_argument("--dimension", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                         help="replaces a dimension's values from bot_config.py's get_dimensions(); "
                              "repeat a key to give it several")
-    parser.add_argument("--token", help="the bot's bearer token (default: $SWARMING_TOKEN)")
+    parser.add_argument("--bootstrap-token-file", type=Path, metavar="PATH",
+                        help="a file holding a bootstrap token, which the bot reads then deletes at start, and "
+                             "looks for again whenever it has no credential (default: bootstrap_token in its "
+                             "directory)")
+    parser.add_argument("--token", help="a token to handshake with (a bootstrap token), in place of the file "
+                                        "(default: $SWARMING_TOKEN); the bot's tasks may read its environment "
+                                        "and command line, so prefer the file")
     parser.add_argument("--once", action="store_true",
                         help="stop after one task has run or one poll was answered with something else")
     args = parser.parse_args(argv)
-    token = args.token or os.environ.get("SWARMING_TOKEN")
-    if not token:
-        parser.error("a token is required: pass --token or set SWARMING_TOKEN")
     try:
         dimensions = _dimensions(args.dimension)
     except ValidationError as e:
         parser.error(str(e))
-    return Options(server=args.server, work_dir=Path(os.path.abspath(args.work_dir)), token=token,
-                   bot_id=bot_id_from(args.id), dimensions=dimensions, once=args.once)
+    work_dir = Path(os.path.abspath(args.work_dir))
+    bootstrap_file = (Path(os.path.abspath(args.bootstrap_token_file)) if args.bootstrap_token_file
+                      else layout_lib.Layout(work_dir).bootstrap_token)
+    return Options(server=args.server, work_dir=work_dir,
+                   token=args.token or os.environ.get(credentials.STATIC_TOKEN_ENV) or None,
+                   bootstrap_token_file=bootstrap_file, bot_id=bot_id_from(args.id), dimensions=dimensions,
+                   once=args.once)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -167,8 +177,9 @@ def bot_id_from(flag: str | None) -> str:
 
 
 def run_bot(argv: Sequence[str], code: Code) -> int:
-    """Runs the bot in its directory: locks and clears it (layout.py), then
-    loops until SIGTERM, `terminate`, or an exec into other code."""
+    """Runs the bot in its directory: locks and clears it (layout.py), takes
+    the credentials left in files there (credentials.py), then loops until
+    SIGTERM, `terminate`, or an exec into other code."""
     from bot import bot_main
     from bot.remote import Remote
 
@@ -180,11 +191,17 @@ def run_bot(argv: Sequence[str], code: Code) -> int:
         sys.stderr.write(f"swarming bot: {e}\n")
         return ExitCode.NOT_OURS
     layout_lib.log_to(bot_layout.bot_log, stderr=True)
+    # Before any hook or task runs: neither file may outlive this moment.
+    handed_over = credentials.take(bot_layout.bot_token)
+    bootstrap = credentials.take(options.bootstrap_token_file)
     shutdown = threading.Event()
-    updater = Updater(code, bot_layout, argv)
-    api = Remote(options.server, options.token)
+    # Before its handshake, the bot's calls (its events) send what it has of a bot token.
+    api = Remote(options.server, handed_over or options.token)
+    updater = Updater(code, bot_layout, argv, bot_token=lambda: api.token)
     bot = bot_main.Bot(api, options.work_dir, options.bot_id, overrides=options.dimensions, shutdown=shutdown,
-                       code=code, updater=updater)
+                       code=code, updater=updater,
+                       credentials=credentials.Credentials(options.bootstrap_token_file, bootstrap=bootstrap,
+                                                           static=options.token))
     uninstall_excepthook = events.install_excepthook(bot.reporter)
 
     def stop(signum: int) -> None:
@@ -204,6 +221,8 @@ def run_bot(argv: Sequence[str], code: Code) -> int:
         bot.run(once=options.once)
     except Exception:  # Fatal (a new version's own bug at start): reported before zip_main falls back.
         bot.reporter.error(f"the bot failed:\n{traceback.format_exc()}")
+        if updater.on_probation:  # zip_main execs the last known good copy, which takes the token.
+            updater.hand_over()
         raise
     finally:
         uninstall_excepthook()

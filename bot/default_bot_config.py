@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bot import cas_cache, health, host_state
+from bot import cas_cache, gce, health, host_state
 
 # pylint: disable=unused-argument
 
@@ -102,15 +102,23 @@ def get_settings(bot: Any) -> dict[str, Any]:
 
 
 def get_authentication_headers(bot: Any) -> tuple[dict[str, str] | None, float | None]:
-    """Returns (headers, expiry): HTTP headers to add to every request to the
-    server, and the Unix time at which they expire (None: never). The bot calls
-    it again shortly before they expire.
+    """Returns (headers, expiry): HTTP headers for the server, and the Unix
+    time at which they expire (None: never). The bot calls it again 5 minutes
+    before they expire.
 
-    The default adds none: the bot authenticates with the token it was started
-    with. A bot on a cloud VM could return a bearer token of its service
-    account here.
+    An `Authorization: Bearer <token>` among them is what the bot shows at
+    its handshake, ahead of a bootstrap token: an ID token of a service
+    account its bot group lists. After the handshake the bot sends the token
+    the server gave it instead; the other headers go with every request.
+
+    The default, on Google Compute Engine: the ID token of the VM's service
+    account for the server's URL, from the metadata server (valid an hour).
+    Elsewhere none: the bot shows its bootstrap token.
     """
-    return {}, None
+    token = gce.id_token(bot.server) if bot is not None else None
+    if token is None:
+        return {}, None
+    return {"Authorization": f"Bearer {token.token}"}, token.expiry
 
 
 # Hooks of the bot's life.

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping, TypeVar
 
-from bot import default_bot_config, events, health, host_state
+from bot import credentials, default_bot_config, events, health, host_state
 from shared import dimensions as dims_lib
 from shared.errors import ValidationError
 
@@ -31,6 +31,7 @@ T = TypeVar("T")
 Report = Callable[[str, str], Any]
 #: The module name of the injected hooks, at the root of swarming_bot.zip.
 INJECTED = "bot_config"
+AUTHORIZATION = "Authorization"
 
 
 class BotView:
@@ -185,8 +186,10 @@ class Hooks:
         return state
 
     def get_authentication_headers(self, bot: BotView | None) -> tuple[dict[str, str], float | None]:
-        """(headers to add to every request, Unix time they expire or None);
-        ({}, None): none, the bot's own token only."""
+        """(headers, Unix time they expire or None); ({}, None): none. An
+        `Authorization` among them (spelt so, "Bearer <token>") is the
+        handshake's credential (bot/credentials.py); the others go with
+        every request."""
         return self._get("get_authentication_headers", bot, _auth, lambda: ({}, None), default=False)
 
     # setup_bot.
@@ -341,7 +344,16 @@ def _auth(result: Any) -> tuple[dict[str, str], float | None]:
         raise BadResult("headers: expected a dict of strings, or None")
     if expiry is not None and not _is_number(expiry):
         raise BadResult("expiry: expected a Unix time, or None")
-    return dict(headers or {}), (None if expiry is None else float(expiry))
+    out = {}
+    for key, value in (headers or {}).items():
+        if key.lower() == AUTHORIZATION.lower():
+            try:
+                credentials.bearer_token(value)
+            except ValueError as e:
+                raise BadResult(f"headers: {key}: {e}") from e
+            key = AUTHORIZATION
+        out[key] = value
+    return out, (None if expiry is None else float(expiry))
 
 
 def _bool(result: Any) -> bool:

@@ -12,6 +12,10 @@ everything it does not know is deleted at start-up.
     io/                      the task's ISOLATED_OUTDIR, beside w/ and wiped with it
     ctx/                     the task's LUCI_CONTEXT file (its secret bytes; bot/luci_context.py),
                              mode 0700, apart from w/ and io/ (never uploaded); wiped with them
+    hooks/                   the bot group's hooks script from the last handshake; deleted at start-up
+    bootstrap_token          a bootstrap token the start script left (mode 0600); read and deleted at start
+    bot_token                the bot token handed to the next process across an exec (mode 0600);
+                             read and deleted at start (bot/credentials.py)
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import shutil
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from bot import os_platform
 from bot.probation import LKGBC
@@ -35,10 +39,14 @@ logger = logging.getLogger(__name__)
 
 RUNNING_ZIPS = ("swarming_bot.1.zip", "swarming_bot.2.zip")
 LOCK = "swarming.lck"
+#: Credentials in files, kept by the start-up clean-up only until the bot reads them (bot/credentials.py).
+BOOTSTRAP_TOKEN, BOT_TOKEN = "bootstrap_token", "bot_token"
+#: The bot group's hooks script (the handshake's `bot_config`): the next handshake gives it again.
+HOOKS = "hooks"
 #: What lives for one task only: made for it, wiped before and after it, and at start-up.
 TASK_DIRS = ("w", "io", "ctx")
 #: Kept at start-up; TASK_DIRS are not.
-KEPT = frozenset({"c", "cas_cache", "logs", LOCK, LKGBC, *RUNNING_ZIPS,
+KEPT = frozenset({"c", "cas_cache", "logs", LOCK, LKGBC, *RUNNING_ZIPS, BOOTSTRAP_TOKEN, BOT_TOKEN,
                   "README.md"})  # README.md: the seed lets on_bot_startup drop one in.
 KEPT_SUFFIX = "-cacert.pem"  # TLS roots some libraries insist on reading from a file.
 #: Each log rolls over at this size, keeping this many older files.
@@ -86,6 +94,18 @@ class Layout:
     @property
     def context(self) -> Path:
         return self.root / "ctx"
+
+    @property
+    def hooks(self) -> Path:
+        return self.root / HOOKS
+
+    @property
+    def bootstrap_token(self) -> Path:
+        return self.root / BOOTSTRAP_TOKEN
+
+    @property
+    def bot_token(self) -> Path:
+        return self.root / BOT_TOKEN
 
     @property
     def task_dirs(self) -> tuple[Path, ...]:
@@ -141,8 +161,8 @@ def _kept(name: str) -> bool:
 
 
 def _bot_made(name: str) -> bool:
-    """Made by a bot, if not kept: a task's directories, a partial copy."""
-    return _kept(name) or name in TASK_DIRS or (name.startswith("swarming_bot.") and name.endswith(".tmp"))
+    """Made by a bot, if not kept: a task's directories, the hooks script, a partial copy."""
+    return _kept(name) or name in (*TASK_DIRS, HOOKS) or (name.startswith("swarming_bot.") and name.endswith(".tmp"))
 
 
 def remove(path: Path) -> None:
@@ -164,12 +184,19 @@ def remove(path: Path) -> None:
 
 
 def write_private(path: Path, body: Any) -> None:
-    """Creates `path` holding `body` as JSON, readable by this user only; one
-    already there is an error (someone else's file, or a copy another process
-    may still read): what these files hold may be a task's secret."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    """Creates `path` holding `body` as JSON, readable by this user only (see
+    `create_private`)."""
+    with create_private(path) as f:
         json.dump(body, f)
+
+
+def create_private(path: Path) -> IO[str]:
+    """Creates `path` for writing text, readable by this user only; one
+    already there is an error (someone else's file, or a copy another process
+    may still read): what these files hold may be a task's secret or a
+    credential."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def log_to(path: Path, *, stderr: bool = False, level: int = logging.INFO) -> None:

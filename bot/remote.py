@@ -27,13 +27,18 @@ from shared.cas import Digest
 from shared.errors import ValidationError
 
 R = TypeVar("R")
-CONFLICT = 409
+UNAUTHORIZED, CONFLICT = 401, 409
 
 
 class Request(Protocol):
     """A request of shared/bot_api.py."""
 
     def to_wire(self) -> dict[str, Any]: ...
+
+
+class Unauthorized(ApiError):
+    """401: the server refused the credential (expired, revoked, not this
+    bot's); or the bot has none to send, and the call was not made."""
 
 
 class RunGone(ApiError):
@@ -50,10 +55,11 @@ class BadManifest(ApiError):
 
 
 class Remote:
-    """The server's Bot API, for one bot; `session`: the server's last, when
-    the bot's process hands it on (to its task runner)."""
+    """The server's Bot API, for one bot (with its bot token) or one run (a
+    task runner, with its run token); `session`: the server's last, when the
+    bot's process hands it on (to its task runner)."""
 
-    def __init__(self, server: str, token: str, *, session: str | None = None):
+    def __init__(self, server: str, token: str | None, *, session: str | None = None):
         self._api = ApiClient(server, token)  # The HTTP: its session, retries and headers.
         #: The server's last `session`, sent back on every call.
         self.bot_session = session
@@ -63,15 +69,21 @@ class Remote:
         return self._api.server
 
     @property
-    def token(self) -> str:
-        """Handed to the task runner process, which reports the task."""
+    def token(self) -> str | None:
+        """The bearer token of every call, as the server last renewed it;
+        None: none, and a call raises Unauthorized without being made."""
         return self._api.token
+
+    @token.setter
+    def token(self, token: str | None) -> None:
+        self._api.token = token
 
     def close(self) -> None:
         self._api.close()
 
     def set_headers(self, headers: Mapping[str, str]) -> None:
-        """The `get_authentication_headers` hook's (ApiClient.set_headers)."""
+        """The `get_authentication_headers` hook's but its Authorization
+        (ApiClient.set_headers)."""
         self._api.set_headers(headers)
 
     def with_session(self, attributes: BotAttributes) -> BotAttributes:
@@ -124,8 +136,16 @@ class Remote:
     def _call(self, function: str, request: Request, read: Callable[[Any], R]) -> R:
         """Sends `request` (a bot_api message), reads the reply with `read`,
         and keeps the session it carries (every reply but bot_task_error's
-        and bot_event's has one)."""
-        body = self._api.call(function, request.to_wire())
+        and bot_event's has one). Raises Unauthorized on a 401, or when there
+        is no token to send."""
+        if self._api.token is None:
+            raise Unauthorized(function, None, "no_credential", "the bot has no credential to call with")
+        try:
+            body = self._api.call(function, request.to_wire())
+        except ApiError as e:
+            if e.status == UNAUTHORIZED:
+                raise Unauthorized(e.call, e.status, e.code, e.message) from e
+            raise
         try:
             reply = read(body)
         except ValidationError as e:

@@ -1,8 +1,9 @@
 """The task runner process's main: `run_task --input FILE [--status-fd N]`,
 started by the bot for each task (bot/runner_supervisor.py). It reads its
 input (bot/runner_protocol.py), runs the task (bot/task_runner.py), reports
-it to the server itself, and tells the bot what became of it on the status
-pipe. SIGTERM stops the command with the grace dance.
+it to the server itself with the run's token (never the bot's: it has none),
+and tells the bot what became of it on the status pipe. SIGTERM stops the
+command with the grace dance.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -48,9 +48,6 @@ def main(argv: Sequence[str]) -> int:
         given = RunnerInput.read(args.input)
         layout = layout_lib.Layout(given.bot_dir)
         layout_lib.log_to(layout.runner_log)
-        token = os.environ.get("SWARMING_TOKEN")
-        if not token:
-            raise ValueError("SWARMING_TOKEN is not set")
     except (OSError, ValueError, ValidationError) as e:
         logger.exception("cannot read the task runner's input %s", args.input)
         status.send(Status(error=f"the task runner's input {args.input} is unusable: {e!r}"))
@@ -65,7 +62,7 @@ def main(argv: Sequence[str]) -> int:
     os_platform.on_stop_signals(stop)
     os_platform.on_stack_dump_signal(logger)
     server = manifest.host or given.server
-    api = Remote(server, token, session=given.attributes.session)
+    api = Remote(server, given.run_token, session=given.attributes.session)
     transport = SignedUrlTransport()
     runner = TaskRunner(
         manifest, layout.work,

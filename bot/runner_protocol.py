@@ -4,8 +4,8 @@ input, a file the bot writes (bot/runner_supervisor.py) and the runner reads
 on a pipe the other way, then the runner's exit code.
 
 The input is `w/task_runner_in.json`, mode 0600 (the manifest may carry
-secrets; the runner deletes it with the rest of w/ before the command
-starts). The status lines:
+secrets, and the run token is the runner's credential; the runner deletes it
+with the rest of w/ before the command starts). The status lines:
 
     {"started": PID}                           the command runs, in process group PID
     {"error": MESSAGE, "missing_cas": [...]}   the bot could not run the task
@@ -46,6 +46,9 @@ class RunnerInput:
     bot_dir: Path  # The bot's directory (bot/layout.py): the task's w/ and io/, c/, cas_cache/, logs/.
     timings: Timings  # The runner's: output pace, keepalives, grace, its patience with the server.
     cas_limits: Limits  # cas_cache/'s, from the hooks' settings as of the attributes.
+    # The runner's credential, for this run's updates and its files only (the
+    # claim's Run.run_token); never in an environment, nor a file past this one.
+    run_token: str | None = dataclasses.field(default=None, repr=False)
 
     def write(self, path: Path) -> None:
         """Creates `path`, readable by this user only; one already there is an error."""
@@ -59,17 +62,19 @@ class RunnerInput:
     def to_wire(self) -> dict[str, Any]:
         return {"manifest": self.manifest.to_wire(), "server": self.server, "attributes": self.attributes.to_wire(),
                 "bot_dir": str(self.bot_dir), "timings": dataclasses.asdict(self.timings),
-                "cas_limits": dataclasses.asdict(self.cas_limits)}
+                "cas_limits": dataclasses.asdict(self.cas_limits), "run_token": self.run_token}
 
     @classmethod
     def from_wire(cls, body: Any) -> RunnerInput:
         wire = WireObject(body, "", [f.name for f in dataclasses.fields(cls)])
         attributes = WireObject(wire.get("attributes"), "attributes", ATTRIBUTES)
+        token = wire.optional("run_token")
         return cls(manifest=Manifest.from_wire(wire.get("manifest"), "manifest"),
                    server=wire.string("server", MAX_INT64, default=REQUIRED),
                    attributes=BotAttributes.read(attributes),
                    bot_dir=Path(wire.string("bot_dir", MAX_INT64, default=REQUIRED)),
-                   timings=_numbers(Timings, wire, "timings"), cas_limits=_numbers(Limits, wire, "cas_limits"))
+                   timings=_numbers(Timings, wire, "timings"), cas_limits=_numbers(Limits, wire, "cas_limits"),
+                   run_token=None if token is None else wire.string("run_token", MAX_INT64))
 
 
 @dataclasses.dataclass(frozen=True)

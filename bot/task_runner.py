@@ -47,8 +47,6 @@ OnStart = Callable[[int], None]
 
 #: Reported for a command that could not start; its error text is in the output.
 START_FAILURE_EXIT_CODE = 1
-#: Bot settings a task must not inherit: the bot's credential would let a task act as the bot.
-HIDDEN_ENV = ("SWARMING_TOKEN",)
 _READ_SIZE = 64 * 1024
 
 
@@ -319,7 +317,7 @@ class TaskRunner:
         return True
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
+        env = dict(os.environ)  # The runner's, which holds no credential (bot_main._runner_env).
         env.update((k, self._expand(v)) for k, v in self._manifest.env.items())
         # As the reference: each prefix made absolute under w/, before what the variable held.
         for key, paths in self._manifest.env_prefixes.items():

@@ -2,7 +2,8 @@
 downloads a version into the other of `swarming_bot.1.zip`/`.2.zip`, checks
 its digest and that it is fine, and execs it on probation (bot/probation.py);
 `restart` execs the same code anew; and the last known good copy,
-`swarming_bot.zip`, follows the running code once it proved itself.
+`swarming_bot.zip`, follows the running code once it proved itself. The bot
+token crosses every exec in the file `bot_token` (bot/credentials.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from bot import layout as layout_lib
+from bot import credentials, layout as layout_lib
 from bot import os_platform
 from bot.probation import PROBATION_ENV, environ_without_bot_vars
 from bot.running_code import Code, zip_digest
@@ -53,11 +54,13 @@ class Updater:
 
     def __init__(self, code: Code, layout: layout_lib.Layout, bot_args: Sequence[str], *,
                  exec_python: ExecPython = os_platform.exec_python,
-                 is_fine_timeout: float = IS_FINE_TIMEOUT_SECS, now: Callable[[], float] = time.time):
+                 is_fine_timeout: float = IS_FINE_TIMEOUT_SECS, now: Callable[[], float] = time.time,
+                 bot_token: Callable[[], str | None] = lambda: None):
         self.code = code
         self._layout = layout
         self._bot_args = list(bot_args)  # Given again to `start_bot` on every exec.
         self._exec_python = exec_python
+        self._bot_token = bot_token  # The bot's current token, handed over to the process it execs into.
         self._is_fine_timeout = is_fine_timeout
         self._now = now
         #: Versions not to take again (version -> why): they failed the checks or to start.
@@ -92,7 +95,7 @@ class Updater:
             self._refuse(version, target, f"the new code is not fine: {problem}")
         env = {**environ_without_bot_vars(), PROBATION_ENV: version}
         before_exec()
-        self._exec_python([str(target), "start_bot", *self._bot_args], env)
+        self._exec([str(target), "start_bot", *self._bot_args], env)
 
     def _refuse(self, version: str, target: Path, why: str) -> None:
         self.bad_versions[version] = why
@@ -121,7 +124,25 @@ class Updater:
     def restart(self, message: str) -> None:
         """Execs the same code anew; returns only if the exec does (a test's)."""
         logger.info("restarting: %s", message)
-        self._exec_python(self.code.python_args("start_bot", *self._bot_args), environ_without_bot_vars())
+        self._exec(self.code.python_args("start_bot", *self._bot_args), environ_without_bot_vars())
+
+    def hand_over(self) -> None:
+        """Writes the bot's token for the next process of this bot, which
+        takes it at its start: the one it execs into, or the last known good
+        copy zip_main falls back to when this one failed on probation."""
+        token = self._bot_token()
+        if token is not None:
+            credentials.hand_over(self._layout.bot_token, token)
+
+    def _exec(self, args: Sequence[str], env: Mapping[str, str]) -> None:
+        """Runs the bot anew in this process: the last thing it does, when no
+        task runs and no other call can renew the token."""
+        self.hand_over()
+        try:
+            self._exec_python(args, env)
+        except BaseException:  # Still this process: the token stays in its memory only.
+            self._layout.bot_token.unlink(missing_ok=True)
+            raise
 
     def connected(self) -> None:
         """The first handshake went through: this code works well enough to

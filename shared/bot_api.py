@@ -475,7 +475,9 @@ def poll_reply(body: Any) -> PollReply:
 @dataclasses.dataclass(frozen=True)
 class Run:
     """A won claim: run this manifest. `run_token` is the task runner's
-    credential: it reports on this run and moves its files, nothing else."""
+    credential (required on the wire: a bot reads a claim without one as a
+    manifest it cannot run): it reports on this run and moves its files,
+    nothing else."""
 
     manifest: Manifest
     session: Optional[str] = None
@@ -506,9 +508,8 @@ def claim_reply(body: Any) -> ClaimReply:
     wire = _reply(body)
     cmd = wire.get("cmd")
     if cmd == "run":
-        token = wire.optional("run_token")
         return Run(Manifest.from_wire(wire.get("manifest")), _session(wire),
-                   None if token is None else wire.string("run_token", MAX_SESSION_LENGTH))
+                   wire.string("run_token", MAX_SESSION_LENGTH, default=REQUIRED))
     if cmd == "skip":
         return Skip(wire.string("reason", 10_000), _session(wire))
     raise ValidationError("cmd", "must be run or skip")

@@ -3,30 +3,39 @@ built the way the server builds them (bot/ and shared/, bot/zip_main.py as the
 root's __main__.py, config.json, bot_config.py)."""
 
 import json
+import textwrap
 import threading
 import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import parse_qs, urlparse
 
 from shared.api_error import ApiError
 from shared.bot_api import (
-    Candidate, Claim, EventReply, HandshakeReply, Skip, Sleep, TaskErrorReply, TaskUpdateReply,
+    BOT_TOKEN_HEADER, Candidate, Claim, EventReply, HandshakeReply, Skip, Sleep, TaskErrorReply, TaskUpdateReply,
 )
 from shared.manifest import Manifest
 
 REPO = Path(__file__).resolve().parents[1]
-Reply = tuple[int, dict[str, Any]]
+#: (status, JSON body, headers).
+Reply = tuple[int, dict[str, Any], dict[str, str]]
 
 
 def ok(body: dict[str, Any]) -> Reply:
-    return 200, body
+    return 200, body, {}
 
 
 def error(status: int, code: str) -> Reply:
-    return status, ApiError("fake", status, code, f"{code} (fake)").to_wire()
+    return status, ApiError("fake", status, code, f"{code} (fake)").to_wire(), {}
+
+
+def renewing(reply: Reply, bot_token: str) -> Reply:
+    """`reply`, carrying a renewed bot token as the server's answers may."""
+    status, body, headers = reply
+    return status, body, {**headers, BOT_TOKEN_HEADER: bot_token}
 
 
 def sleep(duration: float) -> Reply:
@@ -41,22 +50,24 @@ def skip(reason: str) -> Reply:
     return ok(Skip(reason).to_wire())
 
 
-def run(task_id: str, command: list[str], **wire: Any) -> Reply:
-    """The run of `task_id` on bot-1; `wire` replaces fields of the manifest
-    as sent, mistakes included."""
+def run(task_id: str, command: list[str], run_token: str = "run-token", **wire: Any) -> Reply:
+    """The run of `task_id` on bot-1, with its `run_token`; `wire` replaces
+    fields of the manifest as sent, mistakes included."""
     manifest = Manifest(task_id[:-1] + "1", "bot-1", tuple(command), {}, 30, dimensions={"pool": ["default"]})
-    return ok({"cmd": "run", "manifest": {**manifest.to_wire(), **wire}})
+    return ok({"cmd": "run", "manifest": {**manifest.to_wire(), **wire}, "run_token": run_token})
 
 
 class FakeServer(ThreadingHTTPServer):
     """The Bot API from a script: each function gives its queued replies in
-    order, then repeats the last one. Every call is recorded. `GET bot_code`
-    serves the zips in `zips` by version."""
+    order, then repeats the last one. Every call is recorded, with its
+    Authorization, and all its headers in `headers`. `GET bot_code` serves
+    the zips in `zips` by version."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.calls: list[tuple[str, dict[str, Any], str | None]] = []
+        self.headers: list[dict[str, str]] = []  # Of each call in `calls`.
         self.zips: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._replies: dict[str, list[Reply]] = {
@@ -70,9 +81,10 @@ class FakeServer(ThreadingHTTPServer):
         with self._lock:
             self._replies[name] = list(replies)
 
-    def answer(self, name: str, body: dict[str, Any], authorization: str | None) -> Reply:
+    def answer(self, name: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
         with self._lock:
-            self.calls.append((name, body, authorization))
+            self.calls.append((name, body, headers.get("Authorization")))
+            self.headers.append(headers)
             queue = self._replies[name]
             return queue.pop(0) if len(queue) > 1 else queue[0]
 
@@ -81,6 +93,9 @@ class FakeServer(ThreadingHTTPServer):
 
     def bodies(self, name: str) -> list[dict[str, Any]]:
         return [body for called, body, _ in self.calls if called == name]
+
+    def authorizations(self, name: str) -> list[str | None]:
+        return [authorization for called, _, authorization in self.calls if called == name]
 
     def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -99,35 +114,40 @@ def served() -> Iterator[FakeServer]:
     server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class QuietHandler(BaseHTTPRequestHandler):
+    """The handler of a loopback fake: answers with `reply`, logs nothing."""
+
+    def reply(self, status: int, data: bytes, headers: Mapping[str, str]) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(data)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _Handler(QuietHandler):
     server: FakeServer
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        status, reply = self.server.answer(self.path.lstrip("/"), body, self.headers.get("Authorization"))
-        self._send(status, json.dumps(reply).encode(), "application/json")
+        status, reply, headers = self.server.answer(self.path.lstrip("/"), body, dict(self.headers))
+        self.reply(status, json.dumps(reply).encode(), {"Content-Type": "application/json", **headers})
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
         version = parse_qs(url.query).get("version", [""])[0]
         with self.server._lock:
             self.server.calls.append((url.path.lstrip("/"), {"version": version}, self.headers.get("Authorization")))
+            self.server.headers.append(dict(self.headers))
         data = self.server.zips.get(version)
         if url.path != "/bot_code" or data is None:
-            self._send(404, json.dumps(ApiError("bot_code", 404, "not_found", version).to_wire()).encode(),
-                       "application/json")
+            self.reply(404, json.dumps(ApiError("bot_code", 404, "not_found", version).to_wire()).encode(),
+                       {"Content-Type": "application/json"})
         else:
-            self._send(200, data, "application/octet-stream")
-
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            self.reply(200, data, {"Content-Type": "application/octet-stream"})
 
 
 def bot_zip_entries(server: str, *, server_version: str = "test",
@@ -143,6 +163,18 @@ def bot_zip_entries(server: str, *, server_version: str = "test",
     entries["bot_config.py"] = b'"""Hooks (none in tests)."""\n'
     entries.update(replace or {})
     return entries
+
+
+def config(source: str) -> ModuleType:
+    """A bot_config.py module from its source."""
+    module = ModuleType("bot_config")
+    exec(textwrap.dedent(source), module.__dict__)
+    return module
+
+
+def events_of(fake: FakeServer, kind: str) -> list[str]:
+    """The messages of the bot events of this kind the fake was sent."""
+    return [e["message"] for e in fake.bodies("bot_event") if e["event"] == kind]
 
 
 def write_zip(path: Path, entries: Mapping[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED,

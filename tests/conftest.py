@@ -21,11 +21,14 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from werkzeug.serving import make_server
 
+from bot import gce
 from functions import bot_auth, service, signed_tokens
 from functions.settings import Settings
 from local import cloud_tasks_emulator, emulators, gateway, processes
 from shared import bot_api, service_config
 
+#: Where the bots look for a GCE metadata server: nowhere (a port nothing listens on).
+NO_METADATA_SERVER = "127.0.0.1:1"
 TIMERS_ACCOUNT = "timers@test.iam.gserviceaccount.com"
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "tests" / "config"
@@ -44,6 +47,17 @@ def bot_token(bot_id: str = "bot-1") -> str:
     expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
     tokens = bot_auth.BotTokens(signed_tokens.SignedTokens(TOKEN_SECRET))
     return tokens.bot_token(bot_id, group.name, bot_auth.group_version(CONFIG, group), expires)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_metadata_server() -> Iterator[None]:
+    """The bots' default hook must find no GCE metadata server, even on a GCE
+    VM: it would send the VM's ID tokens to the fakes, and a bot would not
+    show the credential a test gave it. tests/test_bot_auth.py serves one."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in (gce.HOST_ENV, gce.IP_ENV):
+            patch.setenv(name, NO_METADATA_SERVER)
+        yield
 
 
 @pytest.fixture(scope="session")

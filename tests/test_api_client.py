@@ -6,19 +6,21 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
 
 from bot.api_client import ApiClient, retry_policy
 from shared.api_error import ApiError
+from shared.bot_api import BOT_TOKEN_HEADER
+from tests.bot_fakes import QuietHandler
 
 #: No waits between retries, so that the tests count attempts, not seconds.
 NO_WAIT = retry_policy().new(backoff_factor=0, backoff_jitter=0)
 
 
-class _Script(BaseHTTPRequestHandler):
+class _Script(QuietHandler):
     """Answers each POST with the next of `server.answers` (status, body
     bytes, headers), repeating the last; records (path, headers, body)."""
 
@@ -26,15 +28,7 @@ class _Script(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.seen.append((self.path, dict(self.headers), json.loads(body)))
         answers = self.server.answers
-        status, data, headers = answers.pop(0) if len(answers) > 1 else answers[0]
-        self.send_response(status)
-        for name, value in {"Content-Length": str(len(data)), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply(*(answers.pop(0) if len(answers) > 1 else answers[0]))
 
 
 @pytest.fixture
@@ -157,15 +151,35 @@ def test_an_answer_that_is_not_the_api_s_json_is_quoted(server) -> None:
     assert str(not_found.value) == "nope: HTTP 404: http_error: <html>no such function</html>"
 
 
-def test_headers_set_in_place_of_the_token_last_until_set_again(server) -> None:
+def test_headers_set_go_with_the_token_until_set_again(server) -> None:
     server.answers = [answer(200, {})]
     client = ApiClient(url(server), "tok")
 
-    client.set_headers({"Authorization": "Bearer from-a-hook", "X-Extra": "1"})
+    client.set_headers({"Authorization": "Bearer not-the-token", "X-Extra": "1"})
     client.call("bot_poll", {})
     client.set_headers({"X-Other": "2"})
     client.call("bot_poll", {})
+    client.token = None
+    client.call("bot_poll", {})
 
-    first, second = (headers for _, headers, _ in server.seen)
-    assert (first["Authorization"], first["X-Extra"]) == ("Bearer from-a-hook", "1")
+    first, second, third = (headers for _, headers, _ in server.seen)
+    assert (first["Authorization"], first["X-Extra"]) == ("Bearer tok", "1")
     assert (second["Authorization"], second["X-Other"]) == ("Bearer tok", "2") and "X-Extra" not in second
+    assert "Authorization" not in third and third["X-Other"] == "2"
+
+
+def test_a_renewed_bot_token_in_an_answer_is_the_next_call_s(server) -> None:
+    renewed = {BOT_TOKEN_HEADER: "renewed"}
+    server.answers = [answer(200, {}, **renewed), answer(503, ApiError("x", 503, "unavailable", "later").to_wire(),
+                                                         **{BOT_TOKEN_HEADER: "renewed-again"}),
+                      answer(200, {})]
+    client = ApiClient(url(server), "tok", retry=retry_policy(statuses=()))
+
+    client.call("bot_handshake", {})
+    with pytest.raises(ApiError):
+        client.call("bot_poll", {})  # An error's answer renews it too.
+    client.call("bot_poll", {})
+
+    assert [headers["Authorization"] for _, headers, _ in server.seen] == [
+        "Bearer tok", "Bearer renewed", "Bearer renewed-again"]
+    assert client.token == "renewed-again"

@@ -62,9 +62,8 @@ REPLIES = [
     (bot_api.poll_reply, Restart("config changed")),
     (bot_api.poll_reply, Restart("reboot please", host=True, session="s")),
     (bot_api.poll_reply, Terminate(TASK, session="s")),
-    (bot_api.claim_reply, Run(MANIFEST, session="s")),
     (bot_api.claim_reply, Run(MANIFEST, session="s", run_token="swrt1.x.y")),
-    (bot_api.claim_reply, Run(Manifest(RUN, "bot-1", ("true",), {}, 60))),
+    (bot_api.claim_reply, Run(Manifest(RUN, "bot-1", ("true",), {}, 60), run_token="t")),
     (bot_api.claim_reply, Skip("another bot claimed the task")),
     (HandshakeReply.from_wire, HandshakeReply("s", "dev", "v1", {"pool": ["secure"]})),
     (HandshakeReply.from_wire, HandshakeReply("s", "dev", "v1", {"pool": ["lab"]}, "def get_state(bot): ...\n",
@@ -86,7 +85,7 @@ def test_a_reply_passes_over_fields_a_newer_server_adds():
     wire = {**Sleep(1.0).to_wire(), "jitter": 0.3}
     assert bot_api.poll_reply(wire) == Sleep(1.0)
     manifest = {**MANIFEST.to_wire(), "service_accounts": {}}
-    assert bot_api.claim_reply({"cmd": "run", "manifest": manifest}) == Run(MANIFEST)
+    assert bot_api.claim_reply({"cmd": "run", "manifest": manifest, "run_token": "t"}) == Run(MANIFEST, run_token="t")
 
 
 def test_a_request_refuses_a_field_it_does_not_know():
@@ -139,12 +138,13 @@ REQUIRED_IN_REPLIES = [
     (bot_api.poll_reply, Claim((Candidate(TASK),)).to_wire(), "candidates", "candidates"),
     (bot_api.poll_reply, UpdateCode("e" * 64).to_wire(), "version", "version"),
     (bot_api.poll_reply, Terminate(TASK).to_wire(), "task_id", "task_id"),
-    (bot_api.claim_reply, Run(MANIFEST).to_wire(), "cmd", "cmd"),
-    (bot_api.claim_reply, Run(MANIFEST).to_wire(), "manifest", "manifest"),
-    (bot_api.claim_reply, Run(MANIFEST).to_wire(), "manifest.task_id", "manifest.task_id"),
-    (bot_api.claim_reply, Run(MANIFEST).to_wire(), "manifest.bot_id", "manifest.bot_id"),
-    (bot_api.claim_reply, Run(MANIFEST).to_wire(), "manifest.command", "manifest.command"),
-    (bot_api.claim_reply, Run(MANIFEST).to_wire(), "manifest.hard_timeout", "manifest.hard_timeout"),
+    (bot_api.claim_reply, Run(MANIFEST, run_token="t").to_wire(), "cmd", "cmd"),
+    (bot_api.claim_reply, Run(MANIFEST, run_token="t").to_wire(), "manifest", "manifest"),
+    (bot_api.claim_reply, Run(MANIFEST, run_token="t").to_wire(), "run_token", "run_token"),
+    (bot_api.claim_reply, Run(MANIFEST, run_token="t").to_wire(), "manifest.task_id", "manifest.task_id"),
+    (bot_api.claim_reply, Run(MANIFEST, run_token="t").to_wire(), "manifest.bot_id", "manifest.bot_id"),
+    (bot_api.claim_reply, Run(MANIFEST, run_token="t").to_wire(), "manifest.command", "manifest.command"),
+    (bot_api.claim_reply, Run(MANIFEST, run_token="t").to_wire(), "manifest.hard_timeout", "manifest.hard_timeout"),
     (TaskErrorReply.from_wire, TaskErrorReply("BOT_DIED").to_wire(), "state", "state"),
 ]
 

@@ -28,7 +28,7 @@ from shared.bot_api import BotAttributes, Completion, TaskUpdateReply, Update
 from shared.cas import Digest, FileEntry, Tree, Verifier
 from shared.errors import ValidationError
 from shared.manifest import Manifest
-from tests.bot_fakes import REPO, FakeServer, served
+from tests.bot_fakes import REPO, FakeServer, ok, served
 from tests.test_bot_zip import _oldest_python
 
 BIG = 10 ** 12  # Bytes: a limit that never binds.
@@ -497,7 +497,7 @@ def test_the_manifest_names_its_input_root_and_outputs() -> None:
 
 
 def test_the_bot_service_posts_the_body_as_it_is(fake: FakeServer) -> None:
-    fake.script("cas_find_missing", (200, {"missing": []}))
+    fake.script("cas_find_missing", ok({"missing": []}))
     api = remote.Remote(fake.url, "bot-token")
 
     answer = api.call("cas_find_missing", {"digests": [Digest.of_bytes(b"x").to_wire()]})

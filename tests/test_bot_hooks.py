@@ -193,6 +193,8 @@ def test_an_exception_in_a_hook_never_escapes(tmp_path: Path, bot: BotView) -> N
      "expected (headers, expiry)"),
     ("def get_authentication_headers(bot): return ({'a': 1}, None)", "get_authentication_headers",
      "headers"),
+    ("def get_authentication_headers(bot): return ({'authorization': 'Basic eDp5'}, None)",
+     "get_authentication_headers", "headers: authorization: expected 'Bearer <token>'"),
     ("def setup_bot(bot): pass", "setup_bot", "expected True or False"),
 ])
 def test_a_wrong_type_is_reported_and_answers_the_default(
@@ -228,7 +230,7 @@ def test_custom_hooks_and_defaults_for_the_missing_ones(tmp_path: Path, bot: Bot
         def get_settings(bot):
             return {"cost_usd_hour": 0.5, "free_partition": {"size_gib": 2}}
         def get_authentication_headers(bot):
-            return {"X-Token": "t"}, 1700000000
+            return {"X-Token": "t", "authorization": "bearer id-token"}, 1700000000
     """, report)
     assert h.get_dimensions(bot) == {"gpu": ["none"], "id": ["bot-1"], "os": ["Linux"], "pool": ["default"]}
     settings = h.get_settings(bot)
@@ -240,7 +242,8 @@ def test_custom_hooks_and_defaults_for_the_missing_ones(tmp_path: Path, bot: Bot
     assert state["temperature"] == 40 and state["sleep_streak"] == 7 and state["running_time"] >= 0
     assert state["cost_usd_hour"] == 0.5
     assert "quarantined" not in state
-    assert h.get_authentication_headers(bot) == ({"X-Token": "t"}, 1700000000.0)
+    assert h.get_authentication_headers(bot) == (  # The handshake's credential, spelt so.
+        {"X-Token": "t", "Authorization": "bearer id-token"}, 1700000000.0)
     assert h.setup_bot(bot) is True  # Missing: the default.
     assert report.events == []
 

@@ -25,9 +25,10 @@ def fake() -> Iterator[FakeServer]:
 
 def test_start_up_keeps_the_seed_s_entries_and_deletes_everything_else(tmp_path: Path) -> None:
     kept = ["c/cache_a/f", "cas_cache/ab/cd", "logs/swarming_bot.log", "swarming_bot.zip",
-            "swarming_bot.1.zip", "swarming_bot.2.zip", "README.md", "roots-cacert.pem"]
+            "swarming_bot.1.zip", "swarming_bot.2.zip", "README.md", "roots-cacert.pem",
+            "bootstrap_token", "bot_token"]  # Until the bot reads them, right after.
     gone = ["w/left/by/a/task", "io/out", "ctx/luci_context.json", "stray.txt", "swarming_bot.2.zip.x1y2.tmp",
-            "old_dir/sub/f"]
+            "old_dir/sub/f", "hooks/bot_config_lab.py"]
     for name in kept + gone:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
@@ -60,14 +61,15 @@ def test_a_first_start_among_foreign_files_is_refused_and_deletes_nothing(tmp_pa
 
 
 def test_a_first_start_clears_what_only_a_bot_makes(tmp_path: Path) -> None:
-    for name in ("w/f", "io/f", "ctx/luci_context.json", "swarming_bot.1.zip.abc.tmp", "swarming_bot.zip"):
+    for name in ("w/f", "io/f", "ctx/luci_context.json", "swarming_bot.1.zip.abc.tmp", "hooks/bot_config_lab.py",
+                 "swarming_bot.zip", "bootstrap_token"):  # The start script leaves the last two.
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
 
     layout.take(Layout(tmp_path)).release()
 
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "c", "cas_cache", "logs", "swarming.lck", "swarming_bot.zip"]
+        "bootstrap_token", "c", "cas_cache", "logs", "swarming.lck", "swarming_bot.zip"]
 
 
 def test_one_bot_per_directory(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -28,7 +27,8 @@ from shared.bot_api import (
 )
 from shared.cas import Digest
 from tests.bot_fakes import (
-    REPO, FakeServer, Reply, bot_zip_entries, claim, error, ok, run, served, skip, sleep, write_zip,
+    REPO, FakeServer, Reply, bot_zip_entries, claim, config, error, events_of, ok, renewing, run, served, skip, sleep,
+    write_zip,
 )
 
 TOKEN = "bot-token"
@@ -547,15 +547,19 @@ def test_sigusr1_logs_the_stack_of_every_thread(fake: FakeServer, tmp_path: Path
     assert bot_process.returncode == 0
 
 
-def test_a_missing_token_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_token_is_needed_and_the_bootstrap_token_file_is_in_the_bot_s_directory(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SWARMING_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    base = ["--server", "http://x", "--work-dir", "/tmp/x"]
 
-    with pytest.raises(SystemExit) as exited:
-        commands.parse_args(["--server", "http://x", "--work-dir", "/tmp/x"], SOURCE)
-
-    assert exited.value.code == 2
-    assert "SWARMING_TOKEN" in capsys.readouterr().err
+    options = commands.parse_args(base, SOURCE)
+    assert options.token is None and options.bootstrap_token_file == Path("/tmp/x/bootstrap_token")
+    given = commands.parse_args([*base, "--bootstrap-token-file", "t"], SOURCE)
+    assert given.bootstrap_token_file == tmp_path / "t"
+    monkeypatch.setenv("SWARMING_TOKEN", "static")
+    assert commands.parse_args(base, SOURCE).token == "static"
+    assert commands.parse_args([*base, "--token", "flag"], SOURCE).token == "flag"
 
 
 def test_the_bot_id_is_the_hostname_without_its_domain_unless_overridden(
@@ -591,13 +595,6 @@ def quiet_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return temp
 
 
-def config(source: str) -> ModuleType:
-    """A bot_config.py module from its source."""
-    module = ModuleType("bot_config")
-    exec(textwrap.dedent(source), module.__dict__)
-    return module
-
-
 @pytest.fixture
 def hooked_bot(fake: FakeServer, tmp_path: Path) -> Iterator[Callable[..., Bot]]:
     """Makes a bot in tmp_path/bot with the hooks of a bot_config.py source."""
@@ -613,10 +610,6 @@ def hooked_bot(fake: FakeServer, tmp_path: Path) -> Iterator[Callable[..., Bot]]
     yield make
     for api in apis:
         api.close()
-
-
-def events_of(fake: FakeServer, kind: str) -> list[str]:
-    return [e["message"] for e in fake.bodies("bot_event") if e["event"] == kind]
 
 
 RECORDING = """
@@ -809,12 +802,13 @@ def test_setup_bot_returning_false_stops_the_bot_before_the_handshake(
 def test_the_authentication_headers_are_asked_again_before_they_expire(
         fake: FakeServer, hooked_bot: Callable[..., Bot]) -> None:
     now = [1_700_000_000.0]
+    fake.script("bot_handshake", renewing(ok(HandshakeReply().to_wire()), "bot-token-1"))
     fake.script("bot_poll", sleep(1.0))
     bot = hooked_bot(f"""
         ISSUED = []
         def get_authentication_headers(bot):
             ISSUED.append(1)
-            return {{"Authorization": f"Bearer hook-{{len(ISSUED)}}"}}, {now[0]} + 400
+            return {{"Authorization": f"Bearer hook-{{len(ISSUED)}}", "X-Hook": str(len(ISSUED))}}, {now[0]} + 400
     """, now=lambda: now[0])
 
     bot.handshake()
@@ -823,7 +817,9 @@ def test_the_authentication_headers_are_asked_again_before_they_expire(
     now[0] += 100  # 250 s before the expiry: within the margin.
     bot.run_once()
 
-    assert [auth for _, _, auth in fake.calls] == ["Bearer hook-1", "Bearer hook-1", "Bearer hook-2"]
+    # The hook's Authorization is the handshake's; its other headers go with every call.
+    assert [auth for _, _, auth in fake.calls] == ["Bearer hook-1", "Bearer bot-token-1", "Bearer bot-token-1"]
+    assert [headers["X-Hook"] for headers in fake.headers] == ["1", "1", "2"]
 
 
 def test_an_exception_of_the_bot_s_own_is_a_bot_error_and_the_loop_goes_on(

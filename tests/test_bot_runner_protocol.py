@@ -26,7 +26,7 @@ MANIFEST = Manifest(
 GIVEN = RunnerInput(MANIFEST, "https://swarming.example.com",
                     BotAttributes({"id": ["bot-1"], "pool": ["ci"]}, {"sleep_streak": 0}, "dev", session="s-1"),
                     Path("/b/bot"), Timings(output_interval=0.5, max_packet=1000),
-                    Limits(max_bytes=10, max_items=2, min_free_bytes=0))
+                    Limits(max_bytes=10, max_items=2, min_free_bytes=0), run_token="run-token")
 
 
 def test_the_input_reads_back_as_written_and_only_its_user_reads_it(tmp_path: Path) -> None:
@@ -36,6 +36,7 @@ def test_the_input_reads_back_as_written_and_only_its_user_reads_it(tmp_path: Pa
 
     assert RunnerInput.read(path) == GIVEN
     assert RunnerInput.read(path).manifest.secret_bytes == b"\x00s3cret"  # Not compared by ==.
+    assert RunnerInput.read(path).run_token == "run-token" and "run-token" not in repr(GIVEN)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with pytest.raises(FileExistsError):  # Never someone else's file, left in the way.
         GIVEN.write(path)
@@ -47,6 +48,7 @@ def test_the_input_reads_back_as_written_and_only_its_user_reads_it(tmp_path: Pa
     ({"timings": {"tick": -1}}, "timings.tick"),
     ({"cas_limits": {"max_items": "many"}}, "cas_limits.max_items"),
     ({"bot_dir": None}, "bot_dir"),
+    ({"run_token": 7}, "run_token"),
     ({"extra": 1}, "extra"),
 ])
 def test_a_bad_input_is_refused_by_its_field(change: dict, field: str) -> None:

@@ -26,8 +26,8 @@ from bot.running_code import Code, zip_digest
 from bot.updater import Updater, UpdateError
 from shared import bot_archive
 from shared.api_error import ApiError
-from shared.bot_api import UpdateCode
-from tests.bot_fakes import REPO, FakeServer, bot_zip_entries, claim, ok, run, served, write_zip
+from shared.bot_api import HandshakeReply, UpdateCode
+from tests.bot_fakes import REPO, FakeServer, bot_zip_entries, claim, ok, renewing, run, served, write_zip
 
 TOKEN = "bot-token"
 TASK_A = "5f3a1b2c3d4e5f00"
@@ -57,6 +57,19 @@ def run_zip(zip_path: Path, *args: str, python: str = sys.executable) -> subproc
 def start_zip_bot(zip_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(zip_path), "start_bot", "--id", "bot-1", *args],
                             cwd=zip_path.parent, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def run_until_it_polls_again(fake: FakeServer, zip_path: Path) -> bytes:
+    """Runs a bot from `zip_path` until it polled twice, then stops it
+    (SIGTERM); its stderr, once it exited 0."""
+    bot_process = start_zip_bot(zip_path)
+    try:
+        fake.wait_for(lambda: len(fake.bodies("bot_poll")) >= 2, timeout=60)
+    finally:
+        bot_process.send_signal(signal.SIGTERM)
+        _, stderr = bot_process.communicate(timeout=30)
+    assert bot_process.returncode == 0, stderr.decode()
+    return stderr
 
 
 def _env() -> dict[str, str]:
@@ -236,14 +249,8 @@ def test_a_version_that_fails_to_start_falls_back_to_the_last_known_good(
     fake.zips[bad_version] = bad
     fake.script("bot_poll", ok(UpdateCode(bad_version).to_wire()))
 
-    bot_process = start_zip_bot(zip_path)
-    try:
-        fake.wait_for(lambda: len(fake.bodies("bot_poll")) >= 2, timeout=60)
-    finally:
-        bot_process.send_signal(signal.SIGTERM)
-        _, stderr = bot_process.communicate(timeout=30)
+    stderr = run_until_it_polls_again(fake, zip_path)
 
-    assert bot_process.returncode == 0, stderr.decode()
     assert b"broken on purpose" in stderr and b"falling back" in stderr
     assert versions(fake, "bot_handshake") == [good_version, good_version]
     assert set(versions(fake, "bot_poll")) == {good_version}
@@ -254,6 +261,25 @@ def test_a_version_that_fails_to_start_falls_back_to_the_last_known_good(
     assert len([c for c in fake.calls if c[0] == "bot_code"]) == 1  # Not fetched again.
     assert (zip_path.parent / "swarming_bot.1.zip").read_bytes() == good
     assert zip_path.read_bytes() == good
+
+
+def test_a_version_that_fails_after_taking_the_bot_token_hands_it_to_the_last_known_good(
+        fake: FakeServer, tmp_path: Path) -> None:
+    zip_path = tmp_path / "bot" / "swarming_bot.zip"
+    make_zip(zip_path, fake.url)
+    # Fine to import; fails at its handshake, once it took the bot token handed over by the update.
+    bad, bad_version = make_zip(tmp_path / "bad.zip", fake.url, replace=broken(
+        "bot/bot_main.py", "Bot.handshake = lambda self: 1 / 0"))
+    fake.zips[bad_version] = bad
+    handshake = ok(HandshakeReply(bot_version="dev", server_version="fake").to_wire())
+    fake.script("bot_handshake", renewing(handshake, "bot-token-1"), renewing(handshake, "bot-token-2"))
+    fake.script("bot_poll", ok(UpdateCode(bad_version).to_wire()))
+
+    stderr = run_until_it_polls_again(fake, zip_path)
+
+    assert b"ZeroDivisionError" in stderr and b"falling back" in stderr
+    assert fake.authorizations("bot_handshake") == [f"Bearer {TOKEN}", "Bearer bot-token-1"]
+    assert not (zip_path.parent / "bot_token").exists()
 
 
 def test_the_zip_the_server_builds_runs_a_task(fake: FakeServer, tmp_path: Path) -> None:

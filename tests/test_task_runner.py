@@ -202,16 +202,14 @@ def test_a_missing_executable_is_reported_not_raised(tmp_path: Path) -> None:
     assert b"No such file" in sent.output()
 
 
-def test_the_command_sees_its_environment_but_not_the_bot_token(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SWARMING_TOKEN", "bot-secret")
+def test_the_command_sees_its_environment_and_the_runner_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FROM_BOT", "inherited")
-    names = ["SWARMING_TASK_ID", "SWARMING_BOT_ID", "SWARMING_SERVER", "FOO", "FROM_BOT", "SWARMING_TOKEN"]
+    names = ["SWARMING_TASK_ID", "SWARMING_BOT_ID", "SWARMING_SERVER", "FOO", "FROM_BOT"]
     code = f"import os; print([os.environ.get(n) for n in {names!r}], os.getcwd())"
 
     _, sent = run_task(tmp_path, python(code), env={"FOO": "bar"})
 
-    expected = [RUN_ID, BOT_ID, SERVER, "bar", "inherited", None]
+    expected = [RUN_ID, BOT_ID, SERVER, "bar", "inherited"]
     assert sent.output().decode() == f"{expected} {tmp_path / 'w'}\n"
 
 
