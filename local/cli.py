@@ -60,16 +60,18 @@ def state_dir_option(command: Callable) -> Callable:
               help="Cloud Storage emulator port. Default: a free one.")
 @click.option("--cloud-tasks-port", default=0, type=click.IntRange(0, 65535),
               help="Cloud Tasks emulator port (gRPC). Default: a free one.")
+@click.option("--config-dir", default=stack.CONFIG_DIR, show_default=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The service configuration pushed at start (pools, bot groups, settings).")
 @state_dir_option
 def up(state_dir: Path, bots: int, detach: bool, port: int, firestore_port: int, storage_port: int,
-       cloud_tasks_port: int) -> None:
+       cloud_tasks_port: int, config_dir: Path) -> None:
     """Start the stack. In the foreground it runs until Ctrl-C (or SIGTERM),
     then stops everything; with --detach stop it with 'swarming local down'."""
     with _signals_as_interrupt():
         try:
-            state = stack.up(state_dir, bots=bots, gateway_port=port,
-                                   firestore_port=firestore_port, storage_port=storage_port,
-                                   cloud_tasks_port=cloud_tasks_port)
+            state = stack.up(state_dir, bots=bots, gateway_port=port, firestore_port=firestore_port,
+                             storage_port=storage_port, cloud_tasks_port=cloud_tasks_port, config_dir=config_dir)
         except StartError as e:
             _fail(str(e))
         except KeyboardInterrupt:
@@ -118,7 +120,7 @@ def _print_started(state: dict[str, Any], detach: bool) -> None:
     base_url = state["base_url"]
     click.echo(f"BASE_URL={base_url}")
     click.echo(f"web UI: {base_url}/ui (not built yet)")
-    click.echo(f"tokens: {state['config']}")
+    click.echo(f"config: {state['config_dir']} (the CLI logs in as user:{local_state.local_user()})")
     click.echo(f"started in {state['started_secs']:.1f} s; "
                + ("stop it with 'swarming local down'" if detach else "Ctrl-C stops it"))
 

@@ -80,7 +80,8 @@ def test_runs_a_claimed_task_and_reports_it(fake: FakeServer, bot: Bot, tmp_path
     assert fake.names()[4:] == ["bot_task_update"] * (len(fake.calls) - 5) + ["bot_event"]
     [shutdown] = fake.bodies("bot_event")
     assert (shutdown["event"], shutdown["message"]) == ("bot_shutdown", "done (--once)")
-    assert {auth for _, _, auth in fake.calls} == {f"Bearer {TOKEN}"}
+    for name, _, auth in fake.calls:
+        assert auth == ("Bearer run-token" if name == "bot_task_update" else f"Bearer {TOKEN}"), name
     for _, body, _ in fake.calls:
         assert body["dimensions"]["id"] == ["bot-1"] and body["dimensions"]["pool"] == ["default"]
         assert body["version"] == "dev" and body["state"]["sleep_streak"] == 0
