@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas clean
+.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth clean
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ down: install
 test: install
 	$(BIN)/pytest
 
-bench: bench-lifecycle bench-scheduler bench-bot bench-cas
+bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth
 
 bench-lifecycle: install
 	$(BIN)/python -m bench.lifecycle
@@ -38,6 +38,9 @@ bench-bot: install
 
 bench-cas: install
 	$(BIN)/python -m bench.cas
+
+bench-auth: install
+	$(BIN)/python -m bench.auth
 
 clean:
 	rm -rf $(VENV) .local

@@ -38,7 +38,7 @@ from typing import Any
 import requests
 
 from bench.results import report
-from bench.task_life import Api, task_request
+from bench.task_life import CONFIG_DIR, USER, Api, task_request
 from local import stack as local_stack
 
 BOT_ID = "local-bot-1"
@@ -48,10 +48,11 @@ LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \d+ \w+ [\w.]+: 
 def fetch_zip(state_dir: Path, fetches: int) -> list[tuple[str, Any]]:
     """On a fresh stack without bots: the first `bot_code` fetch, then
     `fetches` more on the same connection."""
-    stack = local_stack.up(state_dir, bots=0)
+    stack = local_stack.up(state_dir, bots=0, config_dir=CONFIG_DIR)
     try:
         session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {local_stack.token_for(state_dir, 'bot')}"
+        bootstrap = Api.of_stack(state_dir, stack["base_url"]).bootstrap_token
+        session.headers["Authorization"] = f"Bearer {bootstrap}"
         times, data = [], b""
         for _ in range(1 + fetches):
             started = time.perf_counter()
@@ -75,7 +76,7 @@ def fetch_zip(state_dir: Path, fetches: int) -> list[tuple[str, Any]]:
 
 def run_tasks(api: Api, tasks: int) -> list[dict[str, Any]]:
     """Queues `tasks` tasks of `true` at once and waits for their results."""
-    ids = [api.call("tasks_new", task_request(pool="default", command=["true"]), "user")[0]["task_id"]
+    ids = [api.call("tasks_new", task_request(pool="default", command=["true"]), USER)[0]["task_id"]
            for _ in range(tasks)]
     results = {}
     deadline = time.monotonic() + 60 + 10 * tasks
@@ -85,7 +86,7 @@ def run_tasks(api: Api, tasks: int) -> list[dict[str, Any]]:
         time.sleep(0.5)
         for task_id in ids:
             if task_id not in results:
-                result = api.call("task_result", {"task_id": task_id}, "user")[0]
+                result = api.call("task_result", {"task_id": task_id}, USER)[0]
                 if result["state"] not in ("PENDING", "RUNNING"):
                     results[task_id] = result
     bad = [r for r in results.values() if r["state"] != "COMPLETED" or r["exit_code"] != 0]
@@ -136,10 +137,9 @@ def runner_imports(zip_path: Path, runs: int) -> list[float]:
 
 
 def overhead(state_dir: Path, tasks: int) -> list[tuple[str, Any]]:
-    stack = local_stack.up(state_dir, bots=1)
+    stack = local_stack.up(state_dir, bots=1, config_dir=CONFIG_DIR)
     try:
-        api = Api(stack["base_url"],
-                  {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")})
+        api = Api.of_stack(state_dir, stack["base_url"])
         run_tasks(api, 1)  # wakes the bot, backed off while idle, and warms the gateway's workers
         results = run_tasks(api, tasks)
         bare = bare_true(tasks)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import report
-from bench.task_life import Api
+from bench.task_life import BOT_ID, CONFIG_DIR, USER, Api, handshake
 from bot.cas_transport import SignedUrlTransport
 from bot.task_files import CasAccess, TaskFiles
 from local import stack as local_stack
@@ -35,15 +35,15 @@ from shared.cas import Digest
 
 
 class CountingService:
-    """`cas_transfer.Service` over the HTTP API, as one role, adding up the
+    """`cas_transfer.Service` over the HTTP API, as one caller, adding up the
     Firestore operations the answers report."""
 
-    def __init__(self, api: Api, role: str):
-        self._api, self._role = api, role
+    def __init__(self, api: Api, caller: str):
+        self._api, self._caller = api, caller
         self.calls = self.reads = self.writes = 0
 
     def call(self, function: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer, (reads, writes, _, _) = self._api.call(function, body, self._role)
+        answer, (reads, writes, _, _) = self._api.call(function, body, self._caller)
         self.calls += 1
         self.reads += reads
         self.writes += writes
@@ -94,7 +94,7 @@ def timed(action) -> tuple[Any, float]:
 def archive_rows(label: str, api: Api, root: Path, files: int) -> tuple[list[tuple[str, Any]], Digest]:
     rows: list[tuple[str, Any]] = []
     for run in ("cold", "warm"):
-        service, transport = CountingService(api, "user"), CountingTransport()
+        service, transport = CountingService(api, USER), CountingTransport()
         archived, seconds = timed(lambda: cas_transfer.archive(service, transport, root))
         stats = archived.stats
         rows += [
@@ -113,7 +113,7 @@ def archive_rows(label: str, api: Api, root: Path, files: int) -> tuple[list[tup
 
 def materialize_rows(label: str, api: Api, digest: Digest, source: Path, scratch: Path) -> list[tuple[str, Any]]:
     transport = CountingTransport()
-    access = CasAccess(CountingService(api, "bot"), transport, scratch / "cas_cache")
+    access = CasAccess(CountingService(api, BOT_ID), transport, scratch / "cas_cache")
     rows = []
     for run in ("cold cache", "warm cache"):
         dest = scratch / f"w-{run.split()[0]}"
@@ -133,7 +133,7 @@ def materialize_rows(label: str, api: Api, digest: Digest, source: Path, scratch
 
 def find_missing_call(api: Api) -> list[tuple[str, Any]]:
     digests = [Digest.of_bytes(os.urandom(16)).to_wire() for _ in range(1000)]
-    answer, (reads, writes, _, seconds) = api.call("cas_find_missing", {"digests": digests}, "user")
+    answer, (reads, writes, _, seconds) = api.call("cas_find_missing", {"digests": digests}, USER)
     assert len(answer["missing"]) == 1000
     return [("one cas_find_missing call of 1,000 digests (s)", seconds),
             ("one cas_find_missing call, Firestore reads / writes", f"{reads} / {writes}")]
@@ -147,10 +147,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-cas-") as work:
         work_dir = Path(work)
         state_dir = work_dir / "stack"
-        stack = local_stack.up(state_dir, bots=0)
+        stack = local_stack.up(state_dir, bots=0, config_dir=CONFIG_DIR)
         try:
-            api = Api(stack["base_url"],
-                      {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")})
+            api = Api.of_stack(state_dir, stack["base_url"])
+            handshake(api)
             rows: list[tuple[str, Any]] = []
             trees = [(f"{args.small_files} x 1 KiB", small_tree(work_dir / "small", args.small_files),
                       args.small_files),

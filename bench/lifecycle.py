@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench.results import report
-from bench.task_life import STEPS, Api, one_life, task_request
+from bench.task_life import CONFIG_DIR, STEPS, USER, Api, one_life, task_request
 from local import stack as local_stack
 
 BUDGET_WRITES, BUDGET_READS = 8, 12
@@ -35,7 +35,7 @@ def sustained_creates(api: Api, seconds: float, threads: int) -> tuple[int, floa
 
     def create(n: int) -> None:
         while not stop.is_set():
-            api.call("tasks_new", task_request(pool="nobody", wait=True), "user")
+            api.call("tasks_new", task_request(pool="nobody", wait=True), USER)
             counts[n] += 1
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
@@ -51,13 +51,13 @@ def sustained_creates(api: Api, seconds: float, threads: int) -> tuple[int, floa
 def end_to_end(api: Api, tasks: int) -> float:
     """Seconds from creating `tasks` trivial tasks to all of them COMPLETED."""
     started = time.perf_counter()
-    ids = [api.call("tasks_new", task_request(pool="default", command=["true"]), "user")[0]["task_id"]
+    ids = [api.call("tasks_new", task_request(pool="default", command=["true"]), USER)[0]["task_id"]
            for _ in range(tasks)]
     pending = set(ids)
     while pending:
         time.sleep(0.5)
         pending = {t for t in pending
-                   if api.call("task_result", {"task_id": t}, "user")[0]["state"] in ("PENDING", "RUNNING")}
+                   if api.call("task_result", {"task_id": t}, USER)[0]["state"] in ("PENDING", "RUNNING")}
     return time.perf_counter() - started
 
 
@@ -71,10 +71,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp)
-        stack = local_stack.up(state_dir, bots=args.bots)
+        stack = local_stack.up(state_dir, bots=args.bots, config_dir=CONFIG_DIR)
         try:
-            api = Api(stack["base_url"],
-                      {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")})
+            api = Api.of_stack(state_dir, stack["base_url"])
             lives = [one_life(api) for _ in range(args.lives)]
             created, create_secs = sustained_creates(api, args.create_seconds, args.creators)
             end_to_end(api, args.bots)  # wakes the bots, backed off while idle, as a busy fleet is

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, TypeVar
 from google.cloud import firestore
 
 from bench import task_life
+from bench.task_life import USER, Api
 from bench.results import report
 from local import stack as local_stack
 
@@ -66,20 +67,9 @@ class Reply:
     secs: float
 
 
-class Api:
-    """The functions as bench/task_life.py calls them, with its clients per thread."""
-
-    def __init__(self, base_url: str, tokens: dict[str, str]):
-        self._base = base_url
-        self._tokens = tokens
-        self._local = threading.local()
-
-    def call(self, function: str, body: dict[str, Any], role: str) -> Reply:
-        api = getattr(self._local, "api", None)
-        if api is None:
-            api = self._local.api = task_life.Api(self._base, self._tokens)
-        answer, (reads, writes, _, secs) = api.call(function, body, role)
-        return Reply(answer, reads, writes, secs)
+def call(api: task_life.Api, function: str, body: dict[str, Any], caller: str) -> Reply:
+    answer, (reads, writes, _, secs) = api.call(function, body, caller)
+    return Reply(answer, reads, writes, secs)
 
 
 @dataclasses.dataclass
@@ -121,12 +111,16 @@ class Bot:
     sleep_streak: int = 0
     session: str | None = None
 
+    @property
+    def id(self) -> str:
+        return self.dimensions["id"][0]
+
     def call(self, api: Api, function: str, **fields: Any) -> Reply:
         body = {"dimensions": self.dimensions, "state": {"sleep_streak": self.sleep_streak},
                 "version": "dev", **fields}
         if self.session is not None:
             body["session"] = self.session
-        reply = api.call(function, body, "bot")
+        reply = call(api, function, body, self.id)
         self.session = reply.body.get("session", self.session)
         return reply
 
@@ -208,8 +202,8 @@ def set_up(api: Api, args: argparse.Namespace) -> tuple[list[str], list[Bot]]:
     is NO_RESOURCE at once); returns the task ids and the bots."""
     bots = [Bot(bot_dimensions(b, args.queues)) for b in range(args.bots)]
     in_parallel(args.claimers, lambda bot: bot.call(api, "bot_handshake"), bots)
-    task_ids = in_parallel(args.claimers, lambda t: api.call("tasks_new", task_body(t % args.queues),
-                                                             "user").body["task_id"], range(args.tasks))
+    task_ids = in_parallel(args.claimers, lambda t: call(api, "tasks_new", task_body(t % args.queues),
+                                                             USER).body["task_id"], range(args.tasks))
     return task_ids, bots
 
 
@@ -240,7 +234,7 @@ def drain(api: Api, bots: list[Bot], threads: int, tally: Tally) -> tuple[list[s
 
 
 def completed(api: Api, task_ids: list[str], threads: int) -> int:
-    states = in_parallel(threads, lambda t: api.call("task_result", {"task_id": t}, "user").body["state"],
+    states = in_parallel(threads, lambda t: call(api, "task_result", {"task_id": t}, USER).body["state"],
                          task_ids)
     return states.count("COMPLETED")
 
@@ -366,9 +360,9 @@ def main() -> None:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp)
-        stack = local_stack.up(state_dir, bots=0)
+        stack = local_stack.up(state_dir, bots=0, config_dir=task_life.CONFIG_DIR)
         try:
-            api = Api(stack["base_url"], {role: local_stack.token_for(state_dir, role) for role in ("user", "bot")})
+            api = Api.of_stack(state_dir, stack["base_url"])
             db = firestore_client(stack)
             setup_start = time.perf_counter()
             task_ids, bots = set_up(api, args)

@@ -24,6 +24,7 @@ The process around the loop (arguments, the directory's lock, signals) is
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
@@ -479,10 +480,14 @@ class Bot:
 
     def _runner_input(self, manifest: Manifest, run_token: str) -> RunnerInput:
         attributes = self._remote.with_session(self.attributes())
+        # The dimensions the task sees (LUCI_CONTEXT) are the bot's as the
+        # server has them: its group's (the pool among them) over its own.
+        attributes = dataclasses.replace(attributes, dimensions={**attributes.dimensions,
+                                                                 **self.view.server_dimensions})
         # The hooks' settings as of the attributes above (get_state calls get_settings).
         limits = Limits.from_settings(self.view.settings)
         return RunnerInput(manifest, self._remote.server, attributes, self._layout.root, self._timings, limits,
-                           run_token)
+                           run_token, self.view.settings.get("run_tasks_as"))
 
     def _runner_env(self) -> dict[str, str]:
         env = probation.environ_without_bot_vars()  # Neither the runner nor a task gets them,

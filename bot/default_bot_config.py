@@ -98,6 +98,10 @@ def get_settings(bot: Any) -> dict[str, Any]:
         # What the host costs, in USD an hour, reported as `cost_usd_hour` in
         # the state, from which the server prices tasks. None: unknown.
         "cost_usd_hour": None,
+        # The user whose uid the tasks run under, another than the bot's, so
+        # that a task can read neither the bot's files nor its memory. The bot
+        # must then run as root. None: tasks run as the bot's own user.
+        "run_tasks_as": None,
     }
 
 

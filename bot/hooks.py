@@ -156,8 +156,12 @@ class Hooks:
         return self._get("get_dimensions", bot, convert, lambda: convert({}))
 
     def get_settings(self, bot: BotView | None) -> dict[str, Any]:
-        """The hook's settings merged over the defaults; kept in bot.settings."""
-        settings = self._get("get_settings", bot, _settings, _base_settings, default=False)
+        """The hook's settings merged over the defaults; kept in bot.settings.
+        When the hook fails, the last good settings stay (the defaults before
+        any): a hook failing once does not drop, say, `run_tasks_as`."""
+        settings = self._get("get_settings", bot, _settings,
+                             lambda: bot.settings if bot is not None and bot.settings else _base_settings(),
+                             default=False)
         if bot is not None:
             bot.settings = settings
         return settings
@@ -332,6 +336,9 @@ def _settings(settings: Any) -> dict[str, Any]:
     cost = merged.get("cost_usd_hour")
     if cost is not None and (not _is_number(cost) or cost < 0):
         raise BadResult("cost_usd_hour: expected a number, 0 or more, or None")
+    run_as = merged.get("run_tasks_as")
+    if run_as is not None and (not isinstance(run_as, str) or not run_as):
+        raise BadResult("run_tasks_as: expected a user name, or None")
     return merged
 
 

@@ -71,6 +71,7 @@ def main(argv: Sequence[str]) -> int:
         out_dir=layout.out, cache_dir=layout.named_caches, context_dir=layout.context,
         on_start=lambda pid: status.send(Status(started=pid)),
         cas=CasAccess(service=api, transport=transport, cache_dir=layout.cas_cache, limits=given.cas_limits),
+        run_as=given.run_as,
     )
     try:
         result = runner.run()

@@ -49,6 +49,8 @@ class RunnerInput:
     # The runner's credential, for this run's updates and its files only (the
     # claim's Run.run_token); never in an environment, nor a file past this one.
     run_token: str | None = dataclasses.field(default=None, repr=False)
+    #: The user the command runs as (the settings' `run_tasks_as`); None: the runner's.
+    run_as: str | None = None
 
     def write(self, path: Path) -> None:
         """Creates `path`, readable by this user only; one already there is an error."""
@@ -62,19 +64,21 @@ class RunnerInput:
     def to_wire(self) -> dict[str, Any]:
         return {"manifest": self.manifest.to_wire(), "server": self.server, "attributes": self.attributes.to_wire(),
                 "bot_dir": str(self.bot_dir), "timings": dataclasses.asdict(self.timings),
-                "cas_limits": dataclasses.asdict(self.cas_limits), "run_token": self.run_token}
+                "cas_limits": dataclasses.asdict(self.cas_limits), "run_token": self.run_token,
+                "run_as": self.run_as}
 
     @classmethod
     def from_wire(cls, body: Any) -> RunnerInput:
         wire = WireObject(body, "", [f.name for f in dataclasses.fields(cls)])
         attributes = WireObject(wire.get("attributes"), "attributes", ATTRIBUTES)
-        token = wire.optional("run_token")
+        token, run_as = wire.optional("run_token"), wire.optional("run_as")
         return cls(manifest=Manifest.from_wire(wire.get("manifest"), "manifest"),
                    server=wire.string("server", MAX_INT64, default=REQUIRED),
                    attributes=BotAttributes.read(attributes),
                    bot_dir=Path(wire.string("bot_dir", MAX_INT64, default=REQUIRED)),
                    timings=_numbers(Timings, wire, "timings"), cas_limits=_numbers(Limits, wire, "cas_limits"),
-                   run_token=None if token is None else wire.string("run_token", MAX_INT64))
+                   run_token=None if token is None else wire.string("run_token", MAX_INT64),
+                   run_as=None if run_as is None else wire.string("run_as", MAX_INT64))
 
 
 @dataclasses.dataclass(frozen=True)

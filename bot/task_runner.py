@@ -28,6 +28,7 @@ from bot import layout, luci_context, os_platform
 from bot.errors import TaskError
 from bot.remote import RunGone
 from bot.task_files import CasAccess, TaskFiles
+from bot.task_user import TaskUser
 from shared import dimensions as dims_lib
 from shared.api_error import ApiError
 from shared.bot_api import Completion, TaskUpdateReply, Update
@@ -106,8 +107,10 @@ class TaskRunner:
                  bot_dimensions: dims_lib.Dimensions, shutdown: threading.Event, timings: Timings = Timings(),
                  clock: Clock = time.monotonic, out_dir: Path | None = None,
                  cache_dir: Path | None = None, context_dir: Path | None = None,
-                 on_start: OnStart | None = None, cas: CasAccess | None = None):
+                 on_start: OnStart | None = None, cas: CasAccess | None = None, run_as: str | None = None):
         self._manifest = manifest
+        self._run_as = run_as  # The user the command runs as (bot/task_user.py); None: the runner's.
+        self._user: TaskUser | None = None
         self._work_dir = work_dir
         # ISOLATED_OUTDIR: beside w/ (default `io/`), so the task's outputs are
         # never part of its own working tree; fresh for each task.
@@ -140,6 +143,7 @@ class TaskRunner:
         if any(mount == self._work_dir for _, mount in caches):
             raise TaskError("caches: a named cache cannot be the work directory itself")
         outputs = [(path, self._under_work_dir(path, "outputs")) for path in self._manifest.outputs]
+        self._user = TaskUser.named(self._run_as) if self._run_as else None
         env = self._env()
         context = luci_context.for_task(
             run_id=self._manifest.task_id, server=self._server, bot_dimensions=self._bot_dimensions,
@@ -162,6 +166,9 @@ class TaskRunner:
             except OSError as e:
                 raise TaskError(f"cannot make the working directory {cwd}: {e}") from e
             self._mount(caches, mounted)
+            if self._user:
+                self._user.give_tree(self._work_dir, skip=[mount for _, mount in mounted])
+                self._user.give([self._out_dir, self._context_dir])
             return self._run(cwd, env, context, outputs)
         finally:
             self._unmount(mounted)
@@ -219,6 +226,8 @@ class TaskRunner:
             return Result(None, 0.0, self._stop, reported)
         started = self._clock()
         with luci_context.written(self._context_file, context):
+            if self._user:
+                self._user.give([self._context_file])
             exit_code = self._execute(started, cwd, env)
         duration = self._clock() - started
         output_root = None if self._gone else self._keeping_alive(lambda: self._upload_outputs(outputs))
@@ -241,7 +250,7 @@ class TaskRunner:
                 command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
                 # Its own process group, so stops reach its descendants too.
-                **os_platform.NEW_GROUP,
+                **os_platform.NEW_GROUP, **(self._user.popen_args() if self._user else {}),
             )
         except (OSError, ValueError) as e:
             logger.warning("%s: cannot start %s: %s", self._name, command, e)
@@ -318,6 +327,7 @@ class TaskRunner:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)  # The runner's, which holds no credential (bot_main._runner_env).
+        env.update(self._user.env() if self._user else {})
         env.update((k, self._expand(v)) for k, v in self._manifest.env.items())
         # As the reference: each prefix made absolute under w/, before what the variable held.
         for key, paths in self._manifest.env_prefixes.items():

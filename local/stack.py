@@ -61,6 +61,8 @@ BUCKET = "swarming-local"
 #: The service configuration pushed at start, unless another is given.
 CONFIG_DIR = REPO / "local" / "config"
 SECRETS_FILE = "secrets.json"
+#: The functions' environment, as the gateway runs them (it holds the token secret: 0600).
+FUNCTIONS_ENV_FILE = "functions_env.json"
 BOT_READY_SECS = 30.0
 #: How often the local cron calls `cron_sweep` (Cloud Scheduler's in production).
 CRON_SECS = 60.0
@@ -93,6 +95,12 @@ def ensure_secrets(state_dir: Path) -> dict[str, str]:
     if not issuer.exists():
         processes.write_private(issuer, secrets.token_urlsafe(32))
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def functions_env(state_dir: Path) -> dict[str, str]:
+    """The environment the running stack's functions have, to serve them in
+    another process against the same emulators (bench/auth.py does)."""
+    return json.loads((Path(state_dir) / FUNCTIONS_ENV_FILE).read_text(encoding="utf-8"))
 
 
 def is_alive(record: Record) -> bool:
@@ -171,6 +179,7 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
            "SWARMING_FUNCTIONS_URL": gateway_url, "SWARMING_TASKS_QUEUE": TIMERS_QUEUE,
            "SWARMING_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
            "SWARMING_SIGNING_KEY_FILE": str(emulators.signing_key(state_dir / "signing_key.json"))}
+    processes.write_private(state_dir / FUNCTIONS_ENV_FILE, env)
     gateway = _launch(state_dir, state, "gateway", "gateway",
                       lambda log_path: _start_gateway(ports["gateway"], log_path, env))
     state["base_url"] = gateway.url

@@ -95,7 +95,7 @@ def test_default_settings_auth_and_setup(bot: BotView, report: Recorder) -> None
     settings = h.get_settings(bot)
     assert settings == {"free_partition": {"percent": 15.0, "size_gib": 4.0}, "max_temp_files": 1024,
                         "cas_cache": {"max_size_gib": 20, "max_items": 100_000, "min_free_gib": 2},
-                        "cost_usd_hour": None}
+                        "cost_usd_hour": None, "run_tasks_as": None}
     assert bot.settings == settings
     assert h.get_authentication_headers(bot) == ({}, None)
     assert h.setup_bot(bot) is True
@@ -189,6 +189,8 @@ def test_an_exception_in_a_hook_never_escapes(tmp_path: Path, bot: BotView) -> N
      "free_partition.percent"),
     ("def get_settings(bot): return {'max_temp_files': -1}", "get_settings", "max_temp_files"),
     ("def get_settings(bot): return {'cas_cache': {'max_items': '10'}}", "get_settings", "cas_cache.max_items"),
+    ("def get_settings(bot): return {'run_tasks_as': 65534}", "get_settings", "run_tasks_as: expected a user name"),
+    ("def get_settings(bot): return {'run_tasks_as': ''}", "get_settings", "run_tasks_as: expected a user name"),
     ("def get_authentication_headers(bot): return 'Bearer x'", "get_authentication_headers",
      "expected (headers, expiry)"),
     ("def get_authentication_headers(bot): return ({'a': 1}, None)", "get_authentication_headers",
@@ -205,6 +207,24 @@ def test_a_wrong_type_is_reported_and_answers_the_default(
     assert len(report.errors) == 1
     assert f"{call}() in " in report.errors[0] and " returned " in report.errors[0]
     assert expected_problem in report.errors[0]
+
+
+def test_a_get_settings_that_fails_keeps_the_last_good_settings(
+        tmp_path: Path, bot: BotView, report: Recorder) -> None:
+    """So that a hook failing once does not run the next task as the bot's user."""
+    h = hooks_from(tmp_path, """
+        CALLS = []
+        def get_settings(bot):
+            CALLS.append(1)
+            if len(CALLS) > 1:
+                raise RuntimeError("boom")
+            return {"run_tasks_as": "nobody"}
+    """, report)
+
+    first, second = h.get_settings(bot), h.get_settings(bot)
+
+    assert first["run_tasks_as"] == second["run_tasks_as"] == "nobody"
+    assert len(report.errors) == 1 and "boom" in report.errors[0]
 
 
 @pytest.mark.parametrize("source, problem", [

@@ -26,7 +26,7 @@ MANIFEST = Manifest(
 GIVEN = RunnerInput(MANIFEST, "https://swarming.example.com",
                     BotAttributes({"id": ["bot-1"], "pool": ["ci"]}, {"sleep_streak": 0}, "dev", session="s-1"),
                     Path("/b/bot"), Timings(output_interval=0.5, max_packet=1000),
-                    Limits(max_bytes=10, max_items=2, min_free_bytes=0), run_token="run-token")
+                    Limits(max_bytes=10, max_items=2, min_free_bytes=0), run_token="run-token", run_as="nobody")
 
 
 def test_the_input_reads_back_as_written_and_only_its_user_reads_it(tmp_path: Path) -> None:
@@ -49,6 +49,7 @@ def test_the_input_reads_back_as_written_and_only_its_user_reads_it(tmp_path: Pa
     ({"cas_limits": {"max_items": "many"}}, "cas_limits.max_items"),
     ({"bot_dir": None}, "bot_dir"),
     ({"run_token": 7}, "run_token"),
+    ({"run_as": ["nobody"]}, "run_as"),
     ({"extra": 1}, "extra"),
 ])
 def test_a_bad_input_is_refused_by_its_field(change: dict, field: str) -> None:

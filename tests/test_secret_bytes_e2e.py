@@ -36,7 +36,7 @@ def _run(base_url: str, *args: str) -> tuple[dict, dict]:
     return result, json.loads(result["output"])
 
 
-def test_only_the_task_reads_its_secret_bytes(api, base_url, start_bot, tmp_path: Path):
+def test_only_the_task_reads_its_secret_bytes(api, base_url, start_bot, as_user, tmp_path: Path):
     secret = f"s3cr3t-{secrets.token_hex(16)}".encode()
     shown = [secret.decode(), base64.b64encode(secret).decode()]
     (tmp_path / "secret").write_bytes(secret)
@@ -67,7 +67,7 @@ def test_only_the_task_reads_its_secret_bytes(api, base_url, start_bot, tmp_path
         *[api.ok(reader, {"task_id": t}) for reader in ("task_request", "task_result", "task_stdout")
           for t in (task_id, other["task_id"])],
         *[api.ok(reader, {"bot_id": result["bot_id"]}) for reader in ("bot_get", "bot_events", "bot_tasks")],
-        api.ok("bots_list", {}),
+        api.ok("bots_list", {"dimensions": ["pool:e2e"]}),
     ]
     stdouts = [base64.b64decode(reply["output"]).decode() for reply in replies if "output" in reply]
     logs = [path.read_text(errors="replace") for path in (tmp_path / "e2e-bot" / "logs").iterdir()]

@@ -7,7 +7,6 @@ import importlib.util
 import ipaddress
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -87,8 +86,32 @@ def problems(files):
 
 # The repository's config.
 
-def test_the_repository_config_is_valid():
+@pytest.mark.parametrize("directory", ["infra/config", "local/config", "bench/config", "tests/config"])
+def test_every_config_of_the_repository_is_valid(directory):
+    config = service_config.parse(service_config.read_dir(REPO / directory))
+
+    assert config.pools and config.bot_groups
+
+
+def test_the_production_example_authenticates_its_bots():
     config = service_config.parse(service_config.read_dir(CONFIG_DIR))
+
+    gce = config.bot_group("gce-linux-7")
+    assert gce is not None and gce.name == "gce" and not gce.auth.bootstrap
+    assert gce.auth.require_service_account == ("swarming-bots@my-project.iam.gserviceaccount.com",)
+    lab = config.bot_group("lab-3-linux")
+    assert lab is not None and lab.name == "lab" and lab.bot_config_script == "lab.py" and lab.auth.bootstrap
+    assert lab.dimensions == {"os": ["Linux"], "pool": ["default"]}
+    assert ipaddress.ip_address("10.20.3.4") in lab.auth.ip_allowlist[0]
+    assert config.bot_group("lab-3-mac") is None and config.bot_group("someone-else") is None
+    assert config.matches("user:dev@example.com", config.pool("default").viewers)
+    assert config.matches("serviceAccount:ci@my-project.iam.gserviceaccount.com", config.pool("default").schedulers)
+    assert not config.matches("user:dev@example.org", config.pool("default").viewers)
+    assert config.is_admin("user:alice@example.com") and not config.is_admin("user:dev@example.com")
+
+
+def test_the_local_stack_config_lets_its_users_do_everything():
+    config = service_config.parse(service_config.read_dir(REPO / "local" / "config"))
 
     local = config.bot_group("local-bot-7")
     assert local is not None and local.name == "local"
@@ -97,22 +120,6 @@ def test_the_repository_config_is_valid():
     assert config.matches("user:dev@localhost", config.pool("default").schedulers)
     assert not config.matches("user:dev@example.com", config.pool("default").schedulers)
     assert config.is_admin("user:local-admin@localhost")
-
-
-def test_the_commented_example_group_is_valid_uncommented():
-    """bots.toml's example, from its `# [[bot_group]]` to the end, with its comment marks taken off."""
-    files = service_config.read_dir(CONFIG_DIR)
-    bots = files["bots.toml"]
-    start = bots.index("# [[bot_group]]")
-    files["bots.toml"] = bots[:start] + re.sub(r"(?m)^# ?", "", bots[start:])
-
-    config = service_config.parse(files)
-
-    lab = config.bot_group("lab-3-linux")
-    assert lab is not None and lab.name == "lab" and lab.bot_config_script == "lab.py"
-    assert lab.dimensions == {"os": ["Linux"], "pool": ["default"]}
-    assert lab.auth.require_service_account == ("lab-bots@my-project.iam.gserviceaccount.com",)
-    assert ipaddress.ip_address("10.20.3.4") in lab.auth.ip_allowlist[0]
 
 
 def test_the_example_script_adds_its_dimension_to_the_defaults():
