@@ -67,7 +67,7 @@ class Reply:
     secs: float
 
 
-def call(api: task_life.Api, function: str, body: dict[str, Any], caller: str) -> Reply:
+def call(api: Api, function: str, body: dict[str, Any], caller: str) -> Reply:
     answer, (reads, writes, _, secs) = api.call(function, body, caller)
     return Reply(answer, reads, writes, secs)
 

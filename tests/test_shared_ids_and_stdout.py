@@ -5,7 +5,13 @@ from client.exit_status import ExitStatus, for_result
 from functions import stdout
 from shared import task_id
 
-NOW = datetime.datetime(2026, 11, 23, 12, 0, 0, tzinfo=datetime.timezone.utc)
+def _now_in_millis() -> datetime.datetime:
+    """The present, to the millisecond a task id keeps."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+NOW = _now_in_millis()
 
 
 def test_task_id_shape_and_time():
