@@ -1,4 +1,6 @@
-"""The bot code: `swarming_bot.zip`, built by the server, named by its digest.
+"""The bot code: `swarming_bot.zip`, named by its digest: built once per
+release (`Prebuilt`, deployed), or by the server from its sources (`Sources`,
+the local stack, so that an edited bot file is served without a restart).
 
 The zip holds every `.py` of the `bot/` and `shared/` packages, the pure-Python
 packages the bot imports (`VENDORED`, taken from where this server has them
@@ -122,6 +124,27 @@ class Sources:
         return entries
 
 
+@dataclasses.dataclass(frozen=True)
+class Prebuilt:
+    """The zip of a release, built once by `local.release` (so every function
+    of a deployment serves the same version, whatever each has installed)."""
+
+    path: Path
+
+    def signature(self) -> tuple:
+        st = self.path.stat()
+        return (str(self.path), st.st_mtime_ns, st.st_size)
+
+    def entries(self, server_url: str, server_version: str) -> dict[str, bytes]:
+        """Its entries, if it names `server_url`: a release built for another
+        URL would send bots elsewhere."""
+        entries = entries_of(self.path)
+        named = json.loads(entries["config.json"])["server"]
+        if named != server_url:
+            raise BotCodeError(f"{self.path} was built for {named}, not {server_url}: build the release for this URL")
+        return entries
+
+
 def _installed(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -160,7 +183,7 @@ class BotCodeCache:
     without a redeploy on the local stack), and a re-read when they changed.
     """
 
-    def __init__(self, sources: Sources, server_version: str, bucket: Callable[[], Any],
+    def __init__(self, sources: Sources | Prebuilt, server_version: str, bucket: Callable[[], Any],
                  recheck_secs: float = 10.0, monotonic: Callable[[], float] = time.monotonic):
         self._sources = sources
         self._server_version = server_version

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import flask
 
-from functions import ops, permissions, service
+from functions import logs, ops, permissions, service
 from functions.errors import BadRequest, HttpError, MethodNotAllowed
 from functions.permissions import Action, Caller, Kind
 from shared import task_id as task_ids
@@ -130,7 +130,7 @@ class Function:
 
 
 def serve(function: Function, request: flask.Request) -> flask.Response:
-    with ops.counting() as count:
+    with ops.counting() as count, logs.labelled(function=function.name):
         answer, headers = _handle(function, request)
     if isinstance(answer, flask.Response):
         response = answer
@@ -152,7 +152,8 @@ def _handle(function: Function, request: flask.Request) -> tuple[Answer, dict[st
         if request.method not in function.methods:
             raise MethodNotAllowed(f"{function.name} accepts {', '.join(function.methods)}")
         call = _call(function, request)
-        answer = function.handler(call)
+        with logs.labelled(**_subjects(call)):
+            answer = function.handler(call)
         if function.action.pool_scoped and not call.authorized:
             raise RuntimeError(f"{function.name} answered without deciding whether {call.caller.identity} may")
         return (answer if isinstance(answer, flask.Response) else (200, answer)), _renewed_token(call)
@@ -165,6 +166,15 @@ def _handle(function: Function, request: flask.Request) -> tuple[Answer, dict[st
         return (500, ApiError(function.name, 500, HttpError.code, "internal error").to_wire()), {}
 
 
+def _subjects(call: Call) -> dict[str, str | None]:
+    """The bot and the task a request is about, for its log lines."""
+    def text(name: str) -> str | None:
+        value = call.params.get(name)
+        return value[:200] if isinstance(value, str) else None
+    return {"bot_id": call.caller.bot_id or text("bot_id"),
+            "task_id": text("task_id") or text("run_id") or call.caller.run_id}
+
+
 def _call(function: Function, request: flask.Request) -> Call:
     """The request, authenticated, and authorized as far as can be before
     the handler knows the pool."""
@@ -172,7 +182,7 @@ def _call(function: Function, request: flask.Request) -> Call:
     authorization = request.headers.get("Authorization")
     if not authorization and function.token_param and request.args.get("token"):
         authorization = f"Bearer {request.args['token']}"
-    base = base_url(request, function.name)
+    base = base_url(request)
     server_url = svc.settings.functions_url.rstrip("/") or base
     caller = svc.auth.authenticate(authorization, _audiences(server_url, function.name, svc.service_config.get()))
     token = (authorization or "").partition(" ")[2].strip()
@@ -216,16 +226,15 @@ def _renewed_token(call: Call) -> dict[str, str]:
     return {BOT_TOKEN_HEADER: call.service.bot_tokens.bot_token(*call.bot_token)}
 
 
-def base_url(request: flask.Request, function_name: str) -> str:
+def base_url(request: flask.Request) -> str:
     """Where the functions are reached, as this request reached them: the
     scheme the client used (behind Google's front end, X-Forwarded-Proto),
-    the host, and any path prefix before the function's name."""
+    the host, and any path prefix a proxy mounted them under. A function
+    never sees its own name in its path (Cloud Functions strips it; so does
+    the local gateway)."""
     forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
     scheme = forwarded if forwarded in ("http", "https") else request.scheme
-    prefix = request.script_root.rstrip("/")
-    if prefix.endswith("/" + function_name):
-        prefix = prefix[: -len(function_name) - 1]
-    return f"{scheme}://{request.host}{prefix}"
+    return f"{scheme}://{request.host}{request.script_root.rstrip('/')}"
 
 
 def _params(request: flask.Request) -> dict[str, Any]:

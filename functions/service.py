@@ -17,7 +17,7 @@ from google.cloud import firestore, storage
 from functions import cas
 from functions.auth import Authenticator
 from functions.bot_auth import BotTokens
-from functions.bot_code import BotCodeCache, Sources
+from functions.bot_code import BotCodeCache, Prebuilt, Sources
 from functions.bot_liveness import Sightings
 from functions.bot_registry import Registry
 from functions.bot_store import BotStore
@@ -100,7 +100,11 @@ class Service:
     @functools.cached_property
     def bot_code(self) -> BotCodeCache:
         s = self.settings
-        sources = Sources(root=Path(s.bot_source_dir)) if s.bot_source_dir else Sources()
+        sources: Sources | Prebuilt
+        if s.bot_zip:
+            sources = Prebuilt(Path(s.bot_zip))
+        else:
+            sources = Sources(root=Path(s.bot_source_dir)) if s.bot_source_dir else Sources()
         return BotCodeCache(sources, s.server_version, lambda: self.bucket, s.bot_code_recheck_secs)
 
     @functools.cached_property

@@ -24,7 +24,11 @@ WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
 def make_app() -> WsgiApp:
-    apps = {f.name: functions_framework.create_app(target=f.name, source=MAIN) for f in FUNCTIONS}
+    return dispatcher({f.name: functions_framework.create_app(target=f.name, source=MAIN) for f in FUNCTIONS})
+
+
+def dispatcher(apps: dict[str, WsgiApp]) -> WsgiApp:
+    """`/<name>/rest` → `apps[name]` at `/rest`."""
 
     def dispatch(environ: dict, start_response: Callable) -> Iterable[bytes]:
         name, _, rest = environ.get("PATH_INFO", "/").lstrip("/").partition("/")
@@ -36,7 +40,7 @@ def make_app() -> WsgiApp:
         if app is None:
             return _json(start_response, "404 Not Found",
                          {"error": {"code": "not_found", "message": f"no function {name!r}"}})
-        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + "/" + name
+        # As a deployed function sees it: its name is not part of its path.
         environ["PATH_INFO"] = "/" + rest
         return app(environ, start_response)
 
