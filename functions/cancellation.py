@@ -4,18 +4,22 @@ asked to kill it, is told to stop at its bot's next update and ends KILLED
 with it."""
 
 import datetime
-from typing import Any
+from typing import Any, Iterator
 
 from functions import dedup, transitions
+from functions.budget import Budget
 from functions.context import Context
 from functions.errors import BadRequest
-from functions.models import TaskResult
+from functions.models import TaskResult, iso
 from functions.store import LostRace, TaskBatch, Writes
+from shared import task_id as task_ids
 from shared.states import State
 
 #: Children cancelled with a task, at most (per level).
 MAX_CHILDREN = 1000
 MAX_BULK = 1000
+#: Tasks read per query of `tasks_cancel`, at most: what a call stopped by its budget reads in vain.
+PAGE = 100
 #: Attempts at cancelling a pending task that a bot claims at the same moment.
 ATTEMPTS = 3
 
@@ -86,14 +90,36 @@ def _cancel_children(ctx: Context, task_id: str, kill_running: bool, now: dateti
 
 
 def cancel_many(ctx: Context, tags: list[str], kill_running: bool, limit: int, now: datetime.datetime,
-                owner: str | None = None) -> dict[str, Any]:
+                budget: Budget, cursor: str | None = None, owner: str | None = None) -> dict[str, Any]:
     """`tasks_cancel`: the pending (and, with `kill_running`, running) tasks
-    having every tag (and created by `owner`, when given), at most `limit`."""
+    having every tag (and created by `owner`, when given), at most `limit`, as
+    many as the budget allows. `cursor`, null once every task was looked at,
+    continues after the last task looked at: pages neither repeat nor skip one."""
     if not 1 <= limit <= MAX_BULK:
         raise BadRequest(f"limit: must be between 1 and {MAX_BULK}")
+    last = task_ids.parse_task_id(cursor, "cursor") if cursor else None
     states = [State.PENDING.value] + ([State.RUNNING.value] if kill_running else [])
-    # One array filter per query: the first tag selects, the others filter.
-    found = [r for r in ctx.store.results_where("tags", tags[0], limit * 4, states, array=True)
-             if set(tags) <= set(r.tags) and owner in (None, r.authenticated)][:limit]
-    canceled = sum(cancel(ctx, r.task_id, kill_running, now)["canceled"] for r in found)
-    return {"matched": len(found), "canceled": canceled, "now": now.isoformat()}
+    matched = canceled = 0
+    for result in budget.each(_candidates(ctx, tags[0], states, last, min(PAGE, 4 * limit))):
+        if matched == limit:
+            return _answer(matched, canceled, last, now)
+        last = result.task_id
+        if set(tags) <= set(result.tags) and owner in (None, result.authenticated):
+            matched += 1
+            canceled += cancel(ctx, result.task_id, kill_running, now)["canceled"]
+    return _answer(matched, canceled, last if budget.stopped else None, now)
+
+
+def _candidates(ctx: Context, tag: str, states: list[str], after: str | None, page: int) -> Iterator[TaskResult]:
+    """The tasks having `tag` in `states`, from after the task `after`, fetched
+    a page at a time. One array filter per query: the other tags filter."""
+    while True:
+        found = ctx.store.results_where("tags", tag, page, states, array=True, after=after)
+        yield from found
+        if len(found) < page:
+            return
+        after = found[-1].task_id
+
+
+def _answer(matched: int, canceled: int, cursor: str | None, now: datetime.datetime) -> dict[str, Any]:
+    return {"matched": matched, "canceled": canceled, "cursor": cursor, "now": iso(now)}

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import flask
 
-from functions import (bootstrap, bot_auth, bot_death, bot_registry, cancellation, permissions, runs, scheduler,
-                       slices, sweep, tasks, termination)
+from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, permissions, runs,
+                       scheduler, slices, sweep, tasks, termination)
 from functions.bot_code import VERSION_RE, BotCodeError
 from functions.bot_registry import BotRequest
 from functions.errors import BadRequest, NotFound, Unavailable
@@ -251,9 +251,12 @@ def task_cancel(call: Call) -> dict[str, Any]:
 
 
 def tasks_cancel(call: Call) -> dict[str, Any]:
-    """`tags` (a task must have every one), `kill_running`, `limit` ≤ 1000 →
-    `{matched, canceled}`. A `pool:<name>` tag names the pool: its admins
-    cancel any of its tasks, its schedulers theirs; without one, admins only."""
+    """`tags` (a task must have every one), `kill_running`, `limit` ≤ 1000
+    (100), `cursor` → `{matched, canceled, cursor, now}`: at most `limit`
+    tasks, and as many as 20 s allow. Until `cursor` is null, calling again
+    with it goes on after the last task looked at: no task twice, none
+    skipped. A `pool:<name>` tag names the pool: its admins cancel any of its
+    tasks, its schedulers theirs; without one, admins only."""
     tags = _tags(call.params.get("tags"))
     pool = next((tag.partition(":")[2] for tag in tags if tag.startswith("pool:")), None)
     owner = None
@@ -263,7 +266,8 @@ def tasks_cancel(call: Call) -> dict[str, Any]:
         call.authorize(pool, owner=call.caller.identity)
         owner = call.caller.identity
     return cancellation.cancel_many(call.service.context, tags, call.boolean("kill_running"),
-                                    call.integer("limit", 100), call.now, owner=owner)
+                                    call.integer("limit", 100), call.now, budget.Budget(budget.REQUEST_SECS),
+                                    cursor=call.params.get("cursor"), owner=owner)
 
 
 def _tags(value: Any) -> list[str]:
@@ -464,11 +468,13 @@ def _digests(call: Call, name: str) -> list[Digest]:
 
 
 def cron_sweep(call: Call) -> dict[str, Any]:
-    """Cloud Scheduler's call, every few minutes: repairs what lost timers
-    left (expired pending slices, silent runs), releases the tasks waiting on
-    an identical task whose end did not release them, and flags bots dead or
-    alive again. Safe at any time."""
-    return sweep.sweep(call.service.context, call.service.fleet, call.now)
+    """Cloud Scheduler's call, every minute: flags bots dead or alive again
+    (`bots`), repairs what lost timers left (`expired_slices`, `dead_runs`)
+    and releases the tasks waiting on an identical task whose end did not
+    release them (`released_waiters`), shard by shard (`swept`). It stops
+    after 20 s (`partial: true`) and the next sweeps go on: each starts at
+    the next shard in turn. Safe at any time."""
+    return sweep.sweep(call.service.context, call.service.fleet, call.now, budget.Budget(budget.REQUEST_SECS))
 
 
 FUNCTIONS: list[Function] = [

@@ -5,6 +5,7 @@ import datetime
 from typing import Any, Callable
 
 from functions.bot_store import BotStore, dimension_filter
+from functions.budget import Budget
 from shared.bot_api import is_bot_id
 from functions.errors import BadRequest, NotFound
 from functions.bot_liveness import SHARDS, shard_of
@@ -138,25 +139,29 @@ class Fleet:
         return {"items": [_event_wire(e) for e in merged],
                 "cursor": iso(merged[-1]["ts"]) if len(merged) == limit else None}
 
-    def sweep(self, now: datetime.datetime) -> dict[str, int]:
+    def sweep(self, now: datetime.datetime, budget: Budget) -> dict[str, int]:
         """Flags dead the bots not seen for the death timeout, and alive again
-        those seen since; cheap (one read per liveness shard) and safe to run
-        at any time."""
+        those seen since; cheap (one read per liveness shard, writes only for
+        a change) and safe to run at any time. It stops when the budget is
+        spent: the next sweep finds the bots left unflagged."""
         seen, flagged = self._store.read_liveness(list(range(SHARDS)))
         changed = {"dead": 0, "alive": 0, "forgotten": 0}
-        for bot_id, last_seen in seen.items():
-            dead = now - last_seen > self._death_timeout
-            if dead == (bot_id in flagged):
-                continue
-            if not self._store.set_dead(bot_id, dead):
-                self._store.forget_in_shard(bot_id)  # Deleted since.
-                changed["forgotten"] += 1
-                continue
-            self._store.flag_dead_in_shard(bot_id, dead)
-            self._store.add_event(bot_id, "bot_missing" if dead else "bot_alive", now,
-                                  message=f"last seen {iso(last_seen)}")
-            changed["dead" if dead else "alive"] += 1
+        due = [(bot_id, last_seen) for bot_id, last_seen in seen.items()
+               if (now - last_seen > self._death_timeout) != (bot_id in flagged)]
+        for bot_id, last_seen in budget.each(due):
+            changed[self._flag(bot_id, last_seen, now)] += 1
         return changed
+
+    def _flag(self, bot_id: str, last_seen: datetime.datetime, now: datetime.datetime) -> str:
+        """Flags the bot dead or alive again, or forgets one deleted since: which it did."""
+        dead = now - last_seen > self._death_timeout
+        if not self._store.set_dead(bot_id, dead):
+            self._store.forget_in_shard(bot_id)
+            return "forgotten"
+        self._store.flag_dead_in_shard(bot_id, dead)
+        self._store.add_event(bot_id, "bot_missing" if dead else "bot_alive", now,
+                              message=f"last seen {iso(last_seen)}")
+        return "dead" if dead else "alive"
 
     def _with_liveness(self, docs: list[dict[str, Any]], now: datetime.datetime) -> list[dict[str, Any]]:
         """The entries as the API shows them, last seen from the liveness

@@ -170,13 +170,16 @@ class Store:
         return (snap.to_dict(), snap.update_time) if snap.exists else None
 
     def results_where(self, field: str, value: Any, limit: int, states: list[str] | None = None,
-                      array: bool = False) -> list[TaskResult]:
+                      array: bool = False, after: str | None = None) -> list[TaskResult]:
         """Results with `field` equal to (or, `array`, containing) `value`,
-        optionally in `states`."""
+        optionally in `states`, by document id: from after the task `after`,
+        an order no change of state moves a task in."""
         filters: list[Filter] = [(field, "array_contains" if array else "==", value)]
         if states:
             filters.append(("state", "in", states))
-        return [TaskResult.from_doc(d.to_dict()) for d in query(self._db, TASK_RESULTS, filters, limit=limit)]
+        start = self._doc(TASK_RESULTS, after) if after else None
+        docs = query(self._db, TASK_RESULTS, filters, limit=limit, start_after=start)
+        return [TaskResult.from_doc(d.to_dict()) for d in docs]
 
     # Scheduling.
 

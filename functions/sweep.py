@@ -8,12 +8,21 @@ whose result was not written for the shortest ping tolerance; each goes
 through the same handler its timer would have called. Then the tasks still
 waiting on an identical idempotent task that ended more than `LATE` ago (its
 instance died before it released them): released as it would have.
+
+A sweep stops when its time budget is spent (functions.budget) and leaves the
+rest to the next sweeps. The bots come first: what is done there is not done
+again. The shards and the waiters are lanes of a ring, swept from the lane of
+the current minute on, so each lane in turn is swept first and none waits on
+the others for ever. The ring has a prime number of lanes (17): whatever the
+cron's period (under 17 minutes), successive sweeps start at every lane.
 """
 
 import datetime
-from typing import Any
+import functools
+from typing import Any, Callable, Iterator
 
 from functions import bot_death, dedup, slices
+from functions.budget import Budget
 from functions.context import Context
 from functions.fleet import Fleet
 from functions.models import SHARDS
@@ -21,34 +30,63 @@ from shared.task_request import MIN_BOT_PING_TOLERANCE_SECS
 
 #: A timer normally fires on time; the sweep acts only on what is this late.
 LATE = datetime.timedelta(seconds=60)
+#: A run whose result was not written for this long may have lost its timer.
+SILENT = datetime.timedelta(seconds=MIN_BOT_PING_TOLERANCE_SECS)
 #: Items handled per shard and kind in one sweep.
 BATCH = 100
 #: Pages of BATCH waiters looked at in one sweep.
 WAITER_PAGES = 10
 
-
-def sweep(ctx: Context, fleet: Fleet, now: datetime.datetime) -> dict[str, Any]:
-    expired = silent = 0
-    for shard in range(SHARDS):
-        for to_run in ctx.store.expired_slices(shard, now - LATE, BATCH):
-            expired += slices.expire(ctx, to_run.task_id, to_run.slice_index, now)["done"] != "not yet"
-        tolerance = datetime.timedelta(seconds=MIN_BOT_PING_TOLERANCE_SECS)
-        for result in ctx.store.silent_runs(shard, now - tolerance, BATCH):
-            silent += bot_death.check(ctx, result.task_id, result.try_number, now)["done"] != "alive"
-    return {"bots": fleet.sweep(now), "expired_slices": expired, "dead_runs": silent,
-            "released_waiters": _stranded_waiters(ctx, now)}
+Counts = dict[str, int]
+#: A lane sweeps its part, adding what it did to the counts.
+Lane = Callable[[Context, datetime.datetime, Budget, Counts], None]
 
 
-def _stranded_waiters(ctx: Context, now: datetime.datetime) -> int:
-    """Pages through the waiters by the task they wait on; each owner is read once."""
-    released, after = 0, None
+def sweep(ctx: Context, fleet: Fleet, now: datetime.datetime, budget: Budget) -> dict[str, Any]:
+    """What it did, the lanes it went through (`swept`, in order), and
+    `partial` when it stopped for want of time."""
+    counts: Counts = {"expired_slices": 0, "dead_runs": 0, "released_waiters": 0}
+    bots = fleet.sweep(now, budget)
+    swept = []
+    for name, lane in ring(now):
+        if budget.over():
+            break
+        swept.append(name)
+        lane(ctx, now, budget, counts)
+    return {"bots": bots, **counts, "swept": swept, "partial": budget.stopped}
+
+
+def ring(now: datetime.datetime) -> list[tuple[str, Lane]]:
+    """Every lane by name, from the lane of `now`'s minute on."""
+    lanes: list[tuple[str, Lane]] = [(f"shard {shard}", functools.partial(_shard, shard)) for shard in range(SHARDS)]
+    lanes.append(("waiters", _stranded_waiters))
+    start = int(now.timestamp() // 60) % len(lanes)
+    return lanes[start:] + lanes[:start]
+
+
+def _shard(shard: int, ctx: Context, now: datetime.datetime, budget: Budget, counts: Counts) -> None:
+    for to_run in budget.each(ctx.store.expired_slices(shard, now - LATE, BATCH)):
+        counts["expired_slices"] += slices.expire(ctx, to_run.task_id, to_run.slice_index, now)["done"] != "not yet"
+    if budget.over():
+        return
+    for result in budget.each(ctx.store.silent_runs(shard, now - SILENT, BATCH)):
+        counts["dead_runs"] += bot_death.check(ctx, result.task_id, result.try_number, now)["done"] != "alive"
+
+
+def _stranded_waiters(ctx: Context, now: datetime.datetime, budget: Budget, counts: Counts) -> None:
+    for owner_id in budget.each(_waited_on(ctx)):
+        owner = ctx.store.get_result(owner_id)
+        if owner and owner.state.is_final and now - owner.modified_ts > LATE:
+            counts["released_waiters"] += dedup.release_waiters(ctx, owner, now)
+
+
+def _waited_on(ctx: Context) -> Iterator[str]:
+    """The tasks waited on, each once: pages through the waiters by the task
+    they wait on, a page when the previous one is used up."""
+    after = None
     for _ in range(WAITER_PAGES):
         page = ctx.store.waiters(BATCH, after)
-        for owner_id in dict.fromkeys(waiter.waiting_on for waiter in page):
-            owner = ctx.store.get_result(owner_id)
-            if owner and owner.state.is_final and now - owner.modified_ts > LATE:
-                released += dedup.release_waiters(ctx, owner, now)
+        yield from dict.fromkeys(waiter.waiting_on for waiter in page)
         if len(page) < BATCH:
-            break
+            return
         after = page[-1].waiting_on
-    return released

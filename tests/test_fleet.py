@@ -2,16 +2,18 @@
 sweep, events, and the client's bot endpoints."""
 
 import datetime
+import itertools
 import logging
 import threading
 import time
 
 from bot.remote import Remote
-from functions import ops
+from functions import ops, sweep
 from functions.bot_entry import REWRITE_SECS, BotEntry, Session
 from functions.bot_store import BotStore
 from functions.bot_liveness import SHARDS, Sightings, shard_of
 from functions.bot_registry import BotRequest, Registry
+from functions.budget import Budget
 from functions.fleet import Fleet
 from local import cron
 from shared.bot_api import BotAttributes, Poll
@@ -89,18 +91,35 @@ def test_sweep_marks_a_silent_bot_dead_and_alive_again(svc):
     registry, fleet = _registry(svc), Fleet(svc.bot_store, death_timeout_secs=600)
     session = registry.handshake(_bot(), NOW)
     registry.handshake(_bot("bot-2"), NOW)
-    assert fleet.sweep(_later(600)) == {"dead": 0, "alive": 0, "forgotten": 0}
+    assert fleet.sweep(_later(600), Budget(60)) == {"dead": 0, "alive": 0, "forgotten": 0}
     registry.check_in(_bot("bot-2"), None, _later(300))  # bot-2 keeps calling
-    assert fleet.sweep(_later(601)) == {"dead": 1, "alive": 0, "forgotten": 0}
-    assert fleet.sweep(_later(602))["dead"] == 0  # safe to run again
+    assert fleet.sweep(_later(601), Budget(60)) == {"dead": 1, "alive": 0, "forgotten": 0}
+    assert fleet.sweep(_later(602), Budget(60))["dead"] == 0  # safe to run again
     dead = fleet.list_bots({"is_dead": True}, None, None, _later(602))["items"]
     assert [b["bot_id"] for b in dead] == ["bot-1"] and dead[0]["is_dead"]
     registry.check_in(_bot(session=session), None, _later(700))
     assert not fleet.get("bot-1", _later(700), lambda pools: None)["is_dead"]  # exact before the sweep
-    assert fleet.sweep(_later(701)) == {"dead": 0, "alive": 1, "forgotten": 0}
+    assert fleet.sweep(_later(701), Budget(60)) == {"dead": 0, "alive": 1, "forgotten": 0}
     assert fleet.list_bots({"is_dead": True}, None, None, _later(701))["items"] == []
     kinds = [e["event_type"] for e in fleet.events("bot-1", None, None)["items"]]
     assert kinds == ["bot_alive", "bot_missing", "bot_connected"]
+
+
+def _units(n: int) -> Budget:
+    """A budget of `n` units of work: its clock moves on one tick each time it is asked."""
+    return Budget(n + 1, clock=itertools.count().__next__)
+
+
+def test_a_mass_death_is_flagged_over_sweeps_each_within_its_budget(svc):
+    registry, fleet = _registry(svc), Fleet(svc.bot_store, death_timeout_secs=600)
+    bot_ids = [f"bot-{i}" for i in range(5)]
+    for bot_id in bot_ids:
+        registry.handshake(_bot(bot_id), NOW)
+    budgets = [_units(2) for _ in range(4)]
+    flagged = [fleet.sweep(_later(601), budget)["dead"] for budget in budgets]
+    assert flagged == [2, 2, 1, 0] and [b.stopped for b in budgets] == [True, True, False, False]
+    for bot_id in bot_ids:  # each flagged once
+        assert [e["event_type"] for e in svc.bot_store.events(bot_id, 10, None)] == ["bot_missing", "bot_connected"]
 
 
 def test_sweep_forgets_a_deleted_bot(svc):
@@ -108,7 +127,7 @@ def test_sweep_forgets_a_deleted_bot(svc):
     registry.handshake(_bot(), NOW)
     fleet.delete("bot-1", NOW)
     registry.see("bot-1", _later(1))  # a call in flight while it was deleted
-    assert fleet.sweep(_later(700))["forgotten"] == 1
+    assert fleet.sweep(_later(700), Budget(60))["forgotten"] == 1
     assert svc.bot_store.read_liveness([shard_of("bot-1")]) == ({}, set())
 
 
@@ -242,9 +261,11 @@ def test_an_id_firestore_cannot_take_is_400_from_the_bot_and_404_from_the_reader
 
 def test_cron_sweep_is_for_admins(api):
     assert api.post("cron_sweep", {}, role="user").status_code == 403
-    assert api.ok("cron_sweep", {}, role="admin") == {"bots": {"dead": 0, "alive": 0, "forgotten": 0},
-                                                      "expired_slices": 0, "dead_runs": 0,
-                                                      "released_waiters": 0}
+    swept = api.ok("cron_sweep", {}, role="admin")
+    assert {k: v for k, v in swept.items() if k != "swept"} == {
+        "bots": {"dead": 0, "alive": 0, "forgotten": 0}, "expired_slices": 0, "dead_runs": 0, "released_waiters": 0,
+        "partial": False}
+    assert sorted(swept["swept"]) == sorted(name for name, _ in sweep.ring(NOW))  # every lane
 
 
 def test_store_counts_one_read_per_shard(svc):
