@@ -7,7 +7,7 @@ import datetime
 from typing import Any
 
 from functions.bot_entry import BotEntry, Session
-from functions.bot_liveness import Sightings, shard_of
+from functions.bot_liveness import Sightings
 from functions.bot_store import BotStore
 from shared import dimensions as dims_lib
 from shared.bot_api import BotAttributes, Event, EventReply, HandshakeReply
@@ -60,8 +60,8 @@ class Registry:
         if "pool" not in bot.dimensions:
             raise ValidationError("dimensions.pool", "a bot must report at least one pool")
         # Written at once, not buffered: a bot that never calls again must
-        # still be in a liveness shard for the sweep to find it dead.
-        self._store.write_sightings({shard_of(bot.bot_id): {bot.bot_id: now}})
+        # still be in a liveness document for the sweep to find it dead.
+        self._store.write_sightings(self._sightings.at_once(bot.bot_id, now))
         existing = self._store.get_bot(bot.bot_id)
         entry = bot.entry(task_id=None)
         first_seen = existing.get("first_seen_ts", now) if existing else now

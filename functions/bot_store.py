@@ -10,9 +10,9 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
+from functions import bot_liveness as liveness
 from functions import ops
 from functions.bot_entry import DIMENSIONS_TTL, BotEntry
-from functions.bot_liveness import shard_of
 from shared import dimensions as dims_lib
 from shared.bot_api import is_bot_id
 from functions.store import (BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TASK_RESULTS, Filter, check_index,
@@ -136,37 +136,36 @@ class BotStore:
         docs = [d.to_dict() for d in query(self._db, BOT_DIMENSIONS, filters)]
         return [(d["key"], d["value"]) for d in docs if d["expire_at"] > now]
 
-    # Liveness shards (functions.bot_liveness).
+    # Liveness (functions.bot_liveness): each shard's flags document and its slots.
 
-    def _liveness(self, bot_id: str) -> firestore.DocumentReference:
-        return self._shard(shard_of(bot_id))
+    def _liveness(self, doc_id: str) -> firestore.DocumentReference:
+        return self._db.collection(BOT_LIVENESS).document(doc_id)
 
-    def _shard(self, shard: int) -> firestore.DocumentReference:
-        return self._db.collection(BOT_LIVENESS).document(f"{shard:02d}")
-
-    def write_sightings(self, per_shard: dict[int, dict[str, datetime.datetime]]) -> None:
-        """Merges each shard's sightings: one write per shard."""
-        for shard, seen in per_shard.items():
-            ops.write()
-            self._shard(shard).set({"seen": seen}, merge=True)
+    def write_sightings(self, flush: liveness.Flush) -> None:
+        """Merges each document's sightings, all in one batch: one write per document."""
+        batch = self._db.batch()
+        for doc_id, seen in flush.items():
+            batch.set(self._liveness(doc_id), {"seen": seen}, merge=True)
+        ops.write(len(flush))
+        batch.commit()
 
     def read_liveness(self, shards: list[int]) -> tuple[dict[str, datetime.datetime], set[str]]:
-        """(bot id → last seen, bots flagged dead) from these shards."""
-        snaps = list(self._db.get_all([self._shard(s) for s in shards]))
-        ops.read(len(shards))
-        seen: dict[str, datetime.datetime] = {}
-        dead: set[str] = set()
-        for snap in snaps:
-            doc = snap.to_dict() or {}
-            seen.update(doc.get("seen", {}))
-            dead.update(bot for bot, flag in doc.get("dead", {}).items() if flag)
-        return seen, dead
+        """(bot id → last seen, bots flagged dead) from these shards' documents."""
+        doc_ids = liveness.docs_of(shards)
+        snaps = list(self._db.get_all([self._liveness(doc_id) for doc_id in doc_ids]))
+        ops.read(len(doc_ids))
+        return liveness.newest(snap.to_dict() or {} for snap in snaps)
 
     def flag_dead_in_shard(self, bot_id: str, dead: bool) -> None:
         ops.write()
-        self._liveness(bot_id).set({"dead": {bot_id: dead}}, merge=True)
+        self._liveness(liveness.flags_doc(liveness.shard_of(bot_id))).set({"dead": {bot_id: dead}}, merge=True)
 
     def forget_in_shard(self, bot_id: str) -> None:
-        ops.write()
-        self._liveness(bot_id).set({"seen": {bot_id: firestore.DELETE_FIELD},
-                                    "dead": {bot_id: firestore.DELETE_FIELD}}, merge=True)
+        """Drops the bot from every document of its shard, in one batch."""
+        batch = self._db.batch()
+        doc_ids = liveness.docs_of([liveness.shard_of(bot_id)])
+        for doc_id in doc_ids:
+            batch.set(self._liveness(doc_id), {"seen": {bot_id: firestore.DELETE_FIELD},
+                                               "dead": {bot_id: firestore.DELETE_FIELD}}, merge=True)
+        ops.write(len(doc_ids))
+        batch.commit()

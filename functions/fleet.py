@@ -141,9 +141,10 @@ class Fleet:
 
     def sweep(self, now: datetime.datetime, budget: Budget) -> dict[str, int]:
         """Flags dead the bots not seen for the death timeout, and alive again
-        those seen since; cheap (one read per liveness shard, writes only for
-        a change) and safe to run at any time. It stops when the budget is
-        spent: the next sweep finds the bots left unflagged."""
+        those seen since; cheap (a fixed number of reads, every liveness
+        document: functions.bot_liveness; writes only for a change) and safe
+        to run at any time. It stops when the budget is spent: the next sweep
+        finds the bots left unflagged."""
         seen, flagged = self._store.read_liveness(list(range(SHARDS)))
         changed = {"dead": 0, "alive": 0, "forgotten": 0}
         due = [(bot_id, last_seen) for bot_id, last_seen in seen.items()

@@ -1,4 +1,4 @@
-"""The bot registry: entries written only on change, liveness shards, the dead
+"""The bot registry: entries written only on change, liveness, the dead
 sweep, events, and the client's bot endpoints."""
 
 import datetime
@@ -8,10 +8,9 @@ import threading
 import time
 
 from bot.remote import Remote
-from functions import ops, sweep
+from functions import sweep
 from functions.bot_entry import REWRITE_SECS, BotEntry, Session
-from functions.bot_store import BotStore
-from functions.bot_liveness import SHARDS, Sightings, shard_of
+from functions.bot_liveness import Sightings, shard_of
 from functions.bot_registry import BotRequest, Registry
 from functions.budget import Budget
 from functions.fleet import Fleet
@@ -57,17 +56,6 @@ def test_volatile_state_changes_nothing_but_quarantine_does():
     assert quarantined.quarantined and session.changed_parts(quarantined) == ["state", "quarantined"]
     by_dimension = BotEntry.from_report("b", {"pool": ["p"], "quarantined": ["1"]}, {}, "v1", None)
     assert by_dimension.quarantined
-
-
-def test_sightings_flush_once_per_period_grouped_by_shard():
-    sightings = Sightings(flush_secs=30)
-    sightings.record("a", NOW)
-    sightings.record("b", _later(1))
-    assert sightings.take_due(_later(29)) == {}
-    due = sightings.take_due(_later(30))
-    assert {bot for seen in due.values() for bot in seen} == {"a", "b"}
-    assert all(0 <= shard < SHARDS and all(shard_of(b) == shard for b in seen) for shard, seen in due.items())
-    assert sightings.take_due(_later(61)) == {}  # nothing seen since
 
 
 # The registry on the real emulator.
@@ -266,15 +254,6 @@ def test_cron_sweep_is_for_admins(api):
         "bots": {"dead": 0, "alive": 0, "forgotten": 0}, "expired_slices": 0, "dead_runs": 0, "released_waiters": 0,
         "partial": False}
     assert sorted(swept["swept"]) == sorted(name for name, _ in sweep.ring(NOW))  # every lane
-
-
-def test_store_counts_one_read_per_shard(svc):
-    store: BotStore = svc.bot_store
-    with ops.counting() as count:
-        store.write_sightings({shard_of("x"): {"x": NOW}})
-        seen, dead = store.read_liveness(list(range(SHARDS)))
-    assert seen == {"x": NOW} and dead == set()
-    assert (count.reads, count.writes) == (SHARDS, 1)
 
 
 def test_local_cron_calls_the_sweep_as_the_services_account(api, base_url, caplog, tokens):
