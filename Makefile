@@ -4,6 +4,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov (tests/test_terraform.py runs it over infra/terraform) has its own
+# venv: its many dependencies would fight the pinned ones of requirements.txt.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
+CHECKOV_VERSION := 3.3.30
 
 .PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth clean
 
@@ -16,13 +21,19 @@ $(STAMP): requirements.txt requirements-dev.txt client/requirements.txt function
 	$(BIN)/pip install --quiet -r requirements-dev.txt -e .
 	touch $(STAMP)
 
+$(CHECKOV): Makefile
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $(CHECKOV)
+
 up: install
 	$(BIN)/swarming local up --bots 1
 
 down: install
 	$(BIN)/swarming local down
 
-test: install
+test: install $(CHECKOV)
 	$(BIN)/pytest
 
 bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth
@@ -43,4 +54,4 @@ bench-auth: install
 	$(BIN)/python -m bench.auth
 
 clean:
-	rm -rf $(VENV) .local
+	rm -rf $(VENV) $(CHECKOV_VENV) .local

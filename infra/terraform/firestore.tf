@@ -1,11 +1,27 @@
-# Firestore indexes. Every composite index the store's queries need
-# (functions/store.py COMPOSITE_INDEXES; a test checks this file against it),
-# with the queue key in front of the ever-growing order key (DESIGN.md §11),
-# and no single-field index on fields that only grow.
+# The Firestore database, Native mode, and every composite index the store's
+# queries need (functions/store.py COMPOSITE_INDEXES; a test checks this file
+# against it), with the queue key in front of the ever-growing order key
+# (DESIGN.md §11), and no single-field index on fields that only grow.
+
+resource "google_firestore_database" "default" {
+  name        = "(default)"
+  location_id = local.firestore_location
+  type        = "FIRESTORE_NATIVE"
+  point_in_time_recovery_enablement = (
+    var.firestore_point_in_time_recovery ? "POINT_IN_TIME_RECOVERY_ENABLED" : "POINT_IN_TIME_RECOVERY_DISABLED"
+  )
+  delete_protection_state = (
+    var.firestore_delete_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"
+  )
+  # terraform destroy deletes it, once delete protection is off.
+  deletion_policy = "DELETE"
+
+  depends_on = [google_project_service.apis]
+}
 
 resource "google_firestore_index" "task_to_run_queue_order" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "task_to_run"
 
   fields {
@@ -21,7 +37,7 @@ resource "google_firestore_index" "task_to_run_queue_order" {
 
 resource "google_firestore_index" "task_queues_pool_updated" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "task_queues"
 
   fields {
@@ -37,7 +53,7 @@ resource "google_firestore_index" "task_queues_pool_updated" {
 
 resource "google_firestore_index" "task_results_bot_started" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "task_results"
 
   fields {
@@ -53,7 +69,7 @@ resource "google_firestore_index" "task_results_bot_started" {
 
 resource "google_firestore_index" "task_results_parent_state" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "task_results"
 
   fields {
@@ -69,7 +85,7 @@ resource "google_firestore_index" "task_results_parent_state" {
 
 resource "google_firestore_index" "task_results_waiting_state" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "task_results"
 
   fields {
@@ -86,7 +102,7 @@ resource "google_firestore_index" "task_results_waiting_state" {
 # Waiters whose owner ended without releasing them (cron_sweep).
 resource "google_firestore_index" "task_results_state_waiting" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "task_results"
 
   fields {
@@ -102,7 +118,7 @@ resource "google_firestore_index" "task_results_state_waiting" {
 
 resource "google_firestore_index" "task_results_tags_state" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "task_results"
 
   fields {
@@ -118,7 +134,7 @@ resource "google_firestore_index" "task_results_tags_state" {
 
 resource "google_firestore_index" "task_to_run_shard_expiration" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "task_to_run"
 
   fields {
@@ -134,7 +150,7 @@ resource "google_firestore_index" "task_to_run_shard_expiration" {
 
 resource "google_firestore_index" "task_results_shard_state_modified" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "task_results"
 
   fields {
@@ -155,7 +171,7 @@ resource "google_firestore_index" "task_results_shard_state_modified" {
 
 resource "google_firestore_index" "bot_events_bot_ts" {
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = "bot_events"
 
   fields {
@@ -179,7 +195,7 @@ resource "google_firestore_field" "ttl" {
   }
 
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = each.value
   field      = "expire_at"
 
@@ -209,7 +225,7 @@ resource "google_firestore_field" "no_single_field_index" {
   }
 
   project    = var.project
-  database   = "(default)"
+  database   = google_firestore_database.default.name
   collection = each.value[0]
   field      = each.value[1]
 
