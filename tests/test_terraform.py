@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from hcl2 import SerializationOptions
 
 from client.config_cli import config
-from functions import bot_code, config_source, settings
+from functions import bot_code, bot_liveness, budget, config_source, settings
 from functions.endpoints import FUNCTIONS
+from functions.permissions import Action
 from local import release, stack
 from shared import cas, service_config
 
@@ -208,6 +209,18 @@ def test_the_hot_path_keeps_warm_instances_that_serve_many_requests_at_once(tf, 
     assert service["max_instance_request_concurrency"] == "${var.function_concurrency}"
     assert tf.variables["function_concurrency"]["default"] > 1
     assert float(tf.variables["function_cpu"]["default"]) >= 1  # Concurrency above 1 needs a whole vCPU.
+
+
+def test_long_requests_stop_well_within_the_timeout(tf):
+    """cron_sweep and tasks_cancel spend a third of the timeout at most, the rest is room to finish."""
+    assert budget.REQUEST_SECS * 3 <= tf.variables["function_timeout_seconds"]["default"]
+
+
+def test_no_liveness_document_takes_a_write_a_second_at_the_most_instances_deployed(tf):
+    """Every function bots call may flush sightings, each instance into one slot every FLUSH_SECS."""
+    bot_functions = [f for f in FUNCTIONS if f.action in (Action.BOT_HANDSHAKE, Action.BOT_CALL, Action.REPORT_RUN)]
+    instances = len(bot_functions) * tf.variables["function_max_instances"]["default"]
+    assert instances / (bot_liveness.FLUSH_SECS * bot_liveness.SLOTS) <= 1
 
 
 def _bindings(tf: Terraform, member: str) -> set[tuple[str, str, str]]:
