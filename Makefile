@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth clean
+.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances clean
 
 install: $(STAMP)
 
@@ -36,7 +36,7 @@ down: install
 test: install $(CHECKOV)
 	$(BIN)/pytest
 
-bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth
+bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances
 
 bench-lifecycle: install
 	$(BIN)/python -m bench.lifecycle
@@ -52,6 +52,9 @@ bench-cas: install
 
 bench-auth: install
 	$(BIN)/python -m bench.auth
+
+bench-instances: install
+	$(BIN)/python -m bench.instances
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .local
