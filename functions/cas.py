@@ -6,55 +6,50 @@ uploaders PUT and readers GET over V4 signed URLs. Writers are trusted (an
 upload URL is create-only in production, so a blob once stored never
 changes); every reader checks each blob against its digest
 (`shared.cas_transfer`), so a wrong blob is caught wherever it comes from.
+
+Without a key file, each URL is one IAM signBlob call (`functions.url_signer`):
+URLs are signed LOOKUP_WORKERS at a time, and an instance reuses a URL while
+more than half its life is left. A blob's customTime says when it was last
+used, for the bucket's lifecycle rule: its upload sets it (a signed header),
+and `find_missing` moves it to the present once it is a day old.
 """
 
 import concurrent.futures
 import dataclasses
 import datetime
+import logging
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import google.auth
-import google.auth.transport.requests
+import google.auth.credentials
+import requests
+from google.api_core import exceptions
 from google.cloud import storage
 from google.oauth2 import service_account
 
-from functions.settings import SettingsError
+from functions.errors import Unavailable
 from functions.models import iso
+from functions.settings import SettingsError
+from functions.url_signer import IamSigner, SigningError
 from shared.cas import Digest
 
-#: Parallel metadata lookups per function instance (one call may carry 1,000 digests).
+logger = logging.getLogger(__name__)
+
+#: Parallel metadata lookups and signatures per function instance (one call may carry 2,000 digests).
 LOOKUP_WORKERS = 32
-#: Signed into every upload URL: the uploader must send these headers as they are.
-UPLOAD_HEADERS = {"content-type": "application/octet-stream", "x-goog-if-generation-match": "0"}
-_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+#: Signed URLs an instance keeps for reuse (under 1 KB each).
+CACHED_URLS = 10_000
+#: A stored blob's customTime at least this old is moved to the present: a write a day per blob at most.
+CUSTOM_TIME_REFRESH = datetime.timedelta(days=1)
+CONTENT_TYPE = "application/octet-stream"
 
 
-class Signer:
-    """Signs V4 URLs with a service-account key file's private key (the local
-    stack), or, without one, as the runtime's own service account through
-    IAM signBlob (Cloud Functions, whose default credentials hold no private
-    key; the account needs roles/iam.serviceAccountTokenCreator on itself)."""
-
-    def __init__(self, key_file: str = ""):
-        self._key = _key_file_credentials(key_file) if key_file else None
-        self._runtime: Any = None
-        self._lock = threading.Lock()
-
-    def signing_args(self) -> dict[str, Any]:
-        """What `Blob.generate_signed_url` needs to sign."""
-        if self._key is not None:
-            return {"credentials": self._key}
-        credentials = self._fresh_runtime_credentials()
-        return {"service_account_email": credentials.service_account_email, "access_token": credentials.token}
-
-    def _fresh_runtime_credentials(self) -> Any:
-        with self._lock:
-            if self._runtime is None:
-                self._runtime, _ = google.auth.default(scopes=_SCOPES)
-            if not self._runtime.valid:  # Also learns the account's email on Compute Engine.
-                self._runtime.refresh(google.auth.transport.requests.Request())
-            return self._runtime
+def signer(key_file: str, iam_url: str) -> google.auth.credentials.Signing:
+    """Signs with a service-account key file's private key (the local stack),
+    or, without one, as the runtime's own service account through IAM signBlob
+    (Cloud Functions, whose default credentials hold no private key; the
+    account needs roles/iam.serviceAccountTokenCreator on itself)."""
+    return _key_file_credentials(key_file) if key_file else IamSigner(iam_url, connections=LOOKUP_WORKERS)
 
 
 def _key_file_credentials(path: str) -> service_account.Credentials:
@@ -64,57 +59,137 @@ def _key_file_credentials(path: str) -> service_account.Credentials:
         raise SettingsError(f"SWARMING_SIGNING_KEY_FILE: {path} is not a service-account key file ({e})") from e
 
 
+def upload_headers(now: datetime.datetime) -> dict[str, str]:
+    """Signed into an upload URL, so the uploader must send them as they are:
+    create-only, and the blob's customTime set to `now`."""
+    custom_time = now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"content-type": CONTENT_TYPE, "x-goog-if-generation-match": "0", "x-goog-custom-time": custom_time}
+
+
+@dataclasses.dataclass(frozen=True)
+class SignedUrl:
+    url: str
+    headers: dict[str, str]  # To send with it: none for a download.
+    expires: datetime.datetime
+
+
 @dataclasses.dataclass(frozen=True)
 class SignedUrls:
-    """Upload URLs (with the headers to send) and download URLs, in the order asked."""
+    """Upload URLs (with the headers to send) and download URLs, in the order
+    asked; `expires_ts`: when the first of them expires."""
 
-    upload: list[tuple[Digest, str]]
-    download: list[tuple[Digest, str]]
+    upload: list[tuple[Digest, SignedUrl]]
+    download: list[tuple[Digest, SignedUrl]]
     expires_ts: datetime.datetime
 
     def to_wire(self) -> dict[str, Any]:
         return {
-            "upload": [{**d.to_wire(), "url": url, "headers": dict(UPLOAD_HEADERS)} for d, url in self.upload],
-            "download": [{**d.to_wire(), "url": url} for d, url in self.download],
+            "upload": [{**d.to_wire(), "url": s.url, "headers": dict(s.headers)} for d, s in self.upload],
+            "download": [{**d.to_wire(), "url": s.url} for d, s in self.download],
             "expires_ts": iso(self.expires_ts),
         }
+
+
+class UrlCache:
+    """Signed URLs by method and digest, each reused while more than half its
+    life is left; past `size`, the oldest goes first."""
+
+    def __init__(self, ttl: datetime.timedelta, size: int = CACHED_URLS):
+        self._fresh_for = ttl / 2
+        self._size = size
+        self._urls: dict[tuple[str, Digest], SignedUrl] = {}
+        self._lock = threading.Lock()
+
+    def get(self, method: str, digest: Digest, now: datetime.datetime) -> SignedUrl | None:
+        with self._lock:
+            signed = self._urls.get((method, digest))
+        return signed if signed and signed.expires - now > self._fresh_for else None
+
+    def put(self, method: str, digest: Digest, signed: SignedUrl) -> None:
+        with self._lock:
+            self._urls.pop((method, digest), None)
+            if len(self._urls) >= self._size:
+                del self._urls[next(iter(self._urls))]
+            self._urls[method, digest] = signed
 
 
 class CasStore:
     """The blobs of one bucket, seen through their metadata and signed URLs."""
 
-    def __init__(self, bucket: storage.Bucket, signer: Signer, endpoint: str, url_ttl_secs: int):
+    def __init__(self, bucket: storage.Bucket, signing: google.auth.credentials.Signing, endpoint: str,
+                 url_ttl_secs: int, clock: Callable[[], datetime.datetime]):
         self._bucket = bucket
-        self._signer = signer
+        self._signing = signing
         #: The API endpoint URLs point at: Cloud Storage's, or the emulator's.
         self._endpoint = endpoint.rstrip("/")
         self._ttl = datetime.timedelta(seconds=url_ttl_secs)
+        self._clock = clock
+        self._cache = UrlCache(self._ttl)
         # Shared by all the calls an instance serves, so that their lookups together stay bounded.
         self._pool = concurrent.futures.ThreadPoolExecutor(LOOKUP_WORKERS, thread_name_prefix="cas")
 
     def find_missing(self, digests: Sequence[Digest]) -> list[Digest]:
         """The digests not stored, each once, in the order asked. A stored
         object of another size than its digest says counts as missing (an
-        upload cut short would otherwise hide the blob forever)."""
+        upload cut short would otherwise hide the blob forever). Those stored
+        count as used: their customTime is kept within a day of the present."""
         wanted = list(dict.fromkeys(digests))
-        stored = self._pool.map(self._is_stored, wanted)
+        now = self._clock()
+        stored = self._pool.map(lambda digest: self._is_stored(digest, now), wanted)
         return [digest for digest, present in zip(wanted, stored) if not present]
 
-    def _is_stored(self, digest: Digest) -> bool:
+    def _is_stored(self, digest: Digest, now: datetime.datetime) -> bool:
         blob = self._bucket.get_blob(digest.object_name)
-        return blob is not None and blob.size == digest.size_bytes
+        if blob is None or blob.size != digest.size_bytes:
+            return False
+        if blob.custom_time is None or now - blob.custom_time >= CUSTOM_TIME_REFRESH:
+            _touch(blob, now)
+        return True
 
     def urls(self, upload: Sequence[Digest], download: Sequence[Digest], now: datetime.datetime) -> SignedUrls:
         """Create-only PUT URLs for `upload`, GET URLs for `download`. A
-        download URL of a blob not stored answers 404, which the reader reports."""
-        signing = self._signer.signing_args()
-        put = self._pool.map(lambda d: self._sign(d, "PUT", signing), upload)
-        get = self._pool.map(lambda d: self._sign(d, "GET", signing), download)
-        return SignedUrls(list(zip(upload, put)), list(zip(download, get)), now + self._ttl)
+        download URL of a blob not stored answers 404, which the reader
+        reports. Unavailable when signBlob cannot sign."""
+        put, get = self._signed("PUT", upload, now), self._signed("GET", download, now)
+        expires = min((signed.expires for signed in (*put, *get)), default=now + self._ttl)
+        return SignedUrls(list(zip(upload, put)), list(zip(download, get)), expires)
 
-    def _sign(self, digest: Digest, method: str, signing: dict[str, Any]) -> str:
-        put = method == "PUT"
-        return self._bucket.blob(digest.object_name).generate_signed_url(
+    def _signed(self, method: str, digests: Sequence[Digest], now: datetime.datetime) -> list[SignedUrl]:
+        """A URL for each digest: reused from the cache, or signed now."""
+        urls = {digest: self._cache.get(method, digest, now) for digest in digests}
+        unsigned = [digest for digest, signed in urls.items() if signed is None]
+        for digest, signed in zip(unsigned, self._sign_all(method, unsigned, now)):
+            self._cache.put(method, digest, signed)
+            urls[digest] = signed
+        return [urls[digest] for digest in digests]
+
+    def _sign_all(self, method: str, digests: Sequence[Digest], now: datetime.datetime) -> list[SignedUrl]:
+        """LOOKUP_WORKERS at a time; the first failure drops those not started."""
+        futures = [self._pool.submit(self._sign, method, digest, now) for digest in digests]
+        try:
+            return [future.result() for future in futures]
+        except SigningError as e:
+            for future in futures:
+                future.cancel()
+            logger.error("cannot sign the CAS URLs: %s", e)
+            raise Unavailable(f"cannot sign the CAS URLs: {e}") from None
+
+    def _sign(self, method: str, digest: Digest, now: datetime.datetime) -> SignedUrl:
+        headers = upload_headers(now) if method == "PUT" else {}
+        url = self._bucket.blob(digest.object_name).generate_signed_url(
             version="v4", expiration=self._ttl, method=method, api_access_endpoint=self._endpoint,
-            content_type=UPLOAD_HEADERS["content-type"] if put else None,
-            headers={"x-goog-if-generation-match": "0"} if put else None, **signing)
+            headers=dict(headers), credentials=self._signing)  # A copy: the host is added to it.
+        return SignedUrl(url, headers, now + self._ttl)
+
+
+def _touch(blob: storage.Blob, now: datetime.datetime) -> None:
+    """Moves the blob's customTime to `now`, unless another call just did
+    (the precondition also lets the client retry). The answer stands either
+    way: a blob not touched today is touched by the next call."""
+    blob.custom_time = now
+    try:
+        blob.patch(if_metageneration_match=blob.metageneration)
+    except exceptions.PreconditionFailed:
+        pass
+    except (exceptions.GoogleAPICallError, requests.RequestException) as e:
+        logger.warning("cannot move the customTime of %s: %s", blob.name, e)

@@ -95,7 +95,8 @@ class Service:
     @functools.cached_property
     def cas(self) -> cas.CasStore:
         s = self.settings
-        return cas.CasStore(self.bucket, cas.Signer(s.signing_key_file), s.storage_url, s.cas_url_ttl_secs)
+        return cas.CasStore(self.bucket, cas.signer(s.signing_key_file, s.iam_credentials_url), s.storage_url,
+                            s.cas_url_ttl_secs, self.clock)
 
     @functools.cached_property
     def bot_code(self) -> BotCodeCache:

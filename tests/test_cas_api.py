@@ -9,7 +9,7 @@ import uuid
 import pytest
 import requests
 
-from functions.cas import Signer
+from functions import cas
 from functions.settings import SettingsError
 from shared.cas import MAX_BATCH, Digest
 from tests.builders import bot_body, task_body
@@ -54,11 +54,15 @@ def test_upload_urls_are_create_only_puts_and_download_urls_return_the_bytes(api
     digest = Digest.of_bytes(b"content")
     answer = api.ok("cas_urls", {"upload": [digest.to_wire()], "download": [digest.to_wire()]})
     [upload], [download] = answer["upload"], answer["download"]
-    assert upload["headers"] == {"content-type": "application/octet-stream", "x-goog-if-generation-match": "0"}
+    headers = dict(upload["headers"])
+    custom_time = datetime.datetime.strptime(headers.pop("x-goog-custom-time"), "%Y-%m-%dT%H:%M:%S%z")
+    assert abs(custom_time - clock()) < datetime.timedelta(seconds=5)  # The blob's, when it is uploaded.
+    assert headers == {"content-type": "application/octet-stream", "x-goog-if-generation-match": "0"}
     assert {upload["hash"], download["hash"]} == {digest.hash} and download["size_bytes"] == 7
     assert "X-Goog-Signature=" in upload["url"] and "X-Goog-Algorithm=GOOG4-RSA-SHA256" in download["url"]
     assert upload["url"].startswith(f"{svc.settings.storage_url}/{svc.settings.bucket}/cas/sha256/{digest.hash}?")
-    assert "X-Goog-SignedHeaders=content-type%3Bhost%3Bx-goog-if-generation-match" in upload["url"]
+    signed = ["content-type", "host", "x-goog-custom-time", "x-goog-if-generation-match"]
+    assert f"X-Goog-SignedHeaders={'%3B'.join(signed)}&" in upload["url"]
     assert "X-Goog-Expires=1800&" in upload["url"] and "X-Goog-Expires=1800&" in download["url"]
     expires = datetime.datetime.fromisoformat(answer["expires_ts"].replace("Z", "+00:00"))
     assert abs(expires - clock() - datetime.timedelta(minutes=30)) < datetime.timedelta(seconds=5)
@@ -66,6 +70,41 @@ def test_upload_urls_are_create_only_puts_and_download_urls_return_the_bytes(api
     assert requests.put(upload["url"], data=b"content", headers=upload["headers"], timeout=10).ok
     fetched = requests.get(download["url"], timeout=10)
     assert fetched.status_code == 200 and fetched.content == b"content"
+
+
+def _stored(svc, data: bytes, custom_time: datetime.datetime | None = None) -> Digest:
+    """A blob put straight into the bucket, with a customTime or none (stored before they were kept)."""
+    digest = Digest.of_bytes(data)
+    blob = svc.bucket.blob(digest.object_name)
+    if custom_time:
+        blob.custom_time = custom_time
+    blob.upload_from_string(data)
+    return digest
+
+
+def _custom_times(svc, digests: list[Digest]) -> list[datetime.datetime | None]:
+    return [svc.bucket.get_blob(d.object_name).custom_time for d in digests]
+
+
+def _near(a: datetime.datetime | None, b: datetime.datetime) -> bool:
+    return a is not None and abs(a - b) < datetime.timedelta(seconds=5)
+
+
+def test_find_missing_keeps_the_custom_time_of_stored_blobs_within_a_day(api, svc, clock):
+    hour_ago = clock() - datetime.timedelta(hours=1)
+    blobs = [_stored(svc, b"none"), _stored(svc, b"old", clock() - datetime.timedelta(days=3)),
+             _stored(svc, b"recent", hour_ago)]
+    assert _missing(api, blobs) == []
+    touched, moved, untouched = _custom_times(svc, blobs)
+    assert _near(touched, clock()) and _near(moved, clock()) and _near(untouched, hour_ago)
+    clock.offset = datetime.timedelta(hours=23, minutes=30)  # The recent one is a day old, the others not yet.
+    assert _missing(api, blobs) == []
+    later = _custom_times(svc, blobs)
+    assert later[:2] == [touched, moved] and _near(later[2], clock())
+    clock.offset = datetime.timedelta(hours=25)
+    assert _missing(api, blobs) == []
+    last = _custom_times(svc, blobs)
+    assert _near(last[0], clock()) and _near(last[1], clock()) and last[2] == later[2]
 
 
 def test_urls_come_in_the_order_asked_and_either_list_may_be_absent(api):
@@ -211,4 +250,4 @@ def test_an_unreadable_signing_key_file_fails_naming_the_variable(tmp_path):
     (tmp_path / "key.json").write_text("{}")
     for path in (tmp_path / "key.json", tmp_path / "absent.json"):
         with pytest.raises(SettingsError, match="SWARMING_SIGNING_KEY_FILE"):
-            Signer(str(path))
+            cas.signer(str(path), "https://iamcredentials.googleapis.com")
