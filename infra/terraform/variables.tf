@@ -137,8 +137,8 @@ variable "function_timeout_seconds" {
   default     = 60
 
   validation {
-    condition     = var.function_timeout_seconds >= 10 && var.function_timeout_seconds <= 3600
-    error_message = "function_timeout_seconds must be from 10 to 3600."
+    condition     = var.function_timeout_seconds >= 40 && var.function_timeout_seconds <= 3600
+    error_message = "function_timeout_seconds must be from 40 (twice the long requests' 20 s budget) to 3600."
   }
 }
 
