@@ -14,6 +14,7 @@ from functions import bot_liveness as liveness
 from functions import ops
 from functions.bot_entry import DIMENSIONS_TTL, BotEntry
 from shared import dimensions as dims_lib
+from shared import task_id as task_ids
 from shared.bot_api import is_bot_id
 from functions.store import (BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TASK_RESULTS, Filter, check_index,
                              filtered, get, query)
@@ -109,9 +110,12 @@ class BotStore:
         return [d.to_dict() for d in docs]
 
     def tasks(self, bot_id: str, limit: int, before: datetime.datetime | None) -> list[dict[str, Any]]:
-        """The results of the tasks the bot ran, newest first."""
-        docs = query(self._db, TASK_RESULTS, [("bot_id", "==", bot_id)], order_by="started_ts",
-                     descending=True, limit=limit, start_after=before)
+        """The results of the tasks the bot ran, newest first. A deduplicated
+        task names the bot that ran the task it took its result from, but it
+        never started: only a start time (a range over it drops null) makes a run."""
+        ran = [("bot_id", "==", bot_id), ("started_ts", ">", task_ids.EPOCH)]
+        docs = query(self._db, TASK_RESULTS, ran, order_by="started_ts", descending=True, limit=limit,
+                     start_after=before)
         return [d.to_dict() for d in docs]
 
     # Dimension values of each pool, for `bots_dimensions`.

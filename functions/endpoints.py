@@ -9,14 +9,15 @@ function does, which says who may call it.
 
 import dataclasses
 import datetime
+import functools
 import logging
 import random
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flask
 
-from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, permissions, runs,
-                       scheduler, slices, sweep, tasks, termination)
+from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, fleet, permissions, runs,
+                       scheduler, slices, stdout, sweep, tasks, termination)
 from functions.bot_code import VERSION_RE, BotCodeError
 from functions.bot_registry import BotRequest
 from functions.errors import BadRequest, NotFound, Unavailable
@@ -27,14 +28,101 @@ from functions.permissions import Action
 from functions.signed_tokens import BOOTSTRAP
 from functions.tasks import Requester
 from shared import bot_api
+from shared import dimensions as dims_lib
 from shared import task_id as task_ids
-from shared.cas import Digest, digests_from_wire
+from shared.cas import MAX_BATCH
 from shared.errors import ConfigError, ValidationError
 from shared.service_config import BotGroup
-from shared.task_request import TaskRequest
+from shared.states import State
+from shared.task_properties import DIGEST
+from shared.task_request import REQUEST, TaskRequest
+from shared.wire import MAX_INT64, REQUIRED, Boolean, Field, Integer, ListOf, MapOf, Schema, Shape, Text
 
 logger = logging.getLogger(__name__)
 _rand = random.SystemRandom()
+#: What every function may answer, whatever it does: a malformed call, no or
+#: bad credentials, a caller without the role, another method, retry later.
+COMMON_ERRORS = (400, 401, 403, 405, 503)
+
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    """What a function reads and answers, which the OpenAPI document says:
+    its parameters, its answer's schema (of `media`; a redirect too with
+    `redirects`), and the errors it answers besides COMMON_ERRORS."""
+
+    params: Field
+    answer: Schema
+    errors: tuple[int, ...] = ()
+    media: str = "application/json"
+    redirects: bool = False
+
+
+def takes(params: Field, answer: Schema, errors: tuple[int, ...] = (), **media: Any) -> Callable[..., Any]:
+    """The handler gets its parameters read by `params` (the one validation:
+    a bad one is a ValidationError naming its field) besides the call."""
+    def wrap(handler: Callable[[Call, Any], Any]) -> Callable[[Call], Any]:
+        @functools.wraps(handler)
+        def handle(call: Call) -> Any:
+            return handler(call, params.read(call.params, ""))
+        handle.contract = Contract(params, answer, errors, **media)  # type: ignore[attr-defined]
+        return handle
+    return wrap
+
+
+def contract(function: Function) -> Contract | None:
+    """The function's contract; None for a handler that reads its parameters itself."""
+    return getattr(function.handler, "contract", None)
+
+
+# What the client API answers (the bot API's answers are shared.bot_api's).
+
+def _type(name: str, nullable: bool = False) -> Schema:
+    return {"type": [name, "null"]} if nullable else {"type": name}
+
+
+def _object(required: dict[str, Schema], **optional: Schema) -> Schema:
+    return {"type": "object", "properties": {**required, **optional}, "required": list(required)}
+
+
+def _list(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+STRING, INTEGER, BOOLEAN, OBJECT = _type("string"), _type("integer"), _type("boolean"), _type("object")
+_TS = _type("string", nullable=True)
+_PAIRS = _list(_object({"key": STRING, "value": _list(STRING)}))
+TASK_RESULT = _object({
+    "task_id": STRING, "run_id": _TS, "name": STRING, "tags": _list(STRING), "user": STRING, "priority": INTEGER,
+    "pool": STRING, "authenticated": STRING, "state": {"type": "string", "enum": [state.value for state in State]},
+    "created_ts": STRING, "modified_ts": STRING, "started_ts": _TS, "completed_ts": _TS, "abandoned_ts": _TS,
+    "expiration_ts": _TS, "current_task_slice": INTEGER, "try_number": INTEGER, "bot_id": _TS,
+    "bot_dimensions": _type("object", nullable=True), "exit_code": _type("integer", nullable=True),
+    "duration": _type("number", nullable=True), "failure": BOOLEAN, "internal_failure": BOOLEAN,
+    "deduped_from": _TS, "parent_task_id": _TS, "bot_ping_tolerance_secs": INTEGER,
+    "missing_cas": _type("array", nullable=True), "internal_failure_message": _TS,
+    "cas_output_root": _type("object", nullable=True), "performance_stats": _type("object", nullable=True),
+})
+BOT = _object({
+    "bot_id": STRING, "dimensions": _PAIRS, "state": OBJECT, "version": STRING, "task_id": _TS, "is_busy": BOOLEAN,
+    "quarantined": BOOLEAN, "maintenance_msg": _TS, "is_dead": BOOLEAN, "first_seen_ts": _TS, "last_seen_ts": STRING,
+})
+EVENT = _object({"ts": STRING, "event_type": STRING}, message=STRING, task_id=_TS, dimensions=_PAIRS, state=OBJECT,
+                version=STRING, quarantined=BOOLEAN, maintenance_msg=_TS)
+_PAGE = {"cursor": _TS}
+_DIGEST_FIELDS = {"hash": STRING, "size_bytes": INTEGER}
+_DIGESTS = _list(_object(_DIGEST_FIELDS))
+
+# The parameters the client API reads.
+
+#: A bot's id is a dimension value: one longer could also be past Firestore's
+#: 1,500 bytes for a document id or a filter's value (so could a pool).
+BOT_ID = Text(dims_lib.MAX_VALUE_LENGTH, min_length=1, default=REQUIRED)
+#: The time the previous page ended at (events, tasks).
+TS_CURSOR = Text(64, default=None, nullable=True, description="from the previous page")
+ONE_BOT = Shape({"bot_id": BOT_ID})
+BOT_PAGE = Shape({"bot_id": BOT_ID, "limit": fleet.LIMIT, "cursor": TS_CURSOR})
+ONE_TASK = Shape({"task_id": task_ids.Id(task_ids.EITHER, description="a task id or a run id")})
 
 
 # The bot API: a bot acts only as itself (functions.bot_auth).
@@ -44,7 +132,8 @@ def _bot(call: Call, attributes: bot_api.BotAttributes, run_id: str | None = Non
     return BotRequest.of(attributes, group.dimensions), group
 
 
-def bot_handshake(call: Call) -> dict[str, Any]:
+@takes(bot_api.HANDSHAKE, bot_api.HANDSHAKE_REPLY.schema())
+def bot_handshake(call: Call, message: bot_api.Handshake) -> dict[str, Any]:
     """Admits the bot under its group of bots.toml, with what the group
     accepts: an ID token of one of its service accounts, a bootstrap token,
     or the bot's own bot token. Registers it (its `bots/<id>` entry, a
@@ -53,7 +142,7 @@ def bot_handshake(call: Call) -> dict[str, Any]:
     and the group's hooks script (`bot_config`); the answer's
     `X-Swarming-Bot-Token` header is the bot's credential from then on.
     Never hands out work."""
-    attributes = bot_api.Handshake.from_wire(call.params).attributes
+    attributes = message.attributes
     group = bot_auth.accept_handshake(call.config, call.caller, attributes.bot_id, call.remote_ip)
     bot = BotRequest.of(attributes, group.dimensions)
     script = call.config.scripts.get(group.bot_config_script) if group.bot_config_script else None
@@ -64,7 +153,8 @@ def bot_handshake(call: Call) -> dict[str, Any]:
     return reply.to_wire()
 
 
-def bot_poll(call: Call) -> dict[str, Any]:
+@takes(bot_api.POLL, bot_api.POLL_REPLY.schema())
+def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
     """Never transacts. Answers `{cmd: bot_restart}` when the bot's group
     changed since its handshake, `{cmd: update, version}` when the bot runs
     other code than the current zip (never a bot reporting `dev` or none: run
@@ -74,7 +164,7 @@ def bot_poll(call: Call) -> dict[str, Any]:
     newest first in a LIFO pool), or `{cmd: sleep, duration}` (1.5^(streak+1)
     s up to 60 s, jittered). A quarantined bot or one in maintenance only
     sleeps. `request_uuid` makes a retried poll the same poll."""
-    bot, group = _bot(call, bot_api.Poll.from_wire(call.params).attributes)
+    bot, group = _bot(call, message.attributes)
     if bot_auth.moved(call.config, call.caller, group):
         return bot_api.Restart(f"the bot's group is now {group.name!r} as configured: handshake again").to_wire()
     return scheduler.poll(call.store, call.service.queue_cache, call.service.registry, bot, call.now, _rand,
@@ -91,18 +181,18 @@ def _current_version(call: Call) -> str | None:
         return None
 
 
-def bot_code(call: Call) -> flask.Response:
+@takes(Shape({"version": Text(64, f"({VERSION_RE.pattern.strip('^$')})?", description="none: the current one")}),
+       {"type": "string", "format": "binary"}, (404,), media="application/octet-stream", redirects=True)
+def bot_code(call: Call, params: dict[str, str]) -> flask.Response:
     """`GET ?version=<digest>` → that `swarming_bot.zip`
     (`application/octet-stream`, cacheable forever), 404 for an unknown
     version, 400 for a malformed one; without `version`, a 302 to the current
     one. Bots, and bootstrap tokens."""
     code = call.service.bot_code
-    version = call.params.get("version")
+    version = params["version"]
     if not version:
         location = f"{call.server_url}/bot_code?version={code.version(call.server_url)}"
         return flask.Response(status=302, headers={"Location": location})
-    if not isinstance(version, str) or not VERSION_RE.match(version):
-        raise BadRequest("version: must be a SHA-256 digest (64 lowercase hex digits)")
     data = code.fetch(version, call.server_url)
     if data is None:
         raise NotFound(f"version: no bot code {version}")
@@ -113,7 +203,8 @@ def bot_code(call: Call) -> flask.Response:
     })
 
 
-def bot_bootstrap(call: Call) -> flask.Response:
+@takes(Shape({}), STRING, media="text/x-shellscript")
+def bot_bootstrap(call: Call, params: dict[str, Any]) -> flask.Response:
     """`GET` with a bootstrap token (`?token=` or the header) → a
     `text/x-shellscript` that downloads the current zip with that token into
     the current directory (curl, else python3) and runs `python3
@@ -122,7 +213,8 @@ def bot_bootstrap(call: Call) -> flask.Response:
     return flask.Response(script, mimetype="text/x-shellscript")
 
 
-def server_token(call: Call) -> dict[str, Any]:
+@takes(Shape({}), _object({"bootstrap_token": STRING, "expires_ts": STRING}))
+def server_token(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """→ `{bootstrap_token, expires_ts}`: a bootstrap token, valid for
     settings.toml's `bootstrap_token_ttl_secs` (1 h), good for `bot_code`,
     `bot_bootstrap` and the handshake of a bot whose group accepts bootstrap."""
@@ -134,7 +226,8 @@ def server_token(call: Call) -> dict[str, Any]:
     return {"bootstrap_token": token, "expires_ts": iso(expires.replace(microsecond=0))}
 
 
-def bot_claim(call: Call) -> dict[str, Any]:
+@takes(bot_api.CLAIM, bot_api.CLAIM_REPLY.schema())
+def bot_claim(call: Call, message: bot_api.ClaimRequest) -> dict[str, Any]:
     """`PENDING` → `RUNNING` in one batch guarded by preconditions (the
     pending slice's delete): one bot wins, the others get `{cmd: skip,
     reason}`. The winner gets `{cmd: run, manifest, run_token}`; the same
@@ -142,7 +235,6 @@ def bot_claim(call: Call) -> dict[str, Any]:
     command, env, caches, inputs, outputs, timeouts and secret bytes; the run
     token is the task runner's credential, for this run only. The bot's own
     token, in the answer's header, outlasts the task."""
-    message = bot_api.ClaimRequest.from_wire(call.params)
     bot, _ = _bot(call, message.attributes)
     reply = scheduler.claim(call.service.context, call.service.registry, bot, message, call.now)
     if isinstance(reply, bot_api.Run):
@@ -155,7 +247,8 @@ def bot_claim(call: Call) -> dict[str, Any]:
     return reply.to_wire()
 
 
-def bot_task_update(call: Call) -> dict[str, Any]:
+@takes(bot_api.TASK_UPDATE, bot_api.TASK_UPDATE_REPLY.schema(), (404, 409, 413))
+def bot_task_update(call: Call, message: bot_api.TaskUpdate) -> dict[str, Any]:
     """Stdout at a byte offset (`output`, base64; idempotent, out of order
     allowed, 100 MiB at most: 413 beyond), a heartbeat, and with `exit_code` +
     `duration` the end: `COMPLETED`, `TIMED_OUT` (with `hard_timeout` or
@@ -164,25 +257,24 @@ def bot_task_update(call: Call) -> dict[str, Any]:
     `performance_stats`. Answers `must_stop` when the task was killed or already
     ended. A run the bot does not hold, or a different second completion, is a
     409. The bot's token, or the run's."""
-    message = bot_api.TaskUpdate.from_wire(call.params)
     bot, _ = _bot(call, message.attributes, message.run_id)
     return runs.update(call.service.context, call.service.registry, bot, message, call.now).to_wire()
 
 
-def bot_task_error(call: Call) -> dict[str, Any]:
+@takes(bot_api.TASK_ERROR, bot_api.TASK_ERROR_REPLY.schema(), (404, 409))
+def bot_task_error(call: Call, message: bot_api.TaskError) -> dict[str, Any]:
     """The bot could not run its task: `client_error.missing_cas` (digests
     of inputs not in the store) ends it `CLIENT_ERROR`, anything else
     `BOT_DIED`, or a retry on another bot while the slice has time (an
     idempotent task, or one whose command never started)."""
-    message = bot_api.TaskError.from_wire(call.params)
     bot, _ = _bot(call, message.attributes)
     return bot_death.task_error(call.service.context, bot, message, call.now).to_wire()
 
 
-def bot_event(call: Call) -> dict[str, Any]:
+@takes(bot_api.EVENT, bot_api.EVENT_REPLY.schema())
+def bot_event(call: Call, message: bot_api.Event) -> dict[str, Any]:
     """Keeps a bot event: `event` is `bot_error`, `bot_log`, `bot_rebooting`
     or `bot_shutdown`, with its `message`."""
-    message = bot_api.Event.from_wire(call.params)
     bot, _ = _bot(call, message.attributes)
     return bot_registry.event(call.service.bot_store, call.service.registry, bot, message, call.now).to_wire()
 
@@ -197,7 +289,8 @@ def _reader(call: Call) -> tasks.Check:
     return lambda result: call.authorize(result.pool)
 
 
-def tasks_new(call: Call) -> dict[str, Any]:
+@takes(REQUEST, _object({"task_id": _TS, "request": OBJECT, "task_result": _type("object", nullable=True)}))
+def tasks_new(call: Call, request: TaskRequest) -> dict[str, Any]:
     """A NewTaskRequest (the reference's fields, limits and defaults):
     validated (400 naming the field path), automatic tags added (`pool:`,
     `priority:`, `user:`, `name:`, one per dimension value, `parent_task_id:`),
@@ -209,45 +302,52 @@ def tasks_new(call: Call) -> dict[str, Any]:
     task_result}`, `task_result` set when the task did not simply queue:
     deduplicated, waiting on an identical task, or `NO_RESOURCE` (no live bot
     matches any slice that does not wait for capacity)."""
-    request = TaskRequest.from_wire(call.params)
     call.authorize(request.pool)
     return tasks.new(call.service.context, request, _requester(call), call.now)
 
 
-def task_result(call: Call) -> dict[str, Any]:
+@takes(ONE_TASK, TASK_RESULT, (404,))
+def task_result(call: Call, params: dict[str, str]) -> dict[str, Any]:
     """`task_id` (or a run id) → state, bot, timestamps (`created_ts`,
     `started_ts`, `completed_ts`, `abandoned_ts`, `modified_ts`), exit code,
     duration, `failure`, `internal_failure`, `try_number`,
     `current_task_slice`, `deduped_from`, `missing_cas`, `cas_output_root`,
     `performance_stats`, `pool`, `authenticated`. Viewers of the task's pool."""
-    return tasks.result(call.service.context, call.string("task_id"), _reader(call))
+    return tasks.result(call.service.context, params["task_id"], _reader(call))
 
 
-def task_request(call: Call) -> dict[str, Any]:
+@takes(ONE_TASK, _object({"name": STRING, "task_slices": _list(OBJECT), "authenticated": STRING}), (404,))
+def task_request(call: Call, params: dict[str, str]) -> dict[str, Any]:
     """`task_id` → the stored request, and `authenticated`, who created it;
     its secret bytes never (`has_secret_bytes` only)."""
-    return tasks.request(call.service.context, call.string("task_id"), _reader(call))
+    return tasks.request(call.service.context, params["task_id"], _reader(call))
 
 
-def task_stdout(call: Call) -> dict[str, Any]:
+@takes(Shape({**ONE_TASK.fields, "offset": Integer(0, stdout.MAX_SIZE - 1, 0, nullable=True, from_text=True),
+              "length": Integer(1, MAX_INT64, None, nullable=True, from_text=True)}),
+       _object({"task_id": STRING, "state": STRING, "offset": INTEGER, "output": STRING, "next_offset": INTEGER}),
+       (404,))
+def task_stdout(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`task_id`, `offset`, `length` (at most 4 MiB a call) → base64
     `output`, `next_offset`, `state`. A deduplicated task shows the stdout of
     the task it took its result from."""
-    return tasks.output(call.service.context, call.string("task_id"), offset=call.integer("offset", 0),
-                        length=call.integer("length"), check=_reader(call))
+    return tasks.output(call.service.context, params["task_id"], offset=params["offset"], length=params["length"],
+                        check=_reader(call))
 
 
-def task_cancel(call: Call) -> dict[str, Any]:
+@takes(Shape({"task_id": task_ids.Id(task_ids.TASK), "kill_running": Boolean(from_text=True)}),
+       _object({"canceled": BOOLEAN, "was_running": BOOLEAN}), (404,))
+def task_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`task_id`, `kill_running` → `{canceled, was_running}`: a pending task
     ends `CANCELED` at once; a running one, with `kill_running`, is told to stop
     and ends `KILLED`. Its children are cancelled with it. Admins of the
     task's pool, and its schedulers for the tasks they created."""
-    task_id = call.task_id()
+    task_id = params["task_id"]
     found = call.store.get_result(task_id)
     if found is None:
         raise NotFound(f"no task {task_id}")
     call.authorize(found.pool, owner=found.authenticated)
-    return cancellation.cancel(call.service.context, task_id, call.boolean("kill_running"), call.now)
+    return cancellation.cancel(call.service.context, task_id, params["kill_running"], call.now)
 
 
 def tasks_cancel(call: Call) -> dict[str, Any]:
@@ -295,15 +395,9 @@ def timer_bot_died(call: Call) -> dict[str, Any]:
 
 # The fleet: a person's role in the bots' pool decides.
 
-def _filter_pool(call: Call) -> str | None:
+def _filter_pool(params: dict[str, Any]) -> str | None:
     """The pool a listing is filtered on (`pool:<name>` among its dimensions), if any."""
-    raw = call.params.get("dimensions")
-    items = raw if isinstance(raw, list) else [raw] if raw is not None else []
-    for item in items:
-        flag = f"{item.get('key')}:{item.get('value')}" if isinstance(item, dict) else item
-        if isinstance(flag, str) and flag.startswith("pool:"):
-            return flag.partition(":")[2]
-    return None
+    return next((flag.partition(":")[2] for flag in params["dimensions"] if flag.startswith("pool:")), None)
 
 
 def _authorize_any(call: Call, pools: Sequence[str]) -> None:
@@ -319,73 +413,80 @@ def _bot_pools(call: Call, bot_id: str) -> list[str]:
     return pools_of(call.service.bot_store.get_bot(bot_id))
 
 
-def bots_list(call: Call) -> dict[str, Any]:
+@takes(Shape({**fleet.FILTERS, "limit": fleet.LIMIT,
+              "cursor": Text(dims_lib.MAX_VALUE_LENGTH, default=None, nullable=True, description="the last bot_id")}),
+       _object({"items": _list(BOT), "now": STRING, **_PAGE}))
+def bots_list(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`dimensions` (`["k:v"]` or `[{key, value}]`, ANDed), `quarantined`,
     `in_maintenance`, `is_dead`, `is_busy` (true, false or NONE), `limit` ≤
     1000, `cursor` → `{items, cursor}`; `cursor` is null on the last page.
     Viewers of the pool the dimensions name; without one, admins."""
-    call.authorize(_filter_pool(call))
-    return call.service.fleet.list_bots(call.params, call.integer("limit"), call.params.get("cursor"), call.now)
+    call.authorize(_filter_pool(params))
+    return call.service.fleet.list_bots(params, params["limit"], params["cursor"], call.now)
 
 
-def bots_count(call: Call) -> dict[str, Any]:
+@takes(Shape(fleet.FILTERS), _object({name: INTEGER for name in ("count", *fleet.COUNTED)}, now=STRING))
+def bots_count(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """The filters of `bots_list` → `{count, quarantined, maintenance, dead,
     busy}`."""
-    call.authorize(_filter_pool(call))
-    return call.service.fleet.count(call.params, call.now)
+    call.authorize(_filter_pool(params))
+    return call.service.fleet.count(params, call.now)
 
 
-def bots_dimensions(call: Call) -> dict[str, Any]:
+@takes(Shape({"pool": Text(dims_lib.MAX_VALUE_LENGTH, default=None, nullable=True)}),
+       _object({"bots_dimensions": _PAIRS, "ts": STRING}))
+def bots_dimensions(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`pool` (optional: admins only without one) → every dimension value its
     bots reported lately, `[{key, value: [...]}]`."""
-    pool = call.params.get("pool") or None
-    if pool is not None and not isinstance(pool, str):
-        raise ValidationError("pool", "must be a string")
+    pool = params["pool"] or None
     call.authorize(pool)
     return call.service.fleet.dimensions(pool, call.now)
 
 
-def bot_get(call: Call) -> dict[str, Any]:
+@takes(ONE_BOT, BOT, (404,))
+def bot_get(call: Call, params: dict[str, str]) -> dict[str, Any]:
     """`bot_id` → `dimensions`, `state`, `version`, `task_id`, `is_busy`,
     `quarantined`, `maintenance_msg`, `is_dead`, `first_seen_ts`,
     `last_seen_ts`. Viewers of one of its pools."""
-    return call.service.fleet.get(call.string("bot_id"), call.now, lambda pools: _authorize_any(call, pools))
+    return call.service.fleet.get(params["bot_id"], call.now, lambda pools: _authorize_any(call, pools))
 
 
-def bot_events(call: Call) -> dict[str, Any]:
+@takes(BOT_PAGE, _object({"items": _list(EVENT), **_PAGE}))
+def bot_events(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`bot_id`, `limit`, `cursor` → its events, newest first (claims and
     completions of its tasks among them)."""
-    bot_id = call.string("bot_id")
+    bot_id = params["bot_id"]
     _authorize_any(call, _bot_pools(call, bot_id))
-    return call.service.fleet.events(bot_id, call.integer("limit"), call.params.get("cursor"))
+    return call.service.fleet.events(bot_id, params["limit"], params["cursor"])
 
 
-def bot_tasks(call: Call) -> dict[str, Any]:
+@takes(BOT_PAGE, _object({"items": _list(TASK_RESULT), **_PAGE}))
+def bot_tasks(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`bot_id`, `limit`, `cursor` → the results of the tasks it ran, newest
     first."""
-    bot_id = call.string("bot_id")
+    bot_id = params["bot_id"]
     _authorize_any(call, _bot_pools(call, bot_id))
-    return call.service.fleet.tasks(bot_id, call.integer("limit"), call.params.get("cursor"))
+    return call.service.fleet.tasks(bot_id, params["limit"], params["cursor"])
 
 
-def bot_delete(call: Call) -> dict[str, Any]:
+@takes(ONE_BOT, _object({"deleted": BOOLEAN}), (404,))
+def bot_delete(call: Call, params: dict[str, str]) -> dict[str, Any]:
     """Forgets a bot; one still running comes back within the hour. Admins of
     one of its pools."""
-    bot_id = call.string("bot_id")
+    bot_id = params["bot_id"]
     _authorize_any(call, _bot_pools(call, bot_id))
     return call.service.fleet.delete(bot_id, call.now)
 
 
-def bot_terminate(call: Call) -> dict[str, Any]:
+@takes(Shape({"bot_id": BOT_ID, "reason": Text(termination.MAX_REASON_LENGTH, default="", nullable=True)}),
+       _object({"task_id": STRING}), (404,))
+def bot_terminate(call: Call, params: dict[str, str]) -> dict[str, Any]:
     """`bot_id`, `reason` → `{task_id}` of a priority-0 termination task
     (tag `swarming.terminate:1`, aimed at `id:<bot>` in the bot's first pool,
     waiting up to 5 days). The bot's poll answers `terminate`: it finishes its
     current task, completes this one with exit code 0 and exits. Admins of
     one of its pools."""
-    reason = call.params.get("reason") or ""
-    if not isinstance(reason, str):
-        raise ValidationError("reason", "must be a string")
-    bot_id = call.string("bot_id")
+    bot_id, reason = params["bot_id"], params["reason"]
     pools = _bot_pools(call, bot_id)
     if not pools:
         raise NotFound(f"bot_id: no bot {bot_id!r}")
@@ -395,76 +496,82 @@ def bot_terminate(call: Call) -> dict[str, Any]:
 
 # The server itself.
 
-def server_details(call: Call) -> dict[str, Any]:
+@takes(Shape({}), _object({"server_version": STRING, "bot_version": _TS, "config_version": STRING}))
+def server_details(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """→ `server_version`, `bot_version` (the current bot zip's digest) and
     `config_version` (the service configuration's)."""
     return {"server_version": call.service.settings.server_version, "bot_version": _current_version(call),
             "config_version": call.config.version}
 
 
-def server_permissions(call: Call) -> dict[str, Any]:
+@takes(Shape({"task_id": task_ids.Id(task_ids.EITHER, empty=True),
+              "bot_id": Text(dims_lib.MAX_VALUE_LENGTH), "pool": Text(dims_lib.MAX_VALUE_LENGTH)}),
+       _object({"identity": STRING, "pool": _TS, "permissions": {"type": "object",
+                                                               "additionalProperties": BOOLEAN}}), (404,))
+def server_permissions(call: Call, params: dict[str, str]) -> dict[str, Any]:
     """`task_id`, `bot_id` or `pool` (one at most) → `{identity, pool,
     permissions: {action: bool}}`: what the caller may do for that task, bot
     or pool (with none, in every pool: what a global admin may). For pages
     that show a button only to whom may press it."""
-    given = [name for name in ("task_id", "bot_id", "pool") if call.params.get(name)]
+    given = [name for name in ("task_id", "bot_id", "pool") if params[name]]
     if len(given) > 1:
         raise ValidationError(given[1], f"give one of task_id, bot_id and pool, not {' and '.join(given)}")
-    pool, owner = _subject(call, given[0] if given else None)
+    pool, owner = _subject(call, given[0] if given else None, params)
     return {"identity": call.caller.identity, "pool": pool,
             "permissions": permissions.permissions(call.config, call.caller, pool, owner)}
 
 
-def _subject(call: Call, given: str | None) -> tuple[str | None, str | None]:
+def _subject(call: Call, given: str | None, params: dict[str, str]) -> tuple[str | None, str | None]:
     """The pool (and owner) of what server_permissions is asked about."""
     if given == "task_id":
-        task_id = task_ids.parse(call.params["task_id"], "task_id")
-        found = call.store.get_result(task_ids.summary_id(task_id))
+        found = call.store.get_result(task_ids.summary_id(params["task_id"]))
         if found is None:
-            raise NotFound(f"no task {task_id}")
+            raise NotFound(f"no task {params['task_id']}")
         return found.pool, found.authenticated
     if given == "bot_id":
-        pools = _bot_pools(call, call.string("bot_id"))
+        pools = _bot_pools(call, params["bot_id"])
         return (pools[0] if pools else None), None
-    if given == "pool":
-        return call.string("pool"), None
-    return None, None
+    return params["pool"] or None, None
 
 
-def config_push(call: Call) -> dict[str, Any]:
+#: A configuration's files: few, and none larger than a hooks script.
+MAX_CONFIG_FILES = 100
+
+
+@takes(Shape({"files": MapOf(Text(bot_api.MAX_SCRIPT_NAME_LENGTH, min_length=1), Text(bot_api.MAX_SCRIPT_LENGTH),
+                             MAX_CONFIG_FILES, default=REQUIRED)}), _object({"version": STRING}))
+def config_push(call: Call, params: dict[str, dict[str, str]]) -> dict[str, Any]:
     """`files` (relative name → text: settings.toml, pools.toml, bots.toml,
     scripts/*.py, as `swarming config push DIR` reads them) → `{version}`:
     checked whole (a 400 lists every problem by file, line and field), then
     the current service configuration of every function within a minute."""
-    files = call.params.get("files")
-    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise ValidationError("files", "must map file names to their text")
     try:
-        config = call.service.service_config.push(files)
+        config = call.service.service_config.push(params["files"])
     except ConfigError as e:
         raise BadRequest("files: " + "; ".join(str(problem) for problem in e.problems)) from e
     logger.info("service configuration %s pushed by %s", config.version, call.caller.identity)
     return {"version": config.version}
 
 
-def cas_find_missing(call: Call) -> dict[str, Any]:
+@takes(Shape({"digests": ListOf(DIGEST, MAX_BATCH, default=REQUIRED)}), _object({"missing": _DIGESTS}))
+def cas_find_missing(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`digests` (≤ 1,000 `{hash, size_bytes}`) → `{missing}`: those the
     content-addressed store lacks."""
-    missing = call.service.cas.find_missing(digests_from_wire(call.params.get("digests"), "digests"))
+    missing = call.service.cas.find_missing(params["digests"])
     return {"missing": [d.to_wire() for d in missing]}
 
 
-def cas_urls(call: Call) -> dict[str, Any]:
+_OPTIONAL_DIGESTS = ListOf(DIGEST, MAX_BATCH, nullable=True)
+
+
+@takes(Shape({"upload": _OPTIONAL_DIGESTS, "download": _OPTIONAL_DIGESTS}),
+       _object({"upload": _list(_object({**_DIGEST_FIELDS, "url": STRING, "headers": OBJECT})),
+                "download": _list(_object({**_DIGEST_FIELDS, "url": STRING})), "expires_ts": STRING}))
+def cas_urls(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`upload`, `download` (≤ 1,000 digests each) → short-lived signed URLs
     (create-only for uploads) and `expires_ts`: bytes never pass through a
     function."""
-    return call.service.cas.urls(_digests(call, "upload"), _digests(call, "download"), call.now).to_wire()
-
-
-def _digests(call: Call, name: str) -> list[Digest]:
-    """An optional list of digests (absent or null: none)."""
-    body = call.params.get(name)
-    return [] if body is None else digests_from_wire(body, name)
+    return call.service.cas.urls(params["upload"], params["download"], call.now).to_wire()
 
 
 def cron_sweep(call: Call) -> dict[str, Any]:

@@ -6,13 +6,19 @@ from typing import Any, Callable
 
 from functions.bot_store import BotStore, dimension_filter
 from functions.budget import Budget
+from shared import dimensions as dims_lib
 from shared.bot_api import is_bot_id
-from functions.errors import BadRequest, NotFound
+from shared.errors import ValidationError
+from shared.wire import REQUIRED, Either, Field, Integer, ListOf, Schema, Shape, Text
+from functions.errors import NotFound
 from functions.bot_liveness import SHARDS, shard_of
 from functions.models import TaskResult, iso
 from functions.store import Filter
 
 DEFAULT_LIMIT, MAX_LIMIT = 200, 1000
+#: Dimensions a listing filters on: each is a Firestore filter, and a query
+#: takes at most 100 (with the flags' and a count's own, well under).
+MAX_DIMENSION_FILTERS = 64
 #: The boolean filters of `bots_list` and `bots_count`, as stored flags.
 FLAGS = {"quarantined": "quarantined", "in_maintenance": "in_maintenance", "is_dead": "is_dead",
          "is_busy": "is_busy"}
@@ -20,55 +26,60 @@ FLAGS = {"quarantined": "quarantined", "in_maintenance": "in_maintenance", "is_d
 COUNTED = {"quarantined": "quarantined", "maintenance": "in_maintenance", "dead": "is_dead", "busy": "is_busy"}
 
 
+class Tristate(Field):
+    """true, false, or either: absent, null, `NONE` (any case) or ""; `TRUE` and `FALSE` too."""
+
+    TEXT = {"TRUE": True, "FALSE": False, "NONE": None, "": None}
+
+    def __init__(self) -> None:
+        super().__init__(default=None)
+
+    def read(self, value: Any, path: str) -> bool | None:
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.upper() in self.TEXT:
+            return self.TEXT[value.upper()]
+        raise ValidationError(path, "must be true, false or NONE")
+
+    def schema(self) -> Schema:
+        words = [case(word) for word in self.TEXT for case in (str.upper, str.lower)]
+        return {"anyOf": [{"type": "boolean"}, {"type": "null"}, {"type": "string", "enum": sorted(set(words))}]}
+
+
+_KEY = dims_lib.KEY_RE.pattern.strip("^$")
+#: A dimension to filter on, `k:v` or `{key, value}`, read as `k:v`.
+_DIMENSION = ListOf(Either(
+    Text(dims_lib.MAX_KEY_LENGTH + 1 + dims_lib.MAX_VALUE_LENGTH, _KEY + r":[\s\S]+"),
+    Shape({"key": Text(dims_lib.MAX_KEY_LENGTH, _KEY, min_length=1, default=REQUIRED),
+           "value": Text(dims_lib.MAX_VALUE_LENGTH, min_length=1, default=REQUIRED)},
+          build=lambda wire: f"{wire.read('key')}:{wire.read('value')}")),
+    MAX_DIMENSION_FILTERS, from_text=True, nullable=True, description="ANDed")
+#: The filters of `bots_list` and `bots_count`.
+FILTERS: dict[str, Field] = {"dimensions": _DIMENSION, **{name: Tristate() for name in FLAGS}}
+#: A page's size.
+LIMIT = Integer(1, MAX_LIMIT, None, nullable=True, from_text=True, description=f"{DEFAULT_LIMIT} when absent")
+
+
 def filters(params: dict[str, Any]) -> list[Filter]:
-    """The list filters of the reference: dimensions (`k:v`, ANDed) and
-    tri-state flags (true, false, or absent/`NONE` for either)."""
-    found = [dimension_filter(flag) for flag in _dimension_flags(params.get("dimensions"))]
-    for name, field in FLAGS.items():
-        value = _tristate(name, params.get(name))
-        if value is not None:
-            found.append((field, "==", value))
+    """The list filters of the reference (FILTERS, among other parameters):
+    dimensions (`k:v`, ANDed) and tri-state flags (true, false, or None for either)."""
+    params = Shape(FILTERS, lenient=True).read(params, "")
+    found = [dimension_filter(flag) for flag in params["dimensions"]]
+    found += [(field, "==", params[name]) for name, field in FLAGS.items() if params[name] is not None]
     return found
 
 
-def _dimension_flags(raw: Any) -> list[str]:
-    if raw is None:
-        return []
-    items = raw if isinstance(raw, list) else [raw]
-    flags = []
-    for i, item in enumerate(items):
-        if isinstance(item, dict) and isinstance(item.get("key"), str) and isinstance(item.get("value"), str):
-            flags.append(f"{item['key']}:{item['value']}")
-        elif isinstance(item, str) and ":" in item and not item.startswith(":"):
-            flags.append(item)
-        else:
-            raise BadRequest(f"dimensions[{i}]: must be 'key:value' or {{key, value}}")
-    return flags
-
-
-def _tristate(name: str, value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.upper() in ("TRUE", "FALSE", "NONE", ""):
-        return {"TRUE": True, "FALSE": False}.get(value.upper())
-    raise BadRequest(f"{name}: must be true, false or NONE")
-
-
-def _limit(value: int | None) -> int:
-    if value is None:
-        return DEFAULT_LIMIT
-    if not 1 <= value <= MAX_LIMIT:
-        raise BadRequest(f"limit: must be between 1 and {MAX_LIMIT}")
-    return value
-
-
-def _cursor_ts(cursor: Any) -> datetime.datetime | None:
+def _cursor_ts(cursor: str | None) -> datetime.datetime | None:
+    """The time a page of events or tasks ended at (`iso`, always in UTC)."""
     if cursor in (None, ""):
         return None
     try:
-        return datetime.datetime.fromisoformat(str(cursor).replace("Z", "+00:00"))
+        ts = datetime.datetime.fromisoformat(cursor.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest("cursor: not a cursor from a previous page") from None
+        ts = None
+    if ts is None or ts.utcoffset() is None:
+        raise ValidationError("cursor", "not a cursor from a previous page")
+    return ts
 
 
 class Fleet:
@@ -77,10 +88,10 @@ class Fleet:
         self._death_timeout = datetime.timedelta(seconds=death_timeout_secs)
 
     def list_bots(self, params: dict[str, Any], limit: int | None, cursor: str | None,
-             now: datetime.datetime) -> dict[str, Any]:
-        limit = _limit(limit)
+                  now: datetime.datetime) -> dict[str, Any]:
+        limit = limit or DEFAULT_LIMIT
         if cursor not in (None, "") and not is_bot_id(cursor):
-            raise BadRequest("cursor: not a cursor from a previous page")
+            raise ValidationError("cursor", "not a cursor from a previous page")
         docs = self._store.list_bots(filters(params), limit, cursor or None)
         items = self._with_liveness(docs, now)
         return {"items": items, "cursor": items[-1]["bot_id"] if len(items) == limit else None,
@@ -120,7 +131,7 @@ class Fleet:
         return {"deleted": True}
 
     def tasks(self, bot_id: str, limit: int | None, cursor: str | None) -> dict[str, Any]:
-        limit = _limit(limit)
+        limit = limit or DEFAULT_LIMIT
         docs = self._store.tasks(bot_id, limit, _cursor_ts(cursor))
         items = [TaskResult.from_doc(d).to_wire() for d in docs]
         return {"items": items, "cursor": items[-1]["started_ts"] if len(items) == limit else None}
@@ -130,7 +141,7 @@ class Fleet:
         tasks, which `task_results` already records (so they are not stored
         twice), newest first. The bot runs one task at a time, so the `limit`
         newest tasks hold every completion newer than the oldest of them."""
-        limit = _limit(limit)
+        limit = limit or DEFAULT_LIMIT
         before = _cursor_ts(cursor)
         stored = self._store.events(bot_id, limit, before)
         task_events = [e for d in self._store.tasks(bot_id, limit, before) for e in _task_events(d)]

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
-from shared.cas import Digest
+from shared.cas import MAX_BATCH, Digest
 from shared.errors import ValidationError
 from shared.manifest import Manifest
-from shared.task_properties import MAX_TIMEOUT_SECS, CasReference
+from shared.task_properties import CAS_REFERENCE, DIGEST, MAX_TIMEOUT_SECS, CasReference
 from shared.task_request import MAX_SLICES
-from shared.wire import MAX_INT64, REQUIRED, WireObject, base64_bytes, to_base64
+from shared.wire import (MAX_INT64, REQUIRED, Base64, Boolean, Choice, Field, Integer, Json, ListOf, Number, Schema,
+                         Shape, Tagged, Text, WireObject, to_base64)
 
 ATTRIBUTES = ("dimensions", "state", "version", "session")
 #: The header of an answer to a bot that carries its renewed bot token: the
@@ -35,6 +36,12 @@ BOT_TOKEN_HEADER = "X-Swarming-Bot-Token"
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_VERSION_LENGTH = 128
 MAX_SESSION_LENGTH = 64 * 1024
+#: What a bot's `state` may weigh as JSON; it is stored in its registry entry.
+MAX_STATE_BYTES = 128 * 1024
+#: A bot's messages (events, task errors); the server keeps the first 10,000 characters of an event's.
+MAX_MESSAGE_LENGTH = 64 * 1024
+#: Stdout bytes in one update (the bot sends at most 250,000).
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 #: A bot group's hooks script, and its name.
 MAX_SCRIPT_LENGTH, MAX_SCRIPT_NAME_LENGTH = 1024 * 1024, 256
 #: The events a bot reports itself (`bot_event`).
@@ -72,18 +79,14 @@ class BotAttributes:
 
     @classmethod
     def read(cls, wire: WireObject) -> BotAttributes:
-        dims = dims_lib.validate_bot(wire.get("dimensions"), wire.field("dimensions"))
-        ids = dims.get("id", [])
+        """From the object that carries them, beside the call's own fields."""
+        values = {key: wire.take(key, field) for key, field in _ATTRIBUTES.items()}
+        ids = values["dimensions"].get("id", [])
         if len(ids) != 1:
             raise ValidationError(wire.field("dimensions.id"), "a bot must report exactly one id")
         if not is_bot_id(ids[0]):
             raise ValidationError(wire.field("dimensions.id"), "no '/', not '.' or '..', not __reserved__")
-        state = wire.get("state", {})
-        if not isinstance(state, dict):
-            raise ValidationError(wire.field("state"), "must be a JSON object")
-        session = wire.optional("session")
-        return cls(dimensions=dims, state=state, version=wire.string("version", MAX_VERSION_LENGTH),
-                   session=None if session is None else wire.string("session", MAX_SESSION_LENGTH))
+        return cls(**values)
 
     def to_wire(self) -> Dict[str, Any]:
         wire = {"dimensions": self.dimensions, "state": self.state, "version": self.version}
@@ -92,9 +95,19 @@ class BotAttributes:
         return wire
 
 
-def _request(body: Any, fields: Tuple[str, ...]) -> Tuple[WireObject, BotAttributes]:
-    wire = WireObject(body, "", ATTRIBUTES + fields)
-    return wire, BotAttributes.read(wire)
+_SESSION = Text(MAX_SESSION_LENGTH, default=None, nullable=True,
+                description="opaque: the last one the server answered, sent back")
+_ATTRIBUTES: Dict[str, Field] = {
+    "dimensions": dims_lib.BotDimensions(description="exactly one `id`, and at least one `pool` at the handshake"),
+    "state": Json(MAX_STATE_BYTES, default={}),
+    "version": Text(MAX_VERSION_LENGTH),
+    "session": _SESSION,
+}
+
+
+def _request(fields: Dict[str, Field], build: Callable[[WireObject, BotAttributes], Any]) -> Shape:
+    """A bot's request: its attributes beside `fields`."""
+    return Shape({**_ATTRIBUTES, **fields}, build=lambda wire: build(wire, BotAttributes.read(wire)))
 
 
 # Requests.
@@ -107,7 +120,7 @@ class Handshake:
 
     @classmethod
     def from_wire(cls, body: Any) -> Handshake:
-        return cls(_request(body, ())[1])
+        return HANDSHAKE.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         return self.attributes.to_wire()
@@ -123,9 +136,7 @@ class Poll:
 
     @classmethod
     def from_wire(cls, body: Any) -> Poll:
-        wire, attributes = _request(body, ("request_uuid",))
-        uuid = wire.get("request_uuid", "")
-        return cls(attributes, "" if uuid == "" else wire.string("request_uuid", 128, REQUEST_ID_RE))
+        return POLL.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         return {**self.attributes.to_wire(), "request_uuid": self.request_uuid}
@@ -142,10 +153,7 @@ class ClaimRequest:
 
     @classmethod
     def from_wire(cls, body: Any) -> ClaimRequest:
-        wire, attributes = _request(body, ("task_id", "slice", "claim_id"))
-        return cls(attributes, task_ids.parse_task_id(wire.get("task_id"), "task_id"),
-                   claim_id=wire.string("claim_id", 128, REQUEST_ID_RE, default=REQUIRED),
-                   slice=wire.integer("slice", 0, MAX_SLICES - 1, default=0))
+        return CLAIM.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         return {**self.attributes.to_wire(), "task_id": self.task_id, "slice": self.slice,
@@ -171,16 +179,11 @@ class Completion:
 
     @classmethod
     def read(cls, wire: WireObject) -> Completion:
-        root, stats = wire.optional("cas_output_root"), wire.optional("performance_stats")
-        return cls(
-            exit_code=wire.integer("exit_code", -MAX_INT64 - 1, MAX_INT64),
-            duration=float(wire.number("duration", 0, MAX_INT64)),
-            hard_timeout=wire.boolean("hard_timeout"),
-            io_timeout=wire.boolean("io_timeout"),
-            cas_output_root=None if root is None else CasReference.from_wire(
-                root, wire.field("cas_output_root")).digest,
-            performance_stats=None if stats is None else _performance_stats(stats, wire.field("performance_stats")),
-        )
+        root = wire.read("cas_output_root")
+        return cls(exit_code=wire.read("exit_code"), duration=float(wire.read("duration")),
+                   hard_timeout=wire.read("hard_timeout"), io_timeout=wire.read("io_timeout"),
+                   cas_output_root=None if root is None else root.digest,
+                   performance_stats=wire.read("performance_stats"))
 
     def to_wire(self) -> Dict[str, Any]:
         wire: Dict[str, Any] = {"exit_code": self.exit_code, "duration": self.duration,
@@ -192,8 +195,32 @@ class Completion:
         return wire
 
 
+def _non_negative() -> Number:
+    return Number(0, None, default=REQUIRED)
+
+
+#: `performance_stats`: each key optional, those of PERFORMANCE_STATS only.
+_PERFORMANCE_STATS = Shape({
+    key: _non_negative() if keys is None else Shape({k: _non_negative() for k in keys}, build=lambda w: _given(w))
+    for key, keys in PERFORMANCE_STATS.items()
+}, build=lambda w: _given(w), default=None, nullable=True)
+
+
+def _given(wire: WireObject) -> Dict[str, Any]:
+    """The fields the object gives (each optional)."""
+    return {key: wire.read(key) for key in wire.body}
+
+
 #: The fields that only come with a completion.
-_COMPLETION_FIELDS = ("exit_code", "duration", "hard_timeout", "io_timeout", "cas_output_root", "performance_stats")
+_COMPLETION: Dict[str, Field] = {
+    "exit_code": Integer(-MAX_INT64 - 1, MAX_INT64, default=None, nullable=True,
+                         description="with `duration`: the run ended"),
+    "duration": Number(0, MAX_INT64, default=None, nullable=True),
+    "hard_timeout": Boolean(), "io_timeout": Boolean(),
+    "cas_output_root": Shape(CAS_REFERENCE.fields, CAS_REFERENCE.build, default=None, nullable=True),
+    "performance_stats": _PERFORMANCE_STATS,
+}
+_COMPLETION_FIELDS = tuple(_COMPLETION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,9 +240,7 @@ class Update:
 
     @classmethod
     def read(cls, wire: WireObject) -> Update:
-        output = wire.optional("output")
-        offset = wire.optional("output_chunk_start")
-        canceled = wire.boolean("canceled")
+        canceled = wire.read("canceled")
         exit_code, duration = wire.optional("exit_code"), wire.optional("duration")
         if (exit_code is None) != (duration is None):
             raise ValidationError(wire.field("exit_code"), "exit_code and duration come together or not at all")
@@ -225,12 +250,8 @@ class Update:
                 raise ValidationError(wire.field(given), "only comes with the end of the run (exit_code)")
         elif canceled:
             raise ValidationError(wire.field("canceled"), "a run that has an exit_code ran: it was not canceled")
-        return cls(
-            offset=0 if offset is None else wire.integer("output_chunk_start", 0, MAX_INT64),
-            output=b"" if output is None else base64_bytes(output, wire.field("output")),
-            completion=None if exit_code is None else Completion.read(wire),
-            canceled=canceled,
-        )
+        return cls(offset=wire.read("output_chunk_start"), output=wire.read("output"),
+                   completion=None if exit_code is None else Completion.read(wire), canceled=canceled)
 
     def to_wire(self) -> Dict[str, Any]:
         wire: Dict[str, Any] = {"output": to_base64(self.output), "output_chunk_start": self.offset}
@@ -251,9 +272,7 @@ class TaskUpdate:
 
     @classmethod
     def from_wire(cls, body: Any) -> TaskUpdate:
-        wire, attributes = _request(body, ("task_id", "output", "output_chunk_start", "canceled")
-                                    + _COMPLETION_FIELDS)
-        return cls(attributes, task_ids.parse_run_id(wire.get("task_id"), "task_id"), Update.read(wire))
+        return TASK_UPDATE.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         return {**self.attributes.to_wire(), "task_id": self.run_id, **self.update.to_wire()}
@@ -271,18 +290,7 @@ class TaskError:
 
     @classmethod
     def from_wire(cls, body: Any) -> TaskError:
-        wire, attributes = _request(body, ("task_id", "message", "client_error"))
-        message = wire.get("message", "")
-        if not isinstance(message, str):
-            raise ValidationError("message", "must be a string")
-        client_error = wire.optional("client_error")
-        missing = None
-        if client_error is not None:
-            error = WireObject(client_error, "client_error", ("missing_cas",))
-            listed = error.optional("missing_cas")
-            if listed is not None:
-                missing = tuple(Digest.from_wire(item, where) for where, item in error.items("missing_cas", MAX_INT64))
-        return cls(attributes, task_ids.parse_run_id(wire.get("task_id"), "task_id"), message, missing)
+        return TASK_ERROR.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         wire = {**self.attributes.to_wire(), "task_id": self.run_id, "message": self.message}
@@ -301,28 +309,51 @@ class Event:
 
     @classmethod
     def from_wire(cls, body: Any) -> Event:
-        wire, attributes = _request(body, ("event", "message"))
-        event = wire.get("event")
-        if event not in BOT_REPORTED_EVENTS:
-            raise ValidationError("event", f"must be one of {', '.join(BOT_REPORTED_EVENTS)}")
-        message = wire.get("message", "")
-        if not isinstance(message, str):
-            raise ValidationError("message", "must be a string")
-        return cls(attributes, event, message)
+        return EVENT.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         return {**self.attributes.to_wire(), "event": self.event, "message": self.message}
 
 
+_RUN_ID = task_ids.Id(task_ids.RUN, description="the run id of the manifest")
+HANDSHAKE = _request({}, lambda wire, attributes: Handshake(attributes))
+POLL = _request({"request_uuid": Text(128, r"[A-Za-z0-9_.:-]{0,128}", description="reused until an answer comes")},
+                lambda wire, attributes: Poll(attributes, wire.read("request_uuid")))
+CLAIM = _request({"task_id": task_ids.Id(task_ids.TASK), "slice": Integer(0, MAX_SLICES - 1, default=0),
+                  "claim_id": Text(128, REQUEST_ID_RE, default=REQUIRED)},
+                 lambda wire, attributes: ClaimRequest(attributes, wire.read("task_id"), wire.read("claim_id"),
+                                                       wire.read("slice")))
+TASK_UPDATE = _request({
+    "task_id": _RUN_ID,
+    "output": Base64(MAX_OUTPUT_BYTES, nullable=True, description="stdout bytes at `output_chunk_start`"),
+    "output_chunk_start": Integer(0, MAX_INT64, default=0, nullable=True),
+    "canceled": Boolean(description="the command never started"),
+    **_COMPLETION,
+}, lambda wire, attributes: TaskUpdate(attributes, wire.read("task_id"), Update.read(wire)))
+_CLIENT_ERROR = Shape({"missing_cas": ListOf(DIGEST, MAX_BATCH, default=None, nullable=True)}, default=None,
+                      nullable=True)
+TASK_ERROR = _request(
+    {"task_id": _RUN_ID, "message": Text(MAX_MESSAGE_LENGTH), "client_error": _CLIENT_ERROR},
+    lambda wire, attributes: TaskError(attributes, wire.read("task_id"), wire.read("message"),
+                                       _missing_cas(wire.read("client_error"))))
+EVENT = _request({"event": Choice(BOT_REPORTED_EVENTS), "message": Text(MAX_MESSAGE_LENGTH)},
+                 lambda wire, attributes: Event(attributes, wire.read("event"), wire.read("message")))
+
+
+def _missing_cas(client_error: Optional[Dict[str, Any]]) -> Optional[Tuple[Digest, ...]]:
+    listed = None if client_error is None else client_error["missing_cas"]
+    return None if listed is None else tuple(listed)
+
+
 # Replies: each may carry the `session` the bot sends back on its next call.
 
-def _reply(body: Any) -> WireObject:
-    return WireObject(body, "", (), lenient=True)
+def _reply(fields: Dict[str, Field], build: Callable[[WireObject], Any]) -> Shape:
+    """A reply, lenient: a newer server may add fields."""
+    return Shape({**fields, "session": _SESSION}, build=build, lenient=True)
 
 
-def _session(wire: WireObject) -> Optional[str]:
-    session = wire.optional("session")
-    return None if session is None else wire.string("session", MAX_SESSION_LENGTH)
+def _cmd(*names: str) -> Choice:
+    return Choice(names, description="which reply this is")
 
 
 def _with_session(wire: Dict[str, Any], session: Optional[str]) -> Dict[str, Any]:
@@ -346,14 +377,7 @@ class HandshakeReply:
 
     @classmethod
     def from_wire(cls, body: Any) -> HandshakeReply:
-        wire = _reply(body)
-        group = WireObject(wire.get("bot_group_cfg", {}), "bot_group_cfg", ("dimensions",), lenient=True)
-        script = wire.optional("bot_config")
-        return cls(session=_session(wire), bot_version=wire.string("bot_version", MAX_VERSION_LENGTH),
-                   server_version=wire.string("server_version", MAX_VERSION_LENGTH),
-                   server_dimensions=dims_lib.validate_bot(group.get("dimensions", {}), group.field("dimensions")),
-                   bot_config=None if script is None else wire.string("bot_config", MAX_SCRIPT_LENGTH),
-                   bot_config_name=wire.string("bot_config_name", MAX_SCRIPT_NAME_LENGTH))
+        return HANDSHAKE_REPLY.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         return _with_session({"bot_version": self.bot_version, "server_version": self.server_version,
@@ -362,16 +386,24 @@ class HandshakeReply:
                              self.session)
 
 
+HANDSHAKE_REPLY = _reply({
+    "bot_version": Text(MAX_VERSION_LENGTH), "server_version": Text(MAX_VERSION_LENGTH),
+    "bot_group_cfg": Shape({"dimensions": dims_lib.BotDimensions(default={})}, lenient=True,
+                           default={"dimensions": {}}),
+    "bot_config": Text(MAX_SCRIPT_LENGTH, default=None, nullable=True),
+    "bot_config_name": Text(MAX_SCRIPT_NAME_LENGTH),
+}, lambda wire: HandshakeReply(
+    session=wire.read("session"), bot_version=wire.read("bot_version"), server_version=wire.read("server_version"),
+    server_dimensions=wire.read("bot_group_cfg")["dimensions"], bot_config=wire.read("bot_config"),
+    bot_config_name=wire.read("bot_config_name")))
+
+
 @dataclasses.dataclass(frozen=True)
 class Sleep:
     """Nothing to do: poll again in `duration` seconds."""
 
     duration: float
     session: Optional[str] = None
-
-    @classmethod
-    def read(cls, wire: WireObject) -> Sleep:
-        return cls(wire.number("duration", 0, MAX_TIMEOUT_SECS), _session(wire))
 
     def to_wire(self) -> Dict[str, Any]:
         return _with_session({"cmd": "sleep", "duration": self.duration}, self.session)
@@ -384,12 +416,6 @@ class Candidate:
     task_id: str
     slice: int = 0
 
-    @classmethod
-    def from_wire(cls, body: Any, field: str) -> Candidate:
-        wire = WireObject(body, field, ("task_id", "slice"), lenient=True)
-        return cls(task_ids.parse_task_id(wire.get("task_id"), wire.field("task_id")),
-                   wire.integer("slice", 0, MAX_SLICES - 1, default=0))
-
     def to_wire(self) -> Dict[str, Any]:
         return {"task_id": self.task_id, "slice": self.slice}
 
@@ -401,11 +427,6 @@ class Claim:
     candidates: Tuple[Candidate, ...]
     session: Optional[str] = None
 
-    @classmethod
-    def read(cls, wire: WireObject) -> Claim:
-        candidates = tuple(Candidate.from_wire(c, where) for where, c in wire.items("candidates", MAX_INT64, 1))
-        return cls(candidates, _session(wire))
-
     def to_wire(self) -> Dict[str, Any]:
         return _with_session({"cmd": "claim", "candidates": [c.to_wire() for c in self.candidates]}, self.session)
 
@@ -416,10 +437,6 @@ class UpdateCode:
 
     version: str
     session: Optional[str] = None
-
-    @classmethod
-    def read(cls, wire: WireObject) -> UpdateCode:
-        return cls(wire.string("version", MAX_VERSION_LENGTH, default=REQUIRED), _session(wire))
 
     def to_wire(self) -> Dict[str, Any]:
         return _with_session({"cmd": "update", "version": self.version}, self.session)
@@ -434,10 +451,6 @@ class Restart:
     host: bool = False
     session: Optional[str] = None
 
-    @classmethod
-    def read(cls, wire: WireObject) -> Restart:
-        return cls(wire.string("message", 10_000), wire.get("cmd") == "restart", _session(wire))
-
     def to_wire(self) -> Dict[str, Any]:
         return _with_session({"cmd": "restart" if self.host else "bot_restart", "message": self.message},
                              self.session)
@@ -450,26 +463,34 @@ class Terminate:
     task_id: str
     session: Optional[str] = None
 
-    @classmethod
-    def read(cls, wire: WireObject) -> Terminate:
-        return cls(task_ids.parse_task_id(wire.get("task_id"), "task_id"), _session(wire))
-
     def to_wire(self) -> Dict[str, Any]:
         return _with_session({"cmd": "terminate", "task_id": self.task_id}, self.session)
 
 
+#: Candidates in one poll reply (the server offers a handful).
+MAX_CANDIDATES = 100
+_CANDIDATE = Shape({"task_id": task_ids.Id(task_ids.TASK), "slice": Integer(0, MAX_SLICES - 1, default=0)},
+                   build=lambda wire: Candidate(wire.read("task_id"), wire.read("slice")), lenient=True)
+_RESTART = _reply({"cmd": _cmd("bot_restart", "restart"), "message": Text(10_000)},
+                  lambda wire: Restart(wire.read("message"), wire.read("cmd") == "restart", wire.read("session")))
+POLL_REPLY = Tagged("cmd", {
+    "sleep": _reply({"cmd": _cmd("sleep"), "duration": Number(0, MAX_TIMEOUT_SECS)},
+                    lambda wire: Sleep(wire.read("duration"), wire.read("session"))),
+    "claim": _reply({"cmd": _cmd("claim"), "candidates": ListOf(_CANDIDATE, MAX_CANDIDATES, 1)},
+                    lambda wire: Claim(tuple(wire.read("candidates")), wire.read("session"))),
+    "update": _reply({"cmd": _cmd("update"), "version": Text(MAX_VERSION_LENGTH, default=REQUIRED)},
+                     lambda wire: UpdateCode(wire.read("version"), wire.read("session"))),
+    "bot_restart": _RESTART,
+    "restart": _RESTART,
+    "terminate": _reply({"cmd": _cmd("terminate"), "task_id": task_ids.Id(task_ids.TASK)},
+                        lambda wire: Terminate(wire.read("task_id"), wire.read("session"))),
+})
 PollReply = Union[Sleep, Claim, UpdateCode, Restart, Terminate]
-_POLL_REPLIES = {"sleep": Sleep, "claim": Claim, "update": UpdateCode, "bot_restart": Restart,
-                 "restart": Restart, "terminate": Terminate}
 
 
 def poll_reply(body: Any) -> PollReply:
     """The reply to `bot_poll`, by its `cmd`."""
-    wire = _reply(body)
-    kind = _POLL_REPLIES.get(wire.get("cmd"))
-    if kind is None:
-        raise ValidationError("cmd", f"must be one of {', '.join(_POLL_REPLIES)}")
-    return kind.read(wire)
+    return POLL_REPLY.read(body, "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -499,20 +520,30 @@ class Skip:
         return _with_session({"cmd": "skip", "reason": self.reason}, self.session)
 
 
+class _Manifest(Field):
+    """What a claimed run runs (`shared.manifest`)."""
+
+    def read(self, value: Any, path: str) -> Manifest:
+        return Manifest.from_wire(value, path)
+
+    def schema(self) -> Schema:
+        return {"type": "object"}
+
+
+CLAIM_REPLY = Tagged("cmd", {
+    "run": _reply({"cmd": _cmd("run"), "manifest": _Manifest(),
+                   "run_token": Text(MAX_SESSION_LENGTH, default=REQUIRED, description="the task runner's token")},
+                  lambda wire: Run(wire.read("manifest"), wire.read("session"), wire.read("run_token"))),
+    "skip": _reply({"cmd": _cmd("skip"), "reason": Text(10_000)},
+                   lambda wire: Skip(wire.read("reason"), wire.read("session"))),
+})
 ClaimReply = Union[Run, Skip]
 
 
 def claim_reply(body: Any) -> ClaimReply:
     """The reply to `bot_claim`. A manifest that cannot be read raises
     ValidationError: see `claimed_run_id` for the run the bot then owns."""
-    wire = _reply(body)
-    cmd = wire.get("cmd")
-    if cmd == "run":
-        return Run(Manifest.from_wire(wire.get("manifest")), _session(wire),
-                   wire.string("run_token", MAX_SESSION_LENGTH, default=REQUIRED))
-    if cmd == "skip":
-        return Skip(wire.string("reason", 10_000), _session(wire))
-    raise ValidationError("cmd", "must be run or skip")
+    return CLAIM_REPLY.read(body, "")
 
 
 def claimed_run_id(body: Any) -> Optional[str]:
@@ -534,10 +565,7 @@ class TaskUpdateReply:
 
     @classmethod
     def from_wire(cls, body: Any) -> TaskUpdateReply:
-        wire = _reply(body)
-        reason = wire.optional("stop_reason")
-        return cls(wire.boolean("must_stop"), None if reason is None else wire.string("stop_reason", 10_000),
-                   _session(wire))
+        return TASK_UPDATE_REPLY.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         return _with_session({"ok": True, "must_stop": self.must_stop, "stop_reason": self.stop_reason},
@@ -553,7 +581,7 @@ class TaskErrorReply:
 
     @classmethod
     def from_wire(cls, body: Any) -> TaskErrorReply:
-        return cls(_reply(body).string("state", 64, default=REQUIRED))
+        return TASK_ERROR_REPLY.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         return {"ok": True, "state": self.state}
@@ -565,28 +593,17 @@ class EventReply:
 
     @classmethod
     def from_wire(cls, body: Any) -> EventReply:
-        _reply(body)
-        return cls()
+        return EVENT_REPLY.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
         return {"ok": True}
 
 
-def _performance_stats(body: Any, field: str) -> Dict[str, Any]:
-    """Only the keys of PERFORMANCE_STATS, all optional."""
-    stats = WireObject(body, field, PERFORMANCE_STATS)
-    valid: Dict[str, Any] = {}
-    for key, value in stats.body.items():
-        keys = PERFORMANCE_STATS[key]
-        if keys is None:
-            valid[key] = _non_negative(value, stats.field(key))
-        else:
-            group = WireObject(value, stats.field(key), keys)
-            valid[key] = {k: _non_negative(v, group.field(k)) for k, v in group.body.items()}
-    return valid
-
-
-def _non_negative(value: Any, field: str) -> Union[int, float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise ValidationError(field, "must be a number ≥ 0")
-    return value
+_OK = Boolean(default=True)
+TASK_UPDATE_REPLY = _reply({"ok": _OK, "must_stop": Boolean(),
+                            "stop_reason": Text(10_000, default=None, nullable=True)},
+                           lambda wire: TaskUpdateReply(wire.read("must_stop"), wire.read("stop_reason"),
+                                                        wire.read("session")))
+TASK_ERROR_REPLY = _reply({"ok": _OK, "state": Text(64, default=REQUIRED)},
+                          lambda wire: TaskErrorReply(wire.read("state")))
+EVENT_REPLY = _reply({"ok": _OK}, lambda wire: EventReply())

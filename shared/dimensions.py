@@ -2,6 +2,8 @@
 
 Task dimensions map a key to the values a bot must all have; a value "a|b" is
 an OR within its key. Bot dimensions map a key to every value the bot has.
+A key may not start with `__`: the flat `k:v` form names a Firestore field,
+and `__...__` ones are reserved.
 """
 
 from __future__ import annotations
@@ -12,22 +14,48 @@ import json
 import re
 
 from shared.errors import ValidationError
+from shared.wire import Field, ListOf, MapOf, Schema, Shape, Text, unicode_text
 
 MAX_KEYS = 32
 MAX_VALUES_PER_KEY = 16
 MAX_KEY_LENGTH = 64
 MAX_VALUE_LENGTH = 256
 MAX_OR_ALTERNATIVES = 8
-KEY_RE = re.compile(r"^[a-zA-Z_.-][0-9a-zA-Z_.-]*$")
+KEY_RE = re.compile(r"^(?!__)[a-zA-Z_.-][0-9a-zA-Z_.-]*$")
 SINGLE_VALUED_KEYS = ("pool", "id")
 
 Dimensions = dict[str, list[str]]
 
 
+#: A key and a value as the API documents them (the checks are `_validate_shape`'s).
+_KEY, _VALUE = Text(MAX_KEY_LENGTH, KEY_RE, min_length=1), Text(MAX_VALUE_LENGTH, min_length=1)
+
+
+class BotDimensions(Field):
+    """A bot's dimensions, `{key: [values]}` (`validate_bot`)."""
+
+    def read(self, value: object, path: str) -> Dimensions:
+        return validate_bot(value, path)  # type: ignore[arg-type]
+
+    def schema(self) -> Schema:
+        schema = MapOf(_KEY, ListOf(_VALUE, MAX_VALUES_PER_KEY, 1), MAX_KEYS).schema()
+        return {**schema, "additionalProperties": {**schema["additionalProperties"], "uniqueItems": True}}
+
+
+class TaskDimensions(Field):
+    """A task slice's dimensions, Swarming's `[{key, value}]` (`validate_task`)."""
+
+    def read(self, value: object, path: str) -> Dimensions:
+        return validate_task(from_pairs(value, path), path)
+
+    def schema(self) -> Schema:
+        return ListOf(Shape({"key": _KEY, "value": _VALUE}), MAX_KEYS * MAX_VALUES_PER_KEY, 1).schema()
+
+
 def from_pairs(pairs: object, field: str) -> Dimensions:
     """Reads Swarming's wire form `[{key, value}]`; a repeated key adds values."""
-    if not isinstance(pairs, list):
-        raise ValidationError(field, "must be a list of {key, value}")
+    if not isinstance(pairs, list) or len(pairs) > MAX_KEYS * MAX_VALUES_PER_KEY:
+        raise ValidationError(field, f"must be a list of at most {MAX_KEYS * MAX_VALUES_PER_KEY} {{key, value}}")
     dims: Dimensions = {}
     for i, pair in enumerate(pairs):
         if not isinstance(pair, dict) or set(pair) != {"key", "value"}:
@@ -73,7 +101,7 @@ def _validate_shape(dims: Dimensions, field: str) -> None:
         raise ValidationError(field, f"more than {MAX_KEYS} keys")
     for key, values in dims.items():
         where = f"{field}.{key}"
-        if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not KEY_RE.match(key):
+        if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH or not KEY_RE.fullmatch(key):
             raise ValidationError(where, f"key must match {KEY_RE.pattern} and be at most {MAX_KEY_LENGTH} characters")
         if not isinstance(values, list) or not values:
             raise ValidationError(where, "must have at least one value")
@@ -82,7 +110,7 @@ def _validate_shape(dims: Dimensions, field: str) -> None:
         for value in values:
             if not isinstance(value, str) or not value or len(value) > MAX_VALUE_LENGTH:
                 raise ValidationError(where, f"values must be 1 to {MAX_VALUE_LENGTH} characters")
-            if value != value.strip():
+            if unicode_text(value, where) != value.strip():
                 raise ValidationError(where, f"value {value!r} has surrounding whitespace")
         if len(set(values)) != len(values):
             raise ValidationError(where, "duplicate values")

@@ -13,10 +13,13 @@ import re
 from typing import Any
 
 from shared.errors import ValidationError
+from shared.wire import REQUIRED, Field, Schema
 
 EPOCH = datetime.datetime(2010, 1, 1, tzinfo=datetime.timezone.utc)
 _VERSION = 1
 _TASK_ID_RE = re.compile(r"^[0-9a-f]{8,20}[0-9]$")
+#: What ends each kind of id: a task id proper, the id of one run, either.
+TASK, RUN, EITHER = "0", "[1-9]", "[0-9]"
 
 
 def new_request_id(now: datetime.datetime, rand: random.Random | None = None) -> int:
@@ -34,7 +37,7 @@ def run_id(task_or_run_id: str, try_number: int = 1) -> str:
 
 
 def is_valid(task_or_run_id: str) -> bool:
-    return bool(_TASK_ID_RE.match(task_or_run_id))
+    return bool(_TASK_ID_RE.fullmatch(task_or_run_id))
 
 
 def is_run_id(task_or_run_id: str) -> bool:
@@ -60,6 +63,23 @@ def parse_run_id(value: Any, field: str) -> str:
     if not isinstance(value, str) or not is_run_id(value):
         raise ValidationError(field, "must be the run id from the manifest")
     return value
+
+
+class Id(Field):
+    """A task id (`TASK`), a run id (`RUN`) or either (`EITHER`); with `empty`, "" too."""
+
+    def __init__(self, kind: str, empty: bool = False, description: str = ""):
+        super().__init__("" if empty else REQUIRED, description=description)
+        self.kind, self.empty = kind, empty
+
+    def read(self, value: Any, path: str) -> str:
+        if self.empty and value == "":
+            return value
+        return {TASK: parse_task_id, RUN: parse_run_id, EITHER: parse}[self.kind](value, path)
+
+    def schema(self) -> Schema:
+        pattern = f"[0-9a-f]{{8,20}}{self.kind}"
+        return {"type": "string", "pattern": f"^(?:{pattern}){'?' if self.empty else ''}$", "maxLength": 21}
 
 
 def summary_id(task_or_run_id: str) -> str:

@@ -12,19 +12,19 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from shared import dimensions as dims_lib
 from shared.errors import ValidationError
 from shared.cas import Digest
-from shared.wire import REQUIRED, WireObject, base64_bytes, relative_path, to_base64
+from shared.wire import (MAX_INT64, REQUIRED, Base64, Boolean, Integer, ListOf, RelativePath, Shape, Text,
+                         WireObject, to_base64)
 
 MAX_TIMEOUT_SECS = 7 * 24 * 3600
 DEFAULT_EXECUTION_TIMEOUT_SECS = 3600
 DEFAULT_IO_TIMEOUT_SECS = 1200  # 0 means no I/O timeout.
 MAX_GRACE_PERIOD_SECS, DEFAULT_GRACE_PERIOD_SECS = 3600, 30
-MAX_COMMAND_ARGS = 128
+MAX_COMMAND_ARGS, MAX_ARG_LENGTH = 128, 32 * 1024
 MAX_ENV_KEYS, MAX_ENV_KEY_LENGTH, MAX_ENV_VALUE_LENGTH = 64, 64, 1024
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_ENV_PREFIX_PATHS = 64
@@ -36,8 +36,6 @@ MAX_SECRET_BYTES = 20 * 1024
 #: request may not set them in `env` or `env_prefixes`, its value would be lost.
 BOT_ENV = ("ISOLATED_OUTDIR", "LUCI_CONTEXT", "SWARMING_BOT_ID", "SWARMING_SERVER", "SWARMING_TASK_ID")
 
-T = TypeVar("T")
-
 
 @dataclasses.dataclass(frozen=True)
 class CasReference:
@@ -47,8 +45,7 @@ class CasReference:
 
     @classmethod
     def from_wire(cls, body: Any, field: str) -> "CasReference":
-        reference = WireObject(body, field, {"digest"})
-        return cls(Digest.from_wire(reference.get("digest"), reference.field("digest")))
+        return CAS_REFERENCE.read(body, field)
 
     def to_wire(self) -> dict[str, Any]:
         return {"digest": self.digest.to_wire()}
@@ -63,14 +60,21 @@ class Cache:
 
     @classmethod
     def from_wire(cls, body: Any, field: str) -> "Cache":
-        cache = WireObject(body, field, {"name", "path"})
-        return cls(
-            name=cache.string("name", 128, CACHE_NAME_RE, default=REQUIRED),
-            path=relative_path(cache.get("path"), cache.field("path")),
-        )
+        return CACHE.read(body, field)
 
     def to_wire(self) -> dict[str, str]:
         return {"name": self.name, "path": self.path}
+
+
+#: A blob's name in the content-addressed store (`shared.cas.Digest`).
+DIGEST = Shape({"hash": Text(64, r"[0-9a-f]{64}", min_length=64, default=REQUIRED),
+                "size_bytes": Integer(0, MAX_INT64)},
+               build=lambda wire: Digest(wire.read("hash"), wire.read("size_bytes")))
+CAS_REFERENCE = Shape({"digest": DIGEST}, build=lambda wire: CasReference(wire.read("digest")))
+CACHE = Shape({"name": Text(128, CACHE_NAME_RE, min_length=1, default=REQUIRED), "path": RelativePath()},
+              build=lambda wire: Cache(wire.read("name"), wire.read("path")))
+CACHES = ListOf(CACHE, MAX_CACHES)
+_ENV_KEY = Text(MAX_ENV_KEY_LENGTH, ENV_KEY_RE, min_length=1, default=REQUIRED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,33 +102,30 @@ class TaskProperties:
 
     @classmethod
     def from_wire(cls, body: Any, field: str) -> "TaskProperties":
-        props = WireObject(body, field, {
-            "command", "relative_cwd", "env", "env_prefixes", "dimensions", "execution_timeout_secs",
-            "io_timeout_secs", "grace_period_secs", "idempotent", "cas_input_root", "caches", "outputs",
-            "secret_bytes", "has_secret_bytes",
-        })
-        dimensions = dims_lib.from_pairs(props.get("dimensions"), props.field("dimensions"))
-        secret = _secret_bytes(props.get("secret_bytes", ""), props.field("secret_bytes"))
+        return PROPERTIES.read(body, field)
+
+    @classmethod
+    def _build(cls, props: WireObject) -> "TaskProperties":
+        secret = props.read("secret_bytes") or None
         # `has_secret_bytes` is read too, so that a request stored or returned
         # without its secret reads back knowing it has one.
-        has_secret = props.boolean("has_secret_bytes", default=secret is not None)
+        has_secret = props.read("has_secret_bytes")
+        has_secret = secret is not None if has_secret is None else has_secret
         if secret is not None and not has_secret:
             raise ValidationError(props.field("has_secret_bytes"), "must be true when secret_bytes is set")
         return cls(
-            command=_command(props),
-            dimensions=dims_lib.validate_task(dimensions, props.field("dimensions")),
-            env=_key_values(props, "env", _env_value),
-            execution_timeout_secs=props.integer(
-                "execution_timeout_secs", 1, MAX_TIMEOUT_SECS, DEFAULT_EXECUTION_TIMEOUT_SECS),
-            relative_cwd=relative_path(props.get("relative_cwd", ""), props.field("relative_cwd"), allow_empty=True),
-            env_prefixes=_key_values(props, "env_prefixes", _prefix_paths),
-            io_timeout_secs=props.integer("io_timeout_secs", 0, MAX_TIMEOUT_SECS, DEFAULT_IO_TIMEOUT_SECS),
-            grace_period_secs=props.integer(
-                "grace_period_secs", 0, MAX_GRACE_PERIOD_SECS, DEFAULT_GRACE_PERIOD_SECS),
-            idempotent=props.boolean("idempotent"),
-            cas_input_root=_cas_input_root(props),
+            command=props.read("command"),
+            dimensions=props.read("dimensions"),
+            env=_key_values(props, "env"),
+            execution_timeout_secs=props.read("execution_timeout_secs"),
+            relative_cwd=props.read("relative_cwd"),
+            env_prefixes=_key_values(props, "env_prefixes"),
+            io_timeout_secs=props.read("io_timeout_secs"),
+            grace_period_secs=props.read("grace_period_secs"),
+            idempotent=props.read("idempotent"),
+            cas_input_root=props.read("cas_input_root"),
             caches=read_caches(props),
-            outputs=[relative_path(path, where) for where, path in props.items("outputs", MAX_OUTPUTS)],
+            outputs=props.read("outputs"),
             secret_bytes=secret,
             secret_withheld=has_secret and secret is None,
         )
@@ -166,45 +167,43 @@ class TaskProperties:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _command(props: WireObject) -> list[str]:
-    command = []
-    for where, arg in props.items("command", MAX_COMMAND_ARGS, min_items=1):
-        if not isinstance(arg, str):
-            raise ValidationError(where, "must be a string")
-        command.append(arg)
-    return command
+PROPERTIES = Shape({
+    "command": ListOf(Text(MAX_ARG_LENGTH), MAX_COMMAND_ARGS, min_items=1),
+    "relative_cwd": RelativePath(allow_empty=True, default=""),
+    "env": ListOf(Shape({"key": _ENV_KEY, "value": Text(MAX_ENV_VALUE_LENGTH, default=REQUIRED)}), MAX_ENV_KEYS),
+    "env_prefixes": ListOf(Shape({"key": _ENV_KEY, "value": ListOf(RelativePath(), MAX_ENV_PREFIX_PATHS, 1)}),
+                           MAX_ENV_KEYS),
+    "dimensions": dims_lib.TaskDimensions(),
+    "execution_timeout_secs": Integer(1, MAX_TIMEOUT_SECS, DEFAULT_EXECUTION_TIMEOUT_SECS),
+    "io_timeout_secs": Integer(0, MAX_TIMEOUT_SECS, DEFAULT_IO_TIMEOUT_SECS,
+                               description="0: no I/O timeout"),
+    "grace_period_secs": Integer(0, MAX_GRACE_PERIOD_SECS, DEFAULT_GRACE_PERIOD_SECS),
+    "idempotent": Boolean(),
+    "cas_input_root": Shape(CAS_REFERENCE.fields, CAS_REFERENCE.build, default=None, nullable=True),
+    "caches": CACHES,
+    "outputs": ListOf(RelativePath(), MAX_OUTPUTS),
+    "secret_bytes": Base64(MAX_SECRET_BYTES),
+    "has_secret_bytes": Boolean(default=None, description="given by the stored request, which has no secret_bytes"),
+}, build=TaskProperties._build)
 
 
-def _key_values(props: WireObject, key: str, read_value: Callable[[WireObject], T]) -> dict[str, T]:
+def _key_values(props: WireObject, key: str) -> dict[str, Any]:
     """Swarming's `[{key, value}]` keyed by environment variable names, unique, sorted by key."""
-    read: dict[str, T] = {}
-    for where, item in props.items(key, MAX_ENV_KEYS):
-        pair = WireObject(item, where, {"key", "value"})
-        name = pair.string("key", MAX_ENV_KEY_LENGTH, ENV_KEY_RE, default=REQUIRED)
+    read: dict[str, Any] = {}
+    for i, pair in enumerate(props.read(key)):
+        where = f"{props.field(key)}[{i}].key"
+        name = pair["key"]
         if name in BOT_ENV:
-            raise ValidationError(pair.field("key"), f"{name} is set by the bot for every task")
+            raise ValidationError(where, f"{name} is set by the bot for every task")
         if name in read:
-            raise ValidationError(pair.field("key"), f"duplicate key {name!r}")
-        read[name] = read_value(pair)
+            raise ValidationError(where, f"duplicate key {name!r}")
+        read[name] = pair["value"]
     return dict(sorted(read.items()))
-
-
-def _env_value(pair: WireObject) -> str:
-    return pair.string("value", MAX_ENV_VALUE_LENGTH, default=REQUIRED)
-
-
-def _prefix_paths(pair: WireObject) -> list[str]:
-    return [relative_path(path, where) for where, path in pair.items("value", MAX_ENV_PREFIX_PATHS, min_items=1)]
-
-
-def _cas_input_root(props: WireObject) -> CasReference | None:
-    body = props.get("cas_input_root", None)
-    return None if body is None else CasReference.from_wire(body, props.field("cas_input_root"))
 
 
 def read_caches(props: WireObject) -> list[Cache]:
     """`caches`: each name and each path given once; sorted by name."""
-    caches = [Cache.from_wire(item, where) for where, item in props.items("caches", MAX_CACHES)]
+    caches = props.take("caches", CACHES)
     for attribute in ("name", "path"):
         seen: set[str] = set()
         for i, cache in enumerate(caches):
@@ -213,11 +212,3 @@ def read_caches(props: WireObject) -> list[Cache]:
                 raise ValidationError(f"{props.field('caches')}[{i}].{attribute}", f"duplicate {attribute} {value!r}")
             seen.add(value)
     return sorted(caches, key=lambda c: c.name)
-
-
-def _secret_bytes(value: Any, field: str) -> bytes | None:
-    """Decoded secret bytes; none when empty, as in Swarming."""
-    secret = base64_bytes(value, field)
-    if len(secret) > MAX_SECRET_BYTES:
-        raise ValidationError(field, f"more than {MAX_SECRET_BYTES} bytes once decoded")
-    return secret or None

@@ -10,13 +10,14 @@ same request. What a slice runs is in `shared.task_properties`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from typing import Any
 
 from shared import task_id as task_ids
 from shared.errors import ValidationError
-from shared.task_properties import TaskProperties
-from shared.wire import WireObject
+from shared.task_properties import PROPERTIES, TaskProperties
+from shared.wire import Boolean, Choice, Integer, ListOf, Shape, Text, WireObject
 
 MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 255, 200
 MIN_EXPIRATION_SECS, MAX_EXPIRATION_SECS, DEFAULT_EXPIRATION_SECS = 30, 7 * 24 * 3600, 6 * 3600
@@ -33,6 +34,11 @@ SERVICE_ACCOUNTS = ("", "none", "bot")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 #: Empty, or the client's id for this request (typically a UUID).
 REQUEST_UUID_RE = re.compile(r"[A-Za-z0-9_.-]{0,128}")
+#: `key:value`, the key not empty.
+TAG_RE = re.compile(r"[^:]+:[\s\S]*")
+#: What a request may weigh, encoded: it is stored whole in its task's
+#: Firestore document (1 MiB at most, with the result's own fields).
+MAX_REQUEST_BYTES = 512 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +49,7 @@ class TaskSlice:
 
     @classmethod
     def from_wire(cls, body: Any, field: str) -> "TaskSlice":
-        task_slice = WireObject(body, field, {"properties", "expiration_secs", "wait_for_capacity"})
-        return cls(
-            properties=TaskProperties.from_wire(task_slice.get("properties"), task_slice.field("properties")),
-            expiration_secs=task_slice.integer(
-                "expiration_secs", MIN_EXPIRATION_SECS, MAX_EXPIRATION_SECS, DEFAULT_EXPIRATION_SECS),
-            wait_for_capacity=task_slice.boolean("wait_for_capacity"),
-        )
+        return SLICE.read(body, field)
 
     def to_wire(self, include_secrets: bool = False) -> dict[str, Any]:
         return {
@@ -79,23 +79,19 @@ class TaskRequest:
 
     @classmethod
     def from_wire(cls, body: Any) -> "TaskRequest":
-        request = WireObject(body, "", {field.name for field in dataclasses.fields(cls)})
-        return cls(
-            name=request.string("name", MAX_NAME_LENGTH),
-            priority=request.integer("priority", MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY),
-            tags=_tags(request),
-            task_slices=_slices(request),
-            user=request.string("user", MAX_USER_LENGTH),
-            parent_task_id=_parent_task_id(request),
-            request_uuid=request.string("request_uuid", 128, REQUEST_UUID_RE),
-            bot_ping_tolerance_secs=request.integer(
-                "bot_ping_tolerance_secs", MIN_BOT_PING_TOLERANCE_SECS, MAX_BOT_PING_TOLERANCE_SECS,
-                DEFAULT_BOT_PING_TOLERANCE_SECS),
-            evaluate_only=request.boolean("evaluate_only"),
-            service_account=_service_account(request),
-            pubsub_topic=_no_pubsub(request, "pubsub_topic"),
-            pubsub_userdata=_no_pubsub(request, "pubsub_userdata"),
-        )
+        return REQUEST.read(body, "")
+
+    @classmethod
+    def _build(cls, request: WireObject) -> "TaskRequest":
+        values = {key: request.read(key) for key in REQUEST.fields}
+        _check_slices(values["task_slices"])
+        for key in ("pubsub_topic", "pubsub_userdata"):
+            if values[key]:
+                raise ValidationError(request.field(key), "Pub/Sub notifications are not supported yet")
+        built = cls(**values)
+        if len(json.dumps(built.to_wire(include_secrets=True)).encode()) > MAX_REQUEST_BYTES:
+            raise ValidationError("request", f"more than {MAX_REQUEST_BYTES} bytes of JSON")
+        return built
 
     @property
     def pool(self) -> str:
@@ -120,17 +116,39 @@ class TaskRequest:
         }
 
 
-def _tags(request: WireObject) -> list[str]:
-    tags = []
-    for where, tag in request.items("tags", MAX_TAGS):
-        if not isinstance(tag, str) or ":" not in tag or tag.startswith(":") or len(tag) > MAX_TAG_LENGTH:
-            raise ValidationError(where, f"must be a 'key:value' string of at most {MAX_TAG_LENGTH} characters")
-        tags.append(tag)
-    return tags
+class _ServiceAccount(Choice):
+    """One of SERVICE_ACCOUNTS: an email is a task service account, which is not supported."""
+
+    def read(self, value: Any, path: str) -> str:
+        if isinstance(value, str) and EMAIL_RE.fullmatch(value):
+            raise ValidationError(path, "task service accounts are not supported")
+        return super().read(value, path)
 
 
-def _slices(request: WireObject) -> list[TaskSlice]:
-    slices = [TaskSlice.from_wire(body, where) for where, body in request.items("task_slices", MAX_SLICES, 1)]
+SLICE = Shape({
+    "properties": PROPERTIES,
+    "expiration_secs": Integer(MIN_EXPIRATION_SECS, MAX_EXPIRATION_SECS, DEFAULT_EXPIRATION_SECS),
+    "wait_for_capacity": Boolean(),
+}, build=lambda wire: TaskSlice(**{key: wire.read(key) for key in SLICE.fields}))
+_NO_PUBSUB = "not supported yet: must be empty"
+REQUEST = Shape({
+    "name": Text(MAX_NAME_LENGTH),
+    "priority": Integer(MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY, description="below 20: admins only"),
+    "tags": ListOf(Text(MAX_TAG_LENGTH, TAG_RE), MAX_TAGS),
+    "task_slices": ListOf(SLICE, MAX_SLICES, min_items=1),
+    "user": Text(MAX_USER_LENGTH, description="another user than the caller: admins only"),
+    "parent_task_id": task_ids.Id(task_ids.EITHER, empty=True),
+    "request_uuid": Text(128, REQUEST_UUID_RE, description="a retried request with it returns the first task"),
+    "bot_ping_tolerance_secs": Integer(MIN_BOT_PING_TOLERANCE_SECS, MAX_BOT_PING_TOLERANCE_SECS,
+                                       DEFAULT_BOT_PING_TOLERANCE_SECS),
+    "evaluate_only": Boolean(description="validate and normalise only: nothing is stored"),
+    "service_account": _ServiceAccount(SERVICE_ACCOUNTS, default="", reason="must be empty, 'none' or 'bot'"),
+    "pubsub_topic": Text(MAX_PUBSUB_LENGTH, description=_NO_PUBSUB),
+    "pubsub_userdata": Text(MAX_PUBSUB_LENGTH, description=_NO_PUBSUB),
+}, build=TaskRequest._build)
+
+
+def _check_slices(slices: list[TaskSlice]) -> None:
     # A task belongs to one pool, whichever slice runs: as in Swarming, a
     # fallback slice may ask for other bots but not for another pool's.
     pool = slices[0].properties.dimensions["pool"]
@@ -145,26 +163,3 @@ def _slices(request: WireObject) -> list[TaskSlice]:
         if secret != secrets[0][1]:
             raise ValidationError(f"task_slices[{i}].properties.secret_bytes",
                                   f"must be the secret bytes of task_slices[{secrets[0][0]}]: a task has one secret")
-    return slices
-
-
-def _parent_task_id(request: WireObject) -> str:
-    parent = request.get("parent_task_id", "")
-    if not isinstance(parent, str) or (parent and not task_ids.is_valid(parent)):
-        raise ValidationError(request.field("parent_task_id"), "must be empty or a task id")
-    return parent
-
-
-def _service_account(request: WireObject) -> str:
-    account = request.string("service_account", MAX_SERVICE_ACCOUNT_LENGTH)
-    if EMAIL_RE.fullmatch(account):
-        raise ValidationError(request.field("service_account"), "task service accounts are not supported")
-    if account not in SERVICE_ACCOUNTS:
-        raise ValidationError(request.field("service_account"), "must be empty, 'none' or 'bot'")
-    return account
-
-
-def _no_pubsub(request: WireObject, key: str) -> str:
-    if request.string(key, MAX_PUBSUB_LENGTH):
-        raise ValidationError(request.field(key), "Pub/Sub notifications are not supported yet")
-    return ""
