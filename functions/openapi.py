@@ -11,16 +11,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from functions import endpoints
 from functions.endpoints import FUNCTIONS
+from functions.errors import HttpError
 from functions.http import Function
+from shared.bot_api import BOT_TOKEN_HEADER
+from shared.wire import Schema
 
 PATH = Path(__file__).with_name("openapi.json")
 MARKDOWN = Path(__file__).resolve().parents[1] / "docs" / "http-api.md"
 ERROR_STATUSES = {
-    "400": "Invalid input; `field` names it", "401": "No or unknown credentials", "403": "Not allowed",
-    "404": "Unknown id", "405": "Method not allowed", "409": "Conflict", "413": "Too large",
-    "503": "Retry later",
+    400: "Invalid input; `field` names it", 401: "No or unknown credentials", 403: "Not allowed",
+    404: "Unknown id", 405: "Method not allowed", 409: "Conflict", 413: "Too large", 503: "Retry later",
 }
+#: Each error status's `code` (functions/errors.py).
+CODES = {error.status: error.code for error in HttpError.__subclasses__()}
+#: What every answer carries: what the call cost.
+COST_HEADERS = ("X-Firestore-Reads", "X-Firestore-Writes", "X-Cloud-Tasks-Ops")
 #: The conventions every function follows: the document's own description.
 CONVENTIONS = """\
 Every function is a Cloud Function at `BASE_URL/<name>` (the local gateway
@@ -47,7 +54,7 @@ answered (`shared/bot_api.py` defines each bot message)."""
 #: The sections of the reference in their order, by an operation's tag.
 SECTIONS = {"tasks": "Tasks", "task": "A task", "bots": "The fleet", "bot": "Bots: the bot API, and one bot",
             "cas": "Files (content-addressed store)", "server": "Server", "timer": "Timers and cron",
-            "cron": "Timers and cron"}
+            "cron": "Timers and cron", "config": "Server"}
 
 
 def document() -> dict[str, Any]:
@@ -59,16 +66,32 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "A Google ID token, or a token the server signed "
                                                           "(a bot's, a task runner's, a bootstrap token)"}},
-            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                "type": "object", "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                               "field": {"type": "string"}}}}}},
-            "responses": {f"Error{status}": {"description": text, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/Error"}}}} for status, text in ERROR_STATUSES.items()},
+            "schemas": {"Error": _error_schema()},
+            "headers": {name: {"description": "What the call cost", "schema": {"type": "string",
+                                                                               "pattern": "^[0-9]+$"}}
+                        for name in COST_HEADERS},
+            "responses": {f"Error{status}": _error(status, text) for status, text in ERROR_STATUSES.items()},
         },
         "security": [{"bearer": []}],
         "paths": {f"/{f.name}": _path(f) for f in FUNCTIONS},
     }
+
+
+def _error_schema() -> Schema:
+    """The API's error (shared/api_error.py): `field` names a 400's field."""
+    return {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}}
+
+
+def _error(status: int, text: str) -> dict[str, Any]:
+    schema = {"allOf": [{"$ref": "#/components/schemas/Error"},
+                        {"properties": {"error": {"properties": {"code": {"const": CODES[status]}}}}}]}
+    return {"description": text, "headers": _cost_headers(), "content": {"application/json": {"schema": schema}}}
+
+
+def _cost_headers() -> dict[str, Any]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in COST_HEADERS}
 
 
 def _path(function: Function) -> dict[str, Any]:
@@ -76,9 +99,10 @@ def _path(function: Function) -> dict[str, Any]:
 
 
 def _operation(function: Function, method: str) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {
-        "schema": {"type": "object"}}}}}
-    responses.update({status: {"$ref": f"#/components/responses/Error{status}"} for status in ERROR_STATUSES})
+    """A function's contract (functions.endpoints.takes) says what it reads
+    and answers; one that reads its parameters itself takes any object."""
+    contract = endpoints.contract(function)
+    params = contract.params.schema() if contract else {"type": "object"}
     operation: dict[str, Any] = {
         "operationId": function.name if len(function.methods) == 1 else f"{function.name}_{method.lower()}",
         "summary": function.summary,
@@ -86,12 +110,50 @@ def _operation(function: Function, method: str) -> dict[str, Any]:
         "tags": [function.name.split("_")[0]],
         "x-action": function.action.value,
         "x-who": function.action.who,
-        "responses": responses,
+        "responses": _responses(function, contract),
     }
     if method == "POST":
-        operation["requestBody"] = {"required": False, "content": {"application/json": {
-            "schema": {"type": "object"}}}}
+        operation["requestBody"] = {"required": bool(params.get("required")), "content": {"application/json": {
+            "schema": params}}}
+    else:
+        operation["parameters"] = _query(params, function.token_param)
     return operation
+
+
+def _responses(function: Function, contract: endpoints.Contract | None) -> dict[str, Any]:
+    media, answer = (contract.media, contract.answer) if contract else ("application/json", {"type": "object"})
+    headers = {**_cost_headers(), BOT_TOKEN_HEADER: {"description": "To a bot: its renewed bot token",
+                                                     "schema": {"type": "string"}}}
+    responses: dict[str, Any] = {"200": {"description": "OK", "headers": headers,
+                                         "content": {media: {"schema": answer}}}}
+    if contract and contract.redirects:
+        responses["302"] = {"description": "To the current version", "headers": {
+            "Location": {"schema": {"type": "string", "format": "uri"}}, **_cost_headers()}}
+    statuses = sorted(endpoints.COMMON_ERRORS + contract.errors) if contract else list(ERROR_STATUSES)
+    responses.update({str(status): {"$ref": f"#/components/responses/Error{status}"} for status in statuses})
+    return responses
+
+
+def _query(params: Schema, token: bool) -> list[dict[str, Any]]:
+    """The parameters of a GET: what a query string can carry of each."""
+    required = params.get("required", [])
+    parameters = [{"name": name, "in": "query", "required": name in required, "schema": _queried(schema)}
+                  for name, schema in params.get("properties", {}).items()]
+    if token:
+        parameters.append({"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
+                           "description": "A bootstrap token, when the call has no Authorization header"})
+    return parameters
+
+
+def _queried(schema: Schema) -> Schema:
+    """A query string has neither null nor objects: only the alternatives it can carry."""
+    if "anyOf" in schema:
+        kept = [_queried(s) for s in schema["anyOf"] if s.get("type") not in ("null", "object")]
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        return {**kept[0], **rest} if len(kept) == 1 else {"anyOf": kept, **rest}
+    if schema.get("type") == "array":
+        return {**schema, "items": _queried(schema["items"])}
+    return schema
 
 
 def text() -> str:
@@ -117,8 +179,39 @@ def markdown(doc: dict[str, Any]) -> str:
 def _markdown_function(path: str, operations: dict[str, dict[str, Any]]) -> list[str]:
     first = next(iter(operations.values()))
     methods = ", ".join(method.upper() for method in operations)
-    return [f"### `{path[1:]}`", "", f"**{first['summary']}.** {methods}; who: {first['x-who']}.",
-            "", first["description"], ""]
+    lines = [f"### `{path[1:]}`", "", f"**{first['summary']}.** {methods}; who: {first['x-who']}.",
+             "", first["description"], ""]
+    body = first.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    fields = ({name: (schema, name in body.get("required", [])) for name, schema in body.get("properties", {}).items()}
+              if body else {p["name"]: (p["schema"], p["required"]) for p in first.get("parameters", [])})
+    lines += [f"- `{name}`{' (required)' if required else ''}: {_kind(schema)}"
+              for name, (schema, required) in fields.items()]
+    statuses = sorted(code for code in first["responses"] if code != "200")
+    media = ", ".join(first["responses"]["200"].get("content", {}))
+    return lines + ([""] if fields else []) + [f"Answers 200 ({media}); also {', '.join(statuses)}.", ""]
+
+
+def _kind(schema: Schema) -> str:
+    """A field's schema in a few words: its type, bounds, default and description."""
+    if "anyOf" in schema or "oneOf" in schema:
+        kinds = [_kind(s) for s in schema.get("anyOf", schema.get("oneOf", []))]
+        text = " or ".join(dict.fromkeys(kinds))
+    else:
+        kind = schema.get("type", "any")
+        text = " or ".join(kind) if isinstance(kind, list) else kind
+        if "enum" in schema:
+            text = "one of " + ", ".join(f"`{value}`" for value in schema["enum"])
+        if kind == "array":
+            text = f"list of {_kind(schema['items'])}"
+        bounds = [f"{word} {schema[key]}" for key, word in _BOUNDS if key in schema]
+        text += f" ({', '.join(bounds)})" if bounds else ""
+    extra = [f"default `{json.dumps(schema['default'])}`"] if "default" in schema else []
+    extra += [schema["description"]] if "description" in schema else []
+    return "; ".join([text, *extra])
+
+
+_BOUNDS = [("minimum", "≥"), ("maximum", "≤"), ("minLength", "length ≥"), ("maxLength", "length ≤"),
+           ("minItems", "≥"), ("maxItems", "≤"), ("maxProperties", "keys ≤"), ("pattern", "matching")]
 
 
 def write() -> None:

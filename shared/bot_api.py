@@ -196,12 +196,14 @@ class Completion:
 
 
 def _non_negative() -> Number:
-    return Number(0, None, default=REQUIRED)
+    """A figure of `performance_stats`: each may be left out."""
+    return Number(0, None, default=None)
 
 
 #: `performance_stats`: each key optional, those of PERFORMANCE_STATS only.
 _PERFORMANCE_STATS = Shape({
-    key: _non_negative() if keys is None else Shape({k: _non_negative() for k in keys}, build=lambda w: _given(w))
+    key: _non_negative() if keys is None else Shape({k: _non_negative() for k in keys}, build=lambda w: _given(w),
+                                                    default=None)
     for key, keys in PERFORMANCE_STATS.items()
 }, build=lambda w: _given(w), default=None, nullable=True)
 

@@ -14,7 +14,7 @@ import json
 import re
 
 from shared.errors import ValidationError
-from shared.wire import Field, ListOf, MapOf, Schema, Shape, Text, unicode_text
+from shared.wire import REQUIRED, Field, ListOf, MapOf, Schema, Shape, Text, unicode_text
 
 MAX_KEYS = 32
 MAX_VALUES_PER_KEY = 16
@@ -28,7 +28,8 @@ Dimensions = dict[str, list[str]]
 
 
 #: A key and a value as the API documents them (the checks are `_validate_shape`'s).
-_KEY, _VALUE = Text(MAX_KEY_LENGTH, KEY_RE, min_length=1), Text(MAX_VALUE_LENGTH, min_length=1)
+_KEY = Text(MAX_KEY_LENGTH, KEY_RE, min_length=1, default=REQUIRED)
+_VALUE = Text(MAX_VALUE_LENGTH, min_length=1, default=REQUIRED)
 
 
 class BotDimensions(Field):

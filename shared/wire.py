@@ -67,13 +67,18 @@ class Field:
         raise NotImplementedError
 
     def document(self) -> Schema:
-        """The schema with what an absent or null value means."""
+        """The schema with its description, null included when it reads as the default."""
         schema = self.schema()
         if self.nullable:
             schema = {"anyOf": [schema, {"type": "null"}]}
+        return {**schema, "description": self.description} if self.description else schema
+
+    def property(self) -> Schema:
+        """The schema of a key of an object: `document`, with what its absence means."""
+        schema = self.document()
         if isinstance(self.default, (str, int, float, bool, list)) and self.default != []:
             schema = {**schema, "default": self.default}
-        return {**schema, "description": self.description} if self.description else schema
+        return schema
 
     def take(self, present: bool, value: Any, path: str) -> Any:
         """The value of a key that may be absent."""
@@ -378,7 +383,7 @@ class Shape(Field):
 
     def schema(self) -> Schema:
         required = [key for key, field in self.fields.items() if field.default is REQUIRED]
-        schema: Schema = {"type": "object", "properties": {key: f.document() for key, f in self.fields.items()},
+        schema: Schema = {"type": "object", "properties": {key: f.property() for key, f in self.fields.items()},
                           "additionalProperties": self.lenient}
         return {**schema, "required": required} if required else schema
 
