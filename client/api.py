@@ -31,8 +31,10 @@ class Client(ApiClient):
         return super().answer(function, body, idempotent=idempotent)
 
     def new_task(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Not idempotent: a retried create would make a second task."""
-        return self.call("tasks_new", request, idempotent=False)
+        """With a `request_uuid`, retried as any idempotent call: a retry gets
+        the task the first try made. Without, a retried create would make a
+        second task: only a call that was never sent is retried."""
+        return self.call("tasks_new", request, idempotent=bool(request.get("request_uuid")))
 
     def result(self, task_id: str) -> dict[str, Any]:
         return self.call("task_result", {"task_id": task_id})

@@ -4,6 +4,7 @@ import functools
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -131,7 +132,9 @@ def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: t
     if secret_bytes is not None:
         properties["secret_bytes"] = to_base64(secret_bytes)
     task_slice = {"properties": properties, "expiration_secs": expiration, "wait_for_capacity": wait_for_capacity}
-    return {"name": name, "priority": priority, "tags": list(tags), "user": user, "task_slices": [task_slice]}
+    # Its own uuid: a retried create returns the task the first try made (Client.new_task retries it).
+    return {"name": name, "priority": priority, "tags": list(tags), "user": user, "task_slices": [task_slice],
+            "request_uuid": str(uuid.uuid4())}
 
 
 def output_options(command: Callable) -> Callable:

@@ -1,10 +1,12 @@
 """A bot's registry entry, and the session that spares rewriting it.
 
 The `bots` document of a bot is written only when what it says changed, or
-when the bot's session is older than `REWRITE_SECS`. The server knows what it
-last wrote without reading it: every bot-API answer carries a `session` (the
-fingerprints of what was written and when), and the bot sends it back on its
-next call. A bot that lies about it only makes its own entry stale.
+when the bot's session is older than `REWRITE_SECS`; a change of its state
+alone (free disk, uptime: they change on every call) is written at most every
+`STATE_REWRITE_SECS`. The server knows what it last wrote without reading it:
+every bot-API answer carries a `session` (the fingerprints of what was written
+and when), and the bot sends it back on its next call. A bot that lies about
+it only makes its own entry stale.
 
 When the bot was last seen is kept apart (`functions.bot_liveness`), so that an
 idle bot's polls do not each cost a write.
@@ -27,10 +29,17 @@ REWRITE_SECS = 3600
 #: often; they expire after `DIMENSIONS_TTL` without a bot reporting them.
 DIMENSIONS_REWRITE_SECS = 86400
 DIMENSIONS_TTL = datetime.timedelta(days=7)
+#: A state that changed, alone, is written this often at most, so an idle
+#: bot polling every minute costs a write per 10 polls, and `bot_get` shows a
+#: state at most this old.
+STATE_REWRITE_SECS = 600
 #: State keys that change on every call and alone never cause a write.
 VOLATILE_STATE_KEYS = frozenset({"running_time", "sleep_streak"})
-#: The parts of an entry whose change is an event worth keeping.
+#: The parts of an entry, each fingerprinted in the session.
 PARTS = ("dimensions", "state", "version", "quarantined", "maintenance_msg", "task_id")
+#: The parts whose change is an event worth keeping (`bot_changed`): what the
+#: bot is and whether it takes tasks; its tasks are in `bot_tasks`.
+EVENT_PARTS = ("dimensions", "version", "quarantined", "maintenance_msg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +122,13 @@ class Session:
         current = entry.fingerprints()
         return [part for part in PARTS if self.fingerprints.get(part) != current[part]]
 
-    def is_stale(self, now: datetime.datetime) -> bool:
-        return now.timestamp() - self.written >= REWRITE_SECS
+    def needs_write(self, changed: list[str], now: datetime.datetime) -> bool:
+        """Whether the entry is written, given the parts that changed: at once
+        for any but the state, which waits until `STATE_REWRITE_SECS` passed."""
+        age = now.timestamp() - self.written
+        if any(part != "state" for part in changed) or age >= REWRITE_SECS:
+            return True
+        return "state" in changed and age >= STATE_REWRITE_SECS
 
     def dimensions_stale(self, now: datetime.datetime) -> bool:
         return now.timestamp() - self.dimensions_written >= DIMENSIONS_REWRITE_SECS

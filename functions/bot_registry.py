@@ -6,7 +6,7 @@ import dataclasses
 import datetime
 from typing import Any
 
-from functions.bot_entry import BotEntry, Session
+from functions.bot_entry import EVENT_PARTS, BotEntry, Session
 from functions.bot_liveness import Sightings
 from functions.bot_store import BotStore
 from shared import dimensions as dims_lib
@@ -72,12 +72,12 @@ class Registry:
 
     def check_in(self, bot: BotRequest, task_id: str | None, now: datetime.datetime) -> str:
         """Notes the bot as seen and writes its entry when what it reports
-        (holding `task_id`) changed or its session is stale; returns the
-        session to hand back."""
+        (holding `task_id`) changed or its session is stale
+        (`Session.needs_write`); returns the session to hand back."""
         self.see(bot.bot_id, now)
         entry = bot.entry(task_id)
         changed = bot.session.changed_parts(entry)
-        if not changed and not bot.session.is_stale(now):
+        if not bot.session.needs_write(changed, now):
             return bot.session.encode()
         self._store.put_bot(entry, now)
         return self._after_write(bot, entry, changed, now)
@@ -88,9 +88,9 @@ class Registry:
         return self._after_write(bot, entry, bot.session.changed_parts(entry), now)
 
     def _after_write(self, bot: BotRequest, entry: BotEntry, changed: list[str], now: datetime.datetime) -> str:
-        """A change other than the current task (which `bot_tasks` records) is
-        an event; new dimensions refresh the pool's dimension values."""
-        notable = [part for part in changed if part != "task_id"]
+        """A change of an `EVENT_PARTS` part is an event (not one of its
+        state alone); new dimensions refresh the pool's dimension values."""
+        notable = [part for part in changed if part in EVENT_PARTS]
         if notable and bot.session.fingerprints:
             self._store.add_event(bot.bot_id, CHANGED, now, message=f"changed: {', '.join(notable)}", entry=entry)
         dims_written = bot.session.dimensions_written

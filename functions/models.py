@@ -72,8 +72,14 @@ class TaskResult:
     cas_output_root: dict[str, Any] | None = None
     #: What the bot measured: its overhead, the inputs' download, the outputs' upload.
     performance_stats: dict[str, Any] | None = None
+    #: The length of the run's stdout, as its end (the bot's last packet) said:
+    #: packets sent before the end are still taken after it, up to there.
+    stdout_length: int | None = None
     #: The identity that created the task (`user:<email>`, `serviceAccount:<email>`).
     authenticated: str = ""
+    #: Drawn by the request that creates the task: a create whose answer was
+    #: lost tells by it whether the task stored is its own (functions.tasks).
+    creation_id: str = ""
 
     @property
     def run_id(self) -> str | None:
@@ -94,7 +100,8 @@ class TaskResult:
 
     def to_wire(self) -> dict[str, Any]:
         wire = self.to_doc()
-        for internal in ("shard", "claim_id", "killing", "waiting_on", "properties_hash", "excluded_bot"):
+        for internal in ("shard", "claim_id", "killing", "waiting_on", "properties_hash", "excluded_bot",
+                         "creation_id"):
             del wire[internal]
         for key in ("created_ts", "modified_ts", "started_ts", "completed_ts", "expiration_ts", "abandoned_ts"):
             wire[key] = iso(wire[key])

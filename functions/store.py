@@ -8,7 +8,7 @@ and write (`functions.ops`) so that each request's cost can be reported.
 import datetime
 import enum
 import hashlib
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -122,6 +122,11 @@ class Taken(Exception):
 
 class LostRace(Exception):
     """A precondition-guarded write found the documents changed under it."""
+
+
+class Unsure(Exception):
+    """A commit failed after it was sent (its deadline passed, or the service
+    was unavailable through the client's retries): it may have been applied."""
 
 
 class Store:
@@ -241,8 +246,6 @@ class Store:
         the result. An unknown task is NotFound (a 404)."""
         result_ref = self._doc(TASK_RESULTS, task_id)
         run_id, offset, data = output or ("", 0, b"")
-        pieces = stdout.pieces(offset, data)
-        chunk_refs = [self._chunk_ref(run_id, index) for index, _, _ in pieces]
 
         @firestore.transactional
         def apply(transaction) -> TaskResult:
@@ -253,7 +256,7 @@ class Store:
             extra = TaskBatch(self, transaction)
             writes = change(result, extra)
             if Writes.OUTPUT in writes:
-                self._write_output(transaction, chunk_refs, pieces)
+                self._write_output(transaction, run_id, offset, data)
             if Writes.RESULT in writes:
                 ops.write()
                 transaction.update(result_ref, result.to_doc())
@@ -262,40 +265,30 @@ class Store:
 
         return apply(self._db.transaction())
 
-    def _write_output(self, transaction, chunk_refs: list, pieces: list[tuple[int, int, bytes]]) -> None:
-        chunks = self._get_all(chunk_refs, transaction)
-        for ref, (_, position, piece) in zip(chunk_refs, pieces, strict=True):
-            existing = chunks.get(ref.id, b"")
-            merged = stdout.merge(existing, position, piece)
-            if merged != existing:
-                ops.write()
-                transaction.set(ref, {"data": merged})
+    def _write_output(self, transaction, run_id: str, offset: int, data: bytes) -> None:
+        """Raises stdout.Refused when the packet would change the stdout written."""
+        chunks = self.output_chunks(run_id, [index for index, _, _ in stdout.pieces(offset, data)], transaction)
+        for index, chunk in stdout.write(chunks, offset, data).items():
+            ops.write()
+            transaction.set(self._chunk_ref(run_id, index), chunk.to_doc())
 
     def _chunk_ref(self, run_id: str, index: int) -> firestore.DocumentReference:
         return self._db.collection(TASK_OUTPUT).document(f"{hashed(run_id)}:{index:06d}")
 
-    def _get_all(self, refs: list, transaction=None) -> dict[str, bytes]:
+    def output_chunks(self, run_id: str, indexes: Iterable[int], transaction=None) -> dict[int, stdout.Chunk]:
+        """The stored chunks of these indexes (a missing one is left out)."""
+        refs = {index: self._chunk_ref(run_id, index) for index in indexes}
         if not refs:
             return {}
-        snaps = list(self._db.get_all(refs, transaction=transaction))
+        snaps = {snap.id: snap for snap in self._db.get_all(list(refs.values()), transaction=transaction)}
         ops.read(len(refs))
-        return {s.id: s.to_dict()["data"] for s in snaps if s.exists}
+        return {index: stdout.Chunk.from_doc(snaps[ref.id].to_dict()) for index, ref in refs.items()
+                if snaps[ref.id].exists}
 
     def read_output(self, run_id: str, offset: int, length: int) -> bytes:
-        """Up to `length` bytes from `offset`; stops at the first missing chunk."""
-        indexes = list(stdout.chunk_range(offset, length))
-        refs = [self._chunk_ref(run_id, i) for i in indexes]
-        chunks = self._get_all(refs)
-        out = bytearray()
-        for ref in refs:
-            data = chunks.get(ref.id)
-            if data is None:
-                break
-            out += data
-            if len(data) < stdout.CHUNK_SIZE:
-                break
-        start = offset - indexes[0] * stdout.CHUNK_SIZE
-        return bytes(out[start:start + length])
+        """Up to `length` bytes written contiguously from `offset`."""
+        chunks = self.output_chunks(run_id, stdout.chunk_range(offset, length))
+        return stdout.read(chunks, offset, length).data
 
 
 class TaskBatch:
@@ -362,4 +355,6 @@ class TaskBatch:
             raise Taken(str(e)) from e
         except (gexc.FailedPrecondition, gexc.NotFound, gexc.Conflict) as e:
             raise LostRace(str(e)) from e
+        except (gexc.DeadlineExceeded, gexc.ServiceUnavailable, gexc.RetryError) as e:
+            raise Unsure(str(e)) from e
         ops.write(self._writes)

@@ -4,20 +4,22 @@ import base64
 import dataclasses
 import datetime
 import hashlib
+import uuid
 from typing import Any, Callable
 
 from functions import dedup, slices, stdout, transitions
 from functions.context import Context
 from functions.errors import BadRequest, Forbidden, NotFound, Unavailable
 from functions.models import TaskResult
-from functions.store import LostRace, TaskBatch, Taken
+from functions.store import LostRace, TaskBatch, Taken, Unsure
 from shared import task_id as task_ids
 from shared.states import State
 from shared.task_request import TaskRequest
 
 #: Attempts at creating a task: a new id after an id collision (same
 #: millisecond, same 16 random bits), a fresh look after a concurrent
-#: identical idempotent task or request uuid.
+#: identical idempotent task or request uuid. A create that may have been
+#: applied is never retried under a new id: reading the task tells.
 CREATE_ATTEMPTS = 5
 #: The most stdout one `task_stdout` call returns; clients page with `offset`.
 MAX_STDOUT_READ = 4 * 1024 * 1024
@@ -62,6 +64,9 @@ def new(ctx: Context, request: TaskRequest, requester: Requester, now: datetime.
             return _create(ctx, request, requester, uuid_key, now)
         except (Taken, LostRace):
             continue  # A concurrent request made what this one would: look again.
+        except Unsure as e:
+            raise Unavailable("the task may or may not have been created: a retry with the same "
+                              "request_uuid returns it if it was") from e
     raise Unavailable("could not create the task; retry")
 
 
@@ -76,7 +81,7 @@ def _create(ctx: Context, request: TaskRequest, requester: Requester, uuid_key: 
     first = slices.runnable_slice(ctx, request, 0)
     result = TaskResult(
         task_id=task_id, name=request.name, tags=request.tags, user=request.user, priority=request.priority,
-        pool=request.pool, authenticated=requester.identity,
+        pool=request.pool, authenticated=requester.identity, creation_id=uuid.uuid4().hex,
         created_ts=now, modified_ts=now, parent_task_id=request.parent_task_id or None,
         bot_ping_tolerance_secs=request.bot_ping_tolerance_secs, current_task_slice=first or 0,
         expiration_ts=None if first is None else now + datetime.timedelta(
@@ -93,8 +98,21 @@ def _create(ctx: Context, request: TaskRequest, requester: Requester, uuid_key: 
         batch.create_secret(task_id, secret)
     if uuid_key:
         batch.create_request_uuid(uuid_key, task_id, now + REQUEST_UUID_TTL)
-    batch.commit()
+    _commit(ctx, batch, result)
     return {"task_id": task_id, "request": request.to_wire(), "task_result": _shown(result)}
+
+
+def _commit(ctx: Context, batch: TaskBatch, result: TaskResult) -> None:
+    """Commits the creation. The client retries a commit whose answer was
+    lost, and the retry of an applied one meets ALREADY_EXISTS (Taken); one
+    whose outcome is unknown (Unsure) may have been applied too. Either is
+    this creation when the task stored under its id has its `creation_id`."""
+    try:
+        batch.commit()
+    except (Taken, Unsure):
+        stored = ctx.store.get_result(result.task_id)
+        if stored is None or stored.creation_id != result.creation_id:
+            raise
 
 
 def _start(ctx: Context, batch: TaskBatch, result: TaskResult, request: TaskRequest, first: int,
@@ -156,8 +174,11 @@ def _result(ctx: Context, task_id: str) -> TaskResult:
 
 
 def output(ctx: Context, task_id: str, offset: int, length: int | None, check: Check) -> dict[str, Any]:
-    """A deduped task shows the stdout of the task it took its result from
-    (the same properties, so the same pool)."""
+    """The stdout written contiguously from `offset`: never past a hole
+    (`gap`: bytes are missing at `next_offset` while later ones are stored,
+    or the run's end said its stdout is longer). A deduped task shows the
+    stdout of the task it took its result from (the same properties, so the
+    same pool)."""
     if offset < 0 or offset >= stdout.MAX_SIZE:
         raise BadRequest(f"offset: must be between 0 and {stdout.MAX_SIZE - 1}")
     if length is not None and length <= 0:
@@ -166,11 +187,13 @@ def output(ctx: Context, task_id: str, offset: int, length: int | None, check: C
     check(found)
     source = _result(ctx, found.deduped_from) if found.deduped_from else found
     length = min(length or MAX_STDOUT_READ, MAX_STDOUT_READ)
-    data = ctx.store.read_output(source.run_id, offset, length) if source.run_id else b""
+    chunks = ctx.store.output_chunks(source.run_id, stdout.chunk_range(offset, length)) if source.run_id else {}
+    read = stdout.read(chunks, offset, length, source.stdout_length)
     return {
         "task_id": found.task_id,
         "state": found.state.value,
         "offset": offset,
-        "output": base64.b64encode(data).decode(),
-        "next_offset": offset + len(data),
+        "output": base64.b64encode(read.data).decode(),
+        "next_offset": offset + len(read.data),
+        "gap": read.gap,
     }

@@ -12,7 +12,7 @@ import pytest
 
 from functions import scheduler, tasks
 from functions.bot_registry import BotRequest
-from functions.queues import CACHE_SECS, REFRESH, QueueCache, TaskQueue
+from functions.queues import CACHE_SECS, FULL_READ_SECS, REFRESH, STAMP_MARGIN, QueueCache, TaskQueue
 from functions.tasks import Requester
 from shared import task_id as task_ids
 from shared.bot_api import Poll
@@ -40,7 +40,7 @@ def test_queue_matches_any_or_alternative():
     assert not queue.matches(frozenset({"pool:p", "os:Windows"}))
 
 
-def test_cache_reads_only_what_was_committed_since_the_newest_it_has():
+def test_cache_reads_only_what_was_stamped_since_a_margin_before_the_newest_it_has():
     cache = QueueCache()
     old = dataclasses.replace(TaskQueue.for_dimensions({"pool": ["p"]}, NOW), updated_ts=NOW)
     new = dataclasses.replace(TaskQueue.for_dimensions({"pool": ["p"], "os": ["Linux"]}, NOW),
@@ -55,8 +55,46 @@ def test_cache_reads_only_what_was_committed_since_the_newest_it_has():
     later = NOW + datetime.timedelta(seconds=CACHE_SECS + 0.1)
     assert set(cache.queues("p", later, load([new]))) == {old, new}
     assert cache.queues("p", later + datetime.timedelta(seconds=CACHE_SECS + 0.1), load([])) != []
-    assert loads == [None, NOW, new.updated_ts]  # all at first, then only from the newest commit known
+    # All at first, then only from a margin before the newest stamp known.
+    assert loads == [None, NOW - STAMP_MARGIN, new.updated_ts - STAMP_MARGIN]
     assert cache.queues("p", old.expiry_ts, load([])) == []  # expired records drop out
+
+
+class _Records:
+    """Queue records as Firestore serves them: a record is read once
+    committed, and a query returns those stamped at or after `since`."""
+
+    def __init__(self) -> None:
+        self.committed: list[TaskQueue] = []
+
+    def commit(self, dims: dict[str, list[str]], stamp: datetime.datetime) -> TaskQueue:
+        queue = dataclasses.replace(TaskQueue.for_dimensions(dims, NOW), updated_ts=stamp)
+        self.committed.append(queue)
+        return queue
+
+    def load(self, since: datetime.datetime | None) -> list[TaskQueue]:
+        return [q for q in self.committed if since is None or q.updated_ts >= since]
+
+
+def test_a_record_stamped_before_the_newest_read_but_committed_after_it_is_seen_at_the_next_refresh():
+    cache, records = QueueCache(), _Records()
+    newest = records.commit({"pool": ["p"]}, NOW)
+    assert cache.queues("p", NOW, records.load) == [newest]
+    # Stamped when Firestore took the request, visible only once committed: after the read above.
+    late = records.commit({"pool": ["p"], "os": ["Linux"]}, NOW - datetime.timedelta(milliseconds=20))
+    later = NOW + datetime.timedelta(seconds=CACHE_SECS + 0.1)
+    assert set(cache.queues("p", later, records.load)) == {newest, late}
+
+
+def test_a_record_stamped_further_back_still_is_seen_at_the_next_full_read():
+    cache, records = QueueCache(), _Records()
+    newest = records.commit({"pool": ["p"]}, NOW)
+    cache.queues("p", NOW, records.load)
+    very_late = records.commit({"pool": ["p"], "os": ["Mac"]}, NOW - STAMP_MARGIN * 5)
+    refreshed = NOW + datetime.timedelta(seconds=CACHE_SECS + 0.1)
+    assert cache.queues("p", refreshed, records.load) == [newest]
+    whole = NOW + datetime.timedelta(seconds=FULL_READ_SECS)
+    assert set(cache.queues("p", whole, records.load)) == {newest, very_late}
 
 
 def test_one_caller_refreshes_while_the_others_use_what_is_known():

@@ -37,13 +37,6 @@ def test_stdout_pieces_cover_the_packet_exactly():
     assert stdout.pieces(0, b"") == []
 
 
-def test_stdout_merge_is_idempotent_and_fills_holes():
-    assert stdout.merge(b"", 3, b"def") == b"\0\0\0def"
-    assert stdout.merge(b"\0\0\0def", 0, b"abc") == b"abcdef"
-    assert stdout.merge(b"abcdef", 0, b"abc") == b"abcdef"
-    assert stdout.merge(b"abcdef", 2, b"XY") == b"abXYef"
-
-
 def test_exit_codes_mirror_the_task():
     assert for_result({"state": "COMPLETED", "exit_code": 0}) == 0
     assert for_result({"state": "COMPLETED", "exit_code": 3}) == 3
