@@ -222,6 +222,7 @@ resource "google_firestore_field" "no_single_field_index" {
     bot_liveness_dead         = ["bot_liveness", "dead"]
     task_queues_expiry_ts     = ["task_queues", "expiry_ts"]
     task_output_data          = ["task_output", "data"]
+    task_output_spans         = ["task_output", "spans"]
   }
 
   project    = var.project
