@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import flask
 
 from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, fleet, permissions, runs,
-                       scheduler, slices, stdout, sweep, tasks, termination)
+                       scheduler, slices, stdout, sweep, tasks, termination, timers)
 from functions.bot_code import VERSION_RE, BotCodeError
 from functions.bot_registry import BotRequest
 from functions.errors import BadRequest, NotFound, Unavailable
@@ -35,7 +35,7 @@ from shared.errors import ConfigError, ValidationError
 from shared.service_config import BotGroup
 from shared.states import State
 from shared.task_properties import DIGEST
-from shared.task_request import REQUEST, TaskRequest
+from shared.task_request import MAX_SLICES, REQUEST, TaskRequest
 from shared.wire import MAX_INT64, REQUIRED, Boolean, Field, Integer, ListOf, MapOf, Schema, Shape, Text
 
 logger = logging.getLogger(__name__)
@@ -379,18 +379,28 @@ def _tags(value: Any) -> list[str]:
     return value
 
 
+#: What every timer's body has (functions.timers): the task, and the second
+#: the timer was due (absent from timers armed before they carried it).
+_TIMER = {"task_id": task_ids.Id(task_ids.TASK),
+          "due": Integer(0, timers.LAST_SECOND, None, nullable=True, description="the timer's second (epoch)")}
+TIMER_EXPIRE = Shape({**_TIMER, "slice": Integer(0, MAX_SLICES - 1, 0)})
+TIMER_BOT_DIED = Shape({**_TIMER, "try_number": Integer(1, bot_death.MAX_TRIES, 1)})
+
+
 def timer_expire(call: Call) -> dict[str, Any]:
     """Cloud Tasks' call when a pending slice's expiration is due: the task
     moves to its next runnable slice, or ends `EXPIRED`. Harmless when
     delivered twice, early (it waits again) or late."""
-    return slices.expire(call.service.context, call.task_id(), call.integer("slice", 0), call.now)
+    params = TIMER_EXPIRE.from_wire(call.params)
+    return slices.expire(call.service.context, params["task_id"], params["slice"], call.now, params["due"])
 
 
 def timer_bot_died(call: Call) -> dict[str, Any]:
     """Cloud Tasks' call when a running task's ping tolerance is due: a task
     that heartbeat since waits again; one that did not ends `BOT_DIED` (or is
     retried once on another bot)."""
-    return bot_death.check(call.service.context, call.task_id(), call.integer("try_number", 1), call.now)
+    params = TIMER_BOT_DIED.from_wire(call.params)
+    return bot_death.check(call.service.context, params["task_id"], params["try_number"], call.now, params["due"])
 
 
 # The fleet: a person's role in the bots' pool decides.

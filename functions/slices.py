@@ -15,7 +15,7 @@ from functions import transitions
 from functions.context import Context
 from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
-from functions.store import LostRace, TaskBatch, Writes
+from functions.store import TaskBatch, settle
 from shared.states import State
 from shared.task_request import TaskRequest
 
@@ -56,57 +56,51 @@ def enqueue(ctx: Context, batch: TaskBatch, result: TaskResult, request: TaskReq
 
 
 def schedule_expiry(ctx: Context, task_id: str, slice_index: int, at: datetime.datetime,
-                    early: datetime.datetime | None = None) -> None:
-    """`early`: the time of a delivery that came before `at`, whose own name
-    the timer cannot reuse (it still exists, then is a tombstone)."""
-    key = f"{task_id}:{slice_index}:{at.isoformat()}" + (f":early:{early.isoformat()}" if early else "")
-    ctx.timers.schedule(EXPIRE, key, at, {"task_id": task_id, "slice": slice_index})
+                    delivered: int | None = None) -> None:
+    """The slice's timer at `at`'s second (functions.timers.due_second)."""
+    ctx.timers.arm(EXPIRE, f"{task_id}:{slice_index}", at, {"task_id": task_id, "slice": slice_index}, delivered)
 
 
-def expire(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime) -> dict[str, Any]:
-    """`timer_expire`: harmless when delivered twice, late, or after the
-    slice was claimed, cancelled or already expired."""
-    found = ctx.store.get_task(task_id)
+def expire(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime,
+           delivered: int | None = None) -> dict[str, Any]:
+    """`timer_expire` (`delivered`: the second of the timer delivered):
+    harmless when delivered twice, early, late, or after the slice was
+    claimed, cancelled or already expired. No transaction: guarded batches
+    (store.settle), as on the claim's path."""
+    return settle(task_id, lambda: _expire_once(ctx, task_id, slice_index, now, delivered))
+
+
+def _expire_once(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime,
+                 delivered: int | None) -> dict[str, Any]:
+    found = ctx.store.get_task_seen(task_id)
     if found is None:
         return {"done": "no such task"}
-    result, request = found
+    result, request, seen = found
     if result.state != State.PENDING or result.current_task_slice != slice_index:
         return {"done": "the slice is no longer pending"}
     if result.expiration_ts and now < result.expiration_ts:
-        schedule_expiry(ctx, task_id, slice_index, result.expiration_ts, early=now)  # Early: wait again.
+        schedule_expiry(ctx, task_id, slice_index, result.expiration_ts, delivered)  # Early: wait again.
         return {"done": "not yet"}
-    if result.waiting_on:
-        return _expire_waiter(ctx, task_id, slice_index, now)
-    pending = ctx.store.get_to_run(task_id, slice_index)
+    batch = ctx.store.batch()
+    if result.waiting_on:  # It waits on an identical task (functions.dedup), with no pending slice.
+        batch.update_result(task_id, transitions.abandon(result, State.EXPIRED, now), seen)
+        batch.commit()
+        return {"done": "expired"}
+    return _fall_back(ctx, batch, result, request, seen, now)
+
+
+def _fall_back(ctx: Context, batch: TaskBatch, result: TaskResult, request: TaskRequest, seen: Any,
+               now: datetime.datetime) -> dict[str, Any]:
+    """The expired slice leaves its queue, for the next runnable slice or EXPIRED."""
+    pending = ctx.store.get_to_run(result.task_id, result.current_task_slice)
     if pending is None:
         return {"done": "the slice is no longer pending"}
-    batch = ctx.store.batch()
     batch.delete_to_run(*pending)
-    following = runnable_slice(ctx, request, slice_index + 1)
+    following = runnable_slice(ctx, request, result.current_task_slice + 1)
     if following is None:
-        batch.update_result(task_id, transitions.abandon(result, State.EXPIRED, now))
+        changes = transitions.abandon(result, State.EXPIRED, now)
     else:
-        batch.update_result(task_id, enqueue(ctx, batch, result, request, following, now,
-                                             excluded_bot=result.excluded_bot))
-    try:
-        batch.commit()
-    except LostRace:
-        return {"done": "claimed meanwhile"}
+        changes = enqueue(ctx, batch, result, request, following, now, excluded_bot=result.excluded_bot)
+    batch.update_result(result.task_id, changes, seen)
+    batch.commit()
     return {"done": "expired" if following is None else f"slice {following}"}
-
-
-def _expire_waiter(ctx: Context, task_id: str, slice_index: int, now: datetime.datetime) -> dict[str, Any]:
-    """A task waiting on an identical idempotent one (functions.dedup) that
-    did not end in time expires; in a transaction, as the release of waiters
-    may change it at the same moment (one released meanwhile has a pending
-    slice again, which expires as any other)."""
-
-    def change(result: TaskResult, _batch: TaskBatch) -> Writes:
-        if result.state != State.PENDING or not result.waiting_on:
-            return Writes.NOTHING
-        transitions.abandon(result, State.EXPIRED, now)
-        return Writes.RESULT
-
-    if ctx.store.transact(task_id, change).state == State.PENDING:
-        return expire(ctx, task_id, slice_index, now)
-    return {"done": "expired"}

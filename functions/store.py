@@ -8,14 +8,14 @@ and write (`functions.ops`) so that each request's cost can be reported.
 import datetime
 import enum
 import hashlib
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions import ops, stdout
-from functions.errors import NotFound
+from functions.errors import NotFound, Unavailable
 from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
 from shared.task_request import TaskRequest
@@ -35,6 +35,9 @@ BOT_LIVENESS = "bot_liveness"
 BOT_DIMENSIONS = "bot_dimensions"
 #: Values one Firestore `in` filter takes.
 MAX_IN_VALUES = 30
+#: Reads and guarded commits of one decision (`settle`) before it gives up.
+SETTLE_TRIES = 3
+T = TypeVar("T")
 
 #: The composite indexes the queries below need, as (collection, fields in
 #: order). The emulator runs any query; production refuses one without its
@@ -129,6 +132,26 @@ class Unsure(Exception):
     was unavailable through the client's retries): it may have been applied."""
 
 
+class Contended(LostRace):
+    """A write waited in vain for a transaction's lock on its documents (the
+    emulator gives up after 2 s): re-reading at once would only wait again."""
+
+
+def settle(task_id: str, attempt: Callable[[], T]) -> T:
+    """Runs `attempt` (read the task, decide, commit a batch guarded by what
+    it read) until it commits or decides nothing is to be done: a lost race
+    means someone else moved the task, so each try re-reads and decides anew.
+    A task locked or changing under every try is Unavailable (retry later)."""
+    for _ in range(SETTLE_TRIES):
+        try:
+            return attempt()
+        except Contended as e:
+            raise Unavailable(f"task {task_id} is locked by another writer; retry later") from e
+        except (LostRace, Taken):
+            continue
+    raise Unavailable(f"task {task_id} changed under each of {SETTLE_TRIES} tries; retry later")
+
+
 class Store:
     """Reads and transactions on tasks; writes go through a `TaskBatch`."""
 
@@ -155,6 +178,15 @@ class Store:
         """The result and the request (without secret bytes): one read."""
         doc = self._get_task(task_id)
         return (TaskResult.from_doc(doc), TaskRequest.from_wire(doc["request"])) if doc else None
+
+    def get_task_seen(self, task_id: str) -> tuple[TaskResult, TaskRequest, Any] | None:
+        """The result, the request and the update time read, the precondition
+        of a write that depends on what was read (`update_result`)."""
+        snap = get(self._doc(TASK_RESULTS, task_id))
+        if not snap.exists:
+            return None
+        doc = snap.to_dict()
+        return TaskResult.from_doc(doc), TaskRequest.from_wire(doc["request"]), snap.update_time
 
     def get_result(self, task_id: str) -> TaskResult | None:
         doc = self._get_task(task_id)
@@ -310,8 +342,10 @@ class TaskBatch:
         self._add("create", self._store._doc(TASK_RESULTS, result.task_id),
                   {**result.to_doc(), "request": request.to_wire()})
 
-    def update_result(self, task_id: str, changes: dict[str, Any]) -> None:
-        self._add("update", self._store._doc(TASK_RESULTS, task_id), changes)
+    def update_result(self, task_id: str, changes: dict[str, Any], seen_update_time: Any = None) -> None:
+        """Guarded by `seen_update_time` when given: the result must not have changed since."""
+        option = self._db.write_option(last_update_time=seen_update_time) if seen_update_time else None
+        self._add("update", self._store._doc(TASK_RESULTS, task_id), changes, option=option)
 
     def create_to_run(self, to_run: TaskToRun) -> None:
         self._add("create", self._store._to_run_ref(to_run.task_id, to_run.slice_index), to_run.to_doc())
@@ -348,11 +382,14 @@ class TaskBatch:
 
     def commit(self) -> None:
         """Raises Taken when a created document exists, LostRace when a guarded
-        one changed; a failed batch writes, and costs, nothing."""
+        one changed (Contended when a lock held it too long); a failed batch
+        writes, and costs, nothing."""
         try:
             self._writer.commit()
         except gexc.AlreadyExists as e:
             raise Taken(str(e)) from e
+        except gexc.Aborted as e:
+            raise Contended(str(e)) from e
         except (gexc.FailedPrecondition, gexc.NotFound, gexc.Conflict) as e:
             raise LostRace(str(e)) from e
         except (gexc.DeadlineExceeded, gexc.ServiceUnavailable, gexc.RetryError) as e:

@@ -9,6 +9,10 @@ through the same handler its timer would have called. Then the tasks still
 waiting on an identical idempotent task that ended more than `LATE` ago (its
 instance died before it released them): released as it would have.
 
+Each task is repaired on its own: one that fails (a lock held too long, a
+Firestore or Cloud Tasks error) is logged with its id, counted in `failed` and
+left to the next sweep, which finds it again; the others are swept.
+
 A sweep stops when its time budget is spent (functions.budget) and leaves the
 rest to the next sweeps. The bots come first: what is done there is not done
 again. The shards and the waiters are lanes of a ring, swept from the lane of
@@ -17,11 +21,13 @@ the others for ever. The ring has a prime number of lanes (17): whatever the
 cron's period (under 17 minutes), successive sweeps start at every lane.
 """
 
+import contextlib
 import datetime
 import functools
+import logging
 from typing import Any, Callable, Iterator
 
-from functions import bot_death, dedup, slices
+from functions import bot_death, dedup, logs, slices
 from functions.budget import Budget
 from functions.context import Context
 from functions.fleet import Fleet
@@ -37,15 +43,18 @@ BATCH = 100
 #: Pages of BATCH waiters looked at in one sweep.
 WAITER_PAGES = 10
 
+logger = logging.getLogger(__name__)
+
 Counts = dict[str, int]
 #: A lane sweeps its part, adding what it did to the counts.
 Lane = Callable[[Context, datetime.datetime, Budget, Counts], None]
 
 
 def sweep(ctx: Context, fleet: Fleet, now: datetime.datetime, budget: Budget) -> dict[str, Any]:
-    """What it did, the lanes it went through (`swept`, in order), and
-    `partial` when it stopped for want of time."""
-    counts: Counts = {"expired_slices": 0, "dead_runs": 0, "released_waiters": 0}
+    """What it did, the tasks it could not repair (`failed`), the lanes it
+    went through (`swept`, in order), and `partial` when it stopped for want
+    of time."""
+    counts: Counts = {"expired_slices": 0, "dead_runs": 0, "released_waiters": 0, "failed": 0}
     bots = fleet.sweep(now, budget)
     swept = []
     for name, lane in ring(now):
@@ -66,18 +75,33 @@ def ring(now: datetime.datetime) -> list[tuple[str, Lane]]:
 
 def _shard(shard: int, ctx: Context, now: datetime.datetime, budget: Budget, counts: Counts) -> None:
     for to_run in budget.each(ctx.store.expired_slices(shard, now - LATE, BATCH)):
-        counts["expired_slices"] += slices.expire(ctx, to_run.task_id, to_run.slice_index, now)["done"] != "not yet"
+        with _on_its_own(counts, "expired_slices", to_run.task_id):
+            counts["expired_slices"] += slices.expire(ctx, to_run.task_id, to_run.slice_index, now)["done"] != "not yet"
     if budget.over():
         return
     for result in budget.each(ctx.store.silent_runs(shard, now - SILENT, BATCH)):
-        counts["dead_runs"] += bot_death.check(ctx, result.task_id, result.try_number, now)["done"] != "alive"
+        with _on_its_own(counts, "dead_runs", result.task_id):
+            counts["dead_runs"] += bot_death.check(ctx, result.task_id, result.try_number, now)["done"] != "alive"
 
 
 def _stranded_waiters(ctx: Context, now: datetime.datetime, budget: Budget, counts: Counts) -> None:
     for owner_id in budget.each(_waited_on(ctx)):
-        owner = ctx.store.get_result(owner_id)
-        if owner and owner.state.is_final and now - owner.modified_ts > LATE:
-            counts["released_waiters"] += dedup.release_waiters(ctx, owner, now)
+        with _on_its_own(counts, "released_waiters", owner_id):
+            owner = ctx.store.get_result(owner_id)
+            if owner and owner.state.is_final and now - owner.modified_ts > LATE:
+                counts["released_waiters"] += dedup.release_waiters(ctx, owner, now)
+
+
+@contextlib.contextmanager
+def _on_its_own(counts: Counts, kind: str, task_id: str) -> Iterator[None]:
+    """The repair of one task: its failure is its own, logged with its id and
+    counted in `failed`; the sweep goes on, and the next one finds it again."""
+    try:
+        yield
+    except Exception:  # Whatever it is, it must not stop the repair of the other tasks.
+        counts["failed"] += 1
+        with logs.labelled(task_id=task_id):
+            logger.exception("cron_sweep: %s: task %s failed; left to the next sweep", kind, task_id)
 
 
 def _waited_on(ctx: Context) -> Iterator[str]:

@@ -2,22 +2,44 @@
 a given time with a small JSON body, authenticated by an OIDC token.
 
 The outbox rule (DESIGN.md §7): a timer is created *before* the Firestore
-commit it guards, under a deterministic name (a hash of what it is for), so a
-retried request creates it once (`ALREADY_EXISTS` is success), and its handler
-re-reads the documents and does nothing when the state moved on.
+commit it guards, under a deterministic name, so a retried request creates it
+once (`ALREADY_EXISTS` is success), and its handler re-reads the documents and
+does nothing when the state moved on.
+
+A timer is named by what it is for and its due second: (handler, task, try or
+slice, second). So a task has at most one timer per kind and due second, however
+many deliveries or requests arm it; its body carries that second (`due`), so a
+delivery that finds it came early arms the next second, never its own name
+(which is taken until an hour after it is delivered).
 """
 
 import dataclasses
 import datetime
 import hashlib
 import json
+import math
 from typing import Any
 
 from google.api_core import exceptions as gexc
+from google.api_core import retry as retries
 from google.cloud import tasks_v2
 from google.protobuf import timestamp_pb2
 
 from functions import ops
+from functions.errors import Unavailable
+
+#: A create's calls to Cloud Tasks take CALL_SECS at most (the client's default
+#: is 20 s), and none starts after CREATE_SECS: an unreachable Cloud Tasks is a
+#: 503 within CREATE_SECS + CALL_SECS, never a request hung for its whole timeout.
+CALL_SECS = 2.0
+CREATE_SECS = 4.0
+#: The last second a timer's body may say it was due: a Timestamp's last
+#: (9999-12-31T23:59:59), less the one an early delivery adds.
+LAST_SECOND = 253_402_300_798
+#: A create is retried when its answer may have been lost: its name makes the
+#: retry harmless, and ALREADY_EXISTS then means the first try created it.
+_RETRY = retries.Retry(predicate=retries.if_exception_type(gexc.DeadlineExceeded, gexc.ServiceUnavailable),
+                       initial=0.2, maximum=1.0, multiplier=2.0, timeout=CREATE_SECS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,32 +65,51 @@ def make_client(settings: TimerSettings) -> tasks_v2.CloudTasksClient:
 
 
 def timer_name(handler: str, key: str) -> str:
-    """A task id from what the timer is for: the same key, the same name."""
+    """A task id from what the timer is for: the same key, the same name. A
+    hash, as Cloud Tasks is slow on ids with sequential prefixes (task ids follow time)."""
     return f"{handler}-{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+
+
+def due_second(due: datetime.datetime, delivered: int | None = None) -> int:
+    """The second a timer for `due` fires at: `due` rounded up, so it never
+    fires before; after `delivered`, the second of the timer being delivered
+    when that one came early."""
+    second = math.ceil(due.timestamp())
+    return second if delivered is None else max(second, delivered + 1)
 
 
 class Timers:
     def __init__(self, client: tasks_v2.CloudTasksClient, settings: TimerSettings):
         self._client = client
-        self._settings = settings
+        self.settings = settings
 
-    def schedule(self, handler: str, key: str, at: datetime.datetime, body: dict[str, Any]) -> None:
-        """Asks for `handler` to be called with `body` at `at`, once per `key`."""
-        url = f"{self._settings.functions_url.rstrip('/')}/{handler}"
-        schedule_time = timestamp_pb2.Timestamp()
-        schedule_time.FromDatetime(at)
+    def arm(self, handler: str, subject: str, due: datetime.datetime, body: dict[str, Any],
+            delivered: int | None = None) -> int:
+        """Asks for `handler` to be called with `body` (and `due`) at `due`'s
+        second (`due_second`), once per `subject` (a task and its try or slice)
+        and second; returns that second."""
+        second = due_second(due, delivered)
+        self._create(handler, f"{subject}:{second}", second, {**body, "due": second})
+        return second
+
+    def _create(self, handler: str, key: str, second: int, body: dict[str, Any]) -> None:
+        """Creates the timer; ALREADY_EXISTS (a request or a try before this
+        one created it) is success. Unavailable (503) when Cloud Tasks did not
+        answer in time."""
+        url = f"{self.settings.functions_url.rstrip('/')}/{handler}"
         task = tasks_v2.Task(
-            name=f"{self._settings.queue}/tasks/{timer_name(handler, key)}",
-            schedule_time=schedule_time,
+            name=f"{self.settings.queue}/tasks/{timer_name(handler, key)}",
+            schedule_time=timestamp_pb2.Timestamp(seconds=second),
             http_request=tasks_v2.HttpRequest(
                 http_method=tasks_v2.HttpMethod.POST, url=url,
                 headers={"Content-Type": "application/json"}, body=json.dumps(body).encode(),
-                oidc_token=tasks_v2.OidcToken(service_account_email=self._settings.service_account,
-                                              audience=url),
+                oidc_token=tasks_v2.OidcToken(service_account_email=self.settings.service_account, audience=url),
             ),
         )
         ops.cloud_task()
         try:
-            self._client.create_task(parent=self._settings.queue, task=task)
+            self._client.create_task(parent=self.settings.queue, task=task, retry=_RETRY, timeout=CALL_SECS)
         except gexc.AlreadyExists:
-            pass  # Created by an earlier try of the same request.
+            pass
+        except gexc.RetryError as e:  # Every try timed out or found it unavailable.
+            raise Unavailable(f"Cloud Tasks did not answer: timer {handler} {key} not armed ({e})") from e

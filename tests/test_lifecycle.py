@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from functions import cancellation, dedup, slices, sweep
+from functions import cancellation, dedup, sweep
 from local import cloud_tasks_emulator
 from tests.builders import bot_body, task_body
 
@@ -360,18 +360,23 @@ def test_cancel_a_waiter_released_meanwhile_leaves_nothing_to_claim(api, monkeyp
     assert api.ok("bot_poll", bot_body(), role="bot")["cmd"] == "sleep"  # its queued slice went with it
 
 
-def test_a_waiter_released_as_it_expires_leaves_nothing_to_claim(api, clock, monkeypatch):
+def test_a_waiter_released_as_it_expires_leaves_nothing_to_claim(api, svc, clock, monkeypatch):
     owner = api.ok("tasks_new", _idempotent())["task_id"]
     waiter = api.ok("tasks_new", _idempotent())["task_id"]
-    expire_waiter = slices._expire_waiter
+    read = svc.store.get_task_seen
+    waiting_on = []  # what each read of the timer found
 
-    def owner_fails_first(ctx, *args):  # between the timer's read and its transaction
-        _update(api, _claim(api, owner)["task_id"], exit_code=2, duration=1.0)  # the waiter is queued
-        return expire_waiter(ctx, *args)
+    def owner_fails_after_the_first_read(task_id):  # between the timer's read and its guarded commit
+        found = read(task_id)
+        waiting_on.append(found[0].waiting_on)
+        if len(waiting_on) == 1:
+            _update(api, _claim(api, owner)["task_id"], exit_code=2, duration=1.0)  # the waiter is queued
+        return found
 
-    monkeypatch.setattr(slices, "_expire_waiter", owner_fails_first)
+    monkeypatch.setattr(svc.store, "get_task_seen", owner_fails_after_the_first_read)
     clock.offset = datetime.timedelta(seconds=601)
     assert api.ok("timer_expire", {"task_id": waiter, "slice": 0}, role="admin") == {"done": "expired"}
+    assert waiting_on == [owner, None]  # its commit lost to the release: it read again
     assert _result(api, waiter)["state"] == "EXPIRED"
     assert api.ok("bot_poll", bot_body(), role="bot")["cmd"] == "sleep"
 
