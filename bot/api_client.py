@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,10 +39,25 @@ from shared.bot_api import BOT_TOKEN_HEADER
 #: long means a stuck server.
 TIMEOUT = (10.0, 60.0)
 #: Attempts after the first: backing off 0, 1, 2, 4... s (capped at 30 s, plus
-#: up to 1 s of jitter), about a minute and a half before a call fails.
+#: up to 1 s of jitter), or longer when the server says when to come back
+#: (`Retry-After`, capped too): one and a half to three minutes before a call fails.
 RETRIES = 8
 BACKOFF_FACTOR, BACKOFF_MAX_SECS, BACKOFF_JITTER_SECS = 0.5, 30.0, 1.0
 _DOWNLOAD_CHUNK = 1 << 16
+
+
+class _Retry(Retry):
+    """urllib3's, but a `Retry-After` (a 503's, a 429's) is a floor under the
+    jittered backoff rather than the exact wait, so that a fleet told "5 s"
+    at once does not come back at once, and it is capped like the backoff
+    (`retry_after_max`)."""
+
+    def sleep_for_retry(self, response: Any) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after is None:
+            return False
+        time.sleep(max(retry_after + random.uniform(0, self.backoff_jitter), self.get_backoff_time()))
+        return True
 
 
 def retry_policy(statuses: Sequence[int] = RETRY_STATUSES, idempotent: bool = True) -> Retry:
@@ -48,9 +65,9 @@ def retry_policy(statuses: Sequence[int] = RETRY_STATUSES, idempotent: bool = Tr
     not `idempotent`: only on connections that failed before the request
     was sent. A status still failing after the retries is returned, for the
     caller to read its error."""
-    retry = Retry(total=RETRIES, allowed_methods=None, status_forcelist=statuses,
-                  backoff_factor=BACKOFF_FACTOR, backoff_max=BACKOFF_MAX_SECS,
-                  backoff_jitter=BACKOFF_JITTER_SECS, raise_on_status=False)
+    retry = _Retry(total=RETRIES, allowed_methods=None, status_forcelist=statuses,
+                   backoff_factor=BACKOFF_FACTOR, backoff_max=BACKOFF_MAX_SECS, backoff_jitter=BACKOFF_JITTER_SECS,
+                   retry_after_max=int(BACKOFF_MAX_SECS), raise_on_status=False)
     return retry if idempotent else retry.new(read=0, status=0, other=0)
 
 

@@ -6,7 +6,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
@@ -19,6 +19,9 @@ from shared.wire import to_base64
 
 #: How often `collect` looks at a task: fast while output flows, then slower.
 POLL_MIN_SECS, POLL_MAX_SECS = 0.5, 5.0
+#: Answers that say the server is down or overloaded for now: `collect` waits on.
+UNAVAILABLE_STATUSES = (429, 502, 503, 504)
+T = TypeVar("T")
 
 
 def server_options(command: Callable) -> Callable:
@@ -259,18 +262,43 @@ def _wait(client: Client, task_id: str, deadline: float | None, sink: bytearray 
     """Streams the task's stdout (to `sink`, or to our stdout) until it ends;
     returns its result, or None when the deadline passed."""
     offset, delay = 0, POLL_MIN_SECS
-    while True:
-        data, offset, state = client.stdout(task_id, offset)
+    while (polled := _patiently(functools.partial(client.stdout, task_id, offset), deadline)) is not None:
+        data, offset, state = polled
         if data:
             _emit(data, sink)
             delay = POLL_MIN_SECS
             continue  # There may be more right away (reads are paged).
         if State(state).is_final:
-            return client.result(task_id)
-        if deadline is not None and time.monotonic() >= deadline:
+            return _patiently(functools.partial(client.result, task_id), deadline)
+        if (paused := _pause(delay, deadline)) is None:
             return None
-        time.sleep(delay)
-        delay = min(delay * 1.5, POLL_MAX_SECS)
+        delay = paused
+    return None
+
+
+def _patiently(call: Callable[[], T], deadline: float | None) -> T | None:
+    """`call`'s answer, asked again while the server is unavailable or
+    unreachable (after the client's own retries) until `deadline`; None
+    past it. Any other failure is raised: waiting would not mend it."""
+    delay: float | None = POLL_MIN_SECS
+    while delay is not None:
+        try:
+            return call()
+        except ApiError as e:
+            if e.code != "unreachable" and e.status not in UNAVAILABLE_STATUSES:
+                raise
+            click.echo(f"{e}; waiting on", err=True)
+        delay = _pause(delay, deadline)
+    return None
+
+
+def _pause(delay: float, deadline: float | None) -> float | None:
+    """Sleeps `delay` and returns the next, longer one; None, without
+    sleeping, once `deadline` passed."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return None
+    time.sleep(delay)
+    return min(delay * 1.5, POLL_MAX_SECS)
 
 
 def _emit(data: bytes, sink: bytearray | None) -> None:

@@ -13,9 +13,11 @@ import re
 from typing import Any, Callable
 
 import flask
+import requests
+from google.api_core import exceptions as gexc
 
 from functions import logs, ops, permissions, service
-from functions.errors import BadRequest, HttpError, MethodNotAllowed
+from functions.errors import BadRequest, HttpError, MethodNotAllowed, Unavailable
 from functions.permissions import Action, Caller, Kind
 from shared import task_id as task_ids
 from shared.api_error import ApiError
@@ -26,7 +28,11 @@ from shared.service_config import ServiceConfig
 logger = logging.getLogger(__name__)
 #: An integer as a query parameter gives it: ASCII digits, maybe a minus sign.
 _INTEGER = re.compile(r"-?[0-9]+")
-
+#: What Firestore, Cloud Tasks and Cloud Storage raise when they could not be
+#: reached in time (their clients' retries and timeouts are bounded:
+#: functions/service.py): the request may succeed later, so it is a 503.
+_UNREACHABLE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError, requests.ConnectionError,
+                requests.Timeout)
 
 
 @dataclasses.dataclass
@@ -150,7 +156,7 @@ Answer = tuple[int, dict[str, Any]] | flask.Response
 def _handle(function: Function, request: flask.Request) -> tuple[Answer, dict[str, str]]:
     try:
         if request.method not in function.methods:
-            raise MethodNotAllowed(f"{function.name} accepts {', '.join(function.methods)}")
+            raise MethodNotAllowed(f"{function.name} accepts {', '.join(function.methods)}", function.methods)
         call = _call(function, request)
         with logs.labelled(**_subjects(call)):
             answer = function.handler(call)
@@ -160,10 +166,30 @@ def _handle(function: Function, request: flask.Request) -> tuple[Answer, dict[st
     except ValidationError as e:
         return (400, ApiError(function.name, 400, BadRequest.code, str(e), e.field).to_wire()), {}
     except HttpError as e:
-        return (e.status, ApiError(function.name, e.status, e.code, e.message).to_wire()), {}
-    except Exception:  # The boundary: log it, never leak it.
+        return _error(function, e)
+    except Exception as e:  # The boundary: log it, never leak it.
+        if _unreachable(e):
+            logger.warning("%s: a backend is unreachable: %r", function.name, e)
+            return _error(function, Unavailable("a backend of the service is unreachable; retry later"))
         logger.exception("%s failed", function.name)
         return (500, ApiError(function.name, 500, HttpError.code, "internal error").to_wire()), {}
+
+
+def _error(function: Function, error: HttpError) -> tuple[Answer, dict[str, str]]:
+    return (error.status, ApiError(function.name, error.status, error.code, error.message).to_wire()), error.headers
+
+
+def _unreachable(error: BaseException | None) -> bool:
+    """Whether `error`, or one it was raised from or while handling, says a
+    backend could not be reached: a Firestore transaction whose begin failed
+    raises its rollback's ValueError over the outage."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, _UNREACHABLE):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _subjects(call: Call) -> dict[str, str | None]:

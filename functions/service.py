@@ -9,10 +9,12 @@ import contextlib
 import datetime
 import functools
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
+import requests
 import requests.adapters
 from google.cloud import firestore, storage
+from google.cloud.storage import retry as storage_retry
 
 from functions import cas
 from functions.auth import Authenticator
@@ -32,8 +34,47 @@ from functions.store import Store
 from functions.timers import TimerSettings, Timers, make_client
 
 
+#: Each attempt of a call to Firestore or Cloud Storage gives up after this
+#: long, and its retries after this long in all: when a backend is
+#: unreachable, a request answers 503 within seconds (functions.http) instead
+#: of holding its caller for the clients' defaults (one to five minutes).
+CALL_TIMEOUT_SECS = 10.0
+RETRY_SECS = 5.0
+#: Cloud Storage's (connect, read) timeouts: a read's is per socket read, not
+#: the whole download's.
+STORAGE_TIMEOUT = (5.0, CALL_TIMEOUT_SECS)
+
+
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _bounded_firestore(project: str) -> firestore.Client:
+    """A Firestore client whose every method has the bounds above. The
+    generated client wraps each RPC in a default retry and timeout, which the
+    store never overrides (nor do a transaction's begin, commit and rollback):
+    bounding the defaults bounds every call."""
+    client = firestore.Client(project=project)
+    for method in client._firestore_api.transport._wrapped_methods.values():
+        method._timeout = CALL_TIMEOUT_SECS
+        if method._retry is not None:
+            method._retry = method._retry.with_timeout(RETRY_SECS)
+    return client
+
+
+class _BoundedAdapter(requests.adapters.HTTPAdapter):
+    """Each Cloud Storage request with STORAGE_TIMEOUT, not the client's 60 s."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        return super().send(request, **{**kwargs, "timeout": STORAGE_TIMEOUT})
+
+
+def _bound_storage_retries() -> None:
+    """google-cloud-storage takes a retry per call, and every method defaults
+    to the one Retry object of its retry module (alone or within a conditional
+    policy), 120 s long; no caller here passes its own. Bounding that object
+    bounds every Cloud Storage call of the process."""
+    storage_retry.DEFAULT_RETRY._timeout = RETRY_SECS
 
 
 class Service:
@@ -43,7 +84,7 @@ class Service:
 
     @functools.cached_property
     def store(self) -> Store:
-        return Store(firestore.Client(project=self.settings.project))
+        return Store(_bounded_firestore(self.settings.project))
 
     @functools.cached_property
     def bot_store(self) -> BotStore:
@@ -86,10 +127,11 @@ class Service:
 
     @functools.cached_property
     def bucket(self) -> storage.Bucket:
+        _bound_storage_retries()
         client = storage.Client(project=self.settings.project)
         # Room for the CAS lookups' threads, which would otherwise open and drop connections past 10.
         for scheme in ("http://", "https://"):
-            client._http.mount(scheme, requests.adapters.HTTPAdapter(pool_maxsize=cas.LOOKUP_WORKERS))
+            client._http.mount(scheme, _BoundedAdapter(pool_maxsize=cas.LOOKUP_WORKERS))
         return client.bucket(self.settings.bucket)
 
     @functools.cached_property
