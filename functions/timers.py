@@ -17,6 +17,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import math
 from typing import Any
 
@@ -27,6 +28,8 @@ from google.protobuf import timestamp_pb2
 
 from functions import ops
 from functions.errors import Unavailable
+
+logger = logging.getLogger(__name__)
 
 #: A create's calls to Cloud Tasks take CALL_SECS at most (the client's default
 #: is 20 s), and none starts after CREATE_SECS: an unreachable Cloud Tasks is a
@@ -112,4 +115,6 @@ class Timers:
         except gexc.AlreadyExists:
             pass
         except gexc.RetryError as e:  # Every try timed out or found it unavailable.
-            raise Unavailable(f"Cloud Tasks did not answer: timer {handler} {key} not armed ({e})") from e
+            # The cause (addresses, gRPC's text) goes to the log, not to the caller.
+            logger.warning("timer %s %s not armed: %s", handler, key, e)
+            raise Unavailable(f"Cloud Tasks did not answer: timer {handler} not armed") from e
