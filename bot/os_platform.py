@@ -43,7 +43,8 @@ def kill(pid: int) -> None:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # The group is already gone.
+    # The group is already gone; or none of it is this user's to signal (a setuid leader).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 
@@ -128,10 +129,19 @@ def log_stacks(log: logging.Logger) -> None:
     log.warning("SIGUSR1: the stacks of %d threads:\n%s", len(dump), "\n".join(dump))
 
 
-def status_pipe() -> tuple[int, int]:
-    """A pipe whose write end a child inherits (see `pass_fds`)."""
+def child_pipe() -> tuple[int, int]:
+    """A pipe (read end, write end) of which a child inherits one end (see
+    `pass_fds`), and no other child either: both are close-on-exec here."""
     read_fd, write_fd = os.pipe()
     return read_fd, write_fd
+
+
+def wait_for_end_of_file(fd: int) -> None:
+    """Blocks until the pipe `fd` reads at its end: every writer closed it,
+    or died (a lifeline: the process holding its write end is gone)."""
+    with open(fd, "rb", buffering=0) as pipe:
+        while pipe.read(1):
+            pass
 
 
 def pass_fds(*fds: int) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from shared.cas import Digest
 from shared.errors import ValidationError
 
 R = TypeVar("R")
-UNAUTHORIZED, CONFLICT = 401, 409
+UNAUTHORIZED, NOT_FOUND, CONFLICT = 401, 404, 409
 
 
 class Request(Protocol):
@@ -42,7 +42,9 @@ class Unauthorized(ApiError):
 
 
 class RunGone(ApiError):
-    """409 on a task update: the run is no longer this bot's to report on."""
+    """A task update the server refused for good: the run is no longer this
+    bot's to report on (409), or the server knows no such task (its own 404,
+    not a proxy's page)."""
 
 
 class BadManifest(ApiError):
@@ -107,7 +109,7 @@ class Remote:
             return self._call("bot_task_update", TaskUpdate(self.with_session(attributes), run_id, update),
                               TaskUpdateReply.from_wire)
         except ApiError as e:
-            if e.status == CONFLICT:
+            if e.status == CONFLICT or (e.status, e.code) == (NOT_FOUND, "not_found"):
                 raise RunGone(e.call, e.status, e.code, e.message) from e
             raise
 

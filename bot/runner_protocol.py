@@ -10,6 +10,9 @@ with the rest of w/ before the command starts). The status lines:
     {"started": PID}                           the command runs, in process group PID
     {"error": MESSAGE, "missing_cas": [...]}   the bot could not run the task
     {"result": {"exit_code", "duration", "stop", "reported"}}
+
+Besides, the runner holds the read end of a lifeline pipe whose write end
+only the bot holds: its end of file tells the runner the bot died.
 """
 
 from __future__ import annotations

@@ -5,9 +5,16 @@ a runner that hangs or crashes costs one task, never the bot.
 The bot writes the runner's input and reads what becomes of the task from the
 status pipe (bot/runner_protocol.py). It keeps a last-ditch deadline of its
 own (hard timeout + grace + the runner's own allowances + a margin): past it,
-it kills the command's group and the runner, and fails the task with
-`bot_task_error`, as it does when the runner dies. SIGTERM to the bot is
-passed on: the runner stops the command with the grace dance and reports.
+it kills every descendant of the runner (bot/process_tree.py), then the
+runner, and fails the task with `bot_task_error`, as it does when the runner
+dies (killing then what is left of the command: its group, and what the
+command's descendants lead to; the orphans the runner had adopted went to
+init). SIGTERM to the bot is passed on: the runner stops the command with the
+grace dance and reports.
+
+The runner also holds the read end of a lifeline, whose write end only the
+bot holds while the runner runs: should the bot die, even by SIGKILL, the
+runner reads its end of file and stops the task (bot/runner_main.py).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from bot import layout as layout_lib
-from bot import os_platform
+from bot import os_platform, process_tree
 from bot.runner_protocol import INPUT_NAME, RunnerInput, Status
 from bot.task_runner import Clock, Result
 from shared.cas import Digest
@@ -78,27 +85,36 @@ def run(given: RunnerInput, *, python_args: Sequence[str], cwd: Path | None, env
     except OSError as e:
         report.failure = f"cannot open {layout.runner_stdout}: {e}"
         return report
-    read_fd, write_fd = os_platform.status_pipe()
-    args = [sys.executable, *python_args, "run_task", "--input", str(input_path), "--status-fd", str(write_fd)]
+    read_fd, write_fd = os_platform.child_pipe()
+    lifeline, held = os_platform.child_pipe()
+    args = [sys.executable, *python_args, "run_task", "--input", str(input_path), "--status-fd", str(write_fd),
+            "--lifeline-fd", str(lifeline)]
     try:
         with stdout:
             process = popen(args, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout,
-                            stderr=subprocess.STDOUT, **os_platform.pass_fds(write_fd))
+                            stderr=subprocess.STDOUT, **os_platform.pass_fds(write_fd, lifeline))
     except OSError as e:
         os.close(read_fd)
+        os.close(held)
         report.failure = f"cannot start the task runner: {e}"
         return report
     finally:
         os.close(write_fd)
+        os.close(lifeline)
     logger.info("%s: task runner pid %d", name, process.pid)
     reader = threading.Thread(target=_read_status, args=(read_fd, report), name="runner-status", daemon=True)
     reader.start()
-    _wait(process, report, name, shutdown, clock() + deadline_secs, deadline_secs, clock, tick)
+    try:
+        _wait(process, report, name, shutdown, clock() + deadline_secs, deadline_secs, clock, tick)
+    finally:
+        os.close(held)  # Held while the runner runs: its end of file would be the bot's death.
     reader.join(5.0)
     report.returncode = process.returncode
     if report.failure is None and report.error is None and report.result is None:
         report.failure = (f"the task runner died ({os_platform.describe_exit(process.returncode)}); "
                           f"see {layout.runner_log} and {layout.runner_stdout}")
+        if report.command_pid is not None:  # Its command must not outlive it.
+            process_tree.Tree(report.command_pid, report.command_pid).kill()
     for path in layout.task_dirs:  # The runner's own wipe may not have happened.
         try:
             layout_lib.remove(path)
@@ -123,8 +139,8 @@ def _wait(process: subprocess.Popen, report: RunnerReport, name: str, shutdown: 
         if clock() >= deadline:
             logger.error("%s: the task runner is still running after %.0f s: killing it and the command",
                          name, deadline_secs)
-            if report.command_pid is not None:
-                os_platform.kill_group(report.command_pid)
+            if report.command_pid is not None:  # All of the task is the runner's descendants.
+                process_tree.Tree(report.command_pid, process.pid).kill()
             os_platform.kill(process.pid)
             process.wait()
             report.failure = f"the task runner did not end within the bot's last-ditch timeout of {deadline_secs:.0f} s"

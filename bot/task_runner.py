@@ -1,6 +1,10 @@
 """Runs one task: its command in `w/`, the output streamed back by byte offset,
 the hard and I/O timeouts and every stop enforced with the SIGTERM, grace
-period, SIGKILL dance of the seed ("Graceful termination").
+period, SIGKILL dance of the seed ("Graceful termination"), on every process
+of the task (process_tree.py). The supervision runs on the main thread and
+never waits on the network: the updates go on a thread of their own
+(task_updates.py), and the duration is the command's, from its start to its
+exit.
 
 Around the command it moves the task's content-addressed files
 (task_files.py): the input tree placed in `w/` before, `${ISOLATED_OUTDIR}` and
@@ -22,16 +26,15 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, TypeVar
+from typing import Any, Callable
 
-from bot import layout, luci_context, os_platform
+from bot import layout, luci_context, os_platform, process_tree
 from bot.errors import TaskError
-from bot.remote import RunGone
 from bot.task_files import CasAccess, TaskFiles
+from bot.task_updates import Clock, Output, Reporter, Send
 from bot.task_user import TaskUser
 from shared import dimensions as dims_lib
-from shared.api_error import ApiError
-from shared.bot_api import Completion, TaskUpdateReply, Update
+from shared.bot_api import Completion
 from shared.cas import Digest
 from shared.errors import ValidationError
 from shared.manifest import Manifest
@@ -39,16 +42,11 @@ from shared.wire import MAX_INT64, WireObject
 
 logger = logging.getLogger(__name__)
 
-#: Sends one update; the server's reply says whether the task must stop.
-Send = Callable[[Update], TaskUpdateReply]
-Clock = Callable[[], float]
-T = TypeVar("T")
 #: Told the command's pid (its process group) once it started.
 OnStart = Callable[[int], None]
 
 #: Reported for a command that could not start; its error text is in the output.
 START_FAILURE_EXIT_CODE = 1
-_READ_SIZE = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +55,10 @@ class Timings:
     keepalive: float = 10.0  # A silent task still updates this often, or the server thinks the bot died.
     max_packet: int = 250_000  # Output bytes per update, as in the reference.
     grace_period: float = 30.0  # From SIGTERM to SIGKILL, unless the manifest says otherwise.
-    drain: float = 5.0  # Output still awaited after the exit, from a descendant that left the process group.
+    drain: float = 5.0  # Output still awaited after the exit, from a descendant that escaped the kill.
     tick: float = 0.1  # How often the process, the timeout and stop requests are checked.
+    # Output bytes held for the server at most: past it, the command waits on its writes.
+    output_buffer: int = 16 * 1024 * 1024
     # How long a completion the server did not take is resent: past the
     # server's ping tolerance the task is declared dead anyway.
     report_patience: float = 600.0
@@ -71,6 +71,7 @@ class StopReason(str, enum.Enum):
     SERVER = "the server asked"
     RUN_GONE = "the run is no longer this bot's"
     SHUTDOWN = "the bot is shutting down"
+    BOT_DIED = "the bot died"  # Its process is gone: nothing more is reported, the server finds it dead.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,13 +102,18 @@ class TaskRunner:
     """Runs one manifest to its end and reports it. The command's failures,
     including failing to start, are reported to the server, never raised; the
     bot's own (TaskError, or any other exception) are raised before the end
-    was reported, for the caller to report with `bot_task_error`."""
+    was reported, for the caller to report with `bot_task_error`.
+
+    `bot_gone` is set when the bot's process died: the command is stopped and
+    nothing more reported. `subreaper`: this process is a child subreaper
+    (process_tree.py), so every descendant of it is the task's."""
 
     def __init__(self, manifest: Manifest, work_dir: Path, send: Send, *, server: str,
                  bot_dimensions: dims_lib.Dimensions, shutdown: threading.Event, timings: Timings = Timings(),
                  clock: Clock = time.monotonic, out_dir: Path | None = None,
                  cache_dir: Path | None = None, context_dir: Path | None = None,
-                 on_start: OnStart | None = None, cas: CasAccess | None = None, run_as: str | None = None):
+                 on_start: OnStart | None = None, cas: CasAccess | None = None, run_as: str | None = None,
+                 bot_gone: threading.Event | None = None, subreaper: bool = False):
         self._manifest = manifest
         self._run_as = run_as  # The user the command runs as (bot/task_user.py); None: the runner's.
         self._user: TaskUser | None = None
@@ -121,18 +127,17 @@ class TaskRunner:
         self._context_dir = context_dir or work_dir.with_name("ctx")
         self._bot_dimensions = bot_dimensions  # The bot's own, for the task's LUCI_CONTEXT.
         self._on_start = on_start
-        self._send = send
         self._server = server
         self._shutdown = shutdown
+        self._bot_gone = bot_gone or threading.Event()
+        self._subreaper = subreaper
         self._timings = timings
         self._clock = clock
         self._name = f"task {manifest.task_id} (bot {manifest.bot_id})"
-        self._output = _Output(clock)
-        self._sent = 0  # Output bytes the server has: the offset of the next packet.
-        self._last_send = -math.inf  # When the last update was attempted.
+        self._output = Output(clock, timings.output_buffer)
+        self._reporter = Reporter(send, self._output, timings, clock, self._name)
         self._stop: StopReason | None = None  # Why the command is being stopped, once it is.
         self._kill_at: float | None = None  # When SIGTERM turns into SIGKILL; None before SIGTERM.
-        self._gone = False  # The server disowned the run: report nothing more.
         self._files = TaskFiles(cas, self._name, clock)  # Inputs, outputs, and what moving them cost.
         self._began = clock()  # The runner's start: all but the command's duration is the bot's overhead.
 
@@ -157,10 +162,11 @@ class TaskRunner:
         except OSError as e:
             raise TaskError(f"cannot make the work directory {self._work_dir}: {e}") from e
         mounted: list[tuple[Path, Path]] = []
+        self._reporter.start()  # Keepalives from now on: fetching the inputs may take minutes.
         try:
             root = self._manifest.cas_input_root
             if root is not None:
-                self._keeping_alive(lambda: self._files.fetch_inputs(root, self._work_dir))
+                self._files.fetch_inputs(root, self._work_dir)
             try:
                 cwd.mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -171,6 +177,7 @@ class TaskRunner:
                 self._user.give([self._out_dir, self._context_dir])
             return self._run(cwd, env, context, outputs)
         finally:
+            self._reporter.close()
             self._unmount(mounted)
             for path in (self._work_dir, self._out_dir, self._context_dir):
                 try:
@@ -216,35 +223,49 @@ class TaskRunner:
 
     def _run(self, cwd: Path, env: dict[str, str], context: luci_context.Context,
              outputs: list[tuple[str, Path]]) -> Result:
-        # The first update precedes the command, so a task cancelled meanwhile never starts.
-        self._flush()
+        # The first update precedes the command, so a task cancelled meanwhile
+        # never starts; but a server that does not answer it holds nothing up.
+        self._reporter.update_now(self._timings.keepalive)
+        self._check_bot_and_server()
         if self._stop is not None:
-            logger.info("%s: not started: %s", self._name, self._stop.value)
-            reported = self._stop is StopReason.SERVER and self._report_end(canceled=True)
-            if self._stop is StopReason.SERVER and not reported:
-                logger.error("%s: its cancellation was not reported", self._name)
-            return Result(None, 0.0, self._stop, reported)
-        started = self._clock()
+            return self._not_started()
         with luci_context.written(self._context_file, context):
             if self._user:
                 self._user.give([self._context_file])
-            exit_code = self._execute(started, cwd, env)
-        duration = self._clock() - started
-        output_root = None if self._gone else self._keeping_alive(lambda: self._upload_outputs(outputs))
+            exit_code, duration = self._execute(cwd, env)
+        if self._stop is StopReason.BOT_DIED:
+            logger.warning("%s: exit code %d after %.1f s, not reported: the bot died", self._name, exit_code,
+                           duration)
+            return Result(exit_code, duration, self._stop)
+        output_root = None if self._reporter.gone else self._upload_outputs(outputs)
         completion = Completion(exit_code, duration, hard_timeout=self._stop is StopReason.HARD_TIMEOUT,
                                 io_timeout=self._stop is StopReason.IO_TIMEOUT, cas_output_root=output_root,
                                 performance_stats=self._files.performance_stats(
                                     max(0.0, self._clock() - self._began - duration)))
-        reported = self._report_end(completion)
+        reported = self._reporter.end(self._timings.report_patience, completion)
         if reported:
             logger.info("%s: exit code %d after %.1f s, %d bytes of output",
-                        self._name, exit_code, duration, self._sent)
+                        self._name, exit_code, duration, self._reporter.sent)
         else:
             logger.error("%s: its completion (exit code %d) was not reported", self._name, exit_code)
         return Result(exit_code, duration, self._stop, reported)
 
-    def _execute(self, started: float, cwd: Path, env: dict[str, str]) -> int:
+    def _not_started(self) -> Result:
+        """A stop came before the command started: only the server's is
+        reported, as the cancellation of a command that never ran."""
+        assert self._stop is not None
+        logger.info("%s: not started: %s", self._name, self._stop.value)
+        reported = self._stop is StopReason.SERVER and self._reporter.end(self._timings.report_patience,
+                                                                          canceled=True)
+        if self._stop is StopReason.SERVER and not reported:
+            logger.error("%s: its cancellation was not reported", self._name)
+        return Result(None, 0.0, self._stop, reported)
+
+    def _execute(self, cwd: Path, env: dict[str, str]) -> tuple[int, float]:
+        """Runs the command to its end; its exit code and its duration (from
+        its start to its exit: the output's upload is not the command's)."""
         command = [self._expand(arg) for arg in self._manifest.command]
+        started = self._clock()
         try:
             process = subprocess.Popen(
                 command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -255,31 +276,32 @@ class TaskRunner:
         except (OSError, ValueError) as e:
             logger.warning("%s: cannot start %s: %s", self._name, command, e)
             self._output.append(f"swarming bot: cannot start {command[0]!r}: {e}\n".encode())
-            return START_FAILURE_EXIT_CODE
+            return START_FAILURE_EXIT_CODE, self._clock() - started
         logger.info("%s: started pid %d: %s", self._name, process.pid, command)
         if self._on_start:
             self._on_start(process.pid)
         self._output.start(process.stdout)
-        deadline = started + self._manifest.hard_timeout
-        io_timeout = self._manifest.io_timeout
+        tree = process_tree.Tree.of_runner(process.pid, self._subreaper)
         try:
-            while (exit_code := _wait(process, self._timings.tick)) is None:
-                now = self._clock()
-                if self._shutdown.is_set():
-                    self._request_stop(StopReason.SHUTDOWN)
-                if now >= deadline:
-                    self._request_stop(StopReason.HARD_TIMEOUT)
-                if io_timeout and now - self._output.last_output(started) >= io_timeout:
-                    self._request_stop(StopReason.IO_TIMEOUT, f"silent for {io_timeout:g} s")
-                self._enforce_stop(process.pid, now)
-                self._report(now)
+            exit_code = self._supervise(process, tree, started)
+            duration = self._clock() - started
         finally:
             # Descendants left behind would hold the output pipe open and files
             # in w/; and should the runner itself fail, no command outlives it.
-            os_platform.kill_group(process.pid)
-        if not self._output.join(self._timings.drain):
+            tree.kill()
+        if not self._output.finish(self._timings.drain):
             logger.warning("%s: output still open %.0f s after the exit; ignoring the rest",
                            self._name, self._timings.drain)
+        return exit_code, duration
+
+    def _supervise(self, process: subprocess.Popen, tree: process_tree.Tree, started: float) -> int:
+        """Waits for the command's exit, stopping it when a timeout, the
+        server, the bot or its death says so; never waits on the network."""
+        while (exit_code := _wait(process, self._timings.tick)) is None:
+            now = self._clock()
+            self._check_stops(now, started)
+            self._enforce_stop(tree, now)
+            tree.reap()
         return exit_code
 
     def _upload_outputs(self, outputs: list[tuple[str, Path]]) -> Digest | None:
@@ -290,40 +312,6 @@ class TaskRunner:
         except Exception:  # Whatever failed, the completion goes without outputs.
             logger.exception("%s: the outputs were not uploaded", self._name)
             return None
-
-    def _keeping_alive(self, step: Callable[[], T]) -> T:
-        """Runs a long step of the runner's own (fetching the inputs, uploading
-        the outputs) while a thread sends the usual keepalives (and pending
-        output): past the ping tolerance the server would think the bot died.
-        A stop the server asks for meanwhile is acted on after the step."""
-        done = threading.Event()
-
-        def beat() -> None:
-            while not done.wait(self._timings.keepalive):
-                self._flush()
-
-        thread = threading.Thread(target=beat, name="keepalive", daemon=True)
-        thread.start()
-        try:
-            return step()
-        finally:
-            done.set()
-            thread.join()
-
-    def _report_end(self, completion: Completion | None = None, canceled: bool = False) -> bool:
-        """Resends the end (the completion, or the cancellation of a command
-        never started), with the output before it, until the server has it: a
-        lost end would leave the task running with its exit code gone. Gives
-        up only when the run is no longer this bot's, or after
-        `report_patience`."""
-        give_up = self._clock() + self._timings.report_patience
-        delay = self._timings.tick
-        while not self._flush(completion, canceled):
-            if self._gone or self._clock() >= give_up:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, self._timings.max_report_backoff)
-        return True
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)  # The runner's, which holds no credential (bot_main._runner_env).
@@ -355,113 +343,47 @@ class TaskRunner:
             raise TaskError(f"{field}: {relative!r} is not a relative path inside the work directory")
         return Path(os.path.normpath(self._work_dir / relative))
 
+    def _check_stops(self, now: float, started: float) -> None:
+        """Whatever asks the command started at `started` to stop, the first
+        one named: the bot, its death, the server, the timeouts."""
+        if self._shutdown.is_set():
+            self._request_stop(StopReason.SHUTDOWN)
+        self._check_bot_and_server()
+        if now - started >= self._manifest.hard_timeout:
+            self._request_stop(StopReason.HARD_TIMEOUT)
+        io_timeout = self._manifest.io_timeout
+        if io_timeout and now - self._output.last_output(started) >= io_timeout:
+            self._request_stop(StopReason.IO_TIMEOUT, f"silent for {io_timeout:g} s")
+
+    def _check_bot_and_server(self) -> None:
+        """The bot's death, and what the server last said (read from the
+        reporter, never waited on); raises the reporter's own failure."""
+        self._reporter.check()
+        if self._bot_gone.is_set():
+            self._request_stop(StopReason.BOT_DIED)
+        if self._reporter.gone is not None:
+            self._request_stop(StopReason.RUN_GONE, self._reporter.gone)
+        if self._reporter.stop_reason is not None:
+            self._request_stop(StopReason.SERVER, self._reporter.stop_reason)
+
     def _request_stop(self, reason: StopReason, detail: str = "") -> None:
         if self._stop is None:
             logger.warning("%s: stopping: %s%s", self._name, reason.value, f" ({detail})" if detail else "")
             self._stop = reason
 
-    def _enforce_stop(self, pgid: int, now: float) -> None:
+    def _enforce_stop(self, tree: process_tree.Tree, now: float) -> None:
         if self._stop is None:
             return
         if self._kill_at is None:
             grace = self._manifest.grace_period
             grace = self._timings.grace_period if grace is None else grace
             logger.info("%s: SIGTERM, SIGKILL in %.1f s if still running", self._name, grace)
-            os_platform.terminate_group(pgid)
+            tree.terminate()
             self._kill_at = now + grace
         elif now >= self._kill_at:
             logger.warning("%s: still running after the grace period: SIGKILL", self._name)
-            os_platform.kill_group(pgid)
+            tree.kill()
             self._kill_at = math.inf  # Nothing left to escalate to.
-
-    def _report(self, now: float) -> None:
-        since = now - self._last_send
-        if since >= self._timings.keepalive or (self._output.has_pending()
-                                                and since >= self._timings.output_interval):
-            self._flush()
-
-    def _flush(self, completion: Completion | None = None, canceled: bool = False) -> bool:
-        """Sends the pending output in packets of at most max_packet bytes, the
-        end (completion or cancellation) riding on the last one. With no output
-        pending one update still goes (the first one, a keepalive or the end).
-        False when an update failed: what it carried stays pending, for the
-        same offset."""
-        while not self._gone:
-            data, more = self._output.peek(self._timings.max_packet)
-            last = not more
-            update = Update(self._sent, data, completion if last else None, canceled=canceled and last)
-            if not self._send_update(update):
-                return False
-            self._output.drop(len(data))
-            self._sent += len(data)
-            if not more:
-                return True
-        return False
-
-    def _send_update(self, update: Update) -> bool:
-        self._last_send = self._clock()
-        try:
-            reply = self._send(update)
-        except RunGone as e:
-            self._gone = True
-            self._request_stop(StopReason.RUN_GONE, str(e))
-            return False
-        except ApiError as e:
-            logger.warning("%s: update at offset %d failed, will resend: %s", self._name, update.offset, e)
-            return False
-        if reply.must_stop:
-            self._request_stop(StopReason.SERVER, reply.stop_reason or "stopped by the server")
-        return True
-
-
-class _Output:
-    """The command's merged stdout and stderr, read on a thread so the command
-    never blocks on a full pipe while the runner waits on the server."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._pending = bytearray()  # Read, not yet acknowledged by the server.
-        self._last_read: float | None = None  # When output last came: the I/O timeout counts from it.
-        self._reader: threading.Thread | None = None
-
-    def start(self, pipe: IO[bytes]) -> None:
-        self._reader = threading.Thread(target=self._read, args=(pipe,), name="task-output", daemon=True)
-        self._reader.start()
-
-    def join(self, timeout: float) -> bool:
-        """True when the pipe reached its end."""
-        if self._reader:
-            self._reader.join(timeout)
-        return not (self._reader and self._reader.is_alive())
-
-    def _read(self, pipe: IO[bytes]) -> None:
-        with pipe:
-            while chunk := pipe.read(_READ_SIZE):
-                self.append(chunk)
-
-    def append(self, data: bytes) -> None:
-        with self._lock:
-            self._pending += data
-            self._last_read = self._clock()
-
-    def last_output(self, default: float) -> float:
-        """When output last came, or `default` (the start) if none has."""
-        with self._lock:
-            return default if self._last_read is None else self._last_read
-
-    def has_pending(self) -> bool:
-        with self._lock:
-            return bool(self._pending)
-
-    def peek(self, limit: int) -> tuple[bytes, bool]:
-        """Up to `limit` pending bytes, and whether more are pending after them."""
-        with self._lock:
-            return bytes(self._pending[:limit]), len(self._pending) > limit
-
-    def drop(self, count: int) -> None:
-        with self._lock:
-            del self._pending[:count]
 
 
 def _wait(process: subprocess.Popen, timeout: float) -> int | None:

@@ -3,6 +3,9 @@ built the way the server builds them (bot/ and shared/, bot/zip_main.py as the
 root's __main__.py, config.json, bot_config.py)."""
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -22,6 +25,8 @@ from shared.manifest import Manifest
 REPO = Path(__file__).resolve().parents[1]
 #: (status, JSON body, headers).
 Reply = tuple[int, dict[str, Any], dict[str, str]]
+#: Not sent: how long the fake holds a reply back (`stalled`).
+_STALL = "X-Fake-Stall"
 
 
 def ok(body: dict[str, Any]) -> Reply:
@@ -36,6 +41,13 @@ def renewing(reply: Reply, bot_token: str) -> Reply:
     """`reply`, carrying a renewed bot token as the server's answers may."""
     status, body, headers = reply
     return status, body, {**headers, BOT_TOKEN_HEADER: bot_token}
+
+
+def stalled(reply: Reply, seconds: float | None) -> Reply:
+    """`reply`, answered `seconds` after the request came; None: never (the
+    request is held, unanswered, until the fake shuts down)."""
+    status, body, headers = reply
+    return status, body, {**headers, _STALL: "never" if seconds is None else str(seconds)}
 
 
 def sleep(duration: float) -> Reply:
@@ -69,6 +81,7 @@ class FakeServer(ThreadingHTTPServer):
         self.calls: list[tuple[str, dict[str, Any], str | None]] = []
         self.headers: list[dict[str, str]] = []  # Of each call in `calls`.
         self.zips: dict[str, bytes] = {}
+        self.closing = threading.Event()  # Set at shutdown: releases the stalled replies.
         self._lock = threading.Lock()
         self._replies: dict[str, list[Reply]] = {
             "bot_handshake": [ok(HandshakeReply(bot_version="dev", server_version="fake").to_wire())],
@@ -110,6 +123,7 @@ def served() -> Iterator[FakeServer]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
+    server.closing.set()
     server.shutdown()
     server.server_close()
 
@@ -134,6 +148,11 @@ class _Handler(QuietHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         status, reply, headers = self.server.answer(self.path.lstrip("/"), body, dict(self.headers))
+        headers = dict(headers)  # The script's own stays as it is, for the next call.
+        stall = headers.pop(_STALL, None)
+        if stall is not None and self.server.closing.wait(None if stall == "never" else float(stall)):
+            self.close_connection = True  # Shutting down: no answer at all.
+            return
         self.reply(status, json.dumps(reply).encode(), {"Content-Type": "application/json", **headers})
 
     def do_GET(self) -> None:
@@ -184,3 +203,29 @@ def write_zip(path: Path, entries: Mapping[str, bytes], *, compression: int = zi
         for name, content in entries.items():
             archive.writestr(zipfile.ZipInfo(name, date_time), content, compress_type=compression)
     return path.read_bytes()
+
+
+def start_bot(server: str, work_dir: Path, token: str, *args: str) -> subprocess.Popen:
+    """A real bot process (`python -m bot`) of this checkout, with `token`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMING_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "--server", server, "--work-dir", str(work_dir), *args],
+        cwd=REPO, env={**env, "SWARMING_TOKEN": token}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def alive(pid: int) -> bool:
+    """Not gone nor a zombie (an orphan's reaping depends on the container's init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Waits up to `timeout` seconds for every process of `pids` to be gone; those still alive."""
+    deadline = time.monotonic() + timeout
+    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left

@@ -28,7 +28,7 @@ from shared.bot_api import (
 from shared.cas import Digest
 from tests.bot_fakes import (
     REPO, FakeServer, Reply, bot_zip_entries, claim, config, error, events_of, ok, renewing, run, served, skip, sleep,
-    write_zip,
+    start_bot, wait_gone, write_zip,
 )
 
 TOKEN = "bot-token"
@@ -148,10 +148,12 @@ def test_a_failed_poll_is_backed_off_then_retried(fake: FakeServer, bot: Bot, sl
     assert first == second  # No answer yet: still the same poll.
 
 
-def test_a_409_stops_the_task_and_returns_to_polling(fake: FakeServer, bot: Bot) -> None:
+@pytest.mark.parametrize("gone", [error(409, "conflict"), error(404, "not_found")])
+def test_a_run_the_server_disowns_stops_the_task_and_returns_to_polling(
+        fake: FakeServer, bot: Bot, gone: Reply) -> None:
     fake.script("bot_poll", claim(TASK_A))
     fake.script("bot_claim", run(TASK_A, ["sleep", "60"]))
-    fake.script("bot_task_update", CARRY_ON, error(409, "conflict"))
+    fake.script("bot_task_update", CARRY_ON, gone)
     started = time.monotonic()
 
     assert bot.run_once() is Outcome.RAN
@@ -321,19 +323,7 @@ def test_a_hung_runner_meets_the_last_ditch_timeout_with_its_command(fake: FakeS
     assert 1.5 <= time.monotonic() - started < 10  # 0.5 + 0 + 0.2 + 0.3 + 0.5 s
     [reported] = fake.bodies("bot_task_error")
     assert "last-ditch timeout of 2 s" in reported["message"]
-    pid = int(output(fake))
-    deadline = time.monotonic() + 2
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    assert wait_gone([int(output(fake))], 2) == []
 
 
 def test_the_task_runs_in_a_runner_process_with_its_outdir(fake: FakeServer, bot: Bot, tmp_path: Path) -> None:
@@ -490,18 +480,10 @@ def test_the_state_reports_sleep_streak_and_running_time(fake: FakeServer, tmp_p
     assert all({"disk", "ram", "uptime"} <= s.keys() for s in states)  # The default get_state hook's.
 
 
-def _start_bot(fake: FakeServer, work_dir: Path, *args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMING_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot", "--server", fake.url, "--work-dir", str(work_dir), *args],
-        cwd=REPO, env={**env, "SWARMING_TOKEN": TOKEN}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-
-
 def test_the_cli_once_reports_its_dimensions_and_ends(fake: FakeServer, tmp_path: Path) -> None:
     fake.script("bot_poll", sleep(0.01))
 
-    bot_process = _start_bot(fake, tmp_path / "bot", "--id", "cli-bot", "--once",
+    bot_process = start_bot(fake.url, tmp_path / "bot", TOKEN, "--id", "cli-bot", "--once",
                              "--dimension", "pool=ci", "--dimension", "gpu=a", "--dimension", "gpu=b")
     _, stderr = bot_process.communicate(timeout=10)
 
@@ -519,7 +501,7 @@ def test_the_cli_once_reports_its_dimensions_and_ends(fake: FakeServer, tmp_path
 def test_sigterm_stops_the_running_task_reports_it_and_exits_0(fake: FakeServer, tmp_path: Path) -> None:
     fake.script("bot_poll", claim(TASK_A), sleep(60))
     fake.script("bot_claim", run(TASK_A, ["sleep", "60"], grace_period=5))
-    bot_process = _start_bot(fake, tmp_path / "bot", "--id", "bot-1")
+    bot_process = start_bot(fake.url, tmp_path / "bot", TOKEN, "--id", "bot-1")
     fake.wait_for(lambda: bool(updates(fake)))
 
     bot_process.send_signal(signal.SIGTERM)
@@ -534,7 +516,7 @@ def test_sigterm_stops_the_running_task_reports_it_and_exits_0(fake: FakeServer,
 
 def test_sigusr1_logs_the_stack_of_every_thread(fake: FakeServer, tmp_path: Path) -> None:
     fake.script("bot_poll", sleep(60))
-    bot_process = _start_bot(fake, tmp_path / "bot", "--id", "bot-1")
+    bot_process = start_bot(fake.url, tmp_path / "bot", TOKEN, "--id", "bot-1")
     fake.wait_for(lambda: "bot_poll" in fake.names())
     log = tmp_path / "bot" / "logs" / "swarming_bot.log"
 

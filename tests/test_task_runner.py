@@ -17,6 +17,7 @@ from shared.api_error import ApiError
 from shared.bot_api import Completion, TaskUpdateReply, Update
 from shared.manifest import Manifest
 from shared.task_properties import Cache
+from tests.bot_fakes import wait_gone
 
 RUN_ID = "5f3a1b2c3d4e5f01"
 BOT_ID = "bot-1"
@@ -138,11 +139,7 @@ def test_a_child_ignoring_sigterm_gets_sigkill_after_the_grace_period(tmp_path: 
 def test_descendants_do_not_outlive_the_task(tmp_path: Path) -> None:
     _, sent = run_task(tmp_path, ["sh", "-c", "sleep 30 & echo $!"])
 
-    pid = int(sent.output())
-    deadline = time.monotonic() + 2
-    while _running(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _running(pid)
+    assert wait_gone([int(sent.output())], 2) == []
 
 
 def test_must_stop_terminates_the_command(tmp_path: Path) -> None:
@@ -374,15 +371,6 @@ def test_a_work_dir_that_cannot_be_made_is_an_internal_error(tmp_path: Path) -> 
     assert send.attempts == 0
 
 
-def _running(pid: int) -> bool:
-    """Not gone nor a zombie (an orphan's reaping depends on the container's init)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
 def test_a_failed_completion_is_resent_until_the_server_has_it(tmp_path: Path) -> None:
     def flaky_end(n: int, update: Update) -> None:
         if update.completion and n < 6:  # The server is away when the command ends.
@@ -407,3 +395,46 @@ def test_a_completion_is_given_up_after_the_patience(tmp_path: Path) -> None:
     assert sent.completions == [] and result.exit_code == 0
     assert sent.attempts > 2  # It kept trying ...
     assert time.monotonic() - started < 10  # ... but not forever.
+
+
+def stalling(after: int, seconds: float) -> Recorder:
+    """A server whose answers, from the `after`-th update on, take `seconds`."""
+    return Recorder(lambda n, update: time.sleep(seconds) if n >= after else None)
+
+
+def test_a_stalled_server_delays_neither_a_stop_nor_the_duration(tmp_path: Path) -> None:
+    started = time.monotonic()
+
+    result, sent = run_task(tmp_path, ["sleep", "60"], send=stalling(2, 3.0), hard_timeout=0.5, grace_period=5.0)
+
+    [completion] = sent.completions
+    assert result.stop is StopReason.HARD_TIMEOUT and completion.exit_code == -signal.SIGTERM
+    assert 0.5 <= completion.duration < 1.5  # The command's, not the 3 s answers'.
+    assert time.monotonic() - started >= 3  # The answers did take that long.
+
+
+def test_a_server_that_does_not_answer_the_first_update_does_not_hold_the_command(tmp_path: Path) -> None:
+    result, sent = run_task(tmp_path, python("import time; print(time.monotonic())"), send=stalling(1, 2.0))
+
+    [started_at] = sent.output().split()
+    assert float(started_at) < sent.times[0]  # Started before the first update's answer came.
+    assert result.exit_code == 0 and sent.updates[0] == Update(0)
+
+
+def test_output_the_server_cannot_take_holds_the_command_back_without_silence(tmp_path: Path) -> None:
+    marker = tmp_path / "written"
+    code = f"import sys; sys.stdout.write('x' * 400_000); sys.stdout.flush(); open({str(marker)!r}, 'w').close()"
+    seen: list[bool] = []  # At each attempt while the server is away: had the command written it all?
+
+    def away_for_a_while(n: int, update: Update) -> None:
+        if n > 1 and len(seen) < 10:  # About 1 s of failed attempts, 0.1 s apart.
+            seen.append(marker.exists())
+            raise ApiError("bot_task_update", None, "unreachable", "no network")
+
+    timings = dataclasses.replace(FAST, output_buffer=1000)
+    result, sent = run_task(tmp_path, python(code), send=Recorder(away_for_a_while), timings=timings,
+                            io_timeout=0.5)
+
+    assert seen == [False] * 10  # 400 kB do not fit in the pipe and the buffer: the command waited.
+    assert result.stop is None and sent.completions[0].exit_code == 0  # Waiting on the server is not silence.
+    assert marker.exists() and sent.output() == b"x" * 400_000
