@@ -23,7 +23,7 @@ from bot.cas_cache import CasCache, FetchStats, Limits
 from bot.errors import TaskError
 from shared import cas_transfer
 from shared.api_error import ApiError
-from shared.cas import Digest, Pack, Tree
+from shared.cas import MAX_BATCH, Digest, Pack, Tree
 from shared.errors import ValidationError
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class TaskFiles:
             cache.trim()  # The task's entries are placed: they may go now.
         except cas_transfer.MissingBlobs as e:
             raise TaskError(f"inputs missing from the store: {', '.join(map(str, e.digests[:10]))}",
-                            missing_cas=e.digests) from e
+                            missing_cas=e.digests[:MAX_BATCH]) from e  # All the server takes: enough to say.
         except cas_transfer.CorruptBlob as e:
             raise TaskError(f"input {e.digest} in the store does not match its digest",
                             missing_cas=[e.digest]) from e

@@ -70,9 +70,9 @@ def takes(params: Field, answer: Schema, errors: tuple[int, ...] = (), **media: 
     return wrap
 
 
-def contract(function: Function) -> Contract | None:
-    """The function's contract; None for a handler that reads its parameters itself."""
-    return getattr(function.handler, "contract", None)
+def contract(function: Function) -> Contract:
+    """What the function reads and answers: every handler is declared with `takes`."""
+    return function.handler.contract  # type: ignore[attr-defined]
 
 
 # What the client API answers (the bot API's answers are shared.bot_api's).
@@ -102,7 +102,7 @@ TASK_RESULT = _object({
     "deduped_from": _TS, "parent_task_id": _TS, "bot_ping_tolerance_secs": INTEGER,
     "missing_cas": _type("array", nullable=True), "internal_failure_message": _TS,
     "cas_output_root": _type("object", nullable=True), "performance_stats": _type("object", nullable=True),
-})
+}, stdout_length=_type("integer", nullable=True))
 BOT = _object({
     "bot_id": STRING, "dimensions": _PAIRS, "state": OBJECT, "version": STRING, "task_id": _TS, "is_busy": BOOLEAN,
     "quarantined": BOOLEAN, "maintenance_msg": _TS, "is_dead": BOOLEAN, "first_seen_ts": _TS, "last_seen_ts": STRING,
@@ -325,12 +325,15 @@ def task_request(call: Call, params: dict[str, str]) -> dict[str, Any]:
 
 @takes(Shape({**ONE_TASK.fields, "offset": Integer(0, stdout.MAX_SIZE - 1, 0, nullable=True, from_text=True),
               "length": Integer(1, MAX_INT64, None, nullable=True, from_text=True)}),
-       _object({"task_id": STRING, "state": STRING, "offset": INTEGER, "output": STRING, "next_offset": INTEGER}),
+       _object({"task_id": STRING, "state": STRING, "offset": INTEGER, "output": STRING, "next_offset": INTEGER,
+                "gap": BOOLEAN}),
        (404,))
 def task_stdout(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`task_id`, `offset`, `length` (at most 4 MiB a call) → base64
-    `output`, `next_offset`, `state`. A deduplicated task shows the stdout of
-    the task it took its result from."""
+    `output`, `next_offset`, `state`: only bytes stored without a gap from
+    `offset`, never made-up ones; `gap` is true when bytes are missing at
+    `next_offset` while later ones are stored (a packet still on its way).
+    A deduplicated task shows the stdout of the task it took its result from."""
     return tasks.output(call.service.context, params["task_id"], offset=params["offset"], length=params["length"],
                         check=_reader(call))
 
@@ -350,14 +353,23 @@ def task_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     return cancellation.cancel(call.service.context, task_id, params["kill_running"], call.now)
 
 
-def tasks_cancel(call: Call) -> dict[str, Any]:
+#: Tags a bulk cancel may AND.
+MAX_CANCEL_TAGS = 64
+
+
+@takes(Shape({"tags": ListOf(Text(1024, ".*:.*"), MAX_CANCEL_TAGS, min_items=1, description="'key:value' tags"),
+              "kill_running": Boolean(from_text=True),
+              "limit": Integer(1, cancellation.MAX_BULK, 100, nullable=True),
+              "cursor": Text(64, default=None, nullable=True, description="the previous answer's cursor")}),
+       _object({"matched": INTEGER, "canceled": INTEGER, "cursor": _TS, "now": STRING}))
+def tasks_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`tags` (a task must have every one), `kill_running`, `limit` ≤ 1000
     (100), `cursor` → `{matched, canceled, cursor, now}`: at most `limit`
     tasks, and as many as 20 s allow. Until `cursor` is null, calling again
     with it goes on after the last task looked at: no task twice, none
     skipped. A `pool:<name>` tag names the pool: its admins cancel any of its
     tasks, its schedulers theirs; without one, admins only."""
-    tags = _tags(call.params.get("tags"))
+    tags = params["tags"]
     pool = next((tag.partition(":")[2] for tag in tags if tag.startswith("pool:")), None)
     owner = None
     if call.may(pool):
@@ -365,18 +377,8 @@ def tasks_cancel(call: Call) -> dict[str, Any]:
     else:
         call.authorize(pool, owner=call.caller.identity)
         owner = call.caller.identity
-    return cancellation.cancel_many(call.service.context, tags, call.boolean("kill_running"),
-                                    call.integer("limit", 100), call.now, budget.Budget(budget.REQUEST_SECS),
-                                    cursor=call.params.get("cursor"), owner=owner)
-
-
-def _tags(value: Any) -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise ValidationError("tags", "at least one 'key:value' tag is required")
-    for i, tag in enumerate(value):
-        if not isinstance(tag, str) or ":" not in tag or len(tag) > 1024:
-            raise ValidationError(f"tags[{i}]", "must be a 'key:value' string")
-    return value
+    return cancellation.cancel_many(call.service.context, tags, params["kill_running"], params["limit"], call.now,
+                                    budget.Budget(budget.REQUEST_SECS), cursor=params["cursor"], owner=owner)
 
 
 #: What every timer's body has (functions.timers): the task, and the second
@@ -387,19 +389,23 @@ TIMER_EXPIRE = Shape({**_TIMER, "slice": Integer(0, MAX_SLICES - 1, 0)})
 TIMER_BOT_DIED = Shape({**_TIMER, "try_number": Integer(1, bot_death.MAX_TRIES, 1)})
 
 
-def timer_expire(call: Call) -> dict[str, Any]:
+#: What a timer answers: what it found to do.
+_DONE = _object({"done": STRING}, next=STRING)
+
+
+@takes(TIMER_EXPIRE, _DONE)
+def timer_expire(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """Cloud Tasks' call when a pending slice's expiration is due: the task
     moves to its next runnable slice, or ends `EXPIRED`. Harmless when
     delivered twice, early (it waits again) or late."""
-    params = TIMER_EXPIRE.from_wire(call.params)
     return slices.expire(call.service.context, params["task_id"], params["slice"], call.now, params["due"])
 
 
-def timer_bot_died(call: Call) -> dict[str, Any]:
+@takes(TIMER_BOT_DIED, _DONE)
+def timer_bot_died(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """Cloud Tasks' call when a running task's ping tolerance is due: a task
     that heartbeat since waits again; one that did not ends `BOT_DIED` (or is
     retried once on another bot)."""
-    params = TIMER_BOT_DIED.from_wire(call.params)
     return bot_death.check(call.service.context, params["task_id"], params["try_number"], call.now, params["due"])
 
 
@@ -584,13 +590,17 @@ def cas_urls(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     return call.service.cas.urls(params["upload"], params["download"], call.now).to_wire()
 
 
-def cron_sweep(call: Call) -> dict[str, Any]:
+@takes(Shape({}), _object({"bots": {"type": "object", "additionalProperties": INTEGER},
+                           **{name: INTEGER for name in ("expired_slices", "dead_runs", "released_waiters", "failed")},
+                           "swept": _list(STRING), "partial": BOOLEAN}))
+def cron_sweep(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """Cloud Scheduler's call, every minute: flags bots dead or alive again
     (`bots`), repairs what lost timers left (`expired_slices`, `dead_runs`)
     and releases the tasks waiting on an identical task whose end did not
-    release them (`released_waiters`), shard by shard (`swept`). It stops
-    after 20 s (`partial: true`) and the next sweeps go on: each starts at
-    the next shard in turn. Safe at any time."""
+    release them (`released_waiters`), shard by shard (`swept`). A task it
+    cannot repair now is logged and counted (`failed`), and the next sweep
+    tries again. It stops after 20 s (`partial: true`) and the next sweeps go
+    on: each starts at the next shard in turn. Safe at any time."""
     return sweep.sweep(call.service.context, call.service.fleet, call.now, budget.Budget(budget.REQUEST_SECS))
 
 

@@ -9,7 +9,6 @@ import functools
 import inspect
 import json
 import logging
-import re
 from typing import Any, Callable
 
 import flask
@@ -19,15 +18,12 @@ from google.api_core import exceptions as gexc
 from functions import logs, ops, permissions, service
 from functions.errors import BadRequest, HttpError, MethodNotAllowed, Unavailable
 from functions.permissions import Action, Caller, Kind
-from shared import task_id as task_ids
 from shared.api_error import ApiError
 from shared.bot_api import BOT_TOKEN_HEADER
 from shared.errors import ValidationError
 from shared.service_config import ServiceConfig
 
 logger = logging.getLogger(__name__)
-#: An integer as a query parameter gives it: ASCII digits, maybe a minus sign.
-_INTEGER = re.compile(r"-?[0-9]+")
 #: What Firestore, Cloud Tasks and Cloud Storage raise when they could not be
 #: reached in time (their clients' retries and timeouts are bounded:
 #: functions/service.py): the request may succeed later, so it is a 503.
@@ -86,35 +82,6 @@ class Call:
 
     def may(self, pool: str | None = None, owner: str | None = None) -> bool:
         return permissions.refusal(self.config, self.caller, self.action, pool, owner) is None
-
-    def string(self, name: str) -> str:
-        value = self.params.get(name)
-        if not isinstance(value, str) or not value:
-            raise ValidationError(name, "is required")
-        return value
-
-    def task_id(self, name: str = "task_id") -> str:
-        """A task id proper (ending in 0), not one of its runs."""
-        return task_ids.parse_task_id(self.params.get(name), name)
-
-    def boolean(self, name: str, default: bool = False) -> bool:
-        value = self.params.get(name, default)
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ValidationError(name, "must be true or false")
-
-    def integer(self, name: str, default: int | None = None) -> int | None:
-        """An int, or its decimal digits (a query parameter); null is absent."""
-        value = self.params.get(name)
-        if value is None:
-            return default
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and _INTEGER.fullmatch(value):
-            return int(value)
-        raise ValidationError(name, "must be an integer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,10 +231,13 @@ def base_url(request: flask.Request) -> str:
 
 
 def _params(request: flask.Request) -> dict[str, Any]:
-    params: dict[str, Any] = dict(request.args)
+    # A parameter given more than once is a list (`?dimensions=a:1&dimensions=b:2`).
+    params: dict[str, Any] = {k: v[0] if len(v) == 1 else v for k, v in request.args.to_dict(flat=False).items()}
     if request.method == "POST" and request.data:
         try:
             body = json.loads(request.data)
+        except RecursionError as e:
+            raise BadRequest("body: nested too deeply") from e
         except ValueError as e:
             raise BadRequest(f"body: not valid JSON ({e})") from e
         if not isinstance(body, dict):

@@ -99,10 +99,9 @@ def _path(function: Function) -> dict[str, Any]:
 
 
 def _operation(function: Function, method: str) -> dict[str, Any]:
-    """A function's contract (functions.endpoints.takes) says what it reads
-    and answers; one that reads its parameters itself takes any object."""
+    """A function's contract (functions.endpoints.takes) says what it reads and answers."""
     contract = endpoints.contract(function)
-    params = contract.params.schema() if contract else {"type": "object"}
+    params = contract.params.schema()
     operation: dict[str, Any] = {
         "operationId": function.name if len(function.methods) == 1 else f"{function.name}_{method.lower()}",
         "summary": function.summary,
@@ -120,16 +119,16 @@ def _operation(function: Function, method: str) -> dict[str, Any]:
     return operation
 
 
-def _responses(function: Function, contract: endpoints.Contract | None) -> dict[str, Any]:
-    media, answer = (contract.media, contract.answer) if contract else ("application/json", {"type": "object"})
+def _responses(function: Function, contract: endpoints.Contract) -> dict[str, Any]:
+    media, answer = contract.media, contract.answer
     headers = {**_cost_headers(), BOT_TOKEN_HEADER: {"description": "To a bot: its renewed bot token",
                                                      "schema": {"type": "string"}}}
     responses: dict[str, Any] = {"200": {"description": "OK", "headers": headers,
                                          "content": {media: {"schema": answer}}}}
-    if contract and contract.redirects:
+    if contract.redirects:
         responses["302"] = {"description": "To the current version", "headers": {
             "Location": {"schema": {"type": "string", "format": "uri"}}, **_cost_headers()}}
-    statuses = sorted(endpoints.COMMON_ERRORS + contract.errors) if contract else list(ERROR_STATUSES)
+    statuses = sorted(endpoints.COMMON_ERRORS + contract.errors)
     responses.update({str(status): {"$ref": f"#/components/responses/Error{status}"} for status in statuses})
     return responses
 

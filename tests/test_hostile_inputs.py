@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+import requests
 
 from tests.builders import bot_body, task_body, with_field
 
@@ -91,3 +92,25 @@ def test_a_deduplicated_task_is_not_a_run_of_the_bot_it_took_its_result_from(api
     assert [t["task_id"] for t in tasks] == [first]
     events = api.ok("bot_events", {"bot_id": "bot-1"}, role="admin")["items"]
     assert {e["task_id"] for e in events if "task_id" in e and e["event_type"].startswith("task_")} == {first}
+
+
+def test_a_body_nested_too_deeply_is_refused_naming_the_body(api):
+    answer = requests.post(f"{api.base_url}/tasks_new", data="[" * 100_000 + "]" * 100_000, timeout=30,
+                           headers={"Authorization": f"Bearer {api.tokens['user']}",
+                                    "Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["error"]["message"] == "body: nested too deeply"
+
+
+def test_a_query_parameter_given_twice_is_a_list(api):
+    """`?dimensions=a&dimensions=b` filters on both, as the body's list would."""
+    api.ok("bot_handshake", bot_body(), role="bot")
+    headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
+
+    def count(*dimensions: str) -> int:
+        answer = requests.get(f"{api.base_url}/bots_count", params=[("dimensions", d) for d in dimensions],
+                              headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["count"]
+
+    assert count("pool:default") == count("pool:default", "os:Linux") == 1
+    assert count("pool:default", "os:Windows") == 0
