@@ -1,0 +1,54 @@
+"""Case 1: a real bot and the `swarming` CLI talk to the service through a
+proxy that resets a quarter of their connections (before or after the server
+saw the request), answers 503 with Retry-After, holds connections unanswered
+and delays them, at seeded random places. Every task ends once, its command
+run once, its stdout byte for byte."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.builders import bot_body
+from tests.conftest import REPO
+from tests.faults import checks
+from tests.faults.proxy import Fault, Request, SeededFaults
+
+SWARMING = str(Path(sys.executable).with_name("swarming"))
+TASKS = 3
+#: Output per task: 256 bytes times this, several updates of the runner.
+BLOCKS = 400
+
+
+def _spared(request: Request) -> bool:
+    """The timers and the cron are Cloud's own calls, not the bots' nor the CLI's."""
+    return request.path.startswith(("/timer_", "/cron_"))
+
+
+def _swarming(*args: str) -> bytes:
+    done = subprocess.run([SWARMING, *args], capture_output=True, cwd=REPO, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
+@pytest.mark.usefixtures("as_user")
+@pytest.mark.parametrize("seed", [13])
+def test_tasks_end_once_with_their_stdout_through_resets_503s_holds_and_delays(
+        base_url, proxy, direct, start_bot, tmp_path, seed):
+    kinds = [Fault.RESET, Fault.LOST_ANSWER, Fault.UNAVAILABLE, Fault.HOLD, Fault.DELAY]
+    proxy.decide = SeededFaults(seed, kinds, spared=_spared)
+    markers = [tmp_path / f"marker-{i}" for i in range(TASKS)]
+    task_ids = [_swarming("trigger", "--server", base_url, "-d", "pool=e2e", "--wait-for-capacity", "--",
+                          *checks.command(marker, BLOCKS)).decode().strip() for marker in markers]
+    start_bot("e2e-faulty")
+
+    printed = checks.first(BLOCKS) + checks.LAST
+    for task_id, marker in zip(task_ids, markers):
+        assert _swarming("collect", "--server", base_url, "--timeout", "120", task_id) == printed
+        result = checks.assert_sound(direct, task_id, marker, printed)
+        assert (result["state"], result["exit_code"], result["try_number"]) == ("COMPLETED", 0, 1)
+    assert set(kinds) <= set(proxy.injected())  # Each fault met a request.
+    ran = direct.ok("bot_tasks", {"bot_id": "e2e-faulty"})
+    assert sorted(t["task_id"] for t in ran["items"]) == sorted(task_ids)  # No second task from a retried create,
+    assert direct.ok("bot_poll", bot_body("e2e-probe", pool="e2e"), role="bot")["cmd"] == "sleep"  # none pending.
