@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances clean
+.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load clean
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ bench-auth: install
 
 bench-instances: install
 	$(BIN)/python -m bench.instances
+
+# Not in `bench`: 500 bots and 10,000 tasks take several minutes on 2 cores.
+bench-load: install
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .local

@@ -1,0 +1,261 @@
+"""Load: a fleet of simulated bots working through a burst of tasks on the local stack.
+
+`--bots` bench bots, one thread each, are admitted by a bootstrap token, then
+live as real bots do, over real HTTP against the gateway: poll (echoing their
+session and reporting their sleep streak), sleep as long as the server says
+when it has nothing, claim the candidates in order until one is won, and
+complete it with a line of stdout. Before they start, `--submitters` threads
+create `--tasks` tasks spread over `--queues` queues (distinct dimension sets,
+as in `bench.scheduler`: each bot matches three). Ends when every task was
+completed, or after `--limit-secs`.
+
+Prints poll and claim latencies (p50, p99), claims lost to races, tasks per
+second, Firestore reads and writes per poll, claim and completion (from the
+X-Firestore-* headers), the calls that failed for good on the bots' side and
+the 5xx answers of each function in the gateway's access log (retried ones
+included, timers' and cron's too). Checks every task ran exactly once: claims
+won and completions sent per task on the bots' side, and each task's result
+(COMPLETED, first try, by the bot that won it). Usage:
+`python -m bench.load [--bots N] [--tasks N] [--queues N] [--submitters N] [--limit-secs S]`.
+"""
+
+import argparse
+import datetime
+import re
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench import task_life
+from bench.results import report
+from bench.scheduler import (
+    Bot, Cost, Tally, bot_dimensions, call, call_rows, in_parallel, percentile, task_body, values_of,
+)
+from bench.task_life import USER, Api
+from local import stack as local_stack
+from shared.api_error import ApiError
+from shared.bot_api import Completion, Update
+
+#: After a call that failed for good, a bot waits this long before polling again.
+ERROR_PAUSE_SECS = 1.0
+#: Threads that read the results at the end.
+CHECKERS = 16
+#: A request line of gunicorn's access log and its status: `"POST /bot_poll HTTP/1.1" 200`.
+ACCESS_LINE = re.compile(r'"[A-Z]+ /([^/?" ]+)[^"]*" (\d{3}) ')
+
+
+class Fleet:
+    """What the bots saw, from all their threads: calls by kind, claims won
+    and completions sent per task (with the winner), calls failed for good."""
+
+    def __init__(self, tasks: int) -> None:
+        self.tally = Tally()
+        self.expected = tasks
+        self.won: Counter[str] = Counter()
+        self.completions: Counter[str] = Counter()
+        self.winner: dict[str, str] = {}
+        self.failed: Counter[str] = Counter()
+        self.all_done = threading.Event()
+        self._lock = threading.Lock()
+
+    def claimed(self, task_id: str, bot_id: str) -> None:
+        with self._lock:
+            self.won[task_id] += 1
+            self.winner[task_id] = bot_id
+
+    def completed(self, task_id: str) -> None:
+        with self._lock:
+            self.completions[task_id] += 1
+            if len(self.completions) >= self.expected:
+                self.all_done.set()
+
+    def failure(self, error: ApiError) -> None:
+        with self._lock:
+            self.failed[f"{error.call} {error.status or 'no answer'}"] += 1
+
+
+def run_one(api: Api, bot: Bot, candidates: list[dict[str, Any]], fleet: Fleet) -> None:
+    """Claims the candidates in order until one is won, and completes it."""
+    for candidate in candidates:
+        won = bot.call(api, "bot_claim", task_id=candidate["task_id"], slice=candidate["slice"],
+                       claim_id=uuid.uuid4().hex)
+        if won.body["cmd"] != "run":
+            fleet.tally.add("claim: lost", won)
+            continue
+        fleet.tally.add("claim: won", won)
+        run_id = won.body["manifest"]["task_id"]
+        fleet.claimed(candidate["task_id"], bot.id)
+        stdout = f"hello from {bot.id}\n".encode()
+        fleet.tally.add("complete", bot.call(api, "bot_task_update", task_id=run_id,
+                                             **Update(0, stdout, Completion(0, 0.1)).to_wire()))
+        fleet.completed(candidate["task_id"])
+        return
+
+
+def live(api: Api, bot: Bot, fleet: Fleet, stop: threading.Event) -> None:
+    """One bot's loop until `stop`: poll, then claim or sleep as told."""
+    while not stop.is_set():
+        try:
+            poll = bot.call(api, "bot_poll")
+            if poll.body["cmd"] == "claim":
+                fleet.tally.add("poll: claim", poll)
+                bot.sleep_streak = 0
+                run_one(api, bot, poll.body["candidates"], fleet)
+            else:
+                fleet.tally.add(f"poll: {poll.body['cmd']}", poll)
+                bot.sleep_streak += 1
+                stop.wait(poll.body.get("duration", ERROR_PAUSE_SECS))
+        except ApiError as e:
+            fleet.failure(e)
+            stop.wait(ERROR_PAUSE_SECS)
+
+
+def create(api: Api, args: argparse.Namespace) -> list[str]:
+    """Creates the tasks, round robin over the queues, from `--submitters` threads."""
+    return in_parallel(args.submitters, lambda t: call(api, "tasks_new", task_body(t % args.queues),
+                                                         USER).body["task_id"], range(args.tasks))
+
+
+def run_fleet(api: Api, bots: list[Bot], args: argparse.Namespace, fleet: Fleet) -> float:
+    """The bots live until every task completed, or `--limit-secs`; the elapsed time."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=live, args=(api, bot, fleet, stop), daemon=True) for bot in bots]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    fleet.all_done.wait(args.limit_secs)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return elapsed
+
+
+def results_of(api: Api, task_ids: list[str]) -> list[dict[str, Any]]:
+    return in_parallel(CHECKERS, lambda t: call(api, "task_result", {"task_id": t}, USER).body, task_ids)
+
+
+def server_errors(log: Path) -> Counter[str]:
+    """5xx answers per function in the gateway's access log."""
+    errors: Counter[str] = Counter()
+    for match in ACCESS_LINE.finditer(log.read_text(errors="replace")):
+        if match.group(2).startswith("5"):
+            errors[match.group(1)] += 1
+    return errors
+
+
+# Figures.
+
+def latency_rows(label: str, cost: Cost) -> list[tuple[str, Any]]:
+    """`call_rows` and the p99."""
+    p99 = percentile(cost.secs, 99) * 1000 if cost.secs else 0.0
+    return [*call_rows(label, cost), (f"{label}: p99 ms", p99)]
+
+
+def call_figures(tally: Tally) -> list[tuple[str, Any]]:
+    costs = tally.costs
+    lost, won = costs["claim: lost"].calls, costs["claim: won"].calls
+    return [
+        *latency_rows("poll (all)", tally.total(label for label in list(costs) if label.startswith("poll: "))),
+        *latency_rows("poll with candidates", costs["poll: claim"]),
+        *latency_rows("poll answered sleep", costs["poll: sleep"]),
+        *latency_rows("claim (won and lost)", tally.total(("claim: won", "claim: lost"))),
+        *call_rows("claim won", costs["claim: won"]),
+        *call_rows("claim lost", costs["claim: lost"]),
+        ("claims lost to races", lost),
+        ("claims lost per claim won", lost / max(1, won)),
+        *latency_rows("complete", costs["complete"]),
+    ]
+
+
+def check_rows(fleet: Fleet, task_ids: list[str], results: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """Every task claimed and completed by exactly one bot, from both sides."""
+    created = set(task_ids)
+    return [
+        ("check: tasks created", len(task_ids)),
+        ("check: tasks claimed by exactly one bot (bots' side)", sum(fleet.won[t] == 1 for t in created)),
+        ("check: tasks claimed more than once (bots' side)", sum(fleet.won[t] > 1 for t in created)),
+        ("check: tasks never claimed (bots' side)", sum(fleet.won[t] == 0 for t in created)),
+        ("check: tasks completed exactly once (bots' side)", sum(fleet.completions[t] == 1 for t in created)),
+        ("check: claims of tasks not created", sum(n for t, n in fleet.won.items() if t not in created)),
+        ("check: results COMPLETED", sum(r["state"] == "COMPLETED" for r in results)),
+        ("check: results on their first try", sum(r.get("try_number") == 1 for r in results)),
+        ("check: results by the bot that won the claim",
+         sum(r.get("bot_id") == fleet.winner.get(r["task_id"]) for r in results)),
+    ]
+
+
+def error_rows(fleet: Fleet, errors: Counter[str]) -> list[tuple[str, Any]]:
+    return [
+        ("server errors: 5xx answers in all (gateway log)", sum(errors.values())),
+        *((f"server errors: {function}", n) for function, n in sorted(errors.items())),
+        ("bots' calls failed for good", sum(fleet.failed.values())),
+        *((f"bots' calls failed for good: {call_status}", n) for call_status, n in sorted(fleet.failed.items())),
+    ]
+
+
+def passed(rows: list[tuple[str, Any]]) -> bool:
+    figures = dict(rows)
+    created = figures["check: tasks created"]
+    return (figures["server errors: 5xx answers in all (gateway log)"] == 0 and all(
+        figures[f"check: {name}"] == created for name in (
+            "tasks claimed by exactly one bot (bots' side)", "tasks completed exactly once (bots' side)",
+            "results COMPLETED", "results on their first try", "results by the bot that won the claim")))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bots", type=int, default=500, help="Simulated bots, one thread each.")
+    parser.add_argument("--tasks", type=int, default=10_000, help="Tasks created before the bots start.")
+    parser.add_argument("--queues", type=int, default=10, help="Distinct queues (dimension sets) of the tasks.")
+    parser.add_argument("--submitters", type=int, default=8, help="Threads creating the tasks.")
+    parser.add_argument("--limit-secs", type=float, default=3600.0, help="Stop the bots after this long (then report).")
+    args = parser.parse_args()
+    if args.bots < values_of(0, args.queues):
+        parser.error(f"--bots must be at least {values_of(0, args.queues)} for every queue to have a bot")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    began = time.perf_counter()
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    with tempfile.TemporaryDirectory() as tmp:
+        state_dir = Path(tmp)
+        stack = local_stack.up(state_dir, bots=0, config_dir=task_life.CONFIG_DIR)
+        try:
+            api = Api.of_stack(state_dir, stack["base_url"])
+            bots = [Bot(bot_dimensions(b, args.queues)) for b in range(args.bots)]
+            in_parallel(args.submitters, lambda bot: bot.call(api, "bot_handshake"), bots)
+            create_start = time.perf_counter()
+            task_ids = create(api, args)
+            create_secs = time.perf_counter() - create_start
+            fleet = Fleet(args.tasks)
+            run_secs = run_fleet(api, bots, args, fleet)
+            results = results_of(api, task_ids)
+        finally:
+            local_stack.down(state_dir)
+        errors = server_errors(state_dir / "logs" / "gateway.log")
+    done = len(fleet.completions)
+    rows: list[tuple[str, Any]] = [
+        ("date", date), ("bots", args.bots), ("tasks", args.tasks), ("queues", args.queues),
+        ("submitter threads", args.submitters),
+        ("create: tasks per s (before the bots start)", len(task_ids) / create_secs),
+        ("run: wall time (s)", run_secs),
+        ("tasks completed per s", done / run_secs),
+        *call_figures(fleet.tally),
+        *error_rows(fleet, errors),
+        *check_rows(fleet, task_ids, results),
+    ]
+    rows.append(("whole bench (s)", time.perf_counter() - began))
+    report("load", rows)
+    if not passed(rows):
+        raise SystemExit("FAILED: a task did not run exactly once, or the server answered a 5xx")
+
+
+if __name__ == "__main__":
+    main()
