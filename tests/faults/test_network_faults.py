@@ -1,11 +1,13 @@
 """Case 1: a real bot and the `swarming` CLI talk to the service through a
 proxy that resets a quarter of their connections (before or after the server
 saw the request), answers 503 with Retry-After, holds connections unanswered
-and delays them, at seeded random places. Every task ends once, its command
-run once, its stdout byte for byte."""
+and delays them, at seeded random places; or that loses the answer of every
+request the first time it comes, so each reaches the server twice. Every
+task ends once, its command run once, its stdout byte for byte."""
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,26 @@ def _spared(request: Request) -> bool:
     return request.path.startswith(("/timer_", "/cron_"))
 
 
+class FirstAnswersLost:
+    """Each request (its request line and body) has its answer lost the first time."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[bytes, bytes]] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Fault:
+        key = (request.head.partition(b"\r\n")[0], request.body)
+        with self._lock:
+            first = key not in self._seen and not _spared(request)
+            self._seen.add(key)
+        return Fault.LOST_ANSWER if first else Fault.NONE
+
+
+KINDS = [Fault.RESET, Fault.LOST_ANSWER, Fault.UNAVAILABLE, Fault.HOLD, Fault.DELAY]
+FAULTS = {"seeded": (lambda: SeededFaults(13, KINDS, spared=_spared), KINDS),
+          "first-answers-lost": (FirstAnswersLost, [Fault.LOST_ANSWER])}
+
+
 def _swarming(*args: str) -> bytes:
     done = subprocess.run([SWARMING, *args], capture_output=True, cwd=REPO, timeout=180, check=False)
     assert done.returncode == 0, done.stderr.decode()
@@ -33,11 +55,11 @@ def _swarming(*args: str) -> bytes:
 
 
 @pytest.mark.usefixtures("as_user")
-@pytest.mark.parametrize("seed", [13])
-def test_tasks_end_once_with_their_stdout_through_resets_503s_holds_and_delays(
-        base_url, proxy, direct, start_bot, tmp_path, seed):
-    kinds = [Fault.RESET, Fault.LOST_ANSWER, Fault.UNAVAILABLE, Fault.HOLD, Fault.DELAY]
-    proxy.decide = SeededFaults(seed, kinds, spared=_spared)
+@pytest.mark.parametrize("faults", FAULTS)
+def test_tasks_end_once_with_their_stdout_through_lost_connections_503s_holds_and_delays(
+        base_url, proxy, direct, start_bot, tmp_path, faults):
+    decide, kinds = FAULTS[faults]
+    proxy.decide = decide()
     markers = [tmp_path / f"marker-{i}" for i in range(TASKS)]
     task_ids = [_swarming("trigger", "--server", base_url, "-d", "pool=e2e", "--wait-for-capacity", "--",
                           *checks.command(marker, BLOCKS)).decode().strip() for marker in markers]
