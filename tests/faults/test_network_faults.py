@@ -8,6 +8,7 @@ task ends once, its command run once, its stdout byte for byte."""
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ SWARMING = str(Path(sys.executable).with_name("swarming"))
 TASKS = 3
 #: Output per task: 256 bytes times this, several updates of the runner.
 BLOCKS = 400
+#: How long nothing gets through, in the outage case.
+OUTAGE_SECS = 5
 
 
 def _spared(request: Request) -> bool:
@@ -74,3 +77,31 @@ def test_tasks_end_once_with_their_stdout_through_lost_connections_503s_holds_an
     ran = direct.ok("bot_tasks", {"bot_id": "e2e-faulty"})
     assert sorted(t["task_id"] for t in ran["items"]) == sorted(task_ids)  # No second task from a retried create,
     assert direct.ok("bot_poll", bot_body("e2e-probe", pool="e2e"), role="bot")["cmd"] == "sleep"  # none pending.
+
+
+@pytest.mark.usefixtures("as_user")
+def test_a_task_ends_once_with_its_stdout_across_an_outage_of_the_whole_service(
+        base_url, proxy, direct, start_bot, tmp_path):
+    """Every connection reset for a while: the command ends during it, and
+    its end, its last output and `collect` get through once it is over."""
+    marker, go = tmp_path / "marker", tmp_path / "go"
+    task_id = _swarming("trigger", "--server", base_url, "-d", "pool=e2e", "--wait-for-capacity", "--",
+                        *checks.command(marker, BLOCKS, go)).decode().strip()
+    collect = subprocess.Popen([SWARMING, "collect", "--server", base_url, "--timeout", "120", task_id],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        start_bot("e2e-outage")
+        checks.wait_stdout(direct, task_id, checks.first(BLOCKS))
+        proxy.decide = lambda request: Fault.NONE if _spared(request) else Fault.RESET
+        go.touch()
+        time.sleep(OUTAGE_SECS)
+        proxy.decide = lambda _: Fault.NONE
+        out, err = collect.communicate(timeout=180)
+    finally:
+        collect.kill()
+
+    printed = checks.first(BLOCKS) + checks.LAST
+    assert (collect.returncode, out) == (0, printed), err.decode()
+    result = checks.assert_sound(direct, task_id, marker, printed)
+    assert (result["state"], result["try_number"]) == ("COMPLETED", 1)
+    assert Fault.RESET in proxy.injected()
