@@ -398,7 +398,7 @@ def timer_expire(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """Cloud Tasks' call when a pending slice's expiration is due: the task
     moves to its next runnable slice, or ends `EXPIRED`. Harmless when
     delivered twice, early (it waits again) or late."""
-    return slices.expire(call.service.context, params["task_id"], params["slice"], call.now, params["due"])
+    return slices.expire(call.service.context, params["task_id"], params["slice"], call.now, _due(call, params))
 
 
 @takes(TIMER_BOT_DIED, _DONE)
@@ -406,7 +406,17 @@ def timer_bot_died(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """Cloud Tasks' call when a running task's ping tolerance is due: a task
     that heartbeat since waits again; one that did not ends `BOT_DIED` (or is
     retried once on another bot)."""
-    return bot_death.check(call.service.context, params["task_id"], params["try_number"], call.now, params["due"])
+    return bot_death.check(call.service.context, params["task_id"], params["try_number"], call.now,
+                           _due(call, params))
+
+
+def _due(call: Call, params: dict[str, Any]) -> int | None:
+    """The second the timer was due, which an early delivery re-arms at:
+    never past what Cloud Tasks can schedule, since no timer was armed there."""
+    due = params["due"]
+    if due is not None and due > (call.now + timers.HORIZON).timestamp():
+        raise ValidationError("due", "is more than 30 days ahead: no timer is armed that far")
+    return due
 
 
 # The fleet: a person's role in the bots' pool decides.

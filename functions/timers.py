@@ -39,6 +39,8 @@ CREATE_SECS = 4.0
 #: The last second a timer's body may say it was due: a Timestamp's last
 #: (9999-12-31T23:59:59), less the one an early delivery adds.
 LAST_SECOND = 253_402_300_798
+#: Cloud Tasks schedules a task at most 30 days ahead.
+HORIZON = datetime.timedelta(days=30)
 #: A create is retried when its answer may have been lost: its name makes the
 #: retry harmless, and ALREADY_EXISTS then means the first try created it.
 _RETRY = retries.Retry(predicate=retries.if_exception_type(gexc.DeadlineExceeded, gexc.ServiceUnavailable),

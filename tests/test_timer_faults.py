@@ -144,6 +144,9 @@ def test_a_timer_with_a_malformed_task_id_is_400_naming_it(api, function, body):
 @pytest.mark.parametrize("function, fields, field", [
     ("timer_expire", {"slice": 0, "due": "soon"}, "due"),
     ("timer_expire", {"slice": 0, "due": 10 ** 20}, "due"),  # past what a timestamp holds
+    # Past what Cloud Tasks can schedule: an early delivery could not re-arm there.
+    ("timer_expire", {"slice": 0, "due": int(time.time()) + 31 * 24 * 3600}, "due"),
+    ("timer_bot_died", {"try_number": 1, "due": int(time.time()) + 31 * 24 * 3600}, "due"),
     ("timer_expire", {"slice": 8}, "slice"),  # a task has 8 slices at most
     ("timer_bot_died", {"try_number": 0}, "try_number"),
     ("timer_bot_died", {"try_number": 1, "when": 0}, "when"),
