@@ -141,10 +141,14 @@ def claim(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimReque
 
 def _replay(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequest, now: datetime.datetime,
             reason: str) -> ClaimReply:
-    """A retried claim (same claim_id, same bot) gets the manifest it won."""
+    """A retried claim (same claim_id, same bot) gets the manifest it won,
+    while the run goes on: once it ended, a late copy is a skip (no manifest,
+    no secret bytes, no check-in for a task the bot no longer runs)."""
     found = ctx.store.get_task(request.task_id)
     if found is None or found[0].claim_id != request.claim_id or found[0].bot_id != bot.bot_id:
         return Skip(reason)
+    if found[0].state != State.RUNNING:
+        return Skip(f"{reason}; the run claimed ended {found[0].state.value}")
     result, task_request = found
     return Run(_manifest(ctx, task_request, result), registry.check_in(bot, request.task_id, now))
 

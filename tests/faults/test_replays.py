@@ -29,9 +29,9 @@ def _replay_all(proxy: FaultProxy) -> list[tuple[Request, int, dict[str, Any]]]:
     return [(request, (answer := _replay(proxy, request)).status_code, answer.json()) for request in reversed(sent * 2)]
 
 
-def _no_new_try(answer: dict[str, Any], run_id: str) -> bool:
-    """A claim sent again skips, or gets the run it got, never another."""
-    return answer["cmd"] == "skip" or answer["manifest"]["task_id"] == run_id
+def _same_run(answer: dict[str, Any], run_id: str) -> bool:
+    """A claim sent again while its run goes on gets that run, never another."""
+    return answer["cmd"] == "run" and answer["manifest"]["task_id"] == run_id
 
 
 def test_a_run_s_claims_and_updates_sent_again_out_of_order_change_nothing(direct, proxy, start_bot, tmp_path):
@@ -44,7 +44,7 @@ def test_a_run_s_claims_and_updates_sent_again_out_of_order_change_nothing(direc
     for request, status, answer in _replay_all(proxy):
         assert status == 200, answer
         if request.path == "/bot_claim":
-            assert answer["cmd"] == "run" and _no_new_try(answer, run_id)
+            assert _same_run(answer, run_id)
         else:
             assert answer["must_stop"] is False
     go.touch()
@@ -52,8 +52,8 @@ def test_a_run_s_claims_and_updates_sent_again_out_of_order_change_nothing(direc
     ended = checks.assert_sound(direct, task_id, marker, printed)
     for request, status, answer in _replay_all(proxy):
         assert status == 200, answer
-        if request.path == "/bot_claim":
-            assert _no_new_try(answer, run_id)
+        if request.path == "/bot_claim":  # The run ended: no manifest, no secret bytes again.
+            assert answer["cmd"] == "skip"
         else:  # The end sent again is taken again; any other update is told to stop.
             assert answer["must_stop"] is ("exit_code" not in request.json())
     assert direct.ok("task_result", {"task_id": task_id}) == ended
@@ -80,7 +80,7 @@ def test_a_started_try_s_task_error_sent_twice_and_an_update_after_it_end_it_onc
     assert [direct.ok("bot_task_error", error, role="bot")["state"] for _ in range(2)] == ["BOT_DIED"] * 2
     late = direct.ok("bot_task_update", update, role="bot")
     assert (late["must_stop"], late["stop_reason"]) == (True, "BOT_DIED")
-    assert _no_new_try(direct.ok("bot_claim", claim, role="bot"), update["task_id"])
+    assert direct.ok("bot_claim", claim, role="bot")["cmd"] == "skip"
     result = direct.ok("task_result", {"task_id": task_id})
     assert (result["state"], result["try_number"]) == ("BOT_DIED", 1)
     assert checks.stdout(direct, task_id) == b"started\n"
