@@ -19,29 +19,9 @@ from functions.store import TASK_RESULTS, Store
 from functions.tasks import Requester
 from shared.task_request import TaskRequest
 from tests.builders import task_body
+from tests.grpc_faults import InjectedStatus
 
 USER = Requester("user:someone@example.com")
-
-
-class _Status(grpc.RpcError):
-    """What the channel reports in place of the Commit's answer (a failed call,
-    as gRPC's own: its result raises it)."""
-
-    def __init__(self, code: grpc.StatusCode):
-        super().__init__(code.name)
-        self._code = code
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return f"injected {self._code.name}"
-
-    def trailing_metadata(self) -> tuple:
-        return ()
-
-    def result(self, timeout: float | None = None) -> Any:
-        raise self
 
 
 @dataclasses.dataclass
@@ -62,7 +42,7 @@ class CommitFaults(grpc.UnaryUnaryClientInterceptor):
         applied, code = self.faults.pop(0)
         if applied:
             continuation(details, request).result()
-        return _Status(code)
+        return InjectedStatus(code)
 
 
 def _writes_to(commit: Any, collection: str) -> bool:

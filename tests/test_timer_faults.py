@@ -20,6 +20,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from functions import store, sweep, timers
 from local import cloud_tasks_emulator
 from tests.builders import bot_body
+from tests.grpc_faults import InjectedStatus
 from tests.test_lifecycle import _claim, _drop_timers, _result, _task, _update, _wait_state
 
 SECOND = datetime.timedelta(seconds=1)
@@ -207,27 +208,6 @@ def test_a_locked_task_is_skipped_by_the_sweep_and_the_rest_swept(api, svc, cloc
 
 # Cloud Tasks failing, at the timers' client transport.
 
-class _Failed(grpc.RpcError):
-    """A failed call as gRPC's interceptors hand it on: an error, with its
-    status code and details, whose result raises it."""
-
-    def __init__(self, code: grpc.StatusCode):
-        super().__init__(code.name)
-        self._code = code
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return f"{self._code.name} (injected)"
-
-    def trailing_metadata(self) -> None:
-        return None
-
-    def result(self, timeout: float | None = None) -> None:
-        raise self
-
-
 class CreateFaults(grpc.UnaryUnaryClientInterceptor):
     """Between the timers' client and the emulator, on CreateTask only: the
     next `lose` creates reach the emulator, but their answer is lost
@@ -244,12 +224,12 @@ class CreateFaults(grpc.UnaryUnaryClientInterceptor):
             return continuation(details, request)
         if self.refuse:
             self.outcomes.append("refused")
-            return _Failed(grpc.StatusCode.UNAVAILABLE)
+            return InjectedStatus(grpc.StatusCode.UNAVAILABLE)
         outcome = continuation(details, request)
         if self.lose and outcome.code() == grpc.StatusCode.OK:
             self.lose -= 1
             self.outcomes.append("lost")
-            return _Failed(grpc.StatusCode.DEADLINE_EXCEEDED)
+            return InjectedStatus(grpc.StatusCode.DEADLINE_EXCEEDED)
         self.outcomes.append(outcome.code().name)
         return outcome
 
