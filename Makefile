@@ -56,7 +56,7 @@ bench-auth: install
 bench-instances: install
 	$(BIN)/python -m bench.instances
 
-# Not in `bench`: 500 bots and 10,000 tasks take several minutes on 2 cores.
+# Not in `bench`: at its defaults (500 bots, 10,000 tasks) it outlasts the emulator on 2 cores (docs/benchmarks.md).
 bench-load: install
 	$(BIN)/python -m bench.load
 
