@@ -33,7 +33,7 @@ from typing import Any
 from bench import task_life
 from bench.results import report
 from bench.scheduler import (
-    Bot, Cost, Tally, bot_dimensions, call, call_rows, in_parallel, percentile, task_body, values_of,
+    Bot, Cost, Tally, bot_dimensions, call, call_rows, check_bots_cover_queues, in_parallel, percentile, task_body,
 )
 from bench.task_life import USER, Api
 from local import stack as local_stack
@@ -215,8 +215,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--submitters", type=int, default=8, help="Threads creating the tasks.")
     parser.add_argument("--limit-secs", type=float, default=3600.0, help="Stop the bots after this long (then report).")
     args = parser.parse_args()
-    if args.bots < values_of(0, args.queues):
-        parser.error(f"--bots must be at least {values_of(0, args.queues)} for every queue to have a bot")
+    check_bots_cover_queues(parser, args.bots, args.queues)
     return args
 
 

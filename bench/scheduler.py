@@ -132,6 +132,12 @@ def values_of(key_index: int, queues: int) -> int:
     return len(range(key_index, queues, len(KEYS)))
 
 
+def check_bots_cover_queues(parser: argparse.ArgumentParser, bots: int, queues: int) -> None:
+    """Refuses a fleet too small for every queue to have a matching bot."""
+    if bots < values_of(0, queues):
+        parser.error(f"--bots must be at least {values_of(0, queues)} for every queue to have a bot")
+
+
 def queue_dimensions(q: int) -> list[dict[str, str]]:
     key = KEYS[q % len(KEYS)]
     return [{"key": "pool", "value": POOL}, {"key": key, "value": f"{key}-{q // len(KEYS)}"}]
@@ -350,8 +356,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--poll-seconds", type=float, default=60.0, help="How long the idle polls last.")
     args = parser.parse_args()
     args.tasks = args.queues if args.tasks is None else args.tasks
-    if args.bots < values_of(0, args.queues):
-        parser.error(f"--bots must be at least {values_of(0, args.queues)} for every queue to have a bot")
+    check_bots_cover_queues(parser, args.bots, args.queues)
     return args
 
 
