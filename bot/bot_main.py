@@ -82,6 +82,11 @@ AUTH_REFRESH_MARGIN_SECS = 300.0
 #: After a hook rebooted the host, how long the bot waits for the SIGTERM of
 #: the shutdown before it reports that the host did not reboot and carries on.
 REBOOT_WAIT_SECS = 300.0
+#: How long the bot lets the server hold a poll that finds no task (a long
+#: poll: a task is picked up as soon as it comes); the server may hold less.
+POLL_HOLD_SECS = 50.0
+#: How soon a stop (SIGTERM) ends the wait for a held poll's answer.
+STOP_CHECK_SECS = 0.25
 #: The file on_before_task may write for the task (SWARMING_BOT_FILE), beside
 #: w/, which the runner wipes before the command starts; deleted after the task.
 BOT_FILE = "bot_file.json"
@@ -225,6 +230,29 @@ class Bot:
                 break
         self._shut_down(self._stop_reason or ("done (--once)" if once else "stopped"))
 
+    def _unless_stopped(self, call: Callable[[], T]) -> T | None:
+        """`call()` on a thread of its own, or None when the bot is stopped
+        first: a held poll must not delay a SIGTERM by its hold. The call
+        left behind is read-only (a poll), and ends with its hold."""
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as e:  # Raised again in the loop's thread.
+                outcome["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="poll", daemon=True).start()
+        while not done.wait(STOP_CHECK_SECS):
+            if self._shutdown.is_set():
+                return None
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
     def _fatal_at_start(self, error: Exception) -> bool:
         # New code that cannot even handshake because of a bug of its own
         # exits, so that zip_main falls back to the last known good copy.
@@ -282,7 +310,10 @@ class Bot:
             return requested
         self._refresh_auth()
         self._poll_uuid = self._poll_uuid or str(uuid.uuid4())
-        reply = self._remote.poll(self.attributes(), self._poll_uuid)
+        attributes, request_uuid = self.attributes(), self._poll_uuid
+        reply = self._unless_stopped(lambda: self._remote.poll(attributes, request_uuid, POLL_HOLD_SECS))
+        if reply is None:
+            return Outcome.SLEPT
         self._poll_uuid = None
         if isinstance(reply, Sleep):
             self.sleep_streak += 1

@@ -95,8 +95,10 @@ class Remote:
     def handshake(self, attributes: BotAttributes) -> HandshakeReply:
         return self._call("bot_handshake", Handshake(self.with_session(attributes)), HandshakeReply.from_wire)
 
-    def poll(self, attributes: BotAttributes, request_uuid: str) -> PollReply:
-        return self._call("bot_poll", Poll(self.with_session(attributes), request_uuid), bot_api.poll_reply)
+    def poll(self, attributes: BotAttributes, request_uuid: str, hold_secs: float = 0.0) -> PollReply:
+        """With `hold_secs`, the server may hold the poll that long waiting for a task (a long poll)."""
+        return self._call("bot_poll", Poll(self.with_session(attributes), request_uuid, hold_secs), bot_api.poll_reply,
+                          held_secs=hold_secs)
 
     def claim(self, attributes: BotAttributes, candidate: Candidate, claim_id: str) -> ClaimReply:
         """Raises BadManifest for a claim won with a manifest the bot cannot read."""
@@ -135,7 +137,7 @@ class Remote:
         them: this makes a Remote the `shared.cas_transfer.Service` of a task."""
         return self._api.call(function, body)
 
-    def _call(self, function: str, request: Request, read: Callable[[Any], R]) -> R:
+    def _call(self, function: str, request: Request, read: Callable[[Any], R], held_secs: float = 0.0) -> R:
         """Sends `request` (a bot_api message), reads the reply with `read`,
         and keeps the session it carries (every reply but bot_task_error's
         and bot_event's has one). Raises Unauthorized on a 401, or when there
@@ -143,7 +145,7 @@ class Remote:
         if self._api.token is None:
             raise Unauthorized(function, None, "no_credential", "the bot has no credential to call with")
         try:
-            body = self._api.call(function, request.to_wire())
+            body = self._api.call(function, request.to_wire(), held_secs=held_secs)
         except ApiError as e:
             if e.status == UNAUTHORIZED:
                 raise Unauthorized(e.call, e.status, e.code, e.message) from e

@@ -25,6 +25,10 @@ class Budget:
         self.stopped = self.stopped or self._clock() >= self._end
         return self.stopped
 
+    def left(self) -> float:
+        """Seconds until the budget is spent (0 past it)."""
+        return max(0.0, self._end - self._clock())
+
     def each(self, items: Iterable[T]) -> Iterator[T]:
         """The items while time remains: none past the budget."""
         for item in items:

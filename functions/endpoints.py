@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 
 import flask
 
-from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, fleet, permissions, runs,
-                       scheduler, slices, stdout, sweep, tasks, termination, timers)
+from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, fleet, long_poll,
+                       permissions, runs, scheduler, slices, stdout, sweep, tasks, termination, timers)
 from functions.bot_code import VERSION_RE, BotCodeError
 from functions.bot_registry import BotRequest
 from functions.errors import BadRequest, NotFound, Unavailable
@@ -163,12 +163,26 @@ def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
     the most urgent pending slices it matches (priority, then oldest first, or
     newest first in a LIFO pool), or `{cmd: sleep, duration}` (1.5^(streak+1)
     s up to 60 s, jittered). A quarantined bot or one in maintenance only
-    sleeps. `request_uuid` makes a retried poll the same poll."""
+    sleeps. `request_uuid` makes a retried poll the same poll. With
+    `hold_secs`, a poll with nothing to do is held up to that long (at most
+    the server's SWARMING_POLL_HOLD_SECS) and answered as soon as a task
+    comes, or `{cmd: sleep, duration: 0}` when none did (a long poll)."""
     bot, group = _bot(call, message.attributes)
     if bot_auth.moved(call.config, call.caller, group):
         return bot_api.Restart(f"the bot's group is now {group.name!r} as configured: handshake again").to_wire()
-    return scheduler.poll(call.store, call.service.queue_cache, call.service.registry, bot, call.now, _rand,
-                          expected_version=_current_version(call)).to_wire()
+    service = call.service
+
+    def answer() -> bot_api.PollReply:
+        return scheduler.poll(call.store, service.queue_cache, service.registry, bot, service.clock(), _rand,
+                              expected_version=_current_version(call))
+
+    def queue_keys() -> list[str]:
+        entry = bot.entry(None)
+        return scheduler.matching_queues(call.store, service.queue_cache, bot, service.clock(),
+                                         only_own=bool(entry.quarantined or entry.maintenance_msg))
+
+    hold = budget.Budget(min(message.hold_secs, service.settings.poll_hold_secs))
+    return long_poll.poll(answer, queue_keys, service.pending_watch, hold).to_wire()
 
 
 def _current_version(call: Call) -> str | None:

@@ -80,6 +80,9 @@ class Settings:
     iam_credentials_url: str = _env("SWARMING_IAM_CREDENTIALS_URL", "https://iamcredentials.googleapis.com")
     #: How long a signed CAS URL is valid.
     cas_url_ttl_secs: int = _env("SWARMING_CAS_URL_TTL_SECS", 1800)
+    #: The longest a bot's poll is held open waiting for a task (functions.long_poll);
+    #: below bot_poll's function timeout. 0: answer at once, bots back off as before.
+    poll_hold_secs: float = _env("SWARMING_POLL_HOLD_SECS", 50.0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

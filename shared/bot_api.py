@@ -35,6 +35,8 @@ BOT_TOKEN_HEADER = "X-Swarming-Bot-Token"
 #: Claim ids and poll request ids: the bot's own (a UUID), at most 128 characters.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_VERSION_LENGTH = 128
+#: The longest hold a bot may ask of a poll (a Cloud Function's longest timeout).
+MAX_HOLD_SECS = 3600
 MAX_SESSION_LENGTH = 64 * 1024
 #: What a bot's `state` may weigh as JSON; it is stored in its registry entry.
 MAX_STATE_BYTES = 128 * 1024
@@ -129,17 +131,21 @@ class Handshake:
 @dataclasses.dataclass(frozen=True)
 class Poll:
     """`bot_poll`; `request_uuid` is reused until an answer comes, so a
-    retried poll is the same poll."""
+    retried poll is the same poll. `hold_secs`: how long the server may hold
+    the poll open when there is nothing to do, answering as soon as a task
+    comes (a long poll; the bot's read timeout is longer); 0, as old bots
+    send: answer at once."""
 
     attributes: BotAttributes
     request_uuid: str = ""
+    hold_secs: float = 0.0
 
     @classmethod
     def from_wire(cls, body: Any) -> Poll:
         return POLL.from_wire(body)
 
     def to_wire(self) -> Dict[str, Any]:
-        return {**self.attributes.to_wire(), "request_uuid": self.request_uuid}
+        return {**self.attributes.to_wire(), "request_uuid": self.request_uuid, "hold_secs": self.hold_secs}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,8 +325,10 @@ class Event:
 
 _RUN_ID = task_ids.Id(task_ids.RUN, description="the run id of the manifest")
 HANDSHAKE = _request({}, lambda wire, attributes: Handshake(attributes))
-POLL = _request({"request_uuid": Text(128, r"[A-Za-z0-9_.:-]{0,128}", description="reused until an answer comes")},
-                lambda wire, attributes: Poll(attributes, wire.read("request_uuid")))
+POLL = _request({"request_uuid": Text(128, r"[A-Za-z0-9_.:-]{0,128}", description="reused until an answer comes"),
+                 "hold_secs": Number(0, MAX_HOLD_SECS, default=0.0,
+                                     description="how long the server may wait for a task (it may wait less)")},
+                lambda wire, attributes: Poll(attributes, wire.read("request_uuid"), wire.read("hold_secs")))
 CLAIM = _request({"task_id": task_ids.Id(task_ids.TASK), "slice": Integer(0, MAX_SLICES - 1, default=0),
                   "claim_id": Text(128, REQUEST_ID_RE, default=REQUIRED)},
                  lambda wire, attributes: ClaimRequest(attributes, wire.read("task_id"), wire.read("claim_id"),

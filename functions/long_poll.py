@@ -1,0 +1,65 @@
+"""The long poll: a bot that asks for it (`Poll.hold_secs`) and has nothing to
+do is held, up to the server's bound (`SWARMING_POLL_HOLD_SECS`), and answered
+as soon as a pending slice is added to one of its queues, instead of sleeping
+through a back-off of up to a minute.
+
+The hold reads nothing per bot: it waits on the instance's listeners
+(functions/pending_watch.py), then polls again through the scheduler's
+ordinary path, which never transacts; the claim stays the only commit. A poll
+is read-only, so a hold whose client went away loses nothing: the task it
+woke for stays pending for the next poll. A held poll also looks, every
+`RECHECK_SECS`, at which queues it matches (from the instance's cache), so a
+queue created during the hold is listened to and polled within seconds.
+"""
+
+import logging
+from typing import Callable
+
+from functions import ops, queues
+from functions.budget import Budget
+from functions.pending_watch import PendingWatch
+from shared.bot_api import PollReply, Sleep
+
+logger = logging.getLogger(__name__)
+
+#: What a hold that saw no task answers: poll again (and be held) at once.
+AFTER_HOLD_SECS = 0.0
+RECHECK_SECS = queues.CACHE_SECS
+
+
+def poll(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,
+         budget: Budget) -> PollReply:
+    """`answer()` (the scheduler's poll), held while it says sleep and time
+    is left in `budget`; `queue_keys()`: the queues the bot takes from."""
+    try:
+        return _held(answer, queue_keys, watch, budget)
+    finally:
+        ops.read(watch.take_reads())
+
+
+def _held(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,
+          budget: Budget) -> PollReply:
+    if budget.over():
+        return answer()
+    keys = queue_keys()
+    while True:
+        with watch.waiting(keys) as added:
+            reply = answer()
+            if not isinstance(reply, Sleep):
+                return reply
+            keys = _wait(added.wait, keys, queue_keys, budget)
+        if keys is None:
+            return Sleep(AFTER_HOLD_SECS, reply.session)
+
+
+def _wait(wait: Callable[[float], bool], keys: list[str], queue_keys: Callable[[], list[str]],
+          budget: Budget) -> list[str] | None:
+    """Waits for a slice added to `keys` or for the bot's queues to change:
+    the queues to poll again; None when the budget ran out first."""
+    while not wait(min(RECHECK_SECS, budget.left())):
+        if budget.over():
+            return None
+        now_keys = queue_keys()
+        if set(now_keys) != set(keys):
+            return now_keys
+    return keys

@@ -1,0 +1,133 @@
+"""The long poll (functions/long_poll.py) over real HTTP on the local stack:
+a held poll is answered when a task comes, at the server's bound when none
+does, loses nothing when its client leaves, follows a bot's new queues, and
+many held polls share one listener. Time bounds are liveness bounds only."""
+
+import concurrent.futures
+import dataclasses
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests.builders import bot_body, task_body
+
+#: What a bot asks for in these tests; the server's bound is SWARMING_POLL_HOLD_SECS.
+HOLD = 30
+#: Liveness: far above the sub-second pickup, far below the hold.
+SOON = 15
+
+
+def _poll_body(bot_id: str, pool: str = "default", hold: float = HOLD, **dims: list[str]) -> dict:
+    body = bot_body(bot_id, pool=pool, request_uuid=uuid.uuid4().hex, hold_secs=hold)
+    body["dimensions"].update(dims)
+    return body
+
+
+def _held(api, body: dict) -> concurrent.futures.Future:
+    """The poll, sent on a thread of its own: its answer (and how long it took)."""
+
+    def send() -> tuple[dict, float]:
+        start = time.monotonic()
+        answer = api.ok("bot_poll", body, role="bot")
+        return answer, time.monotonic() - start
+
+    return concurrent.futures.ThreadPoolExecutor(1).submit(send)
+
+
+def _until(condition, timeout: float = SOON) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.05)
+
+
+def _new_task(api, **dims: str) -> str:
+    return api.ok("tasks_new", task_body(dimensions={"pool": "default", **dims}))["task_id"]
+
+
+def _queue_of(api, svc, **dims: str) -> None:
+    """Creates the queue of `dims` (a task, claimed at once by a bot that has
+    them), so that a bot matching it waits on it."""
+    task_id = _new_task(api, **dims)
+    body = bot_body("warm-up")
+    body["dimensions"].update({k: [v] for k, v in dims.items()})
+    answer = api.ok("bot_poll", body, role="bot")
+    assert answer["cmd"] == "claim", answer
+    for candidate in answer["candidates"]:
+        api.ok("bot_claim", {**body, **candidate, "claim_id": uuid.uuid4().hex}, role="bot")
+    assert svc.store.get_result(task_id).state.value == "RUNNING"
+
+
+def test_a_held_poll_is_answered_as_soon_as_a_task_comes(api, svc):
+    _queue_of(api, svc, os="Linux")
+    held = _held(api, _poll_body("held-1"))
+    _until(lambda: svc.pending_watch.listening())
+    time.sleep(0.5)
+    assert not held.done()
+    task_id = _new_task(api, os="Linux")
+    answer, _ = held.result(timeout=SOON)
+    assert answer["cmd"] == "claim" and answer["candidates"][0]["task_id"] == task_id
+    claim = api.ok("bot_claim", {**bot_body("held-1"), **answer["candidates"][0], "claim_id": "c1"}, role="bot")
+    assert claim["cmd"] == "run"
+
+
+def test_an_old_bot_that_asks_no_hold_is_answered_at_once_with_its_back_off(api, svc):
+    body = bot_body("old-bot", request_uuid=uuid.uuid4().hex, state={"sleep_streak": 20})
+    start = time.monotonic()
+    answer = api.ok("bot_poll", body, role="bot")
+    assert answer["cmd"] == "sleep" and answer["duration"] > 10
+    assert time.monotonic() - start < SOON
+
+
+def test_a_hold_ends_at_the_servers_bound_with_a_sleep_of_zero(api, svc):
+    svc.settings = dataclasses.replace(svc.settings, poll_hold_secs=1.5)
+    response = api.post("bot_poll", _poll_body("bounded"), role="bot")
+    answer = response.json()
+    assert answer == {"cmd": "sleep", "duration": 0.0, "session": answer["session"]}
+    assert 1.5 <= response.elapsed.total_seconds() < SOON
+    assert int(response.headers["X-Firestore-Reads"]) >= 1
+
+
+def test_the_server_bound_zero_turns_the_long_poll_off(api, svc):
+    svc.settings = dataclasses.replace(svc.settings, poll_hold_secs=0.0)
+    answer = api.ok("bot_poll", {**_poll_body("unheld"), "state": {"sleep_streak": 20}}, role="bot")
+    assert answer["cmd"] == "sleep" and answer["duration"] > 10
+
+
+def test_a_held_poll_whose_client_left_loses_no_task(api, svc, tokens):
+    _queue_of(api, svc, os="Linux")
+    body = _poll_body("leaver")
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(f"{api.base_url}/bot_poll", json=body, timeout=1,
+                      headers={"Authorization": f"Bearer {tokens.bot('leaver')}"})
+    task_id = _new_task(api, os="Linux")  # Wakes the abandoned hold, which answers no one.
+    answer = api.ok("bot_poll", _poll_body("leaver"), role="bot")
+    assert answer["cmd"] == "claim" and answer["candidates"][0]["task_id"] == task_id
+    claim = api.ok("bot_claim", {**bot_body("leaver"), **answer["candidates"][0], "claim_id": "c1"}, role="bot")
+    assert claim["cmd"] == "run"
+
+
+def test_a_held_bot_gets_a_task_of_a_queue_created_during_its_hold(api, svc):
+    held = _held(api, _poll_body("gpu-bot", gpu=["a100"]))
+    time.sleep(1)
+    task_id = _new_task(api, gpu="a100")
+    answer, _ = held.result(timeout=SOON)
+    assert answer["cmd"] == "claim" and answer["candidates"][0]["task_id"] == task_id
+
+
+def test_many_held_polls_share_one_listener_and_all_wake_for_a_task(api, svc):
+    _queue_of(api, svc, os="Linux")
+    bots = 50
+    polls = [_held(api, _poll_body(f"many-{i}")) for i in range(bots)]
+    _until(lambda: len(svc.pending_watch.listening()) == 1)
+    time.sleep(1)
+    assert not any(p.done() for p in polls)
+    task_id = _new_task(api, os="Linux")
+    answers = [p.result(timeout=SOON * 2)[0] for p in polls]
+    assert all(a["cmd"] == "claim" and a["candidates"][0]["task_id"] == task_id for a in answers)
+    winners = [a for i, a in enumerate(answers)
+               if api.ok("bot_claim", {**bot_body(f"many-{i}"), **a["candidates"][0], "claim_id": f"c{i}"},
+                         role="bot")["cmd"] == "run"]
+    assert len(winners) == 1

@@ -1,0 +1,116 @@
+"""The instance's listeners that held polls wait on (functions/pending_watch.py),
+over a fake `listen`: no service, the clock injected."""
+
+import threading
+from typing import Callable
+
+from functions.pending_watch import PendingWatch
+
+
+class FakeListen:
+    """Stands in for Store.watch_pending: records each listener, and sends its
+    first snapshot at once unless told not to."""
+
+    def __init__(self, first_snapshot: bool = True, fail: bool = False):
+        self.first_snapshot = first_snapshot
+        self.fail = fail
+        self.callbacks: dict[str, Callable[[int, int], None]] = {}
+        self.opened: list[str] = []
+        self.stopped: list[str] = []
+
+    def __call__(self, key: str, on_change: Callable[[int, int], None]) -> Callable[[], None]:
+        if self.fail:
+            raise RuntimeError("no listener today")
+        self.opened.append(key)
+        self.callbacks[key] = on_change
+        if self.first_snapshot:
+            on_change(3, 3)  # Three slices already pending: none of them new.
+        return lambda: self.stopped.append(key)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_many_waiters_share_one_listener_per_queue_and_an_addition_wakes_those_of_its_queue():
+    listen = FakeListen()
+    watch = PendingWatch(listen, Clock())
+    with watch.waiting(["p:a", "p:b"]) as first, watch.waiting(["p:a"]) as second, \
+            watch.waiting(["p:b"]) as third:
+        assert sorted(listen.opened) == ["p:a", "p:b"]
+        assert not (first.is_set() or second.is_set() or third.is_set())  # The first snapshot is no addition.
+        listen.callbacks["p:a"](1, 1)
+        assert first.is_set() and second.is_set() and not third.is_set()
+    assert watch.take_reads() == 3 + 3 + 1
+    assert watch.take_reads() == 0
+
+
+def test_a_change_that_adds_nothing_wakes_no_one_but_is_billed():
+    listen = FakeListen()
+    watch = PendingWatch(listen, Clock())
+    with watch.waiting(["p:a"]) as added:
+        listen.callbacks["p:a"](0, 2)  # Two pending slices changed, none added.
+        assert not added.is_set()
+    assert watch.take_reads() == 3 + 2
+
+
+def test_a_listener_outlives_its_last_waiter_by_the_linger_then_stops():
+    listen, clock = FakeListen(), Clock()
+    watch = PendingWatch(listen, clock, linger_secs=60)
+    with watch.waiting(["p:a"]):
+        pass
+    clock.now += 30
+    with watch.waiting(["p:a"]):
+        pass
+    assert listen.opened == ["p:a"] and listen.stopped == []  # Came back within the linger: the same listener.
+    clock.now += 61
+    with watch.waiting(["p:b"]):
+        assert listen.stopped == ["p:a"] and watch.listening() == ["p:b"]
+    with watch.waiting(["p:a"]):
+        assert listen.opened == ["p:a", "p:b", "p:a"]
+
+
+def test_a_listener_with_a_waiter_is_never_stopped():
+    listen, clock = FakeListen(), Clock()
+    watch = PendingWatch(listen, clock, linger_secs=1)
+    with watch.waiting(["p:a"]) as added:
+        clock.now += 100
+        with watch.waiting(["p:b"]):
+            pass
+        clock.now += 100
+        with watch.waiting(["p:c"]):
+            pass
+        assert "p:a" in watch.listening() and "p:a" not in listen.stopped
+        listen.callbacks["p:a"](1, 1)
+        assert added.is_set()
+
+
+def test_an_addition_before_the_first_snapshot_is_in_that_snapshot_and_wakes_no_one():
+    """The poll reads after the snapshot: what the snapshot holds, the poll sees."""
+    listen = FakeListen(first_snapshot=False)
+    watch = PendingWatch(listen, Clock())
+    entered = threading.Event()
+
+    def wait() -> None:
+        with watch.waiting(["p:a"]) as added:
+            entered.set()
+            assert not added.wait(0.2)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert not entered.wait(0.2)  # Still waiting for the first snapshot.
+    listen.callbacks["p:a"](1, 1)
+    assert entered.wait(5)
+    waiter.join(5)
+    assert not waiter.is_alive()
+
+
+def test_a_queue_that_cannot_be_listened_to_leaves_the_waiter_to_its_hold():
+    watch = PendingWatch(FakeListen(fail=True), Clock())
+    with watch.waiting(["p:a"]) as added:
+        assert not added.wait(0.05)
+    assert watch.listening() == []
