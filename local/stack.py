@@ -304,11 +304,26 @@ def _create_timers_queue(host: str) -> None:
         client.transport.close()
 
 
+#: How gunicorn serves the gateway. A request in progress holds one of a
+#: worker's threads, and a held poll (functions/long_poll.py) holds it for up
+#: to SWARMING_POLL_HOLD_SECS: threads enough for a thousand waiting bots
+#: (gthread starts them as needed; a waiting one costs no CPU). An idle
+#: keep-alive connection holds no thread, only a socket in the worker's
+#: poller: it is kept longer than any client's idle gap (a backed-off bot's
+#: 66 s), as Google's front end keeps a deployed function's client
+#: connections (610 s); gunicorn's default, 2 s, closed connections that
+#: clients were about to reuse (`RemoteDisconnected`).
+GATEWAY_WORKERS, GATEWAY_THREADS, GATEWAY_KEEP_ALIVE_SECS = 2, 512, 620
+GATEWAY_OPTIONS = ("--workers", str(GATEWAY_WORKERS), "--worker-class", "gthread",
+                   "--threads", str(GATEWAY_THREADS), "--worker-connections", str(2 * GATEWAY_THREADS),
+                   "--keep-alive", str(GATEWAY_KEEP_ALIVE_SECS))
+
+
 def _start_gateway(port: int, log_path: Path, env: dict[str, str]) -> _Started:
     url = f"http://127.0.0.1:{port}"
     process = processes.spawn(
         [sys.executable, "-m", "gunicorn", "local.gateway:make_app()", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2", "--threads", "8", "--graceful-timeout", "3", "--no-control-socket",
+         *GATEWAY_OPTIONS, "--graceful-timeout", "3", "--no-control-socket",
          "--access-logfile", "-"],
         log_path, env={**env, "PYTHONUNBUFFERED": "1"}, cwd=REPO,
     )
