@@ -110,6 +110,9 @@ def _parse(field: dataclasses.Field, raw: str) -> Any:
 
 #: Every environment variable a function reads → its default ("" for none).
 VARIABLES: dict[str, str] = {f.metadata["env"]: str(f.default) for f in dataclasses.fields(Settings)}
+#: Read by functions-framework, not by this code: the threads of an instance's
+#: gunicorn worker, one per request it serves at once (a held poll holds one).
+FRAMEWORK_VARIABLES: tuple[str, ...] = ("THREADS",)
 #: Those a deployed function must have.
 DEPLOYED_VARIABLES: tuple[str, ...] = tuple(f.metadata["env"] for f in dataclasses.fields(Settings)
                                             if f.metadata["deployed"])

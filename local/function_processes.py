@@ -32,6 +32,9 @@ from local import processes
 _HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                 "transfer-encoding", "upgrade", "content-length", "host"}
 START_SECS = 120.0
+#: functions-framework's threads per process, as infra/terraform gives each
+#: function (THREADS: its concurrency): bot_poll holds up to a thousand polls.
+THREADS, POLL_THREADS = 80, 1000
 
 
 def isolated_python(venv: Path) -> Path:
@@ -86,7 +89,8 @@ class FunctionProcesses:
         args = [str(self.python), "-m", "functions_framework", "--target", name, "--source",
                 str(self.source / "main.py"), "--host", "127.0.0.1", "--port", str(port)]
         return processes.spawn(args, self.log_dir / f"{label}.log", cwd=self.source,
-                               env={**self.env, "K_SERVICE": name, "PYTHONUNBUFFERED": "1"})
+                               env={**self.env, "K_SERVICE": name, "PYTHONUNBUFFERED": "1",
+                                    "THREADS": str(POLL_THREADS if name == "bot_poll" else THREADS)})
 
     def _wait(self, label: str, url: str, process: subprocess.Popen) -> None:
         processes.wait_until(_answers(url), process, label, self.log_dir / f"{label}.log", timeout=START_SECS)

@@ -100,11 +100,13 @@ def test_the_source_archive_is_named_by_its_content(tf):
 
 def test_every_function_has_what_a_deployed_function_needs_and_nothing_the_code_does_not_read(tf, function):
     service = block(function, "service_config")
-    assert service["environment_variables"] == "${local.environment}"
+    # functions-framework serves as many requests at once as the instance takes.
+    assert service["environment_variables"] == \
+        "${merge(local.environment, {THREADS = tostring(local.concurrency[each.key])})}"
     secret = block(service, "secret_environment_variables")
-    names = set(tf.locals["environment"]) | {secret["key"]}
+    names = set(tf.locals["environment"]) | {secret["key"], "THREADS"}
     assert not set(settings.DEPLOYED_VARIABLES) - names, "a deployed function would refuse to start"
-    assert not names - set(settings.VARIABLES), "a variable no code reads"
+    assert not names - set(settings.VARIABLES) - set(settings.FRAMEWORK_VARIABLES), "a variable no code reads"
 
 
 def test_the_token_secret_comes_from_secret_manager_at_a_pinned_version(tf, function):
@@ -206,7 +208,7 @@ def test_the_hot_path_keeps_warm_instances_that_serve_many_requests_at_once(tf, 
     assert set(tf.locals["hot_path"]) <= set(tf.locals["functions"])
     service = block(function, "service_config")
     assert service["min_instance_count"] == "${contains(local.hot_path, each.key) ? var.hot_path_min_instances : 0}"
-    assert service["max_instance_request_concurrency"] == "${var.function_concurrency}"
+    assert service["max_instance_request_concurrency"] == "${local.concurrency[each.key]}"
     assert tf.variables["function_concurrency"]["default"] > 1
     assert float(tf.variables["function_cpu"]["default"]) >= 1  # Concurrency above 1 needs a whole vCPU.
 
@@ -306,3 +308,21 @@ def test_each_checkov_skip_says_why():
     skips = [i for i, line in enumerate(lines) if re.match(r"\s*- CKV_", line)]
     assert skips
     assert all(lines[i - 1].lstrip().startswith("#") for i in skips)
+
+
+def test_bot_poll_holds_many_polls_each_within_its_timeout(tf, function):
+    """The long poll (functions/long_poll.py): bot_poll alone has its own
+    concurrency and timeout, the hold leaves it 30 s to answer, and every
+    deployed instance is told the hold."""
+    assert tf.locals["long_poll"] == "bot_poll"
+    pick = "f => f == local.long_poll ? var.poll_{0} : var.function_{0}"
+    assert tf.locals["concurrency"] == "${{for f in local.functions : " + pick.format("concurrency") + "}}"
+    assert tf.locals["timeout"] == "${{for f in local.functions : " + pick.format("timeout_seconds") + "}}"
+    assert block(function, "service_config")["timeout_seconds"] == "${local.timeout[each.key]}"
+    assert tf.locals["environment"]["SWARMING_POLL_HOLD_SECS"] == "${tostring(var.poll_hold_secs)}"
+    hold, timeout = tf.variables["poll_hold_secs"]["default"], tf.variables["poll_timeout_seconds"]["default"]
+    assert 0 < hold and hold + 30 <= timeout
+    assert hold == settings.Settings.__dataclass_fields__["poll_hold_secs"].default
+    assert tf.variables["poll_concurrency"]["default"] == 1000
+    precondition = block(block(function, "lifecycle"), "precondition")
+    assert precondition["condition"] == "${var.poll_hold_secs + 30 <= var.poll_timeout_seconds}"

@@ -40,6 +40,17 @@ locals {
   # What every idle bot calls every minute, and a busy one every few seconds.
   hot_path = ["bot_poll", "bot_claim", "bot_task_update"]
 
+  # The long poll (functions/long_poll.py): an idle bot's poll is held up to
+  # SWARMING_POLL_HOLD_SECS, so each instance serves many polls at once, each
+  # for up to the hold: concurrency and timeout of their own.
+  long_poll = "bot_poll"
+  concurrency = {
+    for f in local.functions : f => f == local.long_poll ? var.poll_concurrency : var.function_concurrency
+  }
+  timeout = {
+    for f in local.functions : f => f == local.long_poll ? var.poll_timeout_seconds : var.function_timeout_seconds
+  }
+
   # Every function's environment (functions/settings.py: each is a variable the
   # code reads, and those a deployed function needs are all here).
   environment = {
@@ -51,6 +62,7 @@ locals {
     SWARMING_TRUSTED_PROXY_HOPS = "1"
     SWARMING_SERVER_VERSION     = var.server_version
     SWARMING_BOT_ZIP            = local.bot_zip
+    SWARMING_POLL_HOLD_SECS     = tostring(var.poll_hold_secs)
   }
 }
 
@@ -78,20 +90,31 @@ resource "google_cloudfunctions2_function" "function" {
   service_config {
     available_memory                 = var.function_memory
     available_cpu                    = var.function_cpu
-    max_instance_request_concurrency = var.function_concurrency
-    timeout_seconds                  = var.function_timeout_seconds
+    max_instance_request_concurrency = local.concurrency[each.key]
+    timeout_seconds                  = local.timeout[each.key]
     max_instance_count               = var.function_max_instances
     min_instance_count               = contains(local.hot_path, each.key) ? var.hot_path_min_instances : 0
     ingress_settings                 = "ALLOW_ALL"
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.functions.email
-    environment_variables            = local.environment
+    # THREADS: functions-framework's gunicorn threads, one per request served at
+    # once (a held poll holds one); its default, 4 a vCPU, would queue the rest.
+    environment_variables = merge(local.environment, {
+      THREADS = tostring(local.concurrency[each.key])
+    })
 
     secret_environment_variables {
       key        = "SWARMING_TOKEN_SECRET"
       project_id = var.project
       secret     = google_secret_manager_secret.token_secret.secret_id
       version    = google_secret_manager_secret_version.token_secret.version
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.poll_hold_secs + 30 <= var.poll_timeout_seconds
+      error_message = "poll_timeout_seconds must leave bot_poll 30 s past poll_hold_secs to answer."
     }
   }
 

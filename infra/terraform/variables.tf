@@ -142,6 +142,39 @@ variable "function_timeout_seconds" {
   }
 }
 
+variable "poll_hold_secs" {
+  description = "How long an idle bot's poll may wait for a task (SWARMING_POLL_HOLD_SECS); 0: back off (README)."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.poll_hold_secs >= 0 && var.poll_hold_secs <= 3000
+    error_message = "poll_hold_secs must be from 0 to 3000."
+  }
+}
+
+variable "poll_concurrency" {
+  description = "Polls one bot_poll instance serves at once: with the long poll, the idle bots one instance holds."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.poll_concurrency >= 1 && var.poll_concurrency <= 1000
+    error_message = "poll_concurrency must be from 1 to 1000."
+  }
+}
+
+variable "poll_timeout_seconds" {
+  description = "bot_poll's request timeout: the hold and 30 s to answer."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.poll_timeout_seconds >= 40 && var.poll_timeout_seconds <= 3600
+    error_message = "poll_timeout_seconds must be from 40 to 3600."
+  }
+}
+
 variable "function_max_instances" {
   description = "The most instances of one function at once: a bound on cost and on Firestore's load."
   type        = number
