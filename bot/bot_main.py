@@ -84,7 +84,7 @@ AUTH_REFRESH_MARGIN_SECS = 300.0
 REBOOT_WAIT_SECS = 300.0
 #: How long the bot lets the server hold a poll that finds no task (a long
 #: poll: a task is picked up as soon as it comes); the server may hold less.
-POLL_HOLD_SECS = 50.0
+POLL_HOLD_SECS = 60.0
 #: How soon a stop (SIGTERM) ends the wait for a held poll's answer.
 STOP_CHECK_SECS = 0.25
 #: The file on_before_task may write for the task (SWARMING_BOT_FILE), beside

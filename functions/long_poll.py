@@ -8,14 +8,15 @@ The hold reads nothing per bot: it waits on the instance's listeners
 ordinary path, which never transacts; the claim stays the only commit. A poll
 is read-only, so a hold whose client went away loses nothing: the task it
 woke for stays pending for the next poll. A held poll also looks, every
-`RECHECK_SECS`, at which queues it matches (from the instance's cache), so a
-queue created during the hold is listened to and polled within seconds.
+`RECHECK_SECS`, at which queues it matches (from the instance's cache, which
+reads the pool's new queue records at most every 3 s), so the first task of a
+queue created during the hold is picked up within seconds too.
 """
 
 import logging
 from typing import Callable
 
-from functions import ops, queues
+from functions import ops
 from functions.budget import Budget
 from functions.pending_watch import PendingWatch
 from shared.bot_api import PollReply, Sleep
@@ -24,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 #: What a hold that saw no task answers: poll again (and be held) at once.
 AFTER_HOLD_SECS = 0.0
-RECHECK_SECS = queues.CACHE_SECS
+#: Each check may refresh the instance's cache of the pool's queues: one read
+#: per pool and instance, shared by all its held polls.
+RECHECK_SECS = 10.0
 
 
 def poll(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,

@@ -82,7 +82,7 @@ class Settings:
     cas_url_ttl_secs: int = _env("SWARMING_CAS_URL_TTL_SECS", 1800)
     #: The longest a bot's poll is held open waiting for a task (functions.long_poll);
     #: below bot_poll's function timeout. 0: answer at once, bots back off as before.
-    poll_hold_secs: float = _env("SWARMING_POLL_HOLD_SECS", 50.0)
+    poll_hold_secs: float = _env("SWARMING_POLL_HOLD_SECS", 60.0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

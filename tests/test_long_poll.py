@@ -11,6 +11,7 @@ import uuid
 import pytest
 import requests
 
+from functions import long_poll
 from tests.builders import bot_body, task_body
 
 #: What a bot asks for in these tests; the server's bound is SWARMING_POLL_HOLD_SECS.
@@ -110,10 +111,11 @@ def test_a_held_poll_whose_client_left_loses_no_task(api, svc, tokens):
 
 
 def test_a_held_bot_gets_a_task_of_a_queue_created_during_its_hold(api, svc):
-    held = _held(api, _poll_body("gpu-bot", gpu=["a100"]))
+    """Found at the hold's next look at the bot's queues (long_poll.RECHECK_SECS)."""
+    held = _held(api, _poll_body("gpu-bot", hold=60, gpu=["a100"]))
     time.sleep(1)
     task_id = _new_task(api, gpu="a100")
-    answer, _ = held.result(timeout=SOON)
+    answer, _ = held.result(timeout=long_poll.RECHECK_SECS + SOON)
     assert answer["cmd"] == "claim" and answer["candidates"][0]["task_id"] == task_id
 
 

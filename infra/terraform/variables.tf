@@ -145,7 +145,7 @@ variable "function_timeout_seconds" {
 variable "poll_hold_secs" {
   description = "How long an idle bot's poll may wait for a task (SWARMING_POLL_HOLD_SECS); 0: back off (README)."
   type        = number
-  default     = 50
+  default     = 60
 
   validation {
     condition     = var.poll_hold_secs >= 0 && var.poll_hold_secs <= 3000
