@@ -4,16 +4,18 @@ as soon as a pending slice is added to one of its queues, instead of sleeping
 through a back-off of up to a minute.
 
 The hold reads nothing per bot: it waits on the instance's listeners
-(functions/pending_watch.py), then polls again through the scheduler's
-ordinary path, which never transacts; the claim stays the only commit. A poll
-is read-only, so a hold whose client went away loses nothing: the task it
-woke for stays pending for the next poll. A held poll also looks, every
-`RECHECK_SECS`, at which queues it matches (from the instance's cache, which
-reads the pool's new queue records at most every 3 s), so the first task of a
-queue created during the hold is picked up within seconds too.
-"""
+(functions/pending_watch.py), which wake one held poll per slice added; that
+poll asks the scheduler again, whose poll never transacts, and the claim
+stays the only commit. Every `RECHECK_SECS` a held poll also looks at which
+queues its bot matches (from the instance's cache, which reads the pool's
+new queue records at most every 3 s) and at whether a slice is left pending
+in them (the listeners' snapshots: no read), and polls again if so: the
+first task of a queue created during the hold, or one whose woken poll had
+lost its client (a poll is read-only: the task stays pending), is picked up
+within seconds too."""
 
 import logging
+import threading
 from typing import Callable
 
 from functions import ops
@@ -50,19 +52,20 @@ def _held(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], 
             reply = answer()
             if not isinstance(reply, Sleep):
                 return reply
-            keys = _wait(added.wait, keys, queue_keys, budget)
+            keys = _wait(added, keys, queue_keys, watch, budget)
         if keys is None:
             return Sleep(AFTER_HOLD_SECS, reply.session)
 
 
-def _wait(wait: Callable[[float], bool], keys: list[str], queue_keys: Callable[[], list[str]],
+def _wait(added: threading.Event, keys: list[str], queue_keys: Callable[[], list[str]], watch: PendingWatch,
           budget: Budget) -> list[str] | None:
-    """Waits for a slice added to `keys` or for the bot's queues to change:
-    the queues to poll again; None when the budget ran out first."""
-    while not wait(min(RECHECK_SECS, budget.left())):
+    """Waits until a slice added to `keys` is this poll's, or, at a look
+    every RECHECK_SECS, the bot's queues changed or a slice is left pending
+    in them: the queues to poll again; None when the budget ran out first."""
+    while not added.wait(min(RECHECK_SECS, budget.left())):
         if budget.over():
             return None
         now_keys = queue_keys()
-        if set(now_keys) != set(keys):
+        if set(now_keys) != set(keys) or watch.pending(keys):
             return now_keys
     return keys

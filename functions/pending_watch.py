@@ -3,10 +3,12 @@
 A function instance keeps one Firestore listener per queue its held polls
 (functions/long_poll.py) wait on, however many of them wait: the reads grow
 with the instances and the slices added, never with the waiting bots, and an
-idle queue costs no read at all. A listener outlives its last waiter by
-`LINGER_SECS`, so that bots coming straight back after a hold do not reopen
-it (each opening is billed a read at least). Its reads happen on its own
-thread, outside any request: `take_reads` hands them to the next answer.
+idle queue costs no read at all. A slice added wakes one waiting poll (the
+longest waiting), not all of them: every bot woken polls and claims, and all
+but one would lose, each at a few reads. A listener outlives its last waiter
+by `LINGER_SECS`, so that bots coming straight back after a hold do not
+reopen it (each opening is billed a read at least). Its reads happen on its
+own thread, outside any request: `take_reads` hands them to the next answer.
 """
 
 import contextlib
@@ -23,14 +25,17 @@ LINGER_SECS = 120.0
 #: a slice added in between would be in that snapshot, not an addition.
 READY_SECS = 5.0
 
-#: `listen(queue_key, on_change(added, reads))` → what stops listening (Store.watch_pending).
-Listen = Callable[[str, Callable[[int, int], None]], Callable[[], None]]
+#: `listen(queue_key, on_change(added, pending, reads))` → what stops listening (Store.watch_pending).
+Listen = Callable[[str, Callable[[int, int, int], None]], Callable[[], None]]
 
 
 @dataclasses.dataclass
 class _Listener:
     ready: threading.Event = dataclasses.field(default_factory=threading.Event)
-    waiters: set[threading.Event] = dataclasses.field(default_factory=set)
+    #: The waiting polls' events, the longest waiting first (a dict keeps its order).
+    waiters: dict[threading.Event, None] = dataclasses.field(default_factory=dict)
+    #: The slices pending in the queue, as the last snapshot had them.
+    pending: int = 0
     stop: Callable[[], None] | None = None
     #: When its last waiter left; None while some wait.
     idle_since: float | None = None
@@ -47,8 +52,9 @@ class PendingWatch:
 
     @contextlib.contextmanager
     def waiting(self, queue_keys: Sequence[str]) -> Iterator[threading.Event]:
-        """An event set when a slice is added to one of `queue_keys` after
-        this returned (the listeners are then ready): poll, then wait on it."""
+        """An event set when a slice added to one of `queue_keys` after this
+        returned (the listeners are then ready) is this poll's to take: poll,
+        then wait on it."""
         added = threading.Event()
         joined = [self._join(key, added) for key in queue_keys]
         try:
@@ -57,6 +63,13 @@ class PendingWatch:
             yield added
         finally:
             self._leave(queue_keys, added)
+
+    def pending(self, queue_keys: Sequence[str]) -> bool:
+        """Whether a slice is pending in one of these queues, by the listeners'
+        last snapshots (no read): one a woken poll did not take (its bot had
+        gone, or may not run it) is there for the next look."""
+        with self._lock:
+            return any(self._listeners[key].pending for key in queue_keys if key in self._listeners)
 
     def take_reads(self) -> int:
         """The listeners' billed reads since the last call."""
@@ -74,7 +87,7 @@ class PendingWatch:
             new = listener is None
             if listener is None:
                 listener = self._listeners[key] = _Listener()
-            listener.waiters.add(added)
+            listener.waiters[added] = None
             listener.idle_since = None
             stops = self._stale()
         _stop(stops)
@@ -84,7 +97,7 @@ class PendingWatch:
 
     def _start(self, key: str, listener: _Listener) -> None:
         try:
-            stop = self._listen(key, lambda n, reads: self._changed(listener, n, reads))
+            stop = self._listen(key, lambda added, pending, reads: self._changed(listener, added, pending, reads))
         except Exception:
             # The waiters then wait out their hold: pickup as slow as the hold, never wrong.
             logger.exception("cannot listen to queue %s", key)
@@ -95,11 +108,14 @@ class PendingWatch:
         with self._lock:
             listener.stop = stop
 
-    def _changed(self, listener: _Listener, added: int, reads: int) -> None:
+    def _changed(self, listener: _Listener, added: int, pending: int, reads: int) -> None:
         with self._lock:
             self._reads += reads
-            waiters = list(listener.waiters) if added and listener.ready.is_set() else []
-        for event in waiters:
+            listener.pending = pending
+            woken = []
+            if listener.ready.is_set():
+                woken = [event for event in listener.waiters if not event.is_set()][:added]
+        for event in woken:
             event.set()
         listener.ready.set()
 
@@ -108,7 +124,7 @@ class PendingWatch:
             for key in queue_keys:
                 listener = self._listeners.get(key)
                 if listener is not None:
-                    listener.waiters.discard(added)
+                    listener.waiters.pop(added, None)
                     if not listener.waiters:
                         listener.idle_since = self._clock()
             stops = self._stale()

@@ -245,20 +245,21 @@ class Store:
             found += [TaskToRun.from_doc(d.to_dict()) for d in docs]
         return sorted(found, key=lambda t: t.order_key)[:limit]
 
-    def watch_pending(self, queue_key: str, on_change: Callable[[int, int], None]) -> Callable[[], None]:
+    def watch_pending(self, queue_key: str, on_change: Callable[[int, int, int], None]) -> Callable[[], None]:
         """Listens to the pending slices of one queue (a Firestore listener,
-        an equality filter: no composite index). `on_change(added, reads)`
-        runs on the listener's thread at each change: the slices added (all
-        of them in the first snapshot) and the reads it is billed (one per
-        document added or changed, one at least for the first snapshot),
-        which no request counts: the caller does. Returns what stops it."""
+        an equality filter: no composite index). `on_change(added, pending,
+        reads)` runs on the listener's thread at each change: the slices
+        added (all of them in the first snapshot), those pending now, and the
+        reads it is billed (one per document added or changed, one at least
+        for the first snapshot), which no request counts: the caller does.
+        Returns what stops it."""
         first = True
 
-        def changed(_docs: Any, changes: list[Any], _read_time: Any) -> None:
+        def changed(docs: list[Any], changes: list[Any], _read_time: Any) -> None:
             nonlocal first
             kept = [c for c in changes if c.type.name in ("ADDED", "MODIFIED")]
             added = sum(1 for c in kept if c.type.name == "ADDED")
-            on_change(added, max(1, len(kept)) if first else len(kept))
+            on_change(added, len(docs), max(1, len(kept)) if first else len(kept))
             first = False
 
         watch = filtered(self._db, TASK_TO_RUN, [("queue_key", "==", queue_key)]).on_snapshot(changed)

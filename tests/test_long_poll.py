@@ -78,7 +78,7 @@ def test_an_old_bot_that_asks_no_hold_is_answered_at_once_with_its_back_off(api,
     body = bot_body("old-bot", request_uuid=uuid.uuid4().hex, state={"sleep_streak": 20})
     start = time.monotonic()
     answer = api.ok("bot_poll", body, role="bot")
-    assert answer["cmd"] == "sleep" and answer["duration"] > 10
+    assert answer["cmd"] == "sleep" and answer["duration"] >= 1  # 60 s, or now and then 1 s (scheduler.sleep_secs)
     assert time.monotonic() - start < SOON
 
 
@@ -94,7 +94,7 @@ def test_a_hold_ends_at_the_servers_bound_with_a_sleep_of_zero(api, svc):
 def test_the_server_bound_zero_turns_the_long_poll_off(api, svc):
     svc.settings = dataclasses.replace(svc.settings, poll_hold_secs=0.0)
     answer = api.ok("bot_poll", {**_poll_body("unheld"), "state": {"sleep_streak": 20}}, role="bot")
-    assert answer["cmd"] == "sleep" and answer["duration"] > 10
+    assert answer["cmd"] == "sleep" and answer["duration"] >= 1  # 60 s, or now and then 1 s (scheduler.sleep_secs)
 
 
 def test_a_held_poll_whose_client_left_loses_no_task(api, svc, tokens):
@@ -119,17 +119,21 @@ def test_a_held_bot_gets_a_task_of_a_queue_created_during_its_hold(api, svc):
     assert answer["cmd"] == "claim" and answer["candidates"][0]["task_id"] == task_id
 
 
-def test_many_held_polls_share_one_listener_and_all_wake_for_a_task(api, svc):
+def test_many_held_polls_share_one_listener_and_a_task_wakes_one_of_them(api, svc, monkeypatch):
+    monkeypatch.setattr(long_poll, "RECHECK_SECS", 20.0)  # No look of their own in between.
     _queue_of(api, svc, os="Linux")
-    bots = 50
-    polls = [_held(api, _poll_body(f"many-{i}")) for i in range(bots)]
+    bots, tasks = 50, 5
+    polls = [_held(api, _poll_body(f"many-{i}", hold=28)) for i in range(bots)]
     _until(lambda: len(svc.pending_watch.listening()) == 1)
     time.sleep(1)
     assert not any(p.done() for p in polls)
-    task_id = _new_task(api, os="Linux")
-    answers = [p.result(timeout=SOON * 2)[0] for p in polls]
-    assert all(a["cmd"] == "claim" and a["candidates"][0]["task_id"] == task_id for a in answers)
-    winners = [a for i, a in enumerate(answers)
-               if api.ok("bot_claim", {**bot_body(f"many-{i}"), **a["candidates"][0], "claim_id": f"c{i}"},
-                         role="bot")["cmd"] == "run"]
-    assert len(winners) == 1
+    created = {_new_task(api, os="Linux") for _ in range(tasks)}
+    _until(lambda: sum(p.done() for p in polls) >= tasks)
+    time.sleep(1)
+    woken = [p.result()[0] for p in polls if p.done()]
+    assert len(woken) == tasks  # One per task, not a herd of 50 claiming each.
+    assert all(a["cmd"] == "claim" and {c["task_id"] for c in a["candidates"]} <= created for a in woken)
+    # Left unclaimed, the tasks are seen pending at the others' next look, as
+    # when a woken poll's bot has gone.
+    later = [p.result(timeout=long_poll.RECHECK_SECS + SOON)[0] for p in polls if p.result() not in woken]
+    assert all(a["cmd"] == "claim" for a in later)

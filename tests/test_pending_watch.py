@@ -14,17 +14,17 @@ class FakeListen:
     def __init__(self, first_snapshot: bool = True, fail: bool = False):
         self.first_snapshot = first_snapshot
         self.fail = fail
-        self.callbacks: dict[str, Callable[[int, int], None]] = {}
+        self.callbacks: dict[str, Callable[[int, int, int], None]] = {}
         self.opened: list[str] = []
         self.stopped: list[str] = []
 
-    def __call__(self, key: str, on_change: Callable[[int, int], None]) -> Callable[[], None]:
+    def __call__(self, key: str, on_change: Callable[[int, int, int], None]) -> Callable[[], None]:
         if self.fail:
             raise RuntimeError("no listener today")
         self.opened.append(key)
         self.callbacks[key] = on_change
         if self.first_snapshot:
-            on_change(3, 3)  # Three slices already pending: none of them new.
+            on_change(3, 3, 3)  # Three slices already pending: none of them new.
         return lambda: self.stopped.append(key)
 
 
@@ -36,24 +36,46 @@ class Clock:
         return self.now
 
 
-def test_many_waiters_share_one_listener_per_queue_and_an_addition_wakes_those_of_its_queue():
+def test_many_waiters_share_one_listener_per_queue_and_an_addition_wakes_the_longest_waiting_of_its_queue():
     listen = FakeListen()
     watch = PendingWatch(listen, Clock())
     with watch.waiting(["p:a", "p:b"]) as first, watch.waiting(["p:a"]) as second, \
             watch.waiting(["p:b"]) as third:
         assert sorted(listen.opened) == ["p:a", "p:b"]
         assert not (first.is_set() or second.is_set() or third.is_set())  # The first snapshot is no addition.
-        listen.callbacks["p:a"](1, 1)
-        assert first.is_set() and second.is_set() and not third.is_set()
-    assert watch.take_reads() == 3 + 3 + 1
+        listen.callbacks["p:a"](1, 4, 1)
+        assert first.is_set() and not second.is_set() and not third.is_set()
+        listen.callbacks["p:a"](1, 5, 1)  # The next one goes to the next waiting.
+        assert second.is_set() and not third.is_set()
+        listen.callbacks["p:b"](2, 5, 2)  # `first` already has one: `third` alone is left.
+        assert third.is_set()
+    assert watch.take_reads() == 3 + 3 + 1 + 1 + 2
     assert watch.take_reads() == 0
+
+
+def test_as_many_are_woken_as_slices_were_added():
+    listen = FakeListen()
+    watch = PendingWatch(listen, Clock())
+    with watch.waiting(["p:a"]) as a, watch.waiting(["p:a"]) as b, watch.waiting(["p:a"]) as c:
+        listen.callbacks["p:a"](2, 5, 2)
+        assert [a.is_set(), b.is_set(), c.is_set()] == [True, True, False]
+
+
+def test_what_is_pending_is_known_from_the_last_snapshot():
+    listen = FakeListen()
+    watch = PendingWatch(listen, Clock())
+    with watch.waiting(["p:a", "p:b"]):
+        assert watch.pending(["p:a"])  # The first snapshot had three.
+        listen.callbacks["p:a"](0, 0, 0)
+        listen.callbacks["p:b"](0, 0, 0)
+        assert not watch.pending(["p:a", "p:b"]) and not watch.pending(["p:c"])
 
 
 def test_a_change_that_adds_nothing_wakes_no_one_but_is_billed():
     listen = FakeListen()
     watch = PendingWatch(listen, Clock())
     with watch.waiting(["p:a"]) as added:
-        listen.callbacks["p:a"](0, 2)  # Two pending slices changed, none added.
+        listen.callbacks["p:a"](0, 3, 2)  # Two pending slices changed, none added.
         assert not added.is_set()
     assert watch.take_reads() == 3 + 2
 
@@ -85,7 +107,7 @@ def test_a_listener_with_a_waiter_is_never_stopped():
         with watch.waiting(["p:c"]):
             pass
         assert "p:a" in watch.listening() and "p:a" not in listen.stopped
-        listen.callbacks["p:a"](1, 1)
+        listen.callbacks["p:a"](1, 4, 1)
         assert added.is_set()
 
 
@@ -103,7 +125,7 @@ def test_an_addition_before_the_first_snapshot_is_in_that_snapshot_and_wakes_no_
     waiter = threading.Thread(target=wait)
     waiter.start()
     assert not entered.wait(0.2)  # Still waiting for the first snapshot.
-    listen.callbacks["p:a"](1, 1)
+    listen.callbacks["p:a"](1, 1, 1)
     assert entered.wait(5)
     waiter.join(5)
     assert not waiter.is_alive()
