@@ -166,7 +166,9 @@ def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
     sleeps. `request_uuid` makes a retried poll the same poll. With
     `hold_secs`, a poll with nothing to do is held up to that long (at most
     the server's SWARMING_POLL_HOLD_SECS) and answered as soon as a task
-    comes, or `{cmd: sleep, duration: 0}` when none did (a long poll)."""
+    comes, or `{cmd: sleep, duration: 0}` when none did (a long poll); a bot
+    with no queue yet, or one past SWARMING_POLL_HOLDS_PER_QUEUE held polls
+    on each of its queues, gets its back-off instead."""
     bot, group = _bot(call, message.attributes)
     if bot_auth.moved(call.config, call.caller, group):
         return bot_api.Restart(f"the bot's group is now {group.name!r} as configured: handshake again").to_wire()
@@ -182,7 +184,8 @@ def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
                                          only_own=bool(entry.quarantined or entry.maintenance_msg))
 
     hold = budget.Budget(min(message.hold_secs, service.settings.poll_hold_secs))
-    return long_poll.poll(answer, queue_keys, service.pending_watch, hold).to_wire()
+    return long_poll.poll(answer, queue_keys, service.pending_watch, hold,
+                          service.settings.poll_holds_per_queue).to_wire()
 
 
 def _current_version(call: Call) -> str | None:

@@ -33,24 +33,27 @@ RECHECK_SECS = 10.0
 
 
 def poll(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,
-         budget: Budget) -> PollReply:
+         budget: Budget, most: int) -> PollReply:
     """`answer()` (the scheduler's poll), held while it says sleep and time
-    is left in `budget`; `queue_keys()`: the queues the bot takes from."""
+    is left in `budget`; `queue_keys()`: the queues the bot takes from. A
+    bot with no queue, or whose queues each have `most` polls held already
+    by this instance, gets the scheduler's answer (its back-off): a held
+    poll keeps an instance billed, and those held take the next tasks."""
     try:
-        return _held(answer, queue_keys, watch, budget)
+        return _held(answer, queue_keys, watch, budget, most)
     finally:
         ops.read(watch.take_reads())
 
 
 def _held(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,
-          budget: Budget) -> PollReply:
+          budget: Budget, most: int) -> PollReply:
     if budget.over():
         return answer()
     keys = queue_keys()
     while True:
-        with watch.waiting(keys) as added:
+        with watch.waiting(keys, most) as added:
             reply = answer()
-            if not isinstance(reply, Sleep):
+            if not isinstance(reply, Sleep) or not keys or added is None:
                 return reply
             keys = _wait(added, keys, queue_keys, watch, budget)
         if keys is None:

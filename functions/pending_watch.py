@@ -51,12 +51,17 @@ class PendingWatch:
         self._reads = 0
 
     @contextlib.contextmanager
-    def waiting(self, queue_keys: Sequence[str]) -> Iterator[threading.Event]:
+    def waiting(self, queue_keys: Sequence[str], most: int) -> Iterator[threading.Event | None]:
         """An event set when a slice added to one of `queue_keys` after this
         returned (the listeners are then ready) is this poll's to take: poll,
-        then wait on it."""
+        then wait on it. None when each of the queues has `most` polls
+        waiting already (decided at once for concurrent callers): none of
+        them needs another."""
         added = threading.Event()
-        joined = [self._join(key, added) for key in queue_keys]
+        joined = self._join(queue_keys, added, most)
+        if joined is None:
+            yield None
+            return
         try:
             for listener in joined:
                 listener.ready.wait(READY_SECS)
@@ -81,19 +86,22 @@ class PendingWatch:
         with self._lock:
             return sorted(self._listeners)
 
-    def _join(self, key: str, added: threading.Event) -> _Listener:
+    def _join(self, queue_keys: Sequence[str], added: threading.Event, most: int) -> list[_Listener] | None:
         with self._lock:
-            listener = self._listeners.get(key)
-            new = listener is None
-            if listener is None:
-                listener = self._listeners[key] = _Listener()
-            listener.waiters[added] = None
-            listener.idle_since = None
+            if queue_keys and all(key in self._listeners and len(self._listeners[key].waiters) >= most
+                                  for key in queue_keys):
+                return None
+            new = {key: _Listener() for key in queue_keys if key not in self._listeners}
+            self._listeners.update(new)
+            joined = [self._listeners[key] for key in queue_keys]
+            for listener in joined:
+                listener.waiters[added] = None
+                listener.idle_since = None
             stops = self._stale()
         _stop(stops)
-        if new:
+        for key, listener in new.items():
             self._start(key, listener)
-        return listener
+        return joined
 
     def _start(self, key: str, listener: _Listener) -> None:
         try:

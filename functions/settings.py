@@ -83,6 +83,9 @@ class Settings:
     #: The longest a bot's poll is held open waiting for a task (functions.long_poll);
     #: below bot_poll's function timeout. 0: answer at once, bots back off as before.
     poll_hold_secs: float = _env("SWARMING_POLL_HOLD_SECS", 60.0)
+    #: The most polls an instance holds on one queue; the bots beyond back off
+    #: as before: a held poll keeps an instance billed, a sleeping bot does not.
+    poll_holds_per_queue: int = _env("SWARMING_POLL_HOLDS_PER_QUEUE", 10)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

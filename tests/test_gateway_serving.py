@@ -14,6 +14,7 @@ from typing import Iterator
 import pytest
 import requests
 
+from functions import queues
 from functions.settings import Settings
 from local import processes, stack
 from tests.builders import bot_body, task_body
@@ -27,7 +28,7 @@ HOLD = 5.0
 def gateway(svc, emulator_env: dict[str, str], tmp_path) -> Iterator[str]:
     """The gunicorn gateway over this test's service (its Firestore project,
     bucket and configuration), with held polls bounded by HOLD."""
-    settings = dataclasses.replace(svc.settings, poll_hold_secs=HOLD)
+    settings = dataclasses.replace(svc.settings, poll_hold_secs=HOLD, poll_holds_per_queue=POLLS)
     env = {**emulator_env, **{field.metadata["env"]: str(getattr(settings, field.name))
                               for field in dataclasses.fields(Settings) if getattr(settings, field.name) != ""}}
     started = stack._start_gateway(processes.free_port(), tmp_path / "gateway.log", env)
@@ -57,23 +58,43 @@ def test_hundreds_of_polls_are_held_at_once_and_a_task_wakes_one(gateway, tokens
     # (bot_store.put_dimension_values' transaction), which is not this test's.
     for i in range(POLLS):
         _post(gateway, "bot_poll", bot_body(f"idle-{i}", request_uuid=uuid.uuid4().hex), tokens.bot(f"idle-{i}"))
+    _run_one_task(gateway, tokens)  # The bots' queue exists: a bot with none backs off instead.
+    # Every worker reads it: a poll that finds no queue backs off instead.
+    time.sleep(queues.CACHE_SECS + 1)
+    for _ in range(10):
+        _post(gateway, "bot_poll", bot_body("idle-1"), tokens.bot("idle-1"))
+    time.sleep(1)
     with concurrent.futures.ThreadPoolExecutor(POLLS) as pool:
         start = time.monotonic()
         idle = list(pool.map(lambda i: _poll(gateway, tokens, f"idle-{i}"), range(POLLS)))
         # Held one after another, 300 holds of 5 s would take minutes.
         assert time.monotonic() - start < 6 * HOLD
-        assert all(answer["cmd"] == "sleep" and answer["duration"] == 0 for answer, _ in idle)
+        assert all(answer["cmd"] == "sleep" and answer["duration"] == 0 for answer, _ in idle), \
+            [answer for answer, _ in idle if answer["cmd"] != "sleep" or answer["duration"]]
         assert all(took >= HOLD for _, took in idle)
 
         polls = [pool.submit(_poll, gateway, tokens, f"idle-{i}") for i in range(POLLS)]
         time.sleep(1)
-        task = _post(gateway, "tasks_new", task_body(), tokens["user"])["task_id"]
+        task = _post(gateway, "tasks_new", task_body(dimensions={"pool": "default", "os": "Linux"}),
+                     tokens["user"])["task_id"]
         answers = [p.result(timeout=60)[0] for p in polls]
     # The task wakes one held poll per instance (gunicorn worker); the others
     # end their hold (or took the task when they came after it).
     claims = [a for a in answers if a["cmd"] == "claim"]
     assert claims and all(a["candidates"][0]["task_id"] == task for a in claims)
     assert all(a == {**a, "cmd": "sleep", "duration": 0} for a in answers if a["cmd"] != "claim")
+
+
+def _run_one_task(url: str, tokens) -> None:
+    _post(url, "tasks_new", task_body(dimensions={"pool": "default", "os": "Linux"}), tokens["user"])
+    answer = {}
+    for _ in range(20):  # The other worker sees the new queue within queues.CACHE_SECS.
+        answer = _post(url, "bot_poll", bot_body("idle-0"), tokens.bot("idle-0"))
+        if answer["cmd"] == "claim":
+            break
+        time.sleep(0.5)
+    claim = {**bot_body("idle-0"), **answer["candidates"][0], "claim_id": uuid.uuid4().hex}
+    assert _post(url, "bot_claim", claim, tokens.bot("idle-0"))["cmd"] == "run"
 
 
 def test_an_idle_connection_outlives_gunicorns_default_keep_alive(gateway):

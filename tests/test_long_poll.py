@@ -83,6 +83,7 @@ def test_an_old_bot_that_asks_no_hold_is_answered_at_once_with_its_back_off(api,
 
 
 def test_a_hold_ends_at_the_servers_bound_with_a_sleep_of_zero(api, svc):
+    _queue_of(api, svc, os="Linux")
     svc.settings = dataclasses.replace(svc.settings, poll_hold_secs=1.5)
     response = api.post("bot_poll", _poll_body("bounded"), role="bot")
     answer = response.json()
@@ -112,6 +113,7 @@ def test_a_held_poll_whose_client_left_loses_no_task(api, svc, tokens):
 
 def test_a_held_bot_gets_a_task_of_a_queue_created_during_its_hold(api, svc):
     """Found at the hold's next look at the bot's queues (long_poll.RECHECK_SECS)."""
+    _queue_of(api, svc, os="Linux")  # Held on it: a bot with no queue backs off.
     held = _held(api, _poll_body("gpu-bot", hold=60, gpu=["a100"]))
     time.sleep(1)
     task_id = _new_task(api, gpu="a100")
@@ -123,6 +125,7 @@ def test_many_held_polls_share_one_listener_and_a_task_wakes_one_of_them(api, sv
     monkeypatch.setattr(long_poll, "RECHECK_SECS", 20.0)  # No look of their own in between.
     _queue_of(api, svc, os="Linux")
     bots, tasks = 50, 5
+    svc.settings = dataclasses.replace(svc.settings, poll_holds_per_queue=bots)
     polls = [_held(api, _poll_body(f"many-{i}", hold=28)) for i in range(bots)]
     _until(lambda: len(svc.pending_watch.listening()) == 1)
     time.sleep(1)
@@ -137,3 +140,20 @@ def test_many_held_polls_share_one_listener_and_a_task_wakes_one_of_them(api, sv
     # when a woken poll's bot has gone.
     later = [p.result(timeout=long_poll.RECHECK_SECS + SOON)[0] for p in polls if p.result() not in woken]
     assert all(a["cmd"] == "claim" for a in later)
+
+
+def test_past_the_instances_holds_per_queue_bots_back_off(api, svc):
+    _queue_of(api, svc, os="Linux")
+    svc.settings = dataclasses.replace(svc.settings, poll_holds_per_queue=3)
+    polls = [_held(api, {**_poll_body(f"crowd-{i}"), "state": {"sleep_streak": 20}}) for i in range(10)]
+    _until(lambda: sum(p.done() for p in polls) >= 7)
+    time.sleep(1)
+    answered = [p.result()[0] for p in polls if p.done()]
+    assert len(answered) == 7 and all(a["cmd"] == "sleep" and a["duration"] >= 1 for a in answered)
+    _new_task(api, os="Linux")
+    assert [p.result(timeout=SOON)[0]["cmd"] for p in polls if p.result() not in answered].count("claim") >= 1
+
+
+def test_a_bot_with_no_queue_backs_off(api, svc):
+    answer = api.ok("bot_poll", {**_poll_body("queueless", pool="race"), "state": {"sleep_streak": 20}}, role="bot")
+    assert answer["cmd"] == "sleep" and answer["duration"] >= 1

@@ -6,6 +6,8 @@ from typing import Callable
 
 from functions.pending_watch import PendingWatch
 
+MOST = 10
+
 
 class FakeListen:
     """Stands in for Store.watch_pending: records each listener, and sends its
@@ -39,8 +41,8 @@ class Clock:
 def test_many_waiters_share_one_listener_per_queue_and_an_addition_wakes_the_longest_waiting_of_its_queue():
     listen = FakeListen()
     watch = PendingWatch(listen, Clock())
-    with watch.waiting(["p:a", "p:b"]) as first, watch.waiting(["p:a"]) as second, \
-            watch.waiting(["p:b"]) as third:
+    with watch.waiting(["p:a", "p:b"], MOST) as first, watch.waiting(["p:a"], MOST) as second, \
+            watch.waiting(["p:b"], MOST) as third:
         assert sorted(listen.opened) == ["p:a", "p:b"]
         assert not (first.is_set() or second.is_set() or third.is_set())  # The first snapshot is no addition.
         listen.callbacks["p:a"](1, 4, 1)
@@ -56,7 +58,7 @@ def test_many_waiters_share_one_listener_per_queue_and_an_addition_wakes_the_lon
 def test_as_many_are_woken_as_slices_were_added():
     listen = FakeListen()
     watch = PendingWatch(listen, Clock())
-    with watch.waiting(["p:a"]) as a, watch.waiting(["p:a"]) as b, watch.waiting(["p:a"]) as c:
+    with watch.waiting(["p:a"], MOST) as a, watch.waiting(["p:a"], MOST) as b, watch.waiting(["p:a"], MOST) as c:
         listen.callbacks["p:a"](2, 5, 2)
         assert [a.is_set(), b.is_set(), c.is_set()] == [True, True, False]
 
@@ -64,7 +66,7 @@ def test_as_many_are_woken_as_slices_were_added():
 def test_what_is_pending_is_known_from_the_last_snapshot():
     listen = FakeListen()
     watch = PendingWatch(listen, Clock())
-    with watch.waiting(["p:a", "p:b"]):
+    with watch.waiting(["p:a", "p:b"], MOST):
         assert watch.pending(["p:a"])  # The first snapshot had three.
         listen.callbacks["p:a"](0, 0, 0)
         listen.callbacks["p:b"](0, 0, 0)
@@ -74,7 +76,7 @@ def test_what_is_pending_is_known_from_the_last_snapshot():
 def test_a_change_that_adds_nothing_wakes_no_one_but_is_billed():
     listen = FakeListen()
     watch = PendingWatch(listen, Clock())
-    with watch.waiting(["p:a"]) as added:
+    with watch.waiting(["p:a"], MOST) as added:
         listen.callbacks["p:a"](0, 3, 2)  # Two pending slices changed, none added.
         assert not added.is_set()
     assert watch.take_reads() == 3 + 2
@@ -83,28 +85,28 @@ def test_a_change_that_adds_nothing_wakes_no_one_but_is_billed():
 def test_a_listener_outlives_its_last_waiter_by_the_linger_then_stops():
     listen, clock = FakeListen(), Clock()
     watch = PendingWatch(listen, clock, linger_secs=60)
-    with watch.waiting(["p:a"]):
+    with watch.waiting(["p:a"], MOST):
         pass
     clock.now += 30
-    with watch.waiting(["p:a"]):
+    with watch.waiting(["p:a"], MOST):
         pass
     assert listen.opened == ["p:a"] and listen.stopped == []  # Came back within the linger: the same listener.
     clock.now += 61
-    with watch.waiting(["p:b"]):
+    with watch.waiting(["p:b"], MOST):
         assert listen.stopped == ["p:a"] and watch.listening() == ["p:b"]
-    with watch.waiting(["p:a"]):
+    with watch.waiting(["p:a"], MOST):
         assert listen.opened == ["p:a", "p:b", "p:a"]
 
 
 def test_a_listener_with_a_waiter_is_never_stopped():
     listen, clock = FakeListen(), Clock()
     watch = PendingWatch(listen, clock, linger_secs=1)
-    with watch.waiting(["p:a"]) as added:
+    with watch.waiting(["p:a"], MOST) as added:
         clock.now += 100
-        with watch.waiting(["p:b"]):
+        with watch.waiting(["p:b"], MOST):
             pass
         clock.now += 100
-        with watch.waiting(["p:c"]):
+        with watch.waiting(["p:c"], MOST):
             pass
         assert "p:a" in watch.listening() and "p:a" not in listen.stopped
         listen.callbacks["p:a"](1, 4, 1)
@@ -118,7 +120,7 @@ def test_an_addition_before_the_first_snapshot_is_in_that_snapshot_and_wakes_no_
     entered = threading.Event()
 
     def wait() -> None:
-        with watch.waiting(["p:a"]) as added:
+        with watch.waiting(["p:a"], MOST) as added:
             entered.set()
             assert not added.wait(0.2)
 
@@ -133,6 +135,23 @@ def test_an_addition_before_the_first_snapshot_is_in_that_snapshot_and_wakes_no_
 
 def test_a_queue_that_cannot_be_listened_to_leaves_the_waiter_to_its_hold():
     watch = PendingWatch(FakeListen(fail=True), Clock())
-    with watch.waiting(["p:a"]) as added:
+    with watch.waiting(["p:a"], MOST) as added:
         assert not added.wait(0.05)
     assert watch.listening() == []
+
+
+def test_past_the_most_waiters_of_every_queue_a_poll_is_not_held():
+    watch = PendingWatch(FakeListen(), Clock())
+    with watch.waiting(["p:a"], 2) as first, watch.waiting(["p:a"], 2) as second:
+        with watch.waiting(["p:a"], 2) as third:
+            assert first is not None and second is not None and third is None
+        with watch.waiting(["p:a", "p:b"], 2) as elsewhere:  # p:b still needs one.
+            assert elsewhere is not None
+    with watch.waiting(["p:a"], 2) as again:
+        assert again is not None
+
+
+def test_a_poll_with_no_queue_waits_on_nothing():
+    watch = PendingWatch(FakeListen(), Clock())
+    with watch.waiting([], MOST) as added:
+        assert added is not None and watch.listening() == []
