@@ -5,14 +5,17 @@ through a back-off of up to a minute.
 
 The hold reads nothing per bot: it waits on the instance's listeners
 (functions/pending_watch.py), which wake one held poll per slice added; that
-poll asks the scheduler again, whose poll never transacts, and the claim
-stays the only commit. Every `RECHECK_SECS` a held poll also looks at which
-queues its bot matches (from the instance's cache, which reads the pool's
-new queue records at most every 3 s) and at whether a slice is left pending
-in them (the listeners' snapshots: no read), and polls again if so: the
-first task of a queue created during the hold, or one whose woken poll had
-lost its client (a poll is read-only: the task stays pending), is picked up
-within seconds too."""
+poll asks the scheduler again (its queues too), whose poll never transacts,
+and the claim stays the only commit. Every `RECHECK_SECS` a held poll also
+looks whether a slice is left pending in its queues (the listeners'
+snapshots: no read), and polls again if so: a task whose woken poll had lost
+its client (a poll is read-only: the task stays pending) is picked up within
+seconds too. A queue created during a hold (the first task of a new
+dimension set) is found by the bot's next poll, at the end of the hold: a
+look at the queues during the hold would refresh the instance's cache of
+the pool's queue records every few seconds, at a read per record stamped
+near the newest.
+"""
 
 import logging
 import threading
@@ -27,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 #: What a hold that saw no task answers: poll again (and be held) at once.
 AFTER_HOLD_SECS = 0.0
-#: Each check may refresh the instance's cache of the pool's queues: one read
-#: per pool and instance, shared by all its held polls.
 RECHECK_SECS = 10.0
 
 
@@ -49,26 +50,23 @@ def _held(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], 
           budget: Budget, most: int) -> PollReply:
     if budget.over():
         return answer()
-    keys = queue_keys()
     while True:
+        keys = queue_keys()
         with watch.waiting(keys, most) as added:
             reply = answer()
             if not isinstance(reply, Sleep) or not keys or added is None:
                 return reply
-            keys = _wait(added, keys, queue_keys, watch, budget)
-        if keys is None:
-            return Sleep(AFTER_HOLD_SECS, reply.session)
+            if not _wait(added, keys, watch, budget):
+                return Sleep(AFTER_HOLD_SECS, reply.session)
 
 
-def _wait(added: threading.Event, keys: list[str], queue_keys: Callable[[], list[str]], watch: PendingWatch,
-          budget: Budget) -> list[str] | None:
+def _wait(added: threading.Event, keys: list[str], watch: PendingWatch, budget: Budget) -> bool:
     """Waits until a slice added to `keys` is this poll's, or, at a look
-    every RECHECK_SECS, the bot's queues changed or a slice is left pending
-    in them: the queues to poll again; None when the budget ran out first."""
+    every RECHECK_SECS, one is left pending in them: True; False when the
+    budget ran out first."""
     while not added.wait(min(RECHECK_SECS, budget.left())):
         if budget.over():
-            return None
-        now_keys = queue_keys()
-        if set(now_keys) != set(keys) or watch.pending(keys):
-            return now_keys
-    return keys
+            return False
+        if watch.pending(keys):
+            return True
+    return True

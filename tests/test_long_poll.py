@@ -111,14 +111,17 @@ def test_a_held_poll_whose_client_left_loses_no_task(api, svc, tokens):
     assert claim["cmd"] == "run"
 
 
-def test_a_held_bot_gets_a_task_of_a_queue_created_during_its_hold(api, svc):
-    """Found at the hold's next look at the bot's queues (long_poll.RECHECK_SECS)."""
+def test_a_held_bot_gets_a_task_of_a_queue_created_during_its_hold_at_its_next_poll(api, svc):
     _queue_of(api, svc, os="Linux")  # Held on it: a bot with no queue backs off.
-    held = _held(api, _poll_body("gpu-bot", hold=60, gpu=["a100"]))
+    svc.settings = dataclasses.replace(svc.settings, poll_hold_secs=3.0)
+    body = _poll_body("gpu-bot", gpu=["a100"])
+    held = _held(api, body)
     time.sleep(1)
     task_id = _new_task(api, gpu="a100")
-    answer, _ = held.result(timeout=long_poll.RECHECK_SECS + SOON)
-    assert answer["cmd"] == "claim" and answer["candidates"][0]["task_id"] == task_id
+    answer, _ = held.result(timeout=SOON)
+    assert answer["cmd"] == "sleep" and answer["duration"] == 0  # Its hold did not know the new queue.
+    _until(lambda: api.ok("bot_poll", {**body, "request_uuid": uuid.uuid4().hex}, role="bot")["cmd"] == "claim")
+    assert svc.store.get_result(task_id).state.value == "PENDING"
 
 
 def test_many_held_polls_share_one_listener_and_a_task_wakes_one_of_them(api, svc, monkeypatch):
