@@ -122,16 +122,15 @@ class ApiClient:
         if renewed:
             self.token = renewed
 
-    def call(self, function: str, body: dict[str, Any], *, idempotent: bool = True,
-             held_secs: float = 0.0) -> dict[str, Any]:
-        """POSTs `body` to `function`; its JSON answer. Raises ApiError.
-        `held_secs`: how long the server may hold the call before it answers
-        (a long poll), added to the read timeout."""
-        return self.answer(function, body, idempotent=idempotent, held_secs=held_secs).body
+    def call(self, function: str, body: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
+        """POSTs `body` to `function`; its JSON answer. Raises ApiError."""
+        return self.answer(function, body, idempotent=idempotent).body
 
     def answer(self, function: str, body: dict[str, Any], *, idempotent: bool = True,
                held_secs: float = 0.0) -> Answer:
-        """`call`, with the answer's headers."""
+        """`call`, with the answer's headers. `held_secs`: how long the server
+        may hold the call before it answers (a long poll), added to the read
+        timeout."""
         timeout = (TIMEOUT[0], TIMEOUT[1] + held_secs)
         try:
             response = self._sessions[idempotent].post(f"{self.server}/{function}", json=body,

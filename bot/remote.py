@@ -145,7 +145,7 @@ class Remote:
         if self._api.token is None:
             raise Unauthorized(function, None, "no_credential", "the bot has no credential to call with")
         try:
-            body = self._api.call(function, request.to_wire(), held_secs=held_secs)
+            body = self._api.answer(function, request.to_wire(), held_secs=held_secs).body
         except ApiError as e:
             if e.status == UNAUTHORIZED:
                 raise Unauthorized(e.call, e.status, e.code, e.message) from e
