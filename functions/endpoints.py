@@ -167,8 +167,8 @@ def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
     bot, group = _bot(call, message.attributes)
     if bot_auth.moved(call.config, call.caller, group):
         return bot_api.Restart(f"the bot's group is now {group.name!r} as configured: handshake again").to_wire()
-    return scheduler.poll(call.store, call.service.queue_cache, call.service.registry, bot, call.now, _rand,
-                          expected_version=_current_version(call)).to_wire()
+    return scheduler.poll(call.store, call.service.queue_cache, call.service.offers, call.service.registry, bot,
+                          call.now, _rand, expected_version=_current_version(call)).to_wire()
 
 
 def _current_version(call: Call) -> str | None:
@@ -236,7 +236,8 @@ def bot_claim(call: Call, message: bot_api.ClaimRequest) -> dict[str, Any]:
     token is the task runner's credential, for this run only. The bot's own
     token, in the answer's header, outlasts the task."""
     bot, _ = _bot(call, message.attributes)
-    reply = scheduler.claim(call.service.context, call.service.registry, bot, message, call.now)
+    reply = scheduler.claim(call.service.context, call.service.offers, call.service.registry, bot, message,
+                            call.now)
     if isinstance(reply, bot_api.Run):
         hard_timeout = reply.manifest.hard_timeout
         run_token = call.service.bot_tokens.run_token(call.caller, reply.manifest.task_id, hard_timeout, call.now)
