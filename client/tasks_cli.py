@@ -68,6 +68,20 @@ def pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     return pairs
 
 
+class TagType(click.ParamType):
+    """A tag, KEY:VALUE, the key not empty."""
+
+    name = "KEY:VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not task_request.TAG_RE.fullmatch(value):
+            self.fail(f"{value!r} is not key:value", param, ctx)
+        return value
+
+
+tag_type = TagType()
+
+
 def _read_secret(context: click.Context, param: click.Parameter, path: str | None) -> bytes | None:
     """The file's bytes, read while the options are parsed: a file missing,
     unreadable or too large is a usage error before any call."""
@@ -91,7 +105,7 @@ def request_options(command: Callable) -> Callable:
         click.option("--name", default="", help="Task name."),
         click.option("--priority", type=int, default=task_request.DEFAULT_PRIORITY, show_default=True,
                      help="0 (most urgent) to 255."),
-        click.option("--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Tag (repeatable)."),
+        click.option("--tag", "tags", multiple=True, type=tag_type, help="Tag (repeatable)."),
         click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable."),
         click.option("--user", default="", help="User the task runs for (default: the caller)."),
         click.option("--hard-timeout", type=int, default=task_properties.DEFAULT_EXECUTION_TIMEOUT_SECS,
