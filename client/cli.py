@@ -2,7 +2,7 @@
 
 import click
 
-from client.bots_cli import bot, bots
+from client.bots_cli import bot, bot_tasks, bots, delete_bots, terminate
 from client.cancel_cli import cancel, cancel_tasks
 from client.cas_cli import archive, download
 from client.config_cli import config
@@ -24,7 +24,7 @@ def cli() -> None:
 
 
 for _command in (trigger, collect, run, archive, download, bots, bot, config, cancel, cancel_tasks,
-                 request_show):
+                 request_show, bot_tasks, terminate, delete_bots):
     cli.add_command(_command)
 
 
