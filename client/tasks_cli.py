@@ -10,7 +10,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
-from client import credentials, exit_status, transfers
+from client import credentials, exit_status, outcome, transfers
 from client.api import ApiError, Client
 from shared import local_state, task_properties, task_request
 from shared.cas import Digest
@@ -248,6 +248,7 @@ def _collect(client: Client, task_ids: list[str], timeout: float, as_json: bool,
                 _download_outputs(client, result, output_dir)
             if sink is not None:
                 stdouts.append(sink.decode("utf-8", "replace"))
+            _explain(client, result)
             results.append(result)
     except ApiError as e:
         fail(e)
@@ -261,6 +262,18 @@ def _collect(client: Client, task_ids: list[str], timeout: float, as_json: bool,
     if as_json:
         click.echo(json.dumps([{**r, "output": o} for r, o in zip(results, stdouts)], indent=2))
     return next((code for code in map(exit_status.for_result, results) if code), 0)
+
+
+def _explain(client: Client, result: dict[str, Any]) -> None:
+    """Says on stderr why a task did not complete (client/outcome.py); its
+    request, for the slice it waited on, only then."""
+    if result["state"] == State.COMPLETED.value:
+        return
+    try:
+        request = client.call("task_request", {"task_id": result["task_id"]})
+    except ApiError:
+        request = None  # The reason without the slice's dimensions.
+    click.echo(outcome.explain(result, request), err=True)
 
 
 def _download_outputs(client: Client, result: dict[str, Any], output_dir: Path) -> None:
