@@ -102,3 +102,14 @@ def test_env_prefixes_go_before_what_the_variable_held(monkeypatch):
     assert env["PATH"] == os.pathsep.join(["/w/a", "/w/b/c", "/usr/bin"])
     assert env["PYTHONPATH"] == "/w/lib" and env["OUT"] == "/out/o" and env["ISOLATED_OUTDIR"] == "/out"
 
+
+
+def test_a_task_with_secret_bytes_runs_without_them_and_says_so(api, base_url):
+    body = task_body(command=["sh", "-c", 'echo "ctx=${LUCI_CONTEXT:-none}"'])
+    body["task_slices"][0]["properties"]["secret_bytes"] = "c2VjcmV0"  # "secret"
+    task_id = api.ok("tasks_new", body)["task_id"]
+    code, out, err = finish(swarming("reproduce", *server_args(base_url), task_id, env={**os.environ,
+                                                                                         "LUCI_CONTEXT": ""}))
+    assert code == 0, err
+    assert out == "ctx=none\n" and "secret bytes, which the server never hands out" in err
+    assert "secret" not in out and "c2VjcmV0" not in out + err
