@@ -35,7 +35,8 @@ OUTDIR = "${ISOLATED_OUTDIR}"
 def reproduce(client: Client, task_id: str, work: Path | None, leak: bool) -> None:
     """Run a task's command here: its inputs, env, env prefixes and relative cwd, as on a bot.
 
-    Streams the command's output and exits with its exit code. Uses the slice the task ran (or waits) on."""
+    Streams the command's output and exits with its exit code. Uses the slice the task ran (or waits) on.
+    It runs whatever the request says, as you: read it first with 'swarming request-show TASK_ID'."""
     if work is not None and work.exists() and any(work.iterdir()):
         raise click.BadParameter(f"{work} is not empty", param_hint="--work")
     properties = _properties(client, task_id)
