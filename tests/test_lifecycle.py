@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from functions import cancellation, dedup, sweep
+from functions import bot_death, cancellation, dedup, sweep
 from local import cloud_tasks_emulator
 from tests.builders import bot_body, task_body
 
@@ -383,9 +383,13 @@ def test_a_waiter_released_as_it_expires_leaves_nothing_to_claim(api, svc, clock
 
 # What lost timers leave behind.
 
+def _timers(svc, cloud_tasks):
+    return list(cloud_tasks_emulator.client_for(cloud_tasks.host).list_tasks(parent=svc.settings.tasks_queue))
+
+
 def _drop_timers(svc, cloud_tasks):
     client = cloud_tasks_emulator.client_for(cloud_tasks.host)
-    for task in client.list_tasks(parent=svc.settings.tasks_queue):
+    for task in _timers(svc, cloud_tasks):
         client.delete_task(name=task.name)
 
 
@@ -398,7 +402,15 @@ def test_the_sweep_repairs_what_lost_timers_left(api, svc, clock, cloud_tasks):
     assert api.ok("cron_sweep", {}, role="admin")["expired_slices"] == 0  # nothing late yet
     clock.offset = datetime.timedelta(seconds=600 + 61)
     swept = api.ok("cron_sweep", {}, role="admin")
-    assert swept["expired_slices"] == 1 and swept["dead_runs"] == 1
+    assert swept["expired_slices"] == 1 and swept["dead_runs"] == 0
     assert _result(api, pending)["state"] == "EXPIRED"
-    assert _result(api, running)["state"] == "BOT_DIED"  # never started, but its slice has no time left
+    # Found long after its due time, the run may have been silenced by an
+    # outage: its timer is armed again, after the outage grace.
+    assert _result(api, running)["state"] == "RUNNING"
+    [rearmed] = _timers(svc, cloud_tasks)
+    clock.offset += bot_death.OUTAGE_GRACE
+    due = rearmed.schedule_time.timestamp()
+    assert abs(due - (time.time() + clock.offset.total_seconds())) < 30
+    answer = api.ok("timer_bot_died", {"task_id": running, "try_number": 1, "due": int(due)}, role="admin")
+    assert answer == {"done": "BOT_DIED"}  # delivered on time, still silent; never started, but no time left
     assert api.ok("cron_sweep", {}, role="admin")["dead_runs"] == 0  # and again: nothing to do
