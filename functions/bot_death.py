@@ -129,7 +129,7 @@ def _end(ctx: Context, found: tuple[TaskResult, TaskRequest, Any], state: State,
     moved meanwhile)."""
     result, request, seen = found
     # Output proves the command started (its first heartbeat may not be written yet).
-    had_output = bool(result.run_id and ctx.store.read_output(result.run_id, 0, 1))
+    had_output = bool(result.run_id and ctx.store.has_output(result.run_id))
     batch = ctx.store.batch()
     if state == State.BOT_DIED and _retryable(result, request, had_output, now):
         changes = slices.enqueue(ctx, batch, result, request, result.current_task_slice, now,

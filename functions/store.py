@@ -317,10 +317,13 @@ class Store:
         return {index: stdout.Chunk.from_doc(snaps[ref.id].to_dict()) for index, ref in refs.items()
                 if snaps[ref.id].exists}
 
-    def read_output(self, run_id: str, offset: int, length: int) -> bytes:
-        """Up to `length` bytes written contiguously from `offset`."""
-        chunks = self.output_chunks(run_id, stdout.chunk_range(offset, length))
-        return stdout.read(chunks, offset, length).data
+    def has_output(self, run_id: str) -> bool:
+        """Whether any chunk of the run's stdout was written, wherever it
+        starts (one read: a range of document names)."""
+        prefix = f"{hashed(run_id)}:"
+        collection = self._db.collection(TASK_OUTPUT)
+        return bool(query(self._db, TASK_OUTPUT, [("__name__", ">=", collection.document(prefix)),
+                                                   ("__name__", "<", collection.document(prefix + "~"))], limit=1))
 
 
 class TaskBatch:

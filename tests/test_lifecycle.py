@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from functions import bot_death, cancellation, dedup, sweep
+from functions import bot_death, cancellation, dedup, stdout, sweep
 from local import cloud_tasks_emulator
 from tests.builders import bot_body, task_body
 
@@ -184,6 +184,16 @@ def test_heartbeats_keep_a_task_alive_without_new_timers(api, clock):
     clock.offset = 61 * SECOND  # the first timer's time: re-armed from the heartbeat
     assert api.ok("timer_bot_died", {"task_id": task_id, "try_number": 1}, role="admin")["done"] == "alive"
     assert _result(api, task_id)["state"] == "RUNNING"
+
+
+def test_output_past_a_lost_first_chunk_still_proves_the_command_started(api):
+    task_id = _task(api)["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    # The first chunk never came.
+    late = _update(api, run_id, output=base64.b64encode(b"later").decode(), output_chunk_start=stdout.CHUNK_SIZE + 10)
+    assert late.status_code == 200
+    answer = api.ok("bot_task_error", bot_body(task_id=run_id, message="disk on fire"), role="bot")
+    assert answer["state"] == "BOT_DIED"  # not retried: it may have had effects
 
 
 def test_a_task_error_is_bot_died_or_client_error(api):
