@@ -30,11 +30,10 @@ from functions.tasks import Requester
 from shared import bot_api
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
-from shared.cas import MAX_BATCH
+from shared.cas import DIGEST, DIGESTS, MAX_BATCH
 from shared.errors import ConfigError, ValidationError
 from shared.service_config import BotGroup
 from shared.states import State
-from shared.task_properties import DIGEST
 from shared.task_request import MAX_SLICES, REQUEST, TaskRequest
 from shared.wire import MAX_INT64, REQUIRED, Boolean, Field, Integer, ListOf, MapOf, Schema, Shape, Text
 
@@ -580,7 +579,7 @@ def config_push(call: Call, params: dict[str, dict[str, str]]) -> dict[str, Any]
     return {"version": config.version}
 
 
-@takes(Shape({"digests": ListOf(DIGEST, MAX_BATCH, default=REQUIRED)}), _object({"missing": _DIGESTS}))
+@takes(Shape({"digests": DIGESTS}), _object({"missing": _DIGESTS}))
 def cas_find_missing(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`digests` (≤ 1,000 `{hash, size_bytes}`) → `{missing}`: those the
     content-addressed store lacks."""
