@@ -14,7 +14,7 @@ IllegalTransition: a bug to fix, never a silent write.
 
 A final state never changes. Each function changes the TaskResult in place
 and returns the document fields it set, for a batch's `update_result`; a
-transaction writes the whole result instead.
+`Store.change_task` writes the whole result instead.
 """
 
 import dataclasses
