@@ -6,6 +6,7 @@ from client.bots_cli import bot, bots
 from client.cas_cli import archive, download
 from client.config_cli import config
 from client.lazy_group import LazyCommand, LazyGroup
+from client.query_cli import tasks
 from client.tasks_cli import collect, run, trigger
 
 #: Imported by name when run: client/ may not import local/ (tests/test_imports.py),
@@ -23,6 +24,7 @@ def cli() -> None:
 
 for _command in (trigger, collect, run, archive, download, bots, bot, config):
     cli.add_command(_command)
+cli.add_command(tasks)
 
 
 def main() -> None:
