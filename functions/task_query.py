@@ -2,8 +2,8 @@
 one selection (a state, tags ANDed, a time range) read from the task results
 through a declared index, newest first, a page at a time.
 
-Every query is `query_shard in [0..9]` (spreads each index's newest entries
-over ten ranges: no hot end of range, DESIGN.md §11), `outcome` in the few
+Every query is `query_shard in [0..3]` (spreads each index's newest entries
+over four ranges: no single hot end of range, DESIGN.md §11), `outcome` in the few
 values a state filter means, and a range on the chosen time, ordered by that
 time; with tags, one of them (the lead) through `tags array_contains`. The
 other tags are checked on the documents read: the lead is the tag whose query

@@ -185,9 +185,9 @@ resource "google_firestore_index" "bot_events_bot_ts" {
   }
 }
 
-# Task lists (functions/task_query.py): a tag (or none) in front, then the ten
-# query shards (no hot range at the end of a busy tag's or state's range), the
-# outcome (or any), and the time, newest first.
+# Task lists (functions/task_query.py): a tag (or none) in front, then the four
+# query shards (no single hot range at the end of a busy tag's or state's
+# range), the outcome (or any), and the time, newest first.
 resource "google_firestore_index" "task_results_qshard_created" {
   project    = var.project
   database   = google_firestore_database.default.name
