@@ -19,10 +19,10 @@ from shared.states import State
 _MAX_MILLIS = 10**15 - 1
 #: Shards of the sweep's queries over growing fields (DESIGN.md §11).
 SHARDS = 16
-#: Shards of the task lists' indexes (functions.task_query): the newest entries
-#: of a busy tag or state land in four ranges. Each is one more disjunction of
-#: every list query (times at most three outcomes: 12, of Firestore's 30),
-#: which the emulator runs as a scan of its own.
+#: Shards of the task lists' indexes without a tag (functions.task_query): the
+#: newest entries of a state land in four ranges, not at the end of one. Each
+#: is one more disjunction of such a query (times at most three outcomes: 12,
+#: of Firestore's 30), which the emulator runs as a scan of its own.
 QUERY_SHARDS = 4
 
 

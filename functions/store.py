@@ -56,9 +56,9 @@ COMPOSITE_INDEXES = frozenset({
     (TASK_RESULTS, ("state", "waiting_on")),
     (TASK_RESULTS, ("tags", "state")),
     (BOT_EVENTS, ("bot_id", "ts")),
-    # Task lists: a tag (or none), the query shards, the outcome (or any), by a time.
-    *((TASK_RESULTS, lead + ("query_shard",) + outcome + (time,)) for time in TASK_TIMES
-      for lead in ((), ("tags",)) for outcome in ((), ("outcome",))),
+    # Task lists: a tag (or, with none, the query shards), the outcome (or any), by a time.
+    *((TASK_RESULTS, (key,) + outcome + (time,)) for time in TASK_TIMES
+      for key in ("tags", "query_shard") for outcome in ((), ("outcome",))),
 })
 
 

@@ -2,15 +2,16 @@
 one selection (a state, tags ANDed, a time range) read from the task results
 through a declared index, newest first, a page at a time.
 
-Every query is `query_shard in [0..3]` (spreads each index's newest entries
-over four ranges: no single hot end of range, DESIGN.md §11), `outcome` in the few
-values a state filter means, and a range on the chosen time, ordered by that
-time; with tags, one of them (the lead) through `tags array_contains`. The
-other tags are checked on the documents read: the lead is the tag whose query
-counts fewest tasks (a count aggregation per tag, one read each up to 1,000),
-and a call reads at most MAX_SCAN documents before it answers with a cursor.
-Nothing is written for a query: the two fields it filters on, `query_shard`
-and `outcome`, are part of the result document (functions.models).
+Every query is a key, then `outcome` in the few values a state filter means,
+then a range on the chosen time, ordered by that time. The key is one of the
+tags (the lead: `tags array_contains`), or with no tag `query_shard in
+[0..3]`, so that no index has the growing time first (DESIGN.md §11). The
+other tags are checked on the documents read: the lead is the tag whose
+query counts fewest tasks (a count aggregation per tag, one read each up to
+1,000), and a call reads at most MAX_SCAN documents before it answers with a
+cursor. Nothing is written for a query: the two fields it filters on,
+`query_shard` and `outcome`, are part of the result document
+(functions.models).
 """
 
 import base64
@@ -94,8 +95,8 @@ class Selection:
                 raise ValidationError(f"tags[{i}]", f"is longer than the {MAX_TAG_BYTES} bytes an index holds")
 
     def filters(self, lead: str | None) -> list[store.Filter]:
-        found: list[store.Filter] = [("tags", "array_contains", lead)] if lead else []
-        found.append(("query_shard", "in", list(range(QUERY_SHARDS))))
+        found: list[store.Filter] = [("tags", "array_contains", lead) if lead
+                                     else ("query_shard", "in", list(range(QUERY_SHARDS)))]
         outcomes = STATES[self.state]
         if outcomes:
             found.append(("outcome", "in", list(outcomes)) if len(outcomes) > 1 else ("outcome", "==", outcomes[0]))

@@ -185,9 +185,46 @@ resource "google_firestore_index" "bot_events_bot_ts" {
   }
 }
 
-# Task lists (functions/task_query.py): a tag (or none) in front, then the four
-# query shards (no single hot range at the end of a busy tag's or state's
-# range), the outcome (or any), and the time, newest first.
+# Task lists (functions/task_query.py): a tag in front, or with no tag the four
+# query shards (no single hot range at the end of a state's range), then the
+# outcome (or any), and the time, newest first.
+resource "google_firestore_index" "task_results_tag_created" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "created_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_tag_outcome_created" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "outcome"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "created_ts"
+    order      = "DESCENDING"
+  }
+}
+
 resource "google_firestore_index" "task_results_qshard_created" {
   project    = var.project
   database   = google_firestore_database.default.name
@@ -225,7 +262,7 @@ resource "google_firestore_index" "task_results_qshard_outcome_created" {
   }
 }
 
-resource "google_firestore_index" "task_results_tag_qshard_created" {
+resource "google_firestore_index" "task_results_tag_started" {
   project    = var.project
   database   = google_firestore_database.default.name
   collection = "task_results"
@@ -236,17 +273,12 @@ resource "google_firestore_index" "task_results_tag_qshard_created" {
   }
 
   fields {
-    field_path = "query_shard"
-    order      = "ASCENDING"
-  }
-
-  fields {
-    field_path = "created_ts"
+    field_path = "started_ts"
     order      = "DESCENDING"
   }
 }
 
-resource "google_firestore_index" "task_results_tag_qshard_outcome_created" {
+resource "google_firestore_index" "task_results_tag_outcome_started" {
   project    = var.project
   database   = google_firestore_database.default.name
   collection = "task_results"
@@ -254,11 +286,6 @@ resource "google_firestore_index" "task_results_tag_qshard_outcome_created" {
   fields {
     field_path   = "tags"
     array_config = "CONTAINS"
-  }
-
-  fields {
-    field_path = "query_shard"
-    order      = "ASCENDING"
   }
 
   fields {
@@ -267,7 +294,7 @@ resource "google_firestore_index" "task_results_tag_qshard_outcome_created" {
   }
 
   fields {
-    field_path = "created_ts"
+    field_path = "started_ts"
     order      = "DESCENDING"
   }
 }
@@ -309,7 +336,7 @@ resource "google_firestore_index" "task_results_qshard_outcome_started" {
   }
 }
 
-resource "google_firestore_index" "task_results_tag_qshard_started" {
+resource "google_firestore_index" "task_results_tag_completed" {
   project    = var.project
   database   = google_firestore_database.default.name
   collection = "task_results"
@@ -320,17 +347,12 @@ resource "google_firestore_index" "task_results_tag_qshard_started" {
   }
 
   fields {
-    field_path = "query_shard"
-    order      = "ASCENDING"
-  }
-
-  fields {
-    field_path = "started_ts"
+    field_path = "completed_ts"
     order      = "DESCENDING"
   }
 }
 
-resource "google_firestore_index" "task_results_tag_qshard_outcome_started" {
+resource "google_firestore_index" "task_results_tag_outcome_completed" {
   project    = var.project
   database   = google_firestore_database.default.name
   collection = "task_results"
@@ -338,11 +360,6 @@ resource "google_firestore_index" "task_results_tag_qshard_outcome_started" {
   fields {
     field_path   = "tags"
     array_config = "CONTAINS"
-  }
-
-  fields {
-    field_path = "query_shard"
-    order      = "ASCENDING"
   }
 
   fields {
@@ -351,7 +368,7 @@ resource "google_firestore_index" "task_results_tag_qshard_outcome_started" {
   }
 
   fields {
-    field_path = "started_ts"
+    field_path = "completed_ts"
     order      = "DESCENDING"
   }
 }
@@ -376,53 +393,6 @@ resource "google_firestore_index" "task_results_qshard_outcome_completed" {
   project    = var.project
   database   = google_firestore_database.default.name
   collection = "task_results"
-
-  fields {
-    field_path = "query_shard"
-    order      = "ASCENDING"
-  }
-
-  fields {
-    field_path = "outcome"
-    order      = "ASCENDING"
-  }
-
-  fields {
-    field_path = "completed_ts"
-    order      = "DESCENDING"
-  }
-}
-
-resource "google_firestore_index" "task_results_tag_qshard_completed" {
-  project    = var.project
-  database   = google_firestore_database.default.name
-  collection = "task_results"
-
-  fields {
-    field_path   = "tags"
-    array_config = "CONTAINS"
-  }
-
-  fields {
-    field_path = "query_shard"
-    order      = "ASCENDING"
-  }
-
-  fields {
-    field_path = "completed_ts"
-    order      = "DESCENDING"
-  }
-}
-
-resource "google_firestore_index" "task_results_tag_qshard_outcome_completed" {
-  project    = var.project
-  database   = google_firestore_database.default.name
-  collection = "task_results"
-
-  fields {
-    field_path   = "tags"
-    array_config = "CONTAINS"
-  }
 
   fields {
     field_path = "query_shard"
