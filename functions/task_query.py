@@ -7,8 +7,8 @@ then a range on the chosen time, ordered by that time. The key is one of the
 tags (the lead: `tags array_contains`), or with no tag `query_shard in
 [0..3]`, so that no index has the growing time first (DESIGN.md §11). The
 other tags are checked on the documents read: the lead is the tag whose
-query counts fewest tasks (a count aggregation per tag, one read each up to
-1,000), and a call reads at most MAX_SCAN documents before it answers with a
+query counts fewest tasks (a count aggregation per tag up to 10,000: one
+read per 1,000 counted), and a call reads at most MAX_SCAN documents before it answers with a
 cursor. Nothing is written for a query: the two fields it filters on,
 `query_shard` and `outcome`, are part of the result document
 (functions.models).
@@ -132,7 +132,7 @@ class Query:
         tags = list(dict.fromkeys(self._selection.tags))
         if len(tags) < 2:
             return (tags[0] if tags else None), [], False
-        counts = {tag: self._count(tag, ENTRIES_PER_READ) for tag in tags}
+        counts = {tag: self._count(tag, COUNT_BOUND) for tag in tags}
         lead = min(tags, key=counts.__getitem__)
         return lead, [tag for tag in tags if tag != lead], counts[lead] == 0
 
