@@ -2,6 +2,7 @@
 each filter, cursors across pages, counts exact and "at least", bad
 parameters and who may list what."""
 
+import base64
 import datetime
 import uuid
 
@@ -104,6 +105,16 @@ def test_requests_of_the_same_selection(api):
     assert page["items"][0]["name"] == "n2" and page["items"][0]["authenticated"] == "user:user@example.com"
     assert page["items"][0] == {"task_id": ids[2], **api.ok("task_request", {"task_id": ids[2]})}
     assert _ids(api, "tasks_requests", tags=["req:1"], limit=2) == ids[::-1]
+
+
+def test_requests_never_carry_secret_bytes(api):
+    body = task_body(tags=["secret:1"])
+    body["task_slices"][0]["properties"]["secret_bytes"] = base64.b64encode(b"hunter2").decode()
+    api.ok("tasks_new", body)
+    response = api.post("tasks_requests", {"tags": ["secret:1"]}, role="admin")
+    assert response.status_code == 200 and "aHVudGVyMg" not in response.text
+    properties = response.json()["items"][0]["task_slices"][0]["properties"]
+    assert properties["has_secret_bytes"] is True and "secret_bytes" not in properties
 
 
 def test_start_and_end_bound_the_sort_time(api, tasks):
