@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load clean
+.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load bench-query clean
 
 install: $(STAMP)
 
@@ -36,7 +36,7 @@ down: install
 test: install $(CHECKOV)
 	$(BIN)/pytest
 
-bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances
+bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-query
 
 bench-lifecycle: install
 	$(BIN)/python -m bench.lifecycle
@@ -55,6 +55,9 @@ bench-auth: install
 
 bench-instances: install
 	$(BIN)/python -m bench.instances
+
+bench-query: install
+	$(BIN)/python -m bench.query
 
 # Not in `bench`: at its defaults (500 bots, 10,000 tasks) it outlasts the emulator on 2 cores (docs/benchmarks.md).
 bench-load: install

@@ -7,6 +7,7 @@ from client.cancel_cli import cancel, cancel_tasks
 from client.cas_cli import archive, download
 from client.config_cli import config
 from client.lazy_group import LazyCommand, LazyGroup
+from client.query_cli import tasks
 from client.reproduce_cli import reproduce
 from client.request_cli import request_show
 from client.tasks_cli import collect, run, trigger
@@ -25,7 +26,7 @@ def cli() -> None:
 
 
 for _command in (trigger, collect, run, archive, download, bots, bot, config, cancel, cancel_tasks,
-                 request_show, bot_tasks, terminate, delete_bots, reproduce):
+                 request_show, bot_tasks, terminate, delete_bots, reproduce, tasks):
     cli.add_command(_command)
 
 

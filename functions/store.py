@@ -33,6 +33,8 @@ BOTS = "bots"
 BOT_EVENTS = "bot_events"
 BOT_LIVENESS = "bot_liveness"
 BOT_DIMENSIONS = "bot_dimensions"
+#: The times a task list is ordered and ranged on (functions.task_query).
+TASK_TIMES = ("created_ts", "started_ts", "completed_ts")
 #: Values one Firestore `in` filter takes.
 MAX_IN_VALUES = 30
 #: Reads and guarded commits of one decision (`settle`) before it gives up.
@@ -54,6 +56,9 @@ COMPOSITE_INDEXES = frozenset({
     (TASK_RESULTS, ("state", "waiting_on")),
     (TASK_RESULTS, ("tags", "state")),
     (BOT_EVENTS, ("bot_id", "ts")),
+    # Task lists: a tag (or, with none, the query shards), the outcome (or any), by a time.
+    *((TASK_RESULTS, (key,) + outcome + (time,)) for time in TASK_TIMES
+      for key in ("tags", "query_shard") for outcome in ((), ("outcome",))),
 })
 
 
