@@ -34,6 +34,7 @@ locals {
     "cas_urls",
     "timer_expire",
     "timer_bot_died",
+    "timer_notify",
     "cron_sweep",
   ]
 
