@@ -96,7 +96,9 @@ def deliver(ctx: Context, publisher: Publisher, task_id: str, attempt: int, miss
         publisher.publish(request.pubsub_topic, message(task_id, request.pubsub_userdata),
                           {"auth_token": token} if token else {})
     except _REFUSED as e:
-        return _refused(ctx, task_id, request.pubsub_topic, e, attempt, missing + 1, now, delivered)
+        reason = f"{request.pubsub_topic}: {type(e).__name__}: {e.message}"
+        return _refused(ctx, task_id, reason.replace(token, "<auth_token>") if token else reason, attempt,
+                        missing + 1, now, delivered)
     except (gexc.GoogleAPICallError, gexc.RetryError) as e:
         logger.warning("task %s: publishing its end failed (attempt %d): %s", task_id, attempt, type(e).__name__)
         arm(ctx.timers, task_id, now, attempt + 1, missing, delivered)
@@ -104,9 +106,11 @@ def deliver(ctx: Context, publisher: Publisher, task_id: str, attempt: int, miss
     return {"done": "published"}
 
 
-def _refused(ctx: Context, task_id: str, topic: str, error: gexc.GoogleAPICallError, attempt: int, missing: int,
-             now: datetime.datetime, delivered: int | None) -> dict[str, Any]:
-    reason = f"{topic}: {type(error).__name__}: {error.message}"[:MAX_REASON]
+def _refused(ctx: Context, task_id: str, reason: str, attempt: int, missing: int, now: datetime.datetime,
+             delivered: int | None) -> dict[str, Any]:
+    """Pub/Sub refused the message (`reason`, never with the token): the
+    next attempt, or after the last, the reason on the task's result."""
+    reason = reason[:MAX_REASON]
     if missing < MISSING_TOPIC_ATTEMPTS:
         arm(ctx.timers, task_id, now, attempt + 1, missing, delivered)
         return {"done": f"refused ({missing} of {MISSING_TOPIC_ATTEMPTS}); retrying"}

@@ -28,6 +28,8 @@ MAX_NAME_LENGTH = 1024
 MAX_TAGS, MAX_TAG_LENGTH = 256, 1024
 MAX_USER_LENGTH = MAX_SERVICE_ACCOUNT_LENGTH = 256
 MAX_PUBSUB_LENGTH = 1024
+#: What Pub/Sub takes as an attribute's value (the auth token), in bytes.
+MAX_PUBSUB_ATTRIBUTE_BYTES = 1024
 #: A full Pub/Sub topic name: a project id, and a topic id as Pub/Sub allows
 #: them (3 to 255 characters, starting with a letter, never with `goog`).
 PUBSUB_TOPIC_RE = re.compile(r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/topics/(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254}")
@@ -93,6 +95,9 @@ class TaskRequest:
         for key in ("pubsub_userdata", "pubsub_auth_token"):
             if values[key] and not values["pubsub_topic"]:
                 raise ValidationError(request.field(key), "needs a pubsub_topic")
+        if len(values["pubsub_auth_token"].encode()) > MAX_PUBSUB_ATTRIBUTE_BYTES:
+            raise ValidationError(request.field("pubsub_auth_token"),
+                                  f"more than {MAX_PUBSUB_ATTRIBUTE_BYTES} bytes of UTF-8 (Pub/Sub's limit)")
         built = cls(**values)
         if len(json.dumps(built.to_wire(include_secrets=True)).encode()) > MAX_REQUEST_BYTES:
             raise ValidationError("request", f"more than {MAX_REQUEST_BYTES} bytes of JSON")

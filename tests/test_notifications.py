@@ -3,6 +3,7 @@ the Firestore, Cloud Tasks and Pub/Sub emulators, timers delivered by the
 Cloud Tasks emulator, and the messages received through a subscription on
 the Pub/Sub emulator."""
 
+import base64
 import datetime
 import json
 import logging
@@ -19,7 +20,7 @@ from google.pubsub_v1 import PublisherClient
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
 from functions import notifications
-from tests.builders import task_body
+from tests.builders import bot_body, task_body
 from tests.grpc_faults import InjectedStatus
 from tests.test_lifecycle import _claim, _result, _slice, _update, _wait_state
 
@@ -120,6 +121,27 @@ def test_each_way_to_end_is_published_once(api, svc, clock, topic):
     assert sorted((data["userdata"], data["task_id"], attributes) for data, attributes in received) == [
         ("canceled", canceled, {"auth_token": TOKEN}), ("expired", expired, {}),
         ("no resource", no_resource["task_id"], {"auth_token": TOKEN})]
+
+
+def test_a_run_killed_lost_or_timed_out_is_published_once(api, topic):
+    killed = api.ok("tasks_new", _notified(topic, userdata="killed"))["task_id"]
+    killed_run = _claim(api, killed)["task_id"]
+    assert _update(api, killed_run).status_code == 200
+    assert api.ok("task_cancel", {"task_id": killed, "kill_running": True})["canceled"]
+    assert _update(api, killed_run, exit_code=-15, duration=2.0).status_code == 200
+    died = api.ok("tasks_new", _notified(topic, userdata="bot died"))["task_id"]
+    died_run = _claim(api, died, bot_id="bot-2")["task_id"]
+    assert _update(api, died_run, bot_id="bot-2", output=base64.b64encode(b"x").decode()).status_code == 200
+    assert api.ok("bot_task_error", bot_body("bot-2", task_id=died_run, message="disk on fire"),
+                  role="bot")["state"] == "BOT_DIED"
+    timed_out = api.ok("tasks_new", _notified(topic, userdata="timed out"))["task_id"]
+    timed_out_run = _claim(api, timed_out, bot_id="bot-3")["task_id"]
+    assert _update(api, timed_out_run, bot_id="bot-3", exit_code=-9, duration=60.0,
+                   hard_timeout=True).status_code == 200
+    assert [_result(api, t)["state"] for t in (killed, died, timed_out)] == ["KILLED", "BOT_DIED", "TIMED_OUT"]
+    received = topic.pull(3)
+    assert sorted((data["userdata"], data["task_id"]) for data, _ in received) == [
+        ("bot died", died), ("killed", killed), ("timed out", timed_out)]
 
 
 def test_a_deduplicated_task_is_published_and_saved_what_its_owner_cost(api, topic):

@@ -97,6 +97,7 @@ def _pairs(count: int) -> list[dict[str, str]]:
     (("pubsub_userdata",), "u" * 1025, "pubsub_userdata"),
     (("pubsub_auth_token",), "secret", "pubsub_auth_token"),
     (("pubsub_auth_token",), 7, "pubsub_auth_token"),
+    (("pubsub_auth_token",), "é" * 513, "pubsub_auth_token"),
     (("task_slices",), [], "task_slices"),
     (("task_slices",), DELETE, "task_slices"),
     (("task_slices",), [1], "task_slices[0]"),
