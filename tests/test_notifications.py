@@ -23,6 +23,7 @@ from functions import notifications
 from tests.builders import bot_body, task_body
 from tests.grpc_faults import InjectedStatus
 from tests.test_lifecycle import _claim, _result, _slice, _update, _wait_state
+from tests.test_timer_faults import faults  # noqa: F401 (the fixture: Cloud Tasks refusing creates)
 
 SECOND = datetime.timedelta(seconds=1)
 TOKEN = "the-secret-auth-token"
@@ -177,16 +178,16 @@ class PublishFaults(grpc.UnaryUnaryClientInterceptor):
 
 
 def test_a_publish_that_failed_is_retried_until_it_succeeds(api, svc, topic, monkeypatch, fast_retries):
-    faults = PublishFaults()
-    channel = grpc.intercept_channel(grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"]), faults)
+    refusals = PublishFaults()
+    channel = grpc.intercept_channel(grpc.insecure_channel(os.environ["PUBSUB_EMULATOR_HOST"]), refusals)
     client = PublisherClient(transport=PublisherGrpcTransport(channel=channel))
     monkeypatch.setattr(svc, "publisher", notifications.Publisher(client))
-    faults.refuse = 30  # More than one publish's own retries (10 s): its next attempt, a timer, succeeds.
+    refusals.refuse = 30  # More than one publish's own retries (10 s): its next attempt, a timer, succeeds.
     task_id = api.ok("tasks_new", _notified(topic, userdata="retried"))["task_id"]
     assert api.ok("task_cancel", {"task_id": task_id})["canceled"]
     [(data, attributes)] = topic.pull(1, timeout=60)
     assert data == {"task_id": task_id, "userdata": "retried"} and attributes == {"auth_token": TOKEN}
-    assert faults.outcomes[-1] == "OK" and "refused" in faults.outcomes
+    assert refusals.outcomes[-1] == "OK" and "refused" in refusals.outcomes
 
 
 def test_a_topic_created_after_the_first_attempt_gets_the_message(api, svc, fast_retries):
@@ -212,6 +213,27 @@ def test_a_topic_that_never_exists_ends_in_an_error_on_the_task(api, svc, fast_r
                             f"{missing.name}: NotFound")
     assert TOKEN not in error
     assert _result(api, task_id)["state"] == "CANCELED"
+
+
+def test_an_end_whose_timer_cannot_be_made_is_not_committed(api, topic, faults):  # noqa: F811 (the fixture)
+    task_id = api.ok("tasks_new", _notified(topic, userdata="outbox"))["task_id"]
+    faults.refuse = True  # Cloud Tasks refuses every create: no notification timer can be armed.
+    refused = api.post("task_cancel", {"task_id": task_id})
+    assert refused.status_code == 503, refused.text
+    assert _result(api, task_id)["state"] == "PENDING"  # No end without its notification.
+    faults.refuse = False
+    assert api.ok("task_cancel", {"task_id": task_id})["canceled"]
+    [(data, _)] = topic.pull(1)
+    assert data == {"task_id": task_id, "userdata": "outbox"}
+
+
+def test_a_timer_before_the_end_looks_again_and_publishes_after_it(api, topic):
+    task_id = api.ok("tasks_new", _notified(topic, userdata="early"))["task_id"]
+    assert api.ok("timer_notify", {"task_id": task_id}, role="admin") == {"done": "not ended yet"}
+    assert api.ok("task_cancel", {"task_id": task_id})["canceled"]
+    # The end's own timer, and the early one's next look: at least once, here twice.
+    received = topic.pull(2)
+    assert [data for data, _ in received] == [{"task_id": task_id, "userdata": "early"}] * 2
 
 
 @pytest.mark.parametrize("body,field", [
