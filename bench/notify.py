@@ -39,8 +39,10 @@ RECEIVE_SECS = 30
 class Notified(Api):
     """The same calls, with `fields` added to each task created; remembers the last task id."""
 
-    fields: dict[str, Any] = {}
-    task_id = ""
+    def __init__(self, base_url: str, user_token: str, bootstrap_token: str):
+        super().__init__(base_url, user_token, bootstrap_token)
+        self.fields: dict[str, Any] = {}
+        self.task_id = ""
 
     def call(self, function: str, body: dict[str, Any], caller: str) -> tuple[dict[str, Any], Cost]:
         if function == "tasks_new":
