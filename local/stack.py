@@ -67,7 +67,7 @@ FUNCTIONS_ENV_FILE = "functions_env.json"
 BOT_READY_SECS = 30.0
 #: How often the local cron calls `cron_sweep` (Cloud Scheduler's in production).
 CRON_SECS = 60.0
-#: The Cloud Tasks queue of the timers (`timer_expire`, `timer_bot_died`).
+#: The Cloud Tasks queue of the timers (`timer_expire`, `timer_bot_died`, `timer_notify`).
 TIMERS_QUEUE = f"projects/{PROJECT}/locations/local/queues/timers"
 #: The identity the timers' OIDC tokens are minted for; the gateway accepts only it.
 SERVICE_ACCOUNT = f"swarming-timers@{PROJECT}.iam.gserviceaccount.com"
