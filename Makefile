@@ -41,6 +41,10 @@ bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-inst
 bench-lifecycle: install
 	$(BIN)/python -m bench.lifecycle
 
+.PHONY: bench-notify
+bench-notify: install
+	$(BIN)/python -m bench.notify
+
 bench-scheduler: install
 	$(BIN)/python -m bench.scheduler
 

@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 
 import flask
 
-from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, fleet, permissions, runs,
-                       scheduler, slices, stdout, sweep, task_query, tasks, termination, timers)
+from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, fleet, notifications,
+                       ops, permissions, runs, scheduler, slices, stdout, sweep, task_query, tasks, termination, timers)
 from functions.bot_code import VERSION_RE, BotCodeError
 from functions.bot_registry import BotRequest
 from functions.errors import BadRequest, NotFound, Unavailable
@@ -101,6 +101,9 @@ TASK_RESULT = _object({
     "deduped_from": _TS, "parent_task_id": _TS, "bot_ping_tolerance_secs": INTEGER,
     "missing_cas": _type("array", nullable=True), "internal_failure_message": _TS,
     "cas_output_root": _type("object", nullable=True), "performance_stats": _type("object", nullable=True),
+    "costs_usd": _list(_type("number")), "cost_saved_usd": _type("number", nullable=True),
+    "server_cost": {"type": "object", "properties": {name: INTEGER for name in ops.SERVER_COST}},
+    "notification_error": _TS,
 }, stdout_length=_type("integer", nullable=True))
 BOT = _object({
     "bot_id": STRING, "dimensions": _PAIRS, "state": OBJECT, "version": STRING, "task_id": _TS, "is_busy": BOOLEAN,
@@ -455,6 +458,9 @@ _TIMER = {"task_id": task_ids.Id(task_ids.TASK),
           "due": Integer(0, timers.LAST_SECOND, None, nullable=True, description="the timer's second (epoch)")}
 TIMER_EXPIRE = Shape({**_TIMER, "slice": Integer(0, MAX_SLICES - 1, 0)})
 TIMER_BOT_DIED = Shape({**_TIMER, "try_number": Integer(1, bot_death.MAX_TRIES, 1)})
+TIMER_NOTIFY = Shape({**_TIMER, "attempt": Integer(0, MAX_INT64, 0, description="failed attempts before this one"),
+                      "missing": Integer(0, notifications.MISSING_TOPIC_ATTEMPTS, 0,
+                                         description="attempts that found no topic")})
 
 
 #: What a timer answers: what it found to do.
@@ -476,6 +482,18 @@ def timer_bot_died(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     retried once on another bot)."""
     return bot_death.check(call.service.context, params["task_id"], params["try_number"], call.now,
                            _due(call, params))
+
+
+@takes(TIMER_NOTIFY, _DONE)
+def timer_notify(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """Cloud Tasks' call after a task whose request named a `pubsub_topic`
+    ended: publishes `{"task_id", "userdata"}` there (with the `auth_token`
+    attribute when one was given), or arms the next attempt when Pub/Sub
+    failed. A topic still missing after 5 attempts is given up, and the
+    task's result says why (`notification_error`). At least once: a
+    duplicate delivery may publish twice."""
+    return notifications.deliver(call.service.context, call.service.publisher, params["task_id"],
+                                 params["attempt"], params["missing"], call.now, _due(call, params))
 
 
 def _due(call: Call, params: dict[str, Any]) -> int | None:
@@ -735,6 +753,8 @@ FUNCTIONS: list[Function] = [
     Function("timer_expire", timer_expire, Action.RUN_TIMERS, summary="Cloud Tasks: a pending slice's time is up"),
     Function("timer_bot_died", timer_bot_died, Action.RUN_TIMERS,
              summary="Cloud Tasks: has a running task's bot gone silent?"),
+    Function("timer_notify", timer_notify, Action.RUN_TIMERS,
+             summary="Cloud Tasks: publish a task's end on its Pub/Sub topic"),
     Function("cron_sweep", cron_sweep, Action.RUN_TIMERS,
              summary="Repairs what lost timers left; marks bots dead or alive"),
 ]

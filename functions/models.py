@@ -89,6 +89,21 @@ class TaskResult:
     #: Drawn by the request that creates the task: a create whose answer was
     #: lost tells by it whether the task stored is its own (functions.tasks).
     creation_id: str = ""
+    #: The request names a Pub/Sub topic: its end arms `timer_notify`
+    #: (functions.notifications), and with an auth token kept apart (`notify_token`).
+    notify: bool = False
+    notify_token: bool = False
+    #: Why the end's notification could not be published, after its last attempt.
+    notification_error: str | None = None
+    #: What the bot running the task said it costs (its state's `cost_usd_hour`).
+    bot_cost_usd_hour: float | None = None
+    #: Each run's cost, its bot's cost an hour times how long it held the task
+    #: (the reference's `costs_usd`); a deduplicated task saved its owner's.
+    costs_usd: list[float] = dataclasses.field(default_factory=list)
+    cost_saved_usd: float | None = None
+    #: What the task cost the service, added up by the requests that wrote its
+    #: result (functions.ops.SERVER_COST: Firestore reads and writes, Cloud Tasks calls).
+    server_cost: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def run_id(self) -> str | None:
@@ -122,7 +137,7 @@ class TaskResult:
     def to_wire(self) -> dict[str, Any]:
         wire = self.to_doc()
         for internal in ("shard", "claim_id", "killing", "waiting_on", "properties_hash", "excluded_bot",
-                         "creation_id"):
+                         "creation_id", "notify", "notify_token", "bot_cost_usd_hour"):
             del wire[internal]
         del wire["query_shard"], wire["outcome"]
         for key in ("created_ts", "modified_ts", "started_ts", "completed_ts", "expiration_ts", "abandoned_ts"):

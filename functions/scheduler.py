@@ -134,7 +134,8 @@ def _claim(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequ
     batch = store.batch()
     batch.delete_to_run(to_run, update_time)
     batch.update_result(request.task_id, transitions.claim(
-        result, bot.bot_id, bot.dimensions, request.claim_id, to_run.try_number, request.slice, now))
+        result, bot.bot_id, bot.dimensions, request.claim_id, to_run.try_number, request.slice, now,
+        transitions.cost_usd_hour(bot.state)))
     batch.merge_bot(bot.bot_id, entry.to_doc(now))
     try:
         batch.commit()

@@ -5,6 +5,7 @@ owns the collection names and the document id scheme, and counts every read
 and write (`functions.ops`) so that each request's cost can be reported.
 """
 
+import dataclasses
 import datetime
 import enum
 import hashlib
@@ -18,12 +19,15 @@ from functions import ops, stdout
 from functions.errors import NotFound, Unavailable
 from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
+from shared.states import State
 from shared.task_request import TaskRequest
 
 #: One document per task: its result, with the immutable request inside (one
 #: write at creation and one read at a claim fewer than two documents).
 TASK_RESULTS = "task_results"
 SECRET_BYTES = "secret_bytes"
+#: A notified task's Pub/Sub auth token, read only by its notification.
+PUBSUB_TOKENS = "pubsub_auth_tokens"
 REQUEST_UUIDS = "request_uuids"
 DEDUP = "dedup"
 TASK_TO_RUN = "task_to_run"
@@ -158,10 +162,13 @@ def settle(task_id: str, attempt: Callable[[], T]) -> T:
 
 
 class Store:
-    """Reads of tasks and their guarded changes; writes go through a `TaskBatch`."""
+    """Reads of tasks and their guarded changes; writes go through a `TaskBatch`.
+    `on_end(task_id)` is called before a commit that ends a task whose end is
+    notified (the outbox rule: functions.notifications arms its timer)."""
 
-    def __init__(self, db: firestore.Client):
+    def __init__(self, db: firestore.Client, on_end: Callable[[str], None] | None = None):
         self._db = db
+        self._on_end = on_end
 
     @property
     def db(self) -> firestore.Client:
@@ -200,6 +207,16 @@ class Store:
     def get_secret(self, task_id: str) -> bytes | None:
         snap = get(self._doc(SECRET_BYTES, task_id))
         return snap.get("data") if snap.exists else None
+
+    def get_pubsub_token(self, task_id: str) -> str | None:
+        snap = get(self._doc(PUBSUB_TOKENS, task_id))
+        return snap.get("token") if snap.exists else None
+
+    def ending(self, task_id: str) -> None:
+        """A commit is about to end a task whose end is notified."""
+        if self._on_end is None:
+            raise RuntimeError(f"task {task_id}: its end is to be notified, and this store has no on_end")
+        self._on_end(task_id)
 
     def get_request_uuid(self, key: str) -> str | None:
         """The task created under a request uuid (key: user and uuid)."""
@@ -292,12 +309,14 @@ class Store:
             if not snap.exists:
                 raise NotFound(f"no task {task_id}")
             result = TaskResult.from_doc(snap.to_dict())
+            was_final = result.state.is_final
             batch = TaskBatch(self)
             writes = change(result, batch)
             if Writes.OUTPUT in writes and output is not None:
                 self._write_output(batch, *output)
             if Writes.RESULT in writes:
-                batch.update_result(task_id, result.to_doc(), snap.update_time)
+                batch.update_result(task_id, _rewritten(result, ends=result.state.is_final and not was_final),
+                                    snap.update_time)
             batch.commit()
             return result
 
@@ -336,6 +355,31 @@ class Store:
                                                    ("__name__", "<", collection.document(prefix + "~"))], limit=1))
 
 
+@dataclasses.dataclass
+class _ResultWrite:
+    """A write of a task's result, added to the writer when the batch is
+    flushed: then what the request cost so far is known, and goes with it."""
+
+    task_id: str
+    doc: dict[str, Any]
+    seen_update_time: Any = None
+    #: It ends a task whose end is notified.
+    ends_notified: bool = False
+    #: The result created, which is told its server cost too (it may be answered).
+    created: TaskResult | None = None
+
+
+def _rewritten(result: TaskResult, ends: bool) -> dict[str, Any]:
+    """The whole result as `Store.change_task` writes it: `server_cost` grows
+    by increments only (TaskBatch.flush), and `notify` goes with the write
+    that ends the task, as a move's fields do (functions.transitions)."""
+    doc = result.to_doc()
+    doc.pop("server_cost", None)
+    if not ends:
+        doc.pop("notify", None)
+    return doc
+
+
 class TaskBatch:
     """Writes committed all or nothing, in one batch. Creates fail when the
     document exists, guarded updates and deletes when it changed since it was
@@ -346,19 +390,50 @@ class TaskBatch:
         self._db = store.db
         self._writer = self._db.batch()
         self._writes = 0
+        self._results: list[_ResultWrite] = []
 
     def _add(self, method: str, ref: firestore.DocumentReference, *args: Any, **kwargs: Any) -> None:
         getattr(self._writer, method)(ref, *args, **kwargs)
         self._writes += 1
 
     def create_task(self, result: TaskResult, request: TaskRequest) -> None:
-        self._add("create", self._store._doc(TASK_RESULTS, result.task_id),
-                  {**result.to_doc(), "request": request.to_wire()})
+        self._results.append(_ResultWrite(result.task_id, {**result.to_doc(), "request": request.to_wire()},
+                                          ends_notified=result.notify and result.state.is_final,
+                                          created=result))
 
     def update_result(self, task_id: str, changes: dict[str, Any], seen_update_time: Any = None) -> None:
-        """Guarded by `seen_update_time` when given: the result must not have changed since."""
-        option = self._db.write_option(last_update_time=seen_update_time) if seen_update_time else None
-        self._add("update", self._store._doc(TASK_RESULTS, task_id), changes, option=option)
+        """Guarded by `seen_update_time` when given: the result must not have
+        changed since. A move to a final state (functions.transitions) says
+        in `notify` whether the end is notified."""
+        ends = bool(changes.get("notify")) and State(changes["state"]).is_final
+        self._results.append(_ResultWrite(task_id, dict(changes), seen_update_time=seen_update_time,
+                                          ends_notified=ends))
+
+    def flush(self) -> None:
+        """Adds the results' writes: the first with what the request cost so
+        far (Firestore increments: no write of its own), after the timers of
+        the ends to notify are armed (the outbox rule)."""
+        results, self._results = self._results, []
+        if not results:
+            return
+        for write in results:
+            if write.ends_notified:
+                self._store.ending(write.task_id)
+        spent = ops.unattributed(self._writes + len(results))
+        for write in results:
+            ref = self._store._doc(TASK_RESULTS, write.task_id)
+            if write.created:
+                write.created.server_cost = ops.added({}, spent)
+                self._add("create", ref, {**write.doc, "server_cost": write.created.server_cost})
+            else:
+                increments = {f"server_cost.{name}": firestore.Increment(n) for name, n in spent.items() if n}
+                seen = write.seen_update_time
+                self._add("update", ref, {**write.doc, **increments},
+                          option=self._db.write_option(last_update_time=seen) if seen else None)
+            spent = {}
+
+    def create_pubsub_token(self, task_id: str, token: str) -> None:
+        self._add("create", self._store._doc(PUBSUB_TOKENS, task_id), {"token": token})
 
     def create_to_run(self, to_run: TaskToRun) -> None:
         self._add("create", self._store._to_run_ref(to_run.task_id, to_run.slice_index), to_run.to_doc())
@@ -400,6 +475,7 @@ class TaskBatch:
         """Raises Taken when a created document exists, LostRace when a guarded
         one changed (Contended when a lock held it too long); a failed batch
         writes, and costs, nothing. An empty batch is not sent."""
+        self.flush()
         if not self._writes:
             return
         try:

@@ -1,6 +1,7 @@
-"""The whole service on one machine: the Firestore and Cloud Storage emulators,
-our Cloud Tasks emulator (local.cloud_tasks_emulator, with the timers' queue),
-every Cloud Function behind one gunicorn (the gateway), a cron that calls
+"""The whole service on one machine: the Firestore, Pub/Sub (the tasks' end
+notifications) and Cloud Storage emulators, our Cloud Tasks emulator
+(local.cloud_tasks_emulator, with the timers' queue), every Cloud Function
+behind one gunicorn (the gateway), a cron that calls
 `cron_sweep` every minute (Cloud Scheduler's job in production), and N bots.
 The service configuration (local/config/ unless another directory is given)
 is pushed to the bucket at start; the local OIDC issuer, in the Cloud Tasks
@@ -66,7 +67,7 @@ FUNCTIONS_ENV_FILE = "functions_env.json"
 BOT_READY_SECS = 30.0
 #: How often the local cron calls `cron_sweep` (Cloud Scheduler's in production).
 CRON_SECS = 60.0
-#: The Cloud Tasks queue of the timers (`timer_expire`, `timer_bot_died`).
+#: The Cloud Tasks queue of the timers (`timer_expire`, `timer_bot_died`, `timer_notify`).
 TIMERS_QUEUE = f"projects/{PROJECT}/locations/local/queues/timers"
 #: The identity the timers' OIDC tokens are minted for; the gateway accepts only it.
 SERVICE_ACCOUNT = f"swarming-timers@{PROJECT}.iam.gserviceaccount.com"
@@ -158,6 +159,9 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
     ports["firestore"] = _port(firestore_port, "firestore")
     firestore = _launch(state_dir, state, "firestore", "firestore",
                         lambda log_path: emulators.start_firestore(ports["firestore"], log_path))
+    ports["pubsub"] = _port(0, "pubsub")
+    pubsub = _launch(state_dir, state, "pubsub", "pubsub",
+                     lambda log_path: emulators.start_pubsub(ports["pubsub"], log_path))
     ports["storage"] = _port(storage_port, "storage")
     storage = _launch(state_dir, state, "storage", "storage",
                       lambda log_path: emulators.start_storage(ports["storage"], log_path,
@@ -172,7 +176,7 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
     _create_timers_queue(cloud_tasks.url)
     ports["gateway"] = _port(gateway_port, "gateway")
     gateway_url = f"http://127.0.0.1:{ports['gateway']}"
-    env = {**firestore.env, **storage.env, **cloud_tasks.env,
+    env = {**firestore.env, **pubsub.env, **storage.env, **cloud_tasks.env,
            "SWARMING_PROJECT": PROJECT, "SWARMING_BUCKET": BUCKET,
            "SWARMING_TOKEN_SECRET": ensure_secrets(state_dir)["token_secret"],
            # The timers call the functions back at the gateway's URL, which is also their tokens' audience.

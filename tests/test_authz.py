@@ -58,6 +58,7 @@ TABLE = """
 | cas_urls | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 200 | 200 | 200 |
 | timer_expire | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
 | timer_bot_died | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
+| timer_notify | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
 | cron_sweep | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
 """.strip()
 
@@ -168,6 +169,7 @@ CALLS: dict[str, Callable[[World, str], tuple[str, dict[str, Any]]]] = {
     "cas_urls": lambda w, c: ("POST", {}),
     "timer_expire": lambda w, c: ("POST", {"task_id": w.task, "slice": 0}),
     "timer_bot_died": lambda w, c: ("POST", {"task_id": w.task, "try_number": 1}),
+    "timer_notify": lambda w, c: ("POST", {"task_id": w.task}),
     "cron_sweep": lambda w, c: ("POST", {}),
 }
 

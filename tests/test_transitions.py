@@ -37,7 +37,7 @@ def test_a_claim_makes_the_task_running_on_the_bot():
             result.started_ts, result.modified_ts) == (State.RUNNING, "bot-1", "claim-1", 2, 1, NOW, NOW)
     assert changes == {"state": "RUNNING", "outcome": "RUNNING", "modified_ts": NOW, "bot_id": "bot-1",
                        "claim_id": "claim-1", "bot_dimensions": {"pool": ["p"]}, "started_ts": NOW, "try_number": 2,
-                       "current_task_slice": 1}
+                       "current_task_slice": 1, "bot_cost_usd_hour": None}
 
 
 @pytest.mark.parametrize("killing, completion, state", [

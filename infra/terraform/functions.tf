@@ -37,6 +37,7 @@ locals {
     "cas_urls",
     "timer_expire",
     "timer_bot_died",
+    "timer_notify",
     "cron_sweep",
   ]
 
