@@ -37,6 +37,7 @@ import threading
 import time
 import traceback
 import uuid
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence, TypeVar
@@ -48,6 +49,7 @@ from bot.cas_cache import Limits
 from bot.runner_protocol import RunnerInput
 from bot.running_code import Code, current_code
 from bot.task_runner import Clock, Timings
+from bot.unpacked_code import UnpackedCode
 from bot.updater import UpdateError, Updater
 from shared import dimensions as dims_lib
 from shared.api_error import ApiError
@@ -127,6 +129,9 @@ class Bot:
         self._now = now  # Unix time, which the authentication headers' expiry is in.
         self._reboot = reboot  # Reboots the host, for a hook's bot.host_reboot().
         self._code = code or current_code()  # What runs: its version, how to start a runner.
+        # The running zip unpacked and compiled, which runners start from; None from source.
+        self._unpacked = (UnpackedCode(self._code.zip_path, self._code.version, self._layout.code)
+                          if self._code.zip_path is not None else None)
         # Update, restart, last known good copy.
         self._updater = updater or Updater(self._code, self._layout, [], bot_token=lambda: api.token)
         self._last_ditch_margin = last_ditch_margin  # Past the runner's own allowances.
@@ -216,6 +221,7 @@ class Bot:
             self.reporter.report(events.BOT_SHUTDOWN, "setup_bot() returned False: the bot does not start")
             return
         self.hooks.on_bot_startup(self.view)
+        self._runner_python_args()  # Unpacks the version now rather than in the first task's time.
         while not self._shutdown.is_set():
             if not self._connected:  # At start, and after a 401.
                 self._guarded(self.handshake, self._fatal_at_start)
@@ -449,7 +455,8 @@ class Bot:
         env = self._runner_env()
         env["SWARMING_BOT_FILE"] = str(bot_file)
         # runner_supervisor starts `runner_cmd` followed by arguments of its own.
-        runner_cmd = [sys.executable, *self._code.python_args("run_task")]
+        python_args = self._runner_python_args()
+        runner_cmd = [sys.executable, *python_args, "run_task"]
         given = list(runner_cmd)
         self.hooks.on_before_task(self.view, str(bot_file), runner_cmd, env)
 
@@ -461,16 +468,31 @@ class Bot:
             return subprocess.Popen(args, **kwargs)
 
         try:
-            return runner_supervisor.run(
-                self._runner_input(manifest, run_token), python_args=self._code.python_args(),
+            report = runner_supervisor.run(
+                self._runner_input(manifest, run_token), python_args=python_args,
                 cwd=self._code.source_root, env=env, shutdown=self._shutdown,
                 deadline_secs=self._last_ditch(manifest), popen=popen,
             )
+            if report.failure is not None and self._unpacked is not None:
+                self._unpacked.suspect()  # A damaged copy may be why: checked whole before the next task.
+            return report
         finally:
             try:
                 bot_file.unlink()
             except OSError:  # Never written; or left for the start-up clean-up.
                 pass
+
+    def _runner_python_args(self) -> list[str]:
+        """`python3 <these> run_task` starts a task runner: from the unpacked
+        copy of the running version, or, should it fail to build, the zip."""
+        if self._unpacked is not None:
+            try:
+                self._unpacked.ensure()
+                return self._unpacked.python_args()
+            except (OSError, zipfile.BadZipFile) as e:
+                self.reporter.error(f"cannot unpack version {self._code.version} into {self._unpacked.path}: "
+                                    f"{e}; task runners start from the zip")
+        return self._code.python_args()
 
     def _after_task(self, failure: bool, internal_failure: bool, dimensions: dims_lib.Dimensions,
                     summary: dict[str, Any]) -> None:
