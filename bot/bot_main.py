@@ -47,6 +47,7 @@ from bot import events, host_state, layout as layout_lib, probation, remote, run
 from bot import hooks as hooks_lib
 from bot.cas_cache import Limits
 from bot.runner_protocol import RunnerInput
+from bot.runner_server import RunnerServer
 from bot.running_code import Code, current_code
 from bot.task_runner import Clock, Timings
 from bot.unpacked_code import UnpackedCode
@@ -87,6 +88,8 @@ REBOOT_WAIT_SECS = 300.0
 #: The file on_before_task may write for the task (SWARMING_BOT_FILE), beside
 #: w/, which the runner wipes before the command starts; deleted after the task.
 BOT_FILE = "bot_file.json"
+#: Runners are forked from a runner server (bot/runner_server.py) where the bot runs from a zip on Linux.
+FORK_RUNNERS = sys.platform.startswith("linux")
 
 
 class Outcome(str, enum.Enum):
@@ -132,6 +135,7 @@ class Bot:
         # The running zip unpacked and compiled, which runners start from; None from source.
         self._unpacked = (UnpackedCode(self._code.zip_path, self._code.version, self._layout.code)
                           if self._code.zip_path is not None else None)
+        self._runner_server: RunnerServer | None = None  # Forks the runners from the unpacked copy.
         # Update, restart, last known good copy.
         self._updater = updater or Updater(self._code, self._layout, [], bot_token=lambda: api.token)
         self._last_ditch_margin = last_ditch_margin  # Past the runner's own allowances.
@@ -388,6 +392,7 @@ class Bot:
             return
         self._shut_down_reason = reason
         logger.info("bot %s: shutting down: %s", self.bot_id, reason)
+        self.close()
         self.hooks.on_bot_shutdown(self.view)
         self.hooks.setup_bot(self.view)  # What it answers no longer matters.
         self.reporter.report(events.BOT_SHUTDOWN, reason)
@@ -460,12 +465,12 @@ class Bot:
         given = list(runner_cmd)
         self.hooks.on_before_task(self.view, str(bot_file), runner_cmd, env)
 
-        def popen(args: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+        def popen(args: Sequence[str], **kwargs: Any) -> Any:
             if runner_cmd != given and list(args[:len(given)]) == given:
                 logger.info("task %s: on_before_task changed the runner's command to %s", manifest.task_id,
                             runner_cmd)
-                args = [*runner_cmd, *args[len(given):]]
-            return subprocess.Popen(args, **kwargs)
+                return subprocess.Popen([*runner_cmd, *args[len(given):]], **kwargs)
+            return self._start_runner(args, python_args, **kwargs)
 
         try:
             report = runner_supervisor.run(
@@ -474,7 +479,8 @@ class Bot:
                 deadline_secs=self._last_ditch(manifest), popen=popen,
             )
             if report.failure is not None and self._unpacked is not None:
-                self._unpacked.suspect()  # A damaged copy may be why: checked whole before the next task.
+                self._unpacked.suspect()  # A damaged copy may be why: checked whole before the next task,
+                self.close()  # and a new runner server started from it.
             return report
         finally:
             try:
@@ -488,11 +494,44 @@ class Bot:
         if self._unpacked is not None:
             try:
                 self._unpacked.ensure()
-                return self._unpacked.python_args()
             except (OSError, zipfile.BadZipFile) as e:
                 self.reporter.error(f"cannot unpack version {self._code.version} into {self._unpacked.path}: "
                                     f"{e}; task runners start from the zip")
+            else:
+                self._serve_runners(self._unpacked.python_args())
+                return self._unpacked.python_args()
         return self._code.python_args()
+
+    def _serve_runners(self, python_args: list[str]) -> None:
+        """Starts the runner server of `python_args`, unless it runs."""
+        server = self._runner_server
+        if not FORK_RUNNERS or (server is not None and server.alive):
+            return
+        self.close()
+        try:
+            self._layout.logs.mkdir(parents=True, exist_ok=True)
+            self._runner_server = RunnerServer(python_args, env=self._runner_env(),
+                                               stdout=self._layout.runner_stdout)
+        except OSError as e:
+            logger.error("bot %s: cannot start the runner server (%s): task runners are spawned", self.bot_id, e)
+
+    def _start_runner(self, args: Sequence[str], python_args: Sequence[str], **kwargs: Any) -> Any:
+        """Forks the runner from the runner server, when it serves these
+        python arguments and can; else spawns it."""
+        server = self._runner_server
+        prefix = [sys.executable, *python_args, "run_task"]
+        if server is not None and server.python_args == tuple(python_args) and list(args[:len(prefix)]) == prefix:
+            try:
+                return server.popen(args[len(prefix):], **kwargs)
+            except OSError as e:
+                logger.error("bot %s: the runner server cannot fork (%s): spawning the task runner", self.bot_id, e)
+        return subprocess.Popen(args, **kwargs)
+
+    def close(self) -> None:
+        """Ends the runner server, if any (before the bot exits or execs)."""
+        if self._runner_server is not None:
+            self._runner_server.close()
+            self._runner_server = None
 
     def _after_task(self, failure: bool, internal_failure: bool, dimensions: dims_lib.Dimensions,
                     summary: dict[str, Any]) -> None:

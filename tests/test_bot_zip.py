@@ -222,10 +222,10 @@ def test_start_bot_copies_the_zip_to_1_and_runs_tasks_from_it(fake: FakeServer, 
     assert final["exit_code"] == 0 and final["version"] == digest
     assert sorted(p.name for p in zip_path.parent.iterdir()) == [
         "c", "cas_cache", "code", "logs", "swarming.lck", "swarming_bot.1.zip", "swarming_bot.zip"]
-    # The task runner started from the version's unpacked copy, not from the zip.
+    # The task runner was forked from the runner server of the version's unpacked copy, not the zip.
     assert [p.name for p in (zip_path.parent / "code").iterdir()] == [digest]
     runner_args = task_output(fake).split()
-    assert runner_args[1:4] == ["-S", str(zip_path.parent / "code" / digest), "run_task"]
+    assert runner_args[1:4] == ["-S", str(zip_path.parent / "code" / digest), "runner_server"]
 
 
 def test_update_execs_the_new_version_and_a_task_makes_it_the_last_known_good(
