@@ -225,7 +225,6 @@ class Bot:
             self.reporter.report(events.BOT_SHUTDOWN, "setup_bot() returned False: the bot does not start")
             return
         self.hooks.on_bot_startup(self.view)
-        self._runner_python_args()  # Unpacks the version now rather than in the first task's time.
         while not self._shutdown.is_set():
             if not self._connected:  # At start, and after a 401.
                 self._guarded(self.handshake, self._fatal_at_start)
@@ -260,6 +259,7 @@ class Bot:
                     self.bot_id, self._remote.server, source.value, reply.server_version, self._code.version,
                     reply.bot_version)
         self._updater.connected()
+        self._runner_python_args()  # Unpacks the version (once) and starts the runner server, not in a task's time.
         self.view.server_dimensions = reply.server_dimensions
         self._take_group_hooks(reply)
         self.hooks.on_handshake(self.view)
