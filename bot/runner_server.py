@@ -75,18 +75,17 @@ class ForkedRunner:
         assert self.returncode is not None
         return self.returncode
 
-    def poll(self) -> int | None:
-        try:
-            return self.wait(0)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def _ended_with(self, returncode: int) -> None:
+    def ended(self, returncode: int) -> None:
+        """The server reaped it."""
         self.returncode = returncode
         self._ended.set()
 
+    def orphaned(self) -> None:
+        """The server died before it: init reaps it, and its exit code is lost."""
+        self._lost = True
+
     def _wait_lost(self, timeout: float | None) -> int:
-        """The server died: its runners went to init, which reaps them."""
+        """The server died: its runners went to init (or a subreaper)."""
         waited = 0.0
         while _exists(self.pid):
             if timeout is not None and waited >= timeout:
@@ -174,10 +173,12 @@ class RunnerServer:
             if not self._closing:
                 logger.error("runner server: %s", e)
         finally:
+            if not self._closing:
+                logger.error("runner server pid %d is gone: the next task starts another", self._process.pid)
             self._gone.set()
             self._forks.put("the runner server is gone")
             for runner in list(self._runners.values()):
-                runner._lost = True
+                runner.orphaned()
 
     def _take(self, message: dict[str, Any]) -> None:
         if "pid" in message:
@@ -189,17 +190,17 @@ class RunnerServer:
         elif "exited" in message:
             runner = self._runners.pop(message["exited"], None)
             if runner is not None:
-                runner._ended_with(message["returncode"])
+                runner.ended(message["returncode"])
 
 
 def _exists(pid: int) -> bool:
+    """Alive, not a zombie: a container's init may never reap an orphan."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[:1]
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in ([b"Z"], [b"X"])
 
 
 # In the server's process.

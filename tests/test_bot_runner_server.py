@@ -143,6 +143,31 @@ def test_a_dead_runner_server_is_replaced(fake: FakeServer, bot: Bot, tmp_path: 
     assert fake.bodies("bot_task_update")[-1]["exit_code"] == 0
 
 
+#: Kills the runner server (the parent of the runner, the command's parent), then prints a line.
+KILL_THE_SERVER = """
+import os, signal, time
+def parent(pid):
+    return int(open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[1])
+os.kill(parent(os.getppid()), signal.SIGKILL)
+time.sleep(0.5)
+print("the runner lives on")
+"""
+
+
+def test_a_runner_whose_server_died_still_ends_its_task(fake: FakeServer, bot: Bot, tmp_path: Path) -> None:
+    fake.script("bot_poll", claim(TASK_A), claim(TASK_B))
+    fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", KILL_THE_SERVER]), run(TASK_B, ["true"]))
+
+    assert bot.run_once() is Outcome.RAN
+    assert bot.run_once() is Outcome.RAN
+
+    assert fake.bodies("bot_task_error") == []
+    assert printed(fake, TASK_A) == "the runner lives on\n"
+    ends = [u for u in fake.bodies("bot_task_update") if "exit_code" in u]
+    assert [(u["task_id"], u["exit_code"]) for u in ends] == [(TASK_A[:-1] + "1", 0), (TASK_B[:-1] + "1", 0)]
+    assert len(runner_servers(tmp_path)) == 1  # Started again for the next task.
+
+
 def test_the_bot_s_death_ends_the_task_its_runner_and_the_server(fake: FakeServer, tmp_path: Path) -> None:
     entries, _ = zip_entries(fake)
     bot_dir = tmp_path / "bot"
