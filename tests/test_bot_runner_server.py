@@ -5,6 +5,7 @@ task that kills its runner costs that task only, a dead server is replaced,
 and the bot's death still stops the task, the runner and the server."""
 
 import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -189,3 +190,24 @@ def test_the_bot_s_death_ends_the_task_its_runner_and_the_server(fake: FakeServe
 
     assert wait_gone([server, runner, shell], 1 + 5) == []  # The grace period, then the kill.
     assert all("exit_code" not in u for u in fake.bodies("bot_task_update"))  # Left to the server.
+
+
+def test_a_server_that_does_not_fork_in_time_is_ended_and_the_runner_is_left_to_spawn(
+        fake: FakeServer, tmp_path: Path) -> None:
+    from bot.runner_server import RunnerServer
+    from bot.unpacked_code import UnpackedCode
+
+    entries, version = zip_entries(fake)
+    write_zip(tmp_path / "swarming_bot.1.zip", entries)
+    copy = UnpackedCode(tmp_path / "swarming_bot.1.zip", version, tmp_path / "code")
+    copy.ensure()
+    server = RunnerServer(copy.python_args(), env=os.environ, stdout=tmp_path / "server.log", start_timeout=1.0)
+    [pid] = runner_servers(tmp_path)
+    os.kill(pid, signal.SIGSTOP)  # Hung.
+    try:
+        with open(tmp_path / "runner.log", "ab") as stdout, pytest.raises(OSError, match="did not fork within 1 s"):
+            server.popen(["--input", str(tmp_path / "input.json")], cwd=tmp_path, env=os.environ, stdout=stdout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # Killed by then: a stopped process never reads its EOF.
+            os.kill(pid, signal.SIGCONT)
+    assert not server.alive and wait_gone([pid], 10) == []
