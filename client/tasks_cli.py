@@ -146,6 +146,13 @@ def request_options(command: Callable) -> Callable:
         click.option("--parent-task-id", envvar="SWARMING_TASK_ID", default="", metavar="TASK_ID",
                      help="The task that creates this one: cancelled with it. Default: $SWARMING_TASK_ID, set "
                           "when run inside a task."),
+        click.option("--pubsub-topic", default="", metavar="projects/P/topics/T",
+                     help="Publish a message on this Pub/Sub topic when the task ends (docs/tasks.md)."),
+        click.option("--pubsub-userdata", default="", metavar="TEXT",
+                     help="Given back in the message's data, as 'userdata'."),
+        click.option("--pubsub-auth-token", envvar="SWARMING_PUBSUB_AUTH_TOKEN", default="", metavar="TOKEN",
+                     help="Sent as the message's 'auth_token' attribute, never shown by the service "
+                          "(default: $SWARMING_PUBSUB_AUTH_TOKEN, which keeps it off the command line)."),
         click.option("--bot-ping-tolerance", type=int, default=task_request.DEFAULT_BOT_PING_TOLERANCE_SECS,
                      show_default=True, help="Seconds the bot may go silent before the task is BOT_DIED."),
         click.option("--json-input", type=click.File("rb"), metavar="FILE",
@@ -163,7 +170,8 @@ def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: t
                   command_args: tuple[str, ...], relative_cwd: str = "",
                   env_prefixes: tuple[tuple[str, str], ...] = (), named_caches: tuple[tuple[str, str], ...] = (),
                   outputs: tuple[str, ...] = (), optional_dimensions: tuple[slices.Optional, ...] = (),
-                  service_account: str = "", parent_task_id: str = "",
+                  service_account: str = "", parent_task_id: str = "", pubsub_topic: str = "",
+                  pubsub_userdata: str = "", pubsub_auth_token: str = "",
                   bot_ping_tolerance: int = task_request.DEFAULT_BOT_PING_TOLERANCE_SECS) -> dict[str, Any]:
     if not command_args:
         raise click.UsageError("give the command after '--', or the whole request with --json-input")
@@ -189,6 +197,7 @@ def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: t
     return {"name": name, "priority": priority, "tags": list(tags), "user": user,
             "task_slices": slices.task_slices(properties, expiration, wait_for_capacity, list(optional_dimensions)),
             "service_account": service_account, "parent_task_id": parent_task_id,
+            "pubsub_topic": pubsub_topic, "pubsub_userdata": pubsub_userdata, "pubsub_auth_token": pubsub_auth_token,
             "bot_ping_tolerance_secs": bot_ping_tolerance, "request_uuid": str(uuid.uuid4())}
 
 

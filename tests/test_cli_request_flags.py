@@ -46,6 +46,17 @@ def test_every_flag_reaches_the_request(api, base_url):
     assert request["bot_ping_tolerance_secs"] == 300 and len(request["task_slices"]) == 1
 
 
+def test_the_pubsub_flags_reach_the_request_and_the_token_comes_from_the_environment(api, base_url, monkeypatch):
+    monkeypatch.setenv("SWARMING_PUBSUB_AUTH_TOKEN", "s3cret-token")
+    result = _swarming(base_url, "trigger", "-d", "pool=default", "--wait-for-capacity",
+                       "--pubsub-topic", "projects/my-ci-project/topics/builds", "--pubsub-userdata", "build 7", "--", "true")
+    request = _request(api, result)
+    assert (request["pubsub_topic"], request["pubsub_userdata"]) == ("projects/my-ci-project/topics/builds", "build 7")
+    assert "s3cret-token" not in json.dumps(request)  # Kept for the publisher alone.
+    refused = _swarming(base_url, "trigger", "-d", "pool=default", "--pubsub-topic", "builds", "--", "true")
+    assert refused.exit_code == 1 and "pubsub_topic" in refused.output
+
+
 def test_parent_task_id_defaults_to_the_task_the_cli_runs_in(api, base_url, monkeypatch):
     parent = api.ok("tasks_new", task_body())["task_id"]
     monkeypatch.setenv("SWARMING_TASK_ID", parent)
