@@ -37,6 +37,7 @@ TABLE = """
 | task_result | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_request | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_stdout | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
+| task_pending | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_cancel | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
 | tasks_cancel | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | bots_list | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
@@ -47,6 +48,7 @@ TABLE = """
 | bot_tasks | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | bot_delete | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
 | bot_terminate | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
+| ui | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 403 | 403 | 403 |
 | server_details | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 403 | 403 | 403 |
 | server_permissions | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 403 | 403 | 403 |
 | server_token | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
@@ -144,6 +146,7 @@ CALLS: dict[str, Callable[[World, str], tuple[str, dict[str, Any]]]] = {
     "task_result": lambda w, c: ("POST", {"task_id": w.task}),
     "task_request": lambda w, c: ("POST", {"task_id": w.task}),
     "task_stdout": lambda w, c: ("POST", {"task_id": w.task}),
+    "task_pending": lambda w, c: ("POST", {"task_id": w.task}),
     "task_cancel": lambda w, c: ("POST", {"task_id": w.admins_task}),
     "tasks_cancel": lambda w, c: ("POST", {"tags": ["pool:authz", "matrix:1"]}),
     "bots_list": lambda w, c: ("POST", {"dimensions": ["pool:authz"]}),
@@ -154,6 +157,7 @@ CALLS: dict[str, Callable[[World, str], tuple[str, dict[str, Any]]]] = {
     "bot_tasks": lambda w, c: ("POST", {"bot_id": "authz-1"}),
     "bot_delete": lambda w, c: ("POST", {"bot_id": w.registered(f"authz-del-{CALLERS.index(c)}")}),
     "bot_terminate": lambda w, c: ("POST", {"bot_id": "authz-1", "reason": c}),
+    "ui": lambda w, c: ("GET", {}),
     "server_details": lambda w, c: ("POST", {}),
     "server_permissions": lambda w, c: ("POST", {"pool": "authz"}),
     "server_token": lambda w, c: ("POST", {}),
