@@ -7,6 +7,7 @@ under SWARMING_UI_SCREENSHOTS (CI keeps it) or the test's tmp dir."""
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,11 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from functions import ui_session
+from shared import local_state
 from tests.builders import task_body
+from tests.conftest import REPO
+
+SWARMING = str(Path(sys.executable).with_name("swarming"))
 
 #: Where the screenshots go (a directory CI keeps), else the test's tmp dir.
 SCREENSHOTS_ENV = "SWARMING_UI_SCREENSHOTS"
@@ -118,6 +123,26 @@ def test_the_sign_in_link_works_once_and_sets_an_http_only_cookie(browser, base_
     expect(again.locator("main")).to_contain_text("this sign-in link was used already")
     page.close()
     again.close()
+
+
+def test_the_link_local_up_prints_signs_the_browser_in_once(browser, tmp_path):
+    state = str(tmp_path / "stack")
+    up = subprocess.run([SWARMING, "local", "up", "--detach", "--state-dir", state], capture_output=True, text=True,
+                        cwd=REPO, timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr
+        link = next(line for line in up.stdout.splitlines() if line.startswith("web UI: ")).removeprefix("web UI: ")
+        assert re.fullmatch(r"http://[^/]+/ui/signin#[\w-]+\.[\w-]+\.[\w-]+", link), link
+        page = browser.new_page()
+        page.goto(link)
+        expect(page.locator("form.who span")).to_have_text(f"user:{local_state.local_user()}")
+        page.get_by_role("link", name="Bots").click()
+        expect(page.locator("h1")).to_have_text("Bots")
+        again = browser.new_page()
+        again.goto(link)
+        expect(again.locator("main")).to_contain_text("this sign-in link was used already")
+    finally:
+        subprocess.run([SWARMING, "local", "down", "--state-dir", state], capture_output=True, timeout=120)
 
 
 def test_a_page_not_signed_in_leads_to_sign_in_and_a_foreign_post_is_not_signed_in(base_url, sign_in):
