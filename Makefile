@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install chromium up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load clean
+.PHONY: install chromium up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load bench-ui clean
 
 install: $(STAMP)
 
@@ -60,6 +60,10 @@ bench-cas: install
 
 bench-auth: install
 	$(BIN)/python -m bench.auth
+
+# The web UI's pages: Firestore reads, time to first byte, the live log's latency.
+bench-ui: install
+	$(BIN)/python -m bench.ui --bots 1000 --tasks 10000
 
 bench-instances: install
 	$(BIN)/python -m bench.instances
