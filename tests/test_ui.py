@@ -178,6 +178,37 @@ def test_the_task_page_follows_the_live_stdout_in_colour(api, sign_in, start_bot
     shots(page, "task-completed")
 
 
+def test_a_long_log_is_shown_from_its_tail_fetched_by_pieces(api, sign_in, start_bot):
+    script = "import sys; sys.stdout.write('BEGIN\\n' + ('y' * 99 + '\\n') * 30000 + 'END\\n')"  # 3 MB.
+    task_id = _new_task(api, command=[sys.executable, "-c", script])
+    start_bot()
+    _wait(lambda: api.ok("task_result", {"task_id": task_id})["state"] == "COMPLETED")
+    page = sign_in("user@example.com")
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/task_stdout" in r.url else None)
+    page.goto(f"{api.base_url}/ui/task/{task_id}")
+    stdout = page.locator("#stdout")
+    expect(stdout).to_contain_text("END")
+    assert "BEGIN" not in stdout.inner_text()
+    earlier = page.locator("#stdout-earlier")
+    expect(earlier).to_be_visible()
+    earlier.click()
+    _wait(lambda: stdout.inner_text().count("y" * 99) >= 22_000, 30)  # 2 MiB and 256 KiB more, of 100-byte lines.
+    assert all(int(re.search(r"length=(\d+)", url).group(1)) <= 256 * 1024 for url in asked), asked
+
+
+def test_what_a_task_carries_is_shown_as_text_never_run(api, sign_in):
+    hostile = "<img src=x onerror=\"window.pwned=1\">"
+    body = task_body(["echo", hostile], dimensions={"pool": "e2e"}, tags=[f"note:{hostile}"])
+    task_id = api.ok("tasks_new", body)["task_id"]
+    page = sign_in("user@example.com")
+    page.goto(f"{api.base_url}/ui/task/{task_id}")
+    expect(page.locator("code.tag", has_text="note:")).to_have_text(f"note:{hostile}")
+    expect(page.locator("main")).to_contain_text(f"echo {hostile}")
+    assert page.evaluate("() => window.pwned") is None
+    assert page.locator("main img").count() == 0
+
+
 def test_why_pending_and_cancel_from_the_page(api, sign_in, shots):
     impossible = _new_task(api, os="NoSuchOS")
     first, second = _new_task(api), _new_task(api)
