@@ -36,8 +36,9 @@ _CSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'n
 _GOOGLE_CSP = ("default-src 'self'; script-src 'self' https://accounts.google.com/gsi/client; "
                "frame-src https://accounts.google.com/gsi/; style-src 'self' https://accounts.google.com/gsi/style; "
                "connect-src 'self' https://accounts.google.com/gsi/; object-src 'none'; base-uri 'none'")
-#: What the pages' scripts may call (`/ui/api/<name>`), besides `retry`.
-API = ("task_stdout", "task_cancel", "bot_terminate", "bot_delete")
+#: What the pages' scripts may read (GET) and do (POST) through `/ui/api/<name>`, besides `retry`.
+API_READS = ("task_stdout", "bots_dimensions")
+API_ACTIONS = ("task_cancel", "bot_terminate", "bot_delete")
 PAGE_SIZE = 50
 #: The bot states the bots page filters on: the `bots_list` flags each sets.
 BOT_STATES = {"alive": {"is_dead": False}, "dead": {"is_dead": True}, "quarantined": {"quarantined": True},
@@ -139,9 +140,11 @@ class Pages:
             raise BadRequest(f"state: one of {', '.join(BOT_STATES)}")
         dimensions = ([f"pool:{pool}"] if pool else []) + [d for d in chosen if not d.startswith("pool:")]
         flags = BOT_STATES.get(state, {})
+        # The dimension values (`bots_dimensions`: a read per value, as many as
+        # bots for `id`) are loaded by the page's script when asked for, so
+        # that a view's reads stay bounded by the page size.
         return self.render(
             "bots.html", pools=pools, pool=pool, chosen=chosen, state=state, states=list(BOT_STATES),
-            values=self.ask("bots_dimensions", pool=pool or None)["bots_dimensions"],
             counts=self.ask("bots_count", dimensions=dimensions),
             page=self.ask("bots_list", dimensions=dimensions, limit=PAGE_SIZE, cursor=params.get("cursor"), **flags))
 
@@ -153,9 +156,9 @@ class Pages:
 
     def api(self, name: str) -> dict[str, Any]:
         """The scripts' calls: read with GET, act with POST (a page of ours: ui_session)."""
-        if name not in (*API, "retry"):
+        if name not in (*API_READS, *API_ACTIONS, "retry"):
             raise NotFound(f"no API {name!r} for the web UI")
-        if name != "task_stdout" and flask.request.method != "POST":
+        if name not in API_READS and flask.request.method != "POST":
             raise MethodNotAllowed(f"{name} accepts POST", ("POST",))
         return self.retry(self.call.params.get("task_id")) if name == "retry" else self.ask(name, **self.call.params)
 

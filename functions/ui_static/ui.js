@@ -150,7 +150,34 @@ async function press(button) {
   }
 }
 
+// The bots page's dimension filter: the values the pool's bots report, on demand.
+async function loadDimensions(button) {
+  const select = document.getElementById("dimensions");
+  const chosen = new Set([...select.selectedOptions].map((option) => option.value));
+  button.disabled = true;
+  try {
+    const answer = await api("bots_dimensions", {pool: button.dataset.pool});
+    select.replaceChildren();
+    for (const pair of answer.bots_dimensions.filter((p) => p.key !== "pool")) {
+      const group = document.createElement("optgroup");
+      group.label = pair.key;
+      for (const value of pair.value) {
+        const flag = `${pair.key}:${value}`;
+        group.appendChild(new Option(flag, flag, false, chosen.has(flag)));
+      }
+      select.appendChild(group);
+    }
+    button.hidden = true;
+    select.focus();
+  } catch (e) {
+    notice(`Loading the dimension values failed: ${e.message}`);
+    button.disabled = false;
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const load = document.getElementById("load-dimensions");
+  if (load) load.addEventListener("click", () => loadDimensions(load));
   signInFromFragment();
   for (const button of document.querySelectorAll("button[data-api]")) {
     button.addEventListener("click", () => press(button));
