@@ -120,7 +120,8 @@ class Pages:
     def tasks(self) -> flask.Response:
         task_id = self.call.params.get("task_id")
         if isinstance(task_id, str) and task_id:
-            return flask.redirect(f"{ui_session.ui_url(flask.request)}/task/{urllib.parse.quote(task_id, safe='')}", 303)
+            quoted = urllib.parse.quote(task_id, safe="")
+            return flask.redirect(f"{ui_session.ui_url(flask.request)}/task/{quoted}", 303)
         return self.render("tasks.html")
 
     def task(self, task_id: str) -> flask.Response:
