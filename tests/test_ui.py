@@ -121,8 +121,12 @@ def test_the_sign_in_link_works_once_and_sets_an_http_only_cookie(browser, base_
     again = browser.new_page()
     again.goto(link)
     expect(again.locator("main")).to_contain_text("this sign-in link was used already")
-    page.close()
     again.close()
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("h1")).to_have_text("Sign in")
+    assert not [c for c in page.context.cookies() if c["name"] == ui_session.COOKIE]
+    page.close()
 
 
 def test_the_link_local_up_prints_signs_the_browser_in_once(browser, tmp_path):
