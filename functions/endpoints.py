@@ -541,7 +541,8 @@ def bot_terminate(call: Call, params: dict[str, str]) -> dict[str, Any]:
 def ui_page(call: Call, params: dict[str, Any]) -> flask.Response | dict[str, Any]:
     """The web UI (`text/html`): `GET /ui` and `/ui/tasks` (tasks),
     `/ui/task/<task_id>`, `/ui/bots` (filtered by `pool`, `dimensions`,
-    `state`), `/ui/bot/<bot_id>`; `/ui/api/<name>` answers the pages' scripts
+    `state`), `/ui/bot/<bot_id>`, `/ui/files/<hash>/<size>` (a tree's files,
+    each linked to a short-lived signed URL); `/ui/api/<name>` answers the pages' scripts
     in JSON (`task_stdout`, `task_cancel`, `bot_terminate`, `bot_delete`,
     `retry`). Each page shows what the function of the JSON API answers the
     signed-in person, asked with the same authorization. Sign in at

@@ -10,7 +10,8 @@ the scripts and styles are served by this function (no CDN, no build step),
 under a Content-Security-Policy that allows nothing else.
 
 Paths, below `BASE_URL/ui`: `/` and `/tasks`, `/task/<task_id>`, `/bots`,
-`/bot/<bot_id>`, `/api/<name>`, `/signin`, `/signout`, `/assets/<file>`.
+`/bot/<bot_id>`, `/files/<hash>/<size>` (a tree), `/blob/<hash>/<size>`,
+`/api/<name>`, `/signin`, `/signout`, `/assets/<file>`.
 """
 
 import dataclasses
@@ -21,11 +22,13 @@ from typing import Any, Callable
 
 import flask
 import jinja2
+import requests
 
 from functions import http, permissions, service, ui_session
 from functions.errors import BadRequest, MethodNotAllowed, NotFound
 from functions.http import Call, Function
 from functions.permissions import Action
+from shared.cas import Digest, Tree
 
 _HERE = Path(__file__).parent
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "ui_templates"), autoescape=True,
@@ -40,6 +43,8 @@ _GOOGLE_CSP = ("default-src 'self'; script-src 'self' https://accounts.google.co
 API_READS = ("task_stdout", "bots_dimensions")
 API_ACTIONS = ("task_cancel", "bot_terminate", "bot_delete")
 PAGE_SIZE = 50
+#: A tree's manifest the files page reads itself (a 100,000-file tree's is about 10 MB).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 #: The bot states the bots page filters on: the `bots_list` flags each sets.
 BOT_STATES = {"alive": {"is_dead": False}, "dead": {"is_dead": True}, "quarantined": {"quarantined": True},
               "maintenance": {"in_maintenance": True}, "busy": {"is_busy": True}}
@@ -155,6 +160,28 @@ class Pages:
                            tasks=self.ask("bot_tasks", bot_id=bot_id, limit=PAGE_SIZE)["items"],
                            may=self.ask("server_permissions", bot_id=bot_id)["permissions"])
 
+    def files(self, hash_: str, size: str) -> flask.Response:
+        """The files of a content-addressed tree (a task's inputs or outputs)."""
+        digest = self._digest(hash_, size)
+        if digest.size_bytes > MAX_MANIFEST_BYTES:
+            raise BadRequest(f"digest: a manifest of more than {MAX_MANIFEST_BYTES} bytes is not shown")
+        answer = requests.get(self._download_url(digest), timeout=30)
+        if answer.status_code == 404:
+            raise NotFound(f"no tree {digest} in the store")
+        answer.raise_for_status()
+        tree = Tree.from_bytes(answer.content)
+        return self.render("files.html", digest=digest, tree=tree, packed=tree.packed)
+
+    def blob(self, hash_: str, size: str) -> flask.Response:
+        """A redirect to a short-lived signed URL of the blob: its bytes never pass through here."""
+        return flask.redirect(self._download_url(self._digest(hash_, size)), 303)
+
+    def _digest(self, hash_: str, size: str) -> Digest:
+        return Digest.from_wire({"hash": hash_, "size_bytes": int(size)}, "digest")
+
+    def _download_url(self, digest: Digest) -> str:
+        return self.ask("cas_urls", download=[digest.to_wire()])["download"][0]["url"]
+
     def api(self, name: str) -> dict[str, Any]:
         """The scripts' calls: read with GET, act with POST (a page of ours: ui_session)."""
         if name not in (*API_READS, *API_ACTIONS, "retry"):
@@ -187,4 +214,5 @@ def _as_list(value: Any) -> list[str]:
 _ROUTES: list[tuple[str, Callable[..., Any]]] = [
     (r"/(?:tasks)?", Pages.tasks), (r"/task/([^/]+)", Pages.task), (r"/bots", Pages.bots),
     (r"/bot/(.+)", Pages.bot), (r"/api/(\w+)", Pages.api),
+    (r"/files/([0-9a-f]{64})/([0-9]{1,19})", Pages.files), (r"/blob/([0-9a-f]{64})/([0-9]{1,19})", Pages.blob),
 ]

@@ -213,6 +213,32 @@ def test_what_a_task_carries_is_shown_as_text_never_run(api, sign_in):
     assert page.locator("main img").count() == 0
 
 
+def test_a_task_s_inputs_link_to_their_files_and_each_file_downloads(api, sign_in, tmp_path, as_user, shots):
+    root = tmp_path / "inputs"
+    (root / "nested").mkdir(parents=True)
+    big = os.urandom(200 * 1024)  # Not packed: its own blob, downloaded by a signed URL.
+    (root / "nested" / "big.bin").write_bytes(big)
+    (root / "small.txt").write_text("small")
+    archived = subprocess.run([SWARMING, "archive", "--server", api.base_url, str(root)], capture_output=True,
+                              text=True, timeout=120, cwd=REPO)
+    assert archived.returncode == 0, archived.stderr
+    digest_hash, size = archived.stdout.strip().split("/")
+    body = task_body(["true"], dimensions={"pool": "e2e"})
+    body["task_slices"][0]["properties"]["cas_input_root"] = {"digest": {"hash": digest_hash, "size_bytes": int(size)}}
+    task_id = api.ok("tasks_new", body)["task_id"]
+
+    page = sign_in("user@example.com")
+    page.goto(f"{api.base_url}/ui/task/{task_id}")
+    page.locator(f"a[href$='/ui/files/{digest_hash}/{size}']").click()
+    files = page.locator("#files")
+    expect(files).to_contain_text("small.txt")
+    shots(page, "files")
+    link = files.get_by_role("link", name="nested/big.bin")
+    fetched = page.request.get(link.get_attribute("href"))
+    assert fetched.ok and fetched.body() == big
+    assert page.request.get(f"{api.base_url}/ui/files/{'0' * 64}/10").status == 404
+
+
 def test_why_pending_and_cancel_from_the_page(api, sign_in, shots):
     impossible = _new_task(api, os="NoSuchOS")
     first, second = _new_task(api), _new_task(api)
