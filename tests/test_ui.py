@@ -149,6 +149,24 @@ def test_the_link_local_up_prints_signs_the_browser_in_once(browser, tmp_path):
         subprocess.run([SWARMING, "local", "down", "--state-dir", state], capture_output=True, timeout=120)
 
 
+def test_google_sign_in_s_cross_site_post_is_taken_with_its_csrf_double_submit_only(base_url, tokens):
+    def post(credential: str, cookie: str, field: str) -> requests.Response:
+        return requests.post(f"{base_url}/ui/signin", data={"credential": credential, ui_session.GOOGLE_CSRF: field},
+                             cookies={ui_session.GOOGLE_CSRF: cookie}, allow_redirects=False, timeout=30,
+                             headers={"Origin": "https://accounts.google.com", "Sec-Fetch-Site": "cross-site"})
+
+    forged = post(tokens.person("user@example.com"), "one", "another")
+    assert forged.status_code == 403 and "sign in from this site" in forged.text
+    taken = post(tokens.person("user@example.com"), "same", "same")
+    assert taken.status_code == 303 and taken.headers["Location"] == f"{base_url}/ui/"
+    assert ui_session.COOKIE in taken.cookies
+    for credential, status, why in (("garbage", 400, "not an ID token"), (tokens.bot(), 403, "only people"),
+                                    (tokens.person("user@example.com", audience="https://elsewhere"), 401, "audience")):
+        refused = post(credential, "same", "same")
+        assert refused.status_code == status and why in refused.text, refused.text
+        assert ui_session.COOKIE not in refused.cookies
+
+
 def test_a_page_not_signed_in_leads_to_sign_in_and_a_foreign_post_is_not_signed_in(base_url, sign_in):
     answer = requests.get(f"{base_url}/ui/bots?pool=e2e", timeout=30)
     assert answer.status_code == 401 and answer.headers["Content-Type"].startswith("text/html")
