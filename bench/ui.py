@@ -17,6 +17,7 @@ being on the page, `--log-samples` times (median and max; the page asks every
 
 import argparse
 import dataclasses
+import os
 import shutil
 import statistics
 import tempfile
@@ -74,7 +75,8 @@ def running_task(api: Api) -> tuple[Any, str]:
 def log_latencies(api: Api, session: requests.Session, base_url: str, samples: int) -> list[float]:
     bot, run_id = running_task(api)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        chromium = os.environ.get("SWARMING_CHROMIUM") or shutil.which("chromium")
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         context = browser.new_context()
         context.add_cookies([{"name": c.name, "value": c.value, "url": f"{base_url}/ui/"} for c in session.cookies])
         page = context.new_page()
