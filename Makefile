@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install chromium up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load bench-ui clean
+.PHONY: install chromium up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load bench-query bench-ui clean
 
 install: $(STAMP)
 
@@ -44,7 +44,7 @@ down: install
 test: install $(CHECKOV)
 	$(BIN)/pytest
 
-bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances
+bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-query
 
 bench-lifecycle: install
 	$(BIN)/python -m bench.lifecycle
@@ -67,6 +67,9 @@ bench-ui: install
 
 bench-instances: install
 	$(BIN)/python -m bench.instances
+
+bench-query: install
+	$(BIN)/python -m bench.query
 
 # Not in `bench`: at its defaults (500 bots, 10,000 tasks) it outlasts the emulator on 2 cores (docs/benchmarks.md).
 bench-load: install

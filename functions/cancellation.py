@@ -67,7 +67,7 @@ def _transact_cancel(ctx: Context, task_id: str, now: datetime.datetime) -> bool
         transitions.abandon(result, State.CANCELED, now)
         return Writes.RESULT
 
-    ended = ctx.store.transact(task_id, change)
+    ended = ctx.store.change_task(task_id, change)
     if ended.state == State.PENDING:
         raise LostRace("released meanwhile")
     return ended.state == State.CANCELED
@@ -80,7 +80,7 @@ def _kill(ctx: Context, task_id: str, now: datetime.datetime) -> bool:
         transitions.kill(result, now)
         return Writes.RESULT
 
-    return ctx.store.transact(task_id, change).killing
+    return ctx.store.change_task(task_id, change).killing
 
 
 def _cancel_children(ctx: Context, task_id: str, kill_running: bool, now: datetime.datetime) -> None:

@@ -17,26 +17,25 @@ from typing import Any, Callable, Sequence
 import flask
 
 from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, fleet, pending, permissions,
-                       runs, scheduler, slices, stdout, sweep, tasks, termination, timers, ui)
+                       runs, scheduler, slices, stdout, sweep, task_query, tasks, termination, timers, ui)
 from functions.bot_code import VERSION_RE, BotCodeError
 from functions.bot_registry import BotRequest
 from functions.errors import BadRequest, NotFound, Unavailable
 from functions.fleet import pools_of
 from functions.http import Call, Function
-from functions.models import iso
+from functions.models import TaskResult, iso
 from functions.permissions import Action
 from functions.signed_tokens import BOOTSTRAP
 from functions.tasks import Requester
 from shared import bot_api
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
-from shared.cas import MAX_BATCH
+from shared.cas import DIGEST, DIGESTS, MAX_BATCH
 from shared.errors import ConfigError, ValidationError
 from shared.service_config import BotGroup
 from shared.states import State
-from shared.task_properties import DIGEST
-from shared.task_request import MAX_SLICES, REQUEST, TaskRequest
-from shared.wire import MAX_INT64, REQUIRED, Boolean, Field, Integer, ListOf, MapOf, Schema, Shape, Text
+from shared.task_request import MAX_SLICES, MAX_TAG_LENGTH, REQUEST, TAG_RE, TaskRequest
+from shared.wire import MAX_INT64, REQUIRED, Boolean, Choice, Field, Integer, ListOf, MapOf, Schema, Shape, Text
 
 logger = logging.getLogger(__name__)
 _rand = random.SystemRandom()
@@ -167,8 +166,8 @@ def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
     bot, group = _bot(call, message.attributes)
     if bot_auth.moved(call.config, call.caller, group):
         return bot_api.Restart(f"the bot's group is now {group.name!r} as configured: handshake again").to_wire()
-    return scheduler.poll(call.store, call.service.queue_cache, call.service.registry, bot, call.now, _rand,
-                          expected_version=_current_version(call)).to_wire()
+    return scheduler.poll(call.store, call.service.queue_cache, call.service.offers, call.service.registry, bot,
+                          call.now, _rand, expected_version=_current_version(call)).to_wire()
 
 
 def _current_version(call: Call) -> str | None:
@@ -236,7 +235,8 @@ def bot_claim(call: Call, message: bot_api.ClaimRequest) -> dict[str, Any]:
     token is the task runner's credential, for this run only. The bot's own
     token, in the answer's header, outlasts the task."""
     bot, _ = _bot(call, message.attributes)
-    reply = scheduler.claim(call.service.context, call.service.registry, bot, message, call.now)
+    reply = scheduler.claim(call.service.context, call.service.offers, call.service.registry, bot, message,
+                            call.now)
     if isinstance(reply, bot_api.Run):
         hard_timeout = reply.manifest.hard_timeout
         run_token = call.service.bot_tokens.run_token(call.caller, reply.manifest.task_id, hard_timeout, call.now)
@@ -394,6 +394,74 @@ def tasks_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
         owner = call.caller.identity
     return cancellation.cancel_many(call.service.context, tags, params["kill_running"], params["limit"], call.now,
                                     budget.Budget(budget.REQUEST_SECS), cursor=params["cursor"], owner=owner)
+
+
+#: Tags a task list ANDs, at most: with several, each costs a count's read.
+MAX_QUERY_TAGS = 16
+_TIME_PARAM = "RFC 3339, or seconds since the epoch; on the `sort` time"
+TASK_SELECTION: dict[str, Field] = {
+    "state": Choice(task_query.STATES, "ALL"),
+    "tags": ListOf(Text(MAX_TAG_LENGTH, TAG_RE), MAX_QUERY_TAGS, from_text=True, nullable=True,
+                   description="'key:value' tags, ANDed"),
+    "sort": Choice(task_query.TIMES + tuple(time.upper() for time in task_query.TIMES), "created_ts",
+                   description="the time the tasks are ordered by (newest first) and `start`/`end` bound"),
+    "start": task_query.Timestamp(None, nullable=True, description=f"from this time on ({_TIME_PARAM})"),
+    "end": task_query.Timestamp(None, nullable=True, description=f"before this time ({_TIME_PARAM})"),
+}
+TASK_PAGE = Shape({**TASK_SELECTION, "limit": fleet.LIMIT,
+                   "cursor": Text(1024, default=None, nullable=True, description="the previous page's cursor")})
+
+
+def _task_query(call: Call, params: dict[str, Any]) -> task_query.Query:
+    """The selection, once the caller may read every pool its `pool:` tags
+    name; with none, the caller must be allowed every pool (a global admin)."""
+    tags = tuple(params["tags"] or ())
+    selection = task_query.Selection(params["state"], tags, params["sort"].lower(), params["start"], params["end"])
+    for pool in sorted({tag.partition(":")[2] for tag in tags if tag.startswith("pool:")}) or [None]:
+        call.authorize(pool)
+    return task_query.Query(call.store.db, selection)
+
+
+def _task_page(call: Call, params: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A page of task documents, and the answer's `cursor` and `now`."""
+    query = _task_query(call, params)
+    cursor = task_query.Cursor.parse(params["cursor"], params["sort"].lower()) if params["cursor"] else None
+    docs, after = query.page(params["limit"] or fleet.DEFAULT_LIMIT, cursor)
+    return docs, {"cursor": after.to_text() if after else None, "now": iso(call.now)}
+
+
+@takes(TASK_PAGE, _object({"items": _list(TASK_RESULT), "now": STRING, **_PAGE}))
+def tasks_list(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """`state` (PENDING, RUNNING, PENDING_RUNNING, COMPLETED,
+    COMPLETED_SUCCESS, COMPLETED_FAILURE, EXPIRED, TIMED_OUT, BOT_DIED,
+    CANCELED, KILLED, NO_RESOURCE, CLIENT_ERROR, DEDUPED, ALL), `tags` (ANDed),
+    `sort` (`created_ts`, `started_ts`, `completed_ts`: newest first, and only
+    tasks that have that time), `start`, `end`, `limit` ≤ 1000 (200),
+    `cursor` → `{items, cursor, now}`: the task results, `cursor` null on the
+    last page. A page may hold fewer than `limit` with a cursor still set
+    (with several tags, a call reads at most 1,000 tasks). Viewers of the pool
+    the `pool:` tag names; without one, global admins."""
+    docs, page = _task_page(call, params)
+    return {"items": [TaskResult.from_doc(doc).to_wire() for doc in docs], **page}
+
+
+@takes(TASK_PAGE, _object({"items": _list(_object({"task_id": STRING, "name": STRING, "task_slices": _list(OBJECT),
+                                                     "authenticated": STRING})), "now": STRING, **_PAGE}))
+def tasks_requests(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `tasks_list` → `{items, cursor, now}`: the requests
+    of the same tasks (as `task_request` answers them, with `task_id`)."""
+    docs, page = _task_page(call, params)
+    return {"items": [{"task_id": doc["task_id"], **TaskRequest.from_wire(doc["request"]).to_wire(),
+                       "authenticated": doc["authenticated"]} for doc in docs], **page}
+
+
+@takes(Shape(TASK_SELECTION), _object({"count": INTEGER, "at_least": BOOLEAN, "now": STRING}))
+def tasks_count(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """The selection of `tasks_list` → `{count, at_least, now}`: exact up to
+    10,000 tasks (1,000 with several tags), beyond which `at_least` is true
+    and `count` the bound. Viewers of the pool the `pool:` tag names."""
+    count, at_least = _task_query(call, params).count()
+    return {"count": count, "at_least": at_least, "now": iso(call.now)}
 
 
 #: What every timer's body has (functions.timers): the task, and the second
@@ -610,7 +678,7 @@ def config_push(call: Call, params: dict[str, dict[str, str]]) -> dict[str, Any]
     return {"version": config.version}
 
 
-@takes(Shape({"digests": ListOf(DIGEST, MAX_BATCH, default=REQUIRED)}), _object({"missing": _DIGESTS}))
+@takes(Shape({"digests": DIGESTS}), _object({"missing": _DIGESTS}))
 def cas_find_missing(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`digests` (≤ 1,000 `{hash, size_bytes}`) → `{missing}`: those the
     content-addressed store lacks."""
@@ -668,6 +736,12 @@ FUNCTIONS: list[Function] = [
              summary="Why a task is still pending: matching bots, its place in its queue, its slices' expiry"),
     Function("task_cancel", task_cancel, Action.CANCEL_TASK,
              summary="Cancel a task, and kill it if it runs and asked to"),
+    Function("tasks_list", tasks_list, Action.READ_TASK,
+             summary="Tasks by state, tags and time, newest first, paged"),
+    Function("tasks_requests", tasks_requests, Action.READ_TASK,
+             summary="The requests of the tasks tasks_list selects, paged"),
+    Function("tasks_count", tasks_count, Action.READ_TASK,
+             summary="How many tasks a tasks_list selection has (exact up to a bound)"),
     Function("tasks_cancel", tasks_cancel, Action.CANCEL_TASK, summary="Cancel the tasks having every given tag"),
     Function("bots_list", bots_list, Action.READ_BOTS, ("GET", "POST"), summary="Bots by dimensions and state, paged"),
     Function("bots_count", bots_count, Action.READ_BOTS, ("GET", "POST"),

@@ -27,6 +27,7 @@ from functions.config_source import ConfigSource
 from functions.context import Context
 from functions.fleet import Fleet
 from functions.id_tokens import GOOGLE_CERTS_URL, IdTokens
+from functions.offers import Offers
 from functions.queues import QueueCache
 from functions.settings import Settings
 from functions.signed_tokens import SignedTokens
@@ -106,6 +107,10 @@ class Service:
     @functools.cached_property
     def queue_cache(self) -> QueueCache:
         return QueueCache()
+
+    @functools.cached_property
+    def offers(self) -> Offers:
+        return Offers()
 
     @functools.cached_property
     def service_config(self) -> ConfigSource:

@@ -33,6 +33,8 @@ BOTS = "bots"
 BOT_EVENTS = "bot_events"
 BOT_LIVENESS = "bot_liveness"
 BOT_DIMENSIONS = "bot_dimensions"
+#: The times a task list is ordered and ranged on (functions.task_query).
+TASK_TIMES = ("created_ts", "started_ts", "completed_ts")
 #: The web UI's sign-in credentials already used (functions.ui_session): a link signs in once.
 UI_SIGNINS = "ui_signins"
 #: Values one Firestore `in` filter takes.
@@ -56,6 +58,9 @@ COMPOSITE_INDEXES = frozenset({
     (TASK_RESULTS, ("state", "waiting_on")),
     (TASK_RESULTS, ("tags", "state")),
     (BOT_EVENTS, ("bot_id", "ts")),
+    # Task lists: a tag (or, with none, the query shards), the outcome (or any), by a time.
+    *((TASK_RESULTS, (key,) + outcome + (time,)) for time in TASK_TIMES
+      for key in ("tags", "query_shard") for outcome in ((), ("outcome",))),
 })
 
 
@@ -163,7 +168,7 @@ def settle(task_id: str, attempt: Callable[[], T]) -> T:
 
 
 class Store:
-    """Reads and transactions on tasks; writes go through a `TaskBatch`."""
+    """Reads of tasks and their guarded changes; writes go through a `TaskBatch`."""
 
     def __init__(self, db: firestore.Client):
         self._db = db
@@ -295,68 +300,76 @@ class Store:
 
     # Runs.
 
-    def transact(self, task_id: str, change: Callable[[TaskResult, "TaskBatch"], Writes],
-                 output: tuple[str, int, bytes] | None = None) -> TaskResult:
-        """In one transaction: reads the result, lets `change` check and change
-        it, add writes to the batch it is given, and decide what else to write:
-        the stdout packet `output` (run id, offset, bytes) at its offset, and
-        the result. An unknown task is NotFound (a 404)."""
+    def change_task(self, task_id: str, change: Callable[[TaskResult, "TaskBatch"], Writes],
+                    output: tuple[str, int, bytes] | None = None) -> TaskResult:
+        """Reads the result, lets `change` check and change it, add writes to
+        the batch it is given, and decide what else to write: the stdout
+        packet `output` (run id, offset, bytes) at its offset, and the result.
+        One batch, guarded by what was read (the result's update time, each
+        stdout chunk's, or its absence); a lost race reads and decides again
+        (`settle`). No lock is taken, so writers of one task never wait on
+        each other's (on the emulator contended transactions livelock,
+        LOCAL-STACK.md). An unknown task is NotFound (a 404)."""
         result_ref = self._doc(TASK_RESULTS, task_id)
-        run_id, offset, data = output or ("", 0, b"")
 
-        @firestore.transactional
-        def apply(transaction) -> TaskResult:
-            snap = get(result_ref, transaction)
+        def attempt() -> TaskResult:
+            snap = get(result_ref)
             if not snap.exists:
                 raise NotFound(f"no task {task_id}")
             result = TaskResult.from_doc(snap.to_dict())
-            extra = TaskBatch(self, transaction)
-            writes = change(result, extra)
-            if Writes.OUTPUT in writes:
-                self._write_output(transaction, run_id, offset, data)
+            batch = TaskBatch(self)
+            writes = change(result, batch)
+            if Writes.OUTPUT in writes and output is not None:
+                self._write_output(batch, *output)
             if Writes.RESULT in writes:
-                ops.write()
-                transaction.update(result_ref, result.to_doc())
-            extra.count()
+                batch.update_result(task_id, result.to_doc(), snap.update_time)
+            batch.commit()
             return result
 
-        return apply(self._db.transaction())
+        return settle(task_id, attempt)
 
-    def _write_output(self, transaction, run_id: str, offset: int, data: bytes) -> None:
+    def _write_output(self, batch: "TaskBatch", run_id: str, offset: int, data: bytes) -> None:
         """Raises stdout.Refused when the packet would change the stdout written."""
-        chunks = self.output_chunks(run_id, [index for index, _, _ in stdout.pieces(offset, data)], transaction)
+        snaps = self._chunk_snaps(run_id, [index for index, _, _ in stdout.pieces(offset, data)])
+        chunks = {index: stdout.Chunk.from_doc(snap.to_dict()) for index, snap in snaps.items() if snap.exists}
         for index, chunk in stdout.write(chunks, offset, data).items():
-            ops.write()
-            transaction.set(self._chunk_ref(run_id, index), chunk.to_doc())
+            seen = snaps[index]
+            batch.put_chunk(seen.reference, chunk.to_doc(), seen.update_time if seen.exists else None)
 
     def _chunk_ref(self, run_id: str, index: int) -> firestore.DocumentReference:
         return self._db.collection(TASK_OUTPUT).document(f"{hashed(run_id)}:{index:06d}")
 
-    def output_chunks(self, run_id: str, indexes: Iterable[int], transaction=None) -> dict[int, stdout.Chunk]:
-        """The stored chunks of these indexes (a missing one is left out)."""
+    def _chunk_snaps(self, run_id: str, indexes: Iterable[int]) -> dict[int, firestore.DocumentSnapshot]:
         refs = {index: self._chunk_ref(run_id, index) for index in indexes}
         if not refs:
             return {}
-        snaps = {snap.id: snap for snap in self._db.get_all(list(refs.values()), transaction=transaction)}
+        snaps = {snap.id: snap for snap in self._db.get_all(list(refs.values()))}
         ops.read(len(refs))
-        return {index: stdout.Chunk.from_doc(snaps[ref.id].to_dict()) for index, ref in refs.items()
-                if snaps[ref.id].exists}
+        return {index: snaps[ref.id] for index, ref in refs.items()}
 
-    def read_output(self, run_id: str, offset: int, length: int) -> bytes:
-        """Up to `length` bytes written contiguously from `offset`."""
-        chunks = self.output_chunks(run_id, stdout.chunk_range(offset, length))
-        return stdout.read(chunks, offset, length).data
+    def output_chunks(self, run_id: str, indexes: Iterable[int]) -> dict[int, stdout.Chunk]:
+        """The stored chunks of these indexes (a missing one is left out)."""
+        return {index: stdout.Chunk.from_doc(snap.to_dict())
+                for index, snap in self._chunk_snaps(run_id, indexes).items() if snap.exists}
+
+    def has_output(self, run_id: str) -> bool:
+        """Whether any chunk of the run's stdout was written, wherever it
+        starts (one read: a range of document names)."""
+        prefix = f"{hashed(run_id)}:"
+        collection = self._db.collection(TASK_OUTPUT)
+        return bool(query(self._db, TASK_OUTPUT, [("__name__", ">=", collection.document(prefix)),
+                                                   ("__name__", "<", collection.document(prefix + "~"))], limit=1))
 
 
 class TaskBatch:
-    """Writes committed all or nothing: a batch, or the writes a transaction
-    adds. Creates fail when the document exists, guarded deletes when it
-    changed since it was read."""
+    """Writes committed all or nothing, in one batch. Creates fail when the
+    document exists, guarded updates and deletes when it changed since it was
+    read."""
 
-    def __init__(self, store: Store, transaction: Any = None):
+    def __init__(self, store: Store):
         self._store = store
         self._db = store.db
-        self._writer = transaction if transaction is not None else self._db.batch()
+        self._writer = self._db.batch()
         self._writes = 0
 
     def _add(self, method: str, ref: firestore.DocumentReference, *args: Any, **kwargs: Any) -> None:
@@ -398,17 +411,22 @@ class TaskBatch:
         self._add("delete", self._db.collection(DEDUP).document(properties_hash),
                   option=self._db.write_option(last_update_time=seen_update_time))
 
+    def put_chunk(self, ref: firestore.DocumentReference, doc: dict[str, Any], seen_update_time: Any) -> None:
+        """A stdout chunk: created, or replacing the one read at `seen_update_time`."""
+        if seen_update_time is None:
+            self._add("create", ref, doc)
+        else:
+            self._add("update", ref, doc, option=self._db.write_option(last_update_time=seen_update_time))
+
     def merge_bot(self, bot_id: str, doc: dict[str, Any]) -> None:
         self._add("set", self._db.collection(BOTS).document(bot_id), doc, merge=True)
-
-    def count(self) -> None:
-        """Counts the writes of a transaction (which commits them itself)."""
-        ops.write(self._writes)
 
     def commit(self) -> None:
         """Raises Taken when a created document exists, LostRace when a guarded
         one changed (Contended when a lock held it too long); a failed batch
-        writes, and costs, nothing."""
+        writes, and costs, nothing. An empty batch is not sent."""
+        if not self._writes:
+            return
         try:
             self._writer.commit()
         except gexc.AlreadyExists as e:

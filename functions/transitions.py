@@ -14,7 +14,7 @@ IllegalTransition: a bug to fix, never a silent write.
 
 A final state never changes. Each function changes the TaskResult in place
 and returns the document fields it set, for a batch's `update_result`; a
-transaction writes the whole result instead.
+`Store.change_task` writes the whole result instead.
 """
 
 import dataclasses
@@ -61,7 +61,7 @@ def _move(result: TaskResult, move: str, state: State, now: datetime.datetime, *
     for name, value in fields.items():
         setattr(result, name, value)
     doc = result.to_doc()
-    return {name: doc[name] for name in ("state", "modified_ts", *fields)}
+    return {name: doc[name] for name in ("state", "outcome", "modified_ts", *fields)}
 
 
 def queue(result: TaskResult, slice_index: int, expiration_ts: datetime.datetime,

@@ -20,10 +20,10 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
-from shared.cas import MAX_BATCH, Digest
+from shared.cas import DIGEST, MAX_BATCH, Digest
 from shared.errors import ValidationError
 from shared.manifest import Manifest
-from shared.task_properties import CAS_REFERENCE, DIGEST, MAX_TIMEOUT_SECS, CasReference
+from shared.task_properties import CAS_REFERENCE, MAX_TIMEOUT_SECS, CasReference
 from shared.task_request import MAX_SLICES
 from shared.wire import (MAX_INT64, REQUIRED, Base64, Boolean, Choice, Field, Integer, Json, ListOf, Number, Schema,
                          Shape, Tagged, Text, WireObject, to_base64)

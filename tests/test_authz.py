@@ -39,6 +39,9 @@ TABLE = """
 | task_stdout | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_pending | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_cancel | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
+| tasks_list | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
+| tasks_requests | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
+| tasks_count | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | tasks_cancel | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | bots_list | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | bots_count | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
@@ -148,6 +151,9 @@ CALLS: dict[str, Callable[[World, str], tuple[str, dict[str, Any]]]] = {
     "task_stdout": lambda w, c: ("POST", {"task_id": w.task}),
     "task_pending": lambda w, c: ("POST", {"task_id": w.task}),
     "task_cancel": lambda w, c: ("POST", {"task_id": w.admins_task}),
+    "tasks_list": lambda w, c: ("POST", {"tags": ["pool:authz"]}),
+    "tasks_requests": lambda w, c: ("POST", {"tags": ["pool:authz"]}),
+    "tasks_count": lambda w, c: ("POST", {"tags": ["pool:authz"]}),
     "tasks_cancel": lambda w, c: ("POST", {"tags": ["pool:authz", "matrix:1"]}),
     "bots_list": lambda w, c: ("POST", {"dimensions": ["pool:authz"]}),
     "bots_count": lambda w, c: ("POST", {"dimensions": ["pool:authz"]}),

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from functions import cancellation, dedup, sweep
+from functions import bot_death, cancellation, dedup, stdout, sweep
 from local import cloud_tasks_emulator
 from tests.builders import bot_body, task_body
 
@@ -184,6 +184,16 @@ def test_heartbeats_keep_a_task_alive_without_new_timers(api, clock):
     clock.offset = 61 * SECOND  # the first timer's time: re-armed from the heartbeat
     assert api.ok("timer_bot_died", {"task_id": task_id, "try_number": 1}, role="admin")["done"] == "alive"
     assert _result(api, task_id)["state"] == "RUNNING"
+
+
+def test_output_past_a_lost_first_chunk_still_proves_the_command_started(api):
+    task_id = _task(api)["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    # The first chunk never came.
+    late = _update(api, run_id, output=base64.b64encode(b"later").decode(), output_chunk_start=stdout.CHUNK_SIZE + 10)
+    assert late.status_code == 200
+    answer = api.ok("bot_task_error", bot_body(task_id=run_id, message="disk on fire"), role="bot")
+    assert answer["state"] == "BOT_DIED"  # not retried: it may have had effects
 
 
 def test_a_task_error_is_bot_died_or_client_error(api):
@@ -383,9 +393,13 @@ def test_a_waiter_released_as_it_expires_leaves_nothing_to_claim(api, svc, clock
 
 # What lost timers leave behind.
 
+def _timers(svc, cloud_tasks):
+    return list(cloud_tasks_emulator.client_for(cloud_tasks.host).list_tasks(parent=svc.settings.tasks_queue))
+
+
 def _drop_timers(svc, cloud_tasks):
     client = cloud_tasks_emulator.client_for(cloud_tasks.host)
-    for task in client.list_tasks(parent=svc.settings.tasks_queue):
+    for task in _timers(svc, cloud_tasks):
         client.delete_task(name=task.name)
 
 
@@ -398,7 +412,15 @@ def test_the_sweep_repairs_what_lost_timers_left(api, svc, clock, cloud_tasks):
     assert api.ok("cron_sweep", {}, role="admin")["expired_slices"] == 0  # nothing late yet
     clock.offset = datetime.timedelta(seconds=600 + 61)
     swept = api.ok("cron_sweep", {}, role="admin")
-    assert swept["expired_slices"] == 1 and swept["dead_runs"] == 1
+    assert swept["expired_slices"] == 1 and swept["dead_runs"] == 0
     assert _result(api, pending)["state"] == "EXPIRED"
-    assert _result(api, running)["state"] == "BOT_DIED"  # never started, but its slice has no time left
+    # Found long after its due time, the run may have been silenced by an
+    # outage: its timer is armed again, after the outage grace.
+    assert _result(api, running)["state"] == "RUNNING"
+    [rearmed] = _timers(svc, cloud_tasks)
+    clock.offset += bot_death.OUTAGE_GRACE
+    due = rearmed.schedule_time.timestamp()
+    assert abs(due - (time.time() + clock.offset.total_seconds())) < 30
+    answer = api.ok("timer_bot_died", {"task_id": running, "try_number": 1, "due": int(due)}, role="admin")
+    assert answer == {"done": "BOT_DIED"}  # delivered on time, still silent; never started, but no time left
     assert api.ok("cron_sweep", {}, role="admin")["dead_runs"] == 0  # and again: nothing to do
