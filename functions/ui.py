@@ -15,6 +15,7 @@ Paths, below `BASE_URL/ui`: `/` and `/tasks`, `/task/<task_id>`, `/bots`,
 """
 
 import dataclasses
+import datetime
 import re
 import urllib.parse
 from pathlib import Path
@@ -45,6 +46,11 @@ API_ACTIONS = ("task_cancel", "bot_terminate", "bot_delete")
 PAGE_SIZE = 50
 #: A tree's manifest the files page reads itself (a 100,000-file tree's is about 10 MB).
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+#: The states the tasks page counts (task_query's), and how far back it may look.
+TASK_STATES = ("PENDING", "RUNNING", "COMPLETED_SUCCESS", "COMPLETED_FAILURE", "EXPIRED", "TIMED_OUT", "BOT_DIED",
+               "CANCELED", "KILLED", "NO_RESOURCE")
+SINCE = {"": None, "hour": datetime.timedelta(hours=1), "day": datetime.timedelta(days=1),
+         "week": datetime.timedelta(weeks=1)}
 #: The bot states the bots page filters on: the `bots_list` flags each sets.
 BOT_STATES = {"alive": {"is_dead": False}, "dead": {"is_dead": True}, "quarantined": {"quarantined": True},
               "maintenance": {"in_maintenance": True}, "busy": {"is_busy": True}}
@@ -127,7 +133,26 @@ class Pages:
         if isinstance(task_id, str) and task_id:
             quoted = urllib.parse.quote(task_id, safe="")
             return flask.redirect(f"{ui_session.ui_url(flask.request)}/task/{quoted}", 303)
-        return self.render("tasks.html")
+        params = self.call.params
+        pools = self._pools(Action.READ_TASK)
+        pool = params.get("pool") or (pools[0] if pools else "")
+        user, state, since = (params.get(name) or "" for name in ("user", "state", "since"))
+        if since not in SINCE:
+            raise BadRequest(f"since: one of {', '.join(name for name in SINCE if name)}")
+        tags = _as_list(params.get("tags"))
+        selection: dict[str, Any] = {"tags": [f"pool:{pool}"] * bool(pool) + [f"user:{user}"] * bool(user) + tags}
+        if SINCE[since]:
+            selection["start"] = int((self.call.now - SINCE[since]).timestamp())
+        page = self.ask("tasks_list", state=state or "ALL", limit=params.get("limit") or PAGE_SIZE,
+                        cursor=params.get("cursor"), **selection)
+        shown = {"pool": pool, "user": user, "since": since, "tags": tags, "limit": params.get("limit")}
+        base = f"{ui_session.ui_url(flask.request)}/tasks"
+        return self.render(
+            "tasks.html", pools=pools, pool=pool, user=user, state=state, since=since, tags=tags,
+            states=TASK_STATES, since_choices=list(SINCE), page=page,
+            counts={name: self.ask("tasks_count", state=name, **selection) for name in TASK_STATES},
+            links={name: _link(base, shown, state=name) for name in TASK_STATES},
+            next_page=_link(base, shown, state=state, cursor=page["cursor"]) if page["cursor"] else None)
 
     def task(self, task_id: str) -> flask.Response:
         result = self.ask("task_result", task_id=task_id)
@@ -205,6 +230,11 @@ class Pages:
         config = self.call.config
         return [name for name in sorted(config.pools)
                 if permissions.refusal(config, self.call.caller, action, name) is None]
+
+
+def _link(base: str, params: dict[str, Any], **more: Any) -> str:
+    """`base` with the parameters that are set (a list: one each)."""
+    return f"{base}?{urllib.parse.urlencode({k: v for k, v in {**params, **more}.items() if v}, doseq=True)}"
 
 
 def _as_list(value: Any) -> list[str]:

@@ -257,6 +257,37 @@ def test_a_task_s_inputs_link_to_their_files_and_each_file_downloads(api, sign_i
     assert page.request.get(f"{api.base_url}/ui/files/{'0' * 64}/10").status == 404
 
 
+def test_the_tasks_page_lists_newest_first_with_counts_filters_and_pages(api, sign_in, shots):
+    ids = [_new_task(api, command=["echo", str(n)]) for n in range(3)]
+    api.ok("task_cancel", {"task_id": ids[0]})
+    other = api.ok("tasks_new", task_body(["true"], dimensions={"pool": "default"}))["task_id"]
+    page = sign_in("user@example.com")
+
+    page.goto(f"{api.base_url}/ui/tasks?pool=e2e")
+    links = page.locator("#tasks tbody tr td:first-child a")
+    expect(links).to_have_count(3)
+    assert [href.rsplit("/", 1)[1] for href in links.evaluate_all("as => as.map(a => a.href)")] == ids[::-1]
+    assert other not in page.content()  # Another pool's.
+    expect(page.locator('#task-counts [data-count="PENDING"]')).to_contain_text("2")
+    expect(page.locator('#task-counts [data-count="CANCELED"]')).to_contain_text("1")
+    _check_accessible(page)
+    shots(page, "tasks")
+
+    page.select_option("#state", "CANCELED")
+    page.locator("#task-filters button", has_text="Filter").click()
+    expect(links).to_have_count(1)
+    assert links.get_attribute("href").endswith(ids[0])
+
+    page.goto(f"{api.base_url}/ui/tasks?pool=e2e&limit=2")
+    expect(links).to_have_count(2)
+    page.locator("#next-page").click()
+    expect(links).to_have_count(1)
+    assert links.get_attribute("href").endswith(ids[0])
+
+    page.goto(f"{api.base_url}/ui/tasks?pool=e2e&since=century")
+    expect(page.locator("main")).to_contain_text("since: one of")
+
+
 def test_why_pending_and_cancel_from_the_page(api, sign_in, shots):
     impossible = _new_task(api, os="NoSuchOS")
     first, second = _new_task(api), _new_task(api)
