@@ -3,7 +3,7 @@ started with bench/config/ and filled over the API with `--bots` bots (by
 their handshake) and `--tasks` pending tasks in the pool `bench`.
 
 For each page (a pending task with its why-pending panel, the bots of the
-pool with their counts and dimension values, one bot, the tasks page) viewed
+pool with their counts, one bot, the tasks of the pool with a count per state) viewed
 `--samples` times as the signed-in local user: the Firestore reads its answer
 reports (X-Firestore-Reads: bounded by the page size, never a scan; the
 counts are aggregations, one read per 1,000 entries) and the time to first
@@ -116,7 +116,7 @@ def main() -> None:
             session = sign_in(state_dir, base_url)
             pages = {"task (pending, why pending)": f"/ui/task/{created[-1]['task_id']}",
                      "bots (pool bench, 50 a page)": "/ui/bots?pool=bench", "bot": "/ui/bot/bench-bot-0",
-                     "tasks": "/ui/tasks"}
+                     "tasks (pool bench, 50 a page, 10 counts)": "/ui/tasks?pool=bench"}
             rows: list[tuple[str, Any]] = [("bots", args.bots), ("pending tasks", args.tasks)]
             for name, path in pages.items():
                 reads, ttfb = page_costs(session, base_url + path, args.samples)
