@@ -122,7 +122,7 @@ class Pages:
         for pattern, page in _ROUTES:
             match = re.fullmatch(pattern, path)
             if match:
-                return page(self, *[urllib.parse.unquote(group) for group in match.groups()])
+                return page(self, *match.groups())  # The path is decoded already.
         raise NotFound(f"no page {path}")
 
     def render(self, template: str, **values: Any) -> flask.Response:
@@ -137,12 +137,8 @@ class Pages:
         pools = self._pools(Action.READ_TASK)
         pool = params.get("pool") or (pools[0] if pools else "")
         user, state, since = (params.get(name) or "" for name in ("user", "state", "since"))
-        if since not in SINCE:
-            raise BadRequest(f"since: one of {', '.join(name for name in SINCE if name)}")
         tags = _as_list(params.get("tags"))
-        selection: dict[str, Any] = {"tags": [f"pool:{pool}"] * bool(pool) + [f"user:{user}"] * bool(user) + tags}
-        if SINCE[since]:
-            selection["start"] = int((self.call.now - SINCE[since]).timestamp())
+        selection = _task_selection(pool, user, tags, since, self.call.now)
         page = self.ask("tasks_list", state=state or "ALL", limit=params.get("limit") or PAGE_SIZE,
                         cursor=params.get("cursor"), **selection)
         shown = {"pool": pool, "user": user, "since": since, "tags": tags, "limit": params.get("limit")}
@@ -230,6 +226,16 @@ class Pages:
         config = self.call.config
         return [name for name in sorted(config.pools)
                 if permissions.refusal(config, self.call.caller, action, name) is None]
+
+
+def _task_selection(pool: str, user: str, tags: list[str], since: str, now: datetime.datetime) -> dict[str, Any]:
+    """The parameters of tasks_list and tasks_count the tasks page's filters make."""
+    if since not in SINCE:
+        raise BadRequest(f"since: one of {', '.join(name for name in SINCE if name)}")
+    selection: dict[str, Any] = {"tags": [f"pool:{pool}"] * bool(pool) + [f"user:{user}"] * bool(user) + tags}
+    if SINCE[since]:
+        selection["start"] = int((now - SINCE[since]).timestamp())
+    return selection
 
 
 def _link(base: str, params: dict[str, Any], **more: Any) -> str:
