@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load bench-query clean
+.PHONY: install chromium up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load bench-query bench-ui clean
 
 install: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): requirements.txt requirements-dev.txt client/requirements.txt function
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt -e .
+	$(MAKE) --no-print-directory chromium
 	touch $(STAMP)
+
+# The browser tests/test_ui*.py drive (playwright over the system's chromium):
+# installed with apt when missing and we may; otherwise say what to install.
+chromium:
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get install -y --no-install-recommends chromium; } \
+		|| echo "warning: no chromium: install Debian's 'chromium' package (or set SWARMING_CHROMIUM)" >&2
 
 $(CHECKOV): Makefile
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
@@ -56,6 +64,10 @@ bench-cas: install
 
 bench-auth: install
 	$(BIN)/python -m bench.auth
+
+# The web UI's pages: Firestore reads, time to first byte, the live log's latency.
+bench-ui: install
+	$(BIN)/python -m bench.ui --bots 1000 --tasks 10000
 
 bench-instances: install
 	$(BIN)/python -m bench.instances

@@ -16,8 +16,7 @@ from functions.bot_entry import DIMENSIONS_TTL, BotEntry
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
 from shared.bot_api import is_bot_id
-from functions.store import (BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TASK_RESULTS, Filter, check_index,
-                             filtered, get, query)
+from functions.store import BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TASK_RESULTS, Filter, count, get, query
 
 #: Bot events are kept this long (a Firestore TTL policy on `expire_at`).
 EVENTS_TTL = datetime.timedelta(days=28)
@@ -74,11 +73,7 @@ class BotStore:
         return False
 
     def count_bots(self, filters: list[Filter]) -> int:
-        """An aggregation: Firestore bills one read per 1,000 entries counted."""
-        check_index(BOTS, filters, None)
-        count = int(filtered(self._db, BOTS, filters).count().get()[0][0].value)
-        ops.read(max(1, -(-count // 1000)))
-        return count
+        return count(self._db, BOTS, filters)
 
     def set_dead(self, bot_id: str, dead: bool) -> bool:
         """Flags the entry dead or alive; False when the bot is not registered."""

@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 import flask
 
 from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, fleet, notifications,
-                       ops, permissions, runs, scheduler, slices, stdout, sweep, task_query, tasks, termination, timers)
+                       ops, pending, permissions, runs, scheduler, slices, stdout, sweep, task_query, tasks, termination,
+                       timers, ui)
 from functions.bot_code import VERSION_RE, BotCodeError
 from functions.bot_registry import BotRequest
 from functions.errors import BadRequest, NotFound, Unavailable
@@ -341,6 +342,21 @@ def task_stdout(call: Call, params: dict[str, Any]) -> dict[str, Any]:
                         check=_reader(call))
 
 
+@takes(ONE_TASK, _object({"task_id": STRING, "state": STRING, "slices": _list(_object({
+    "slice": INTEGER, "matching_bots": INTEGER, "partial": BOOLEAN, "position": _type("integer", nullable=True),
+    "expiration_ts": _TS, "blocking": _type("object", nullable=True)}))}), (404,))
+def task_pending(call: Call, params: dict[str, str]) -> dict[str, Any]:
+    """`task_id` → why it is still pending: for each slice it may still run
+    (`slices`, empty unless `PENDING`), how many live bots match it now
+    (`matching_bots`; `partial` when it has more OR alternatives than are
+    counted), when none does the dimension that rules out the most bots
+    (`blocking: {dimension, matching_bots}`), how many pending slices of its
+    queue bots get first (`position`, on the slice that waits) and when it
+    expires. A few count aggregations, whatever the fleet's size. Viewers of
+    the task's pool."""
+    return pending.explain(call.store, call.service.bot_store, params["task_id"], _reader(call))
+
+
 @takes(Shape({"task_id": task_ids.Id(task_ids.TASK), "kill_running": Boolean(from_text=True)}),
        _object({"canceled": BOOLEAN, "was_running": BOOLEAN}), (404,))
 def task_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -606,6 +622,22 @@ def bot_terminate(call: Call, params: dict[str, str]) -> dict[str, Any]:
     return termination.terminate(call.service.context, bot_id, pools[0], reason, _requester(call), call.now)
 
 
+# The web UI.
+
+@takes(Shape({}, lenient=True), STRING, (404,), media="text/html")
+def ui_page(call: Call, params: dict[str, Any]) -> flask.Response | dict[str, Any]:
+    """The web UI (`text/html`): `GET /ui` and `/ui/tasks` (tasks),
+    `/ui/task/<task_id>`, `/ui/bots` (filtered by `pool`, `dimensions`,
+    `state`), `/ui/bot/<bot_id>`, `/ui/files/<hash>/<size>` (a tree's files,
+    each linked to a short-lived signed URL); `/ui/api/<name>` answers the pages' scripts
+    in JSON (`task_stdout`, `task_cancel`, `bot_terminate`, `bot_delete`,
+    `retry`). Each page shows what the function of the JSON API answers the
+    signed-in person, asked with the same authorization. Sign in at
+    `/ui/signin` (an ID token → an HttpOnly session cookie): not signed in,
+    a page redirects there."""
+    return ui.Pages(call, {f.name: f for f in FUNCTIONS}).serve(flask.request.path)
+
+
 # The server itself.
 
 @takes(Shape({}), _object({"server_version": STRING, "bot_version": _TS, "config_version": STRING}))
@@ -719,6 +751,8 @@ FUNCTIONS: list[Function] = [
     Function("task_request", task_request, Action.READ_TASK, ("GET", "POST"),
              summary="A task's request (no secret bytes)"),
     Function("task_stdout", task_stdout, Action.READ_TASK, ("GET", "POST"), summary="A range of a task's stdout"),
+    Function("task_pending", task_pending, Action.READ_TASK, ("GET", "POST"),
+             summary="Why a task is still pending: matching bots, its place in its queue, its slices' expiry"),
     Function("task_cancel", task_cancel, Action.CANCEL_TASK,
              summary="Cancel a task, and kill it if it runs and asked to"),
     Function("tasks_list", tasks_list, Action.READ_TASK,
@@ -739,6 +773,8 @@ FUNCTIONS: list[Function] = [
     Function("bot_delete", bot_delete, Action.MANAGE_BOTS, summary="Forget a bot (it comes back if it calls again)"),
     Function("bot_terminate", bot_terminate, Action.MANAGE_BOTS,
              summary="Queue a priority-0 termination task for a bot: it finishes its task, then exits"),
+    Function("ui", ui_page, Action.SEE_SERVER, ("GET", "POST"), browser=ui.Browser(),
+             summary="The web UI: tasks, a task and its live stdout, bots, a bot"),
     Function("server_details", server_details, Action.SEE_SERVER, ("GET", "POST"),
              summary="The server's, the bot code's and the configuration's versions"),
     Function("server_permissions", server_permissions, Action.SEE_SERVER, ("GET", "POST"),

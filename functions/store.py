@@ -39,6 +39,8 @@ BOT_LIVENESS = "bot_liveness"
 BOT_DIMENSIONS = "bot_dimensions"
 #: The times a task list is ordered and ranged on (functions.task_query).
 TASK_TIMES = ("created_ts", "started_ts", "completed_ts")
+#: The web UI's sign-in credentials already used (functions.ui_session): a link signs in once.
+UI_SIGNINS = "ui_signins"
 #: Values one Firestore `in` filter takes.
 MAX_IN_VALUES = 30
 #: Reads and guarded commits of one decision (`settle`) before it gives up.
@@ -97,6 +99,14 @@ def query(db: firestore.Client, collection: str, filters: list[Filter], order_by
     docs = list(q.stream())
     ops.read(max(1, len(docs)))
     return docs
+
+
+def count(db: firestore.Client, collection: str, filters: list[Filter]) -> int:
+    """An aggregation, counted: Firestore bills one read per 1,000 entries counted."""
+    check_index(collection, filters, None)
+    found = int(filtered(db, collection, filters).count().get()[0][0].value)
+    ops.read(max(1, -(-found // 1000)))
+    return found
 
 
 def filtered(db: firestore.Client, collection: str, filters: list[Filter]) -> Any:
@@ -266,6 +276,21 @@ class Store:
             docs = query(self._db, TASK_TO_RUN, [("queue_key", "in", keys)], order_by="order_key", limit=limit)
             found += [TaskToRun.from_doc(d.to_dict()) for d in docs]
         return sorted(found, key=lambda t: t.order_key)[:limit]
+
+    def count_ahead(self, to_run: TaskToRun) -> int:
+        """How many pending slices of its queue bots get before this one."""
+        return count(self._db, TASK_TO_RUN, [("queue_key", "==", to_run.queue_key),
+                                             ("order_key", "<", to_run.order_key)])
+
+    def use_once(self, key: str, expire_at: datetime.datetime) -> bool:
+        """Records that the sign-in credential hashed to `key` was used;
+        False when it already was (its document's TTL is `expire_at`)."""
+        ops.write()
+        try:
+            self._doc(UI_SIGNINS, key).create({"expire_at": expire_at})
+        except gexc.AlreadyExists:
+            return False
+        return True
 
     def expired_slices(self, shard: int, before: datetime.datetime, limit: int) -> list[TaskToRun]:
         docs = query(self._db, TASK_TO_RUN, [("shard", "==", shard), ("expiration_ts", "<", before)],

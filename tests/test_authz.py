@@ -37,6 +37,7 @@ TABLE = """
 | task_result | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_request | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_stdout | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
+| task_pending | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_cancel | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
 | tasks_list | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | tasks_requests | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
@@ -50,6 +51,7 @@ TABLE = """
 | bot_tasks | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | bot_delete | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
 | bot_terminate | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
+| ui | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 403 | 403 | 403 |
 | server_details | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 403 | 403 | 403 |
 | server_permissions | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 403 | 403 | 403 |
 | server_token | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
@@ -148,6 +150,7 @@ CALLS: dict[str, Callable[[World, str], tuple[str, dict[str, Any]]]] = {
     "task_result": lambda w, c: ("POST", {"task_id": w.task}),
     "task_request": lambda w, c: ("POST", {"task_id": w.task}),
     "task_stdout": lambda w, c: ("POST", {"task_id": w.task}),
+    "task_pending": lambda w, c: ("POST", {"task_id": w.task}),
     "task_cancel": lambda w, c: ("POST", {"task_id": w.admins_task}),
     "tasks_list": lambda w, c: ("POST", {"tags": ["pool:authz"]}),
     "tasks_requests": lambda w, c: ("POST", {"tags": ["pool:authz"]}),
@@ -161,6 +164,7 @@ CALLS: dict[str, Callable[[World, str], tuple[str, dict[str, Any]]]] = {
     "bot_tasks": lambda w, c: ("POST", {"bot_id": "authz-1"}),
     "bot_delete": lambda w, c: ("POST", {"bot_id": w.registered(f"authz-del-{CALLERS.index(c)}")}),
     "bot_terminate": lambda w, c: ("POST", {"bot_id": "authz-1", "reason": c}),
+    "ui": lambda w, c: ("GET", {}),
     "server_details": lambda w, c: ("POST", {}),
     "server_permissions": lambda w, c: ("POST", {"pool": "authz"}),
     "server_token": lambda w, c: ("POST", {}),

@@ -417,6 +417,7 @@ resource "google_firestore_field" "ttl" {
     bot_events     = "bot_events"
     bot_dimensions = "bot_dimensions"
     request_uuids  = "request_uuids"
+    ui_signins     = "ui_signins"
   }
 
   project    = var.project
