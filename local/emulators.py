@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import requests
+
 from local import processes
 from local.processes import StartError
 
@@ -61,17 +63,32 @@ def java() -> str:
     return found
 
 
-def start_firestore(port: int, log_path: Path) -> Emulator:
+def start_firestore(port: int, log_path: Path, import_data: Path | None = None) -> Emulator:
+    """`import_data`: an export's `.overall_export_metadata` file, to start
+    with what it holds (`export_firestore`)."""
     jar = firestore_jar()
+    restore = [f"--import-data={import_data}"] if import_data else []
     process = processes.spawn(
         [java(), "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", str(jar),
          "com.google.cloud.datastore.emulator.firestore.CloudFirestore", "start",
-         "--host=127.0.0.1", f"--port={port}"],
+         "--host=127.0.0.1", f"--port={port}", *restore],
         log_path,
     )
     url = f"http://127.0.0.1:{port}"
     processes.wait_until(processes.http_ok(url + "/", expect="Ok"), process, "Firestore emulator", log_path)
     return Emulator("firestore", url, process, {"FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{port}"})
+
+
+def export_firestore(host: str, project: str, directory: Path) -> Path:
+    """Exports the project's documents with the emulator's own export; the
+    metadata file `start_firestore` imports them from."""
+    directory.mkdir(parents=True, exist_ok=True)
+    response = requests.post(f"http://{host}/emulator/v1/projects/{project}:export", timeout=60,
+                             json={"database": f"projects/{project}/databases/(default)",
+                                   "export_directory": str(directory)})
+    response.raise_for_status()
+    [metadata] = sorted(directory.glob("*/*.overall_export_metadata"))[-1:]
+    return metadata
 
 
 def pubsub_jar() -> Path:
