@@ -10,7 +10,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install chromium up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load bench-query bench-ui clean
+.PHONY: install chromium up down test bench bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-instances bench-load bench-query bench-ui bench-notify clean
 
 install: $(STAMP)
 
@@ -26,7 +26,8 @@ $(STAMP): requirements.txt requirements-dev.txt client/requirements.txt function
 # installed with apt when missing and we may; otherwise say what to install.
 chromium:
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& apt-get install -y --no-install-recommends chromium; } \
+		&& { apt-get install -y --no-install-recommends chromium \
+		     || { apt-get update -qq && apt-get install -y --no-install-recommends chromium; }; }; } \
 		|| echo "warning: no chromium: install Debian's 'chromium' package (or set SWARMING_CHROMIUM)" >&2
 
 $(CHECKOV): Makefile
@@ -49,7 +50,6 @@ bench: bench-lifecycle bench-scheduler bench-bot bench-cas bench-auth bench-inst
 bench-lifecycle: install
 	$(BIN)/python -m bench.lifecycle
 
-.PHONY: bench-notify
 bench-notify: install
 	$(BIN)/python -m bench.notify
 
