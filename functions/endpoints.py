@@ -459,13 +459,19 @@ def tasks_requests(call: Call, params: dict[str, Any]) -> dict[str, Any]:
                        "authenticated": doc["authenticated"]} for doc in docs], **page}
 
 
-@takes(Shape(TASK_SELECTION), _object({"count": INTEGER, "at_least": BOOLEAN, "now": STRING}))
+@takes(Shape(TASK_SELECTION), _object({"count": INTEGER, "at_least": BOOLEAN, "now": STRING,
+                                        "server_cost": _object({name: INTEGER for name in ops.SERVER_COST}),
+                                        "cost_saved_usd": _type("number")}))
 def tasks_count(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    """The selection of `tasks_list` → `{count, at_least, now}`: exact up to
-    10,000 tasks (1,000 with several tags), beyond which `at_least` is true
-    and `count` the bound. Viewers of the pool the `pool:` tag names."""
-    count, at_least = _task_query(call, params).count()
-    return {"count": count, "at_least": at_least, "now": iso(call.now)}
+    """The selection of `tasks_list` → `{count, at_least, now, server_cost,
+    cost_saved_usd}`: exact up to 10,000 tasks (1,000 with several tags),
+    beyond which `at_least` is true and `count` the bound; the sums are over
+    the tasks counted: what they cost the service (Firestore reads, writes,
+    Cloud Tasks operations) and what deduplication saved. Viewers of the
+    pool the `pool:` tag names."""
+    counted = _task_query(call, params).count()
+    return {"count": counted.count, "at_least": counted.at_least, "now": iso(call.now),
+            "server_cost": counted.server_cost, "cost_saved_usd": counted.cost_saved_usd}
 
 
 #: What every timer's body has (functions.timers): the task, and the second

@@ -171,21 +171,46 @@ class Query:
                 found.append(data)
         return found, None
 
-    def count(self) -> tuple[int, bool]:
-        """How many tasks, and whether there may be more (then at least that many)."""
+    def count(self) -> "Count":
+        """How many tasks, whether there may be more (then at least that
+        many), and what those counted cost: the service (`server_cost`) and
+        the deduplicated ones saved (`cost_saved_usd`)."""
         lead, others, empty = self._lead()
         if empty:
-            return 0, False
+            return Count(0, False, dict.fromkeys(ops.SERVER_COST, 0), 0.0)
         if not others:
-            found = self._count(lead, COUNT_BOUND)
-            return found, found >= COUNT_BOUND
-        matched = examined = 0
-        for doc in self._scan(lead, None, MAX_SCAN + 1, MAX_SCAN + 1):
+            return self._aggregate(lead)
+        matched, costs, saved = 0, dict.fromkeys(ops.SERVER_COST, 0), 0.0
+        for examined, doc in enumerate(self._scan(lead, None, MAX_SCAN + 1, MAX_SCAN + 1)):
             if examined == MAX_SCAN:
-                return matched, True
-            examined += 1
-            matched += set(others) <= set(doc.get("tags") or ())
-        return matched, False
+                return Count(matched, True, costs, saved)
+            if set(others) <= set(doc.get("tags") or ()):
+                matched += 1
+                costs = ops.added(costs, doc.get("server_cost") or {})
+                saved += doc.get("cost_saved_usd") or 0.0
+        return Count(matched, False, costs, saved)
+
+    def _aggregate(self, lead: str | None) -> "Count":
+        """Counts and sums in one aggregation of the lead's query, up to
+        COUNT_BOUND tasks: one read per 1,000."""
+        aggregation = self._query(lead).limit(COUNT_BOUND).count(alias="count")
+        for name in ops.SERVER_COST:
+            aggregation = aggregation.sum(f"server_cost.{name}", alias=name)
+        aggregation = aggregation.sum("cost_saved_usd", alias="cost_saved_usd")
+        found = {result.alias: result.value for result in aggregation.get()[0]}
+        count = int(found["count"])
+        ops.read(max(1, math.ceil(count / ENTRIES_PER_READ)))
+        return Count(count, count >= COUNT_BOUND, {name: int(found[name] or 0) for name in ops.SERVER_COST},
+                     float(found["cost_saved_usd"] or 0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Count:
+    count: int
+    at_least: bool
+    #: The sum of the counted tasks' `server_cost`, by operation.
+    server_cost: dict[str, int]
+    cost_saved_usd: float
 
 
 @dataclasses.dataclass(frozen=True)

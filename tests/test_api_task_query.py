@@ -209,3 +209,22 @@ def test_a_list_shows_only_the_pools_the_caller_may_read(api):
     assert len(_ids(api, role="admin", tags=["perm:1"])) == 2
     assert len(_ids(api, role="admin")) == 2
     assert api.post("tasks_list", {}, role=None).status_code == 401
+
+
+def test_counts_sum_what_the_tasks_cost_the_service_and_what_dedup_saved(api, tasks):
+    """One tag (an aggregation query) and two (the documents scanned) sum the
+    same: each counted task's server_cost, and the deduplicated one's saving."""
+    every = [task_id for ids in tasks.values() for task_id in ids]
+    results = [api.ok("task_result", {"task_id": task_id}) for task_id in every]
+    expected = {name: sum(r["server_cost"][name] for r in results) for name in ("firestore_reads",
+                                                                                  "firestore_writes",
+                                                                                  "cloud_tasks_ops")}
+    saved = sum(r.get("cost_saved_usd") or 0.0 for r in results)
+    assert expected["firestore_writes"] > 0
+    for tags in (["suite:q"], ["suite:q", "pool:default"]):
+        counted = api.ok("tasks_count", {"tags": tags}, role="admin")
+        assert counted["count"] == len(every)
+        assert counted["server_cost"] == expected
+        assert counted["cost_saved_usd"] == pytest.approx(saved)
+    none = api.ok("tasks_count", {"tags": ["suite:q", "no:such"]}, role="admin")
+    assert (none["count"], none["server_cost"]["firestore_reads"], none["cost_saved_usd"]) == (0, 0, 0.0)
