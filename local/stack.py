@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -102,6 +103,27 @@ def functions_env(state_dir: Path) -> dict[str, str]:
     """The environment the running stack's functions have, to serve them in
     another process against the same emulators (bench/auth.py does)."""
     return json.loads((Path(state_dir) / FUNCTIONS_ENV_FILE).read_text(encoding="utf-8"))
+
+
+def kill_gateway(state_dir: Path) -> None:
+    """SIGKILLs the running stack's gateway, all its workers with it, as a
+    crashed host would leave the functions' callers: their requests in
+    flight get no answer."""
+    state = read_state(state_dir)
+    assert state is not None, f"no stack in {state_dir}"
+    [record] = [r for r in state["processes"] if r["name"] == "gateway"]
+    os.killpg(os.getpgid(record["pid"]), signal.SIGKILL)
+    processes.stop(record["pid"], grace=0)  # Reaps it.
+    state["processes"].remove(record)
+    _write_state(state_dir, state)
+
+
+def start_gateway(state_dir: Path) -> None:
+    """Starts the stack's gateway again, on its port, with its settings."""
+    state = read_state(state_dir)
+    assert state is not None, f"no stack in {state_dir}"
+    port, env = state["ports"]["gateway"], functions_env(state_dir)
+    _launch(state_dir, state, "gateway", "gateway", lambda log_path: _start_gateway(port, log_path, env))
 
 
 def is_alive(record: Record) -> bool:
