@@ -61,11 +61,12 @@ def _timed_out(result: dict[str, Any], task_slice: dict[str, Any] | None) -> str
 
 
 def _killed(result: dict[str, Any], task_slice: dict[str, Any] | None) -> str:
-    return f"killed while running{_on_bot(result)}, by a cancel with kill_running"
+    return f"killed while running{_on_bot(result)}, by {result.get('canceled_by') or 'a cancel with kill_running'}"
 
 
 def _canceled(result: dict[str, Any], task_slice: dict[str, Any] | None) -> str:
-    return "canceled before its command started" + _on_bot(result)
+    by = f", by {result['canceled_by']}" if result.get("canceled_by") else ""
+    return "canceled before its command started" + _on_bot(result) + by
 
 
 def _bot_died(result: dict[str, Any], task_slice: dict[str, Any] | None) -> str:

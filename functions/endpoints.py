@@ -100,7 +100,7 @@ TASK_RESULT = _object({
     "bot_dimensions": _type("object", nullable=True), "exit_code": _type("integer", nullable=True),
     "duration": _type("number", nullable=True), "failure": BOOLEAN, "internal_failure": BOOLEAN,
     "deduped_from": _TS, "parent_task_id": _TS, "bot_ping_tolerance_secs": INTEGER,
-    "missing_cas": _type("array", nullable=True), "internal_failure_message": _TS,
+    "missing_cas": _type("array", nullable=True), "internal_failure_message": _TS, "canceled_by": _TS,
     "cas_output_root": _type("object", nullable=True), "performance_stats": _type("object", nullable=True),
     "costs_usd": _list(_type("number")), "cost_saved_usd": _type("number", nullable=True),
     "server_cost": {"type": "object", "properties": {name: INTEGER for name in ops.SERVER_COST}},
@@ -369,7 +369,7 @@ def task_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     if found is None:
         raise NotFound(f"no task {task_id}")
     call.authorize(found.pool, owner=found.authenticated)
-    return cancellation.cancel(call.service.context, task_id, params["kill_running"], call.now)
+    return cancellation.cancel(call.service.context, task_id, params["kill_running"], call.now, call.caller.identity)
 
 
 #: Tags a bulk cancel may AND.
@@ -397,7 +397,8 @@ def tasks_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
         call.authorize(pool, owner=call.caller.identity)
         owner = call.caller.identity
     return cancellation.cancel_many(call.service.context, tags, params["kill_running"], params["limit"], call.now,
-                                    budget.Budget(budget.REQUEST_SECS), cursor=params["cursor"], owner=owner)
+                                    budget.Budget(budget.REQUEST_SECS), call.caller.identity, cursor=params["cursor"],
+                                    owner=owner)
 
 
 #: Tags a task list ANDs, at most: with several, each costs a count's read.

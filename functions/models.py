@@ -66,6 +66,9 @@ class TaskResult:
     bot_ping_tolerance_secs: int = 1200
     #: A kill was asked while it ran: the bot is told to stop; it ends KILLED.
     killing: bool = False
+    #: Who cancelled or killed it: the caller, or `parent task <id>` when it
+    #: went with its parent.
+    canceled_by: str | None = None
     abandoned_ts: datetime.datetime | None = None
     #: The successful idempotent task whose outcome this one took.
     deduped_from: str | None = None

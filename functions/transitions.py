@@ -144,9 +144,10 @@ def take_success(result: TaskResult, owner: TaskResult, now: datetime.datetime) 
                  completed_ts=now, waiting_on=None)
 
 
-def abandon(result: TaskResult, state: State, now: datetime.datetime) -> Changes:
-    """A task that never ran ends: EXPIRED, CANCELED or NO_RESOURCE."""
-    return _move(result, "abandon", state, now, abandoned_ts=now, waiting_on=None)
+def abandon(result: TaskResult, state: State, now: datetime.datetime, canceled_by: str | None = None) -> Changes:
+    """A task that never ran ends: EXPIRED, CANCELED (by `canceled_by`) or NO_RESOURCE."""
+    by = {"canceled_by": canceled_by} if canceled_by else {}
+    return _move(result, "abandon", state, now, abandoned_ts=now, waiting_on=None, **by)
 
 
 def fail(result: TaskResult, state: State, message: str, missing_cas: list[dict[str, Any]] | None,
@@ -157,10 +158,10 @@ def fail(result: TaskResult, state: State, message: str, missing_cas: list[dict[
                  missing_cas=missing_cas)
 
 
-def kill(result: TaskResult, now: datetime.datetime) -> Changes:
-    """A running task is to be stopped: its bot is told at its next update,
-    and it ends KILLED (or CANCELED had its command not started)."""
-    return _move(result, "kill", State.RUNNING, now, killing=True, abandoned_ts=now)
+def kill(result: TaskResult, now: datetime.datetime, by: str) -> Changes:
+    """A running task is to be stopped (`by` whom): its bot is told at its
+    next update, and it ends KILLED (or CANCELED had its command not started)."""
+    return _move(result, "kill", State.RUNNING, now, killing=True, abandoned_ts=now, canceled_by=by)
 
 
 def notification_failed(reason: str) -> Changes:

@@ -59,14 +59,15 @@ def test_canceled_and_killed(api, base_url):
     api.ok("task_cancel", {"task_id": pending})
     canceled = _swarming(base_url, "collect", pending)
     assert canceled.exit_code == ExitStatus.CANCELED
-    assert canceled.stderr == f"task {pending} CANCELED: canceled before its command started\n"
+    by = "by user:user@example.com"
+    assert canceled.stderr == f"task {pending} CANCELED: canceled before its command started, {by}\n"
 
     task_id, run_id = _claimed(api)
-    api.ok("task_cancel", {"task_id": task_id, "kill_running": True})
+    api.ok("task_cancel", {"task_id": task_id, "kill_running": True}, role="admin")
     api.ok("bot_task_update", bot_body(task_id=run_id, exit_code=-15, duration=1.0), role="bot")
     killed = _swarming(base_url, "collect", task_id, "--json")
     assert killed.exit_code == ExitStatus.KILLED, killed.output
-    assert killed.stderr == f"task {task_id} KILLED: killed while running on bot bot-1, by a cancel with kill_running\n"
+    assert killed.stderr == f"task {task_id} KILLED: killed while running on bot bot-1, by user:admin@example.com\n"
 
 
 def test_bot_died_and_missing_inputs(api, base_url):

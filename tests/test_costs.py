@@ -70,7 +70,7 @@ def test_a_deduplicated_task_saved_what_its_owner_cost_and_costs_nothing():
 
 def test_only_an_end_of_a_notified_task_asks_for_its_notification():
     notified = _running(notify=True)
-    assert "notify" not in transitions.kill(notified, T0)
+    assert "notify" not in transitions.kill(notified, T0, "user:someone")
     assert transitions.complete(notified, Completion(0, 1.0), T0)["notify"] is True
     assert "notify" not in transitions.complete(_running(), Completion(0, 1.0), T0)
 

@@ -254,10 +254,14 @@ def test_cancelling_a_task_cancels_its_children_and_bulk_cancel_by_tags(api):
     assert f"parent_task_id:{parent}" in api.ok("task_request", {"task_id": children[0]})["tags"]
     api.ok("task_cancel", {"task_id": parent})
     assert [_result(api, c)["state"] for c in children] == ["CANCELED", "CANCELED"]
+    assert _result(api, parent)["canceled_by"] == "user:user@example.com"  # Who, recorded.
+    assert {_result(api, c)["canceled_by"] for c in children} == {f"parent task {parent}"}
     tagged = [_task(api, tags=["team:web", f"n:{i}"])["task_id"] for i in range(3)]
     answer = api.ok("tasks_cancel", {"tags": ["team:web", "pool:default"], "limit": 2})
     assert answer["canceled"] == 2
     assert sorted(_result(api, t)["state"] for t in tagged) == ["CANCELED", "CANCELED", "PENDING"]
+    by = sorted(str(_result(api, t)["canceled_by"]) for t in tagged)
+    assert by == ["None", "user:user@example.com", "user:user@example.com"]
     assert api.post("tasks_cancel", {"tags": []}).status_code == 400
 
 
@@ -358,13 +362,13 @@ def test_cancel_a_waiter(api, kill):
 def test_cancel_a_waiter_released_meanwhile_leaves_nothing_to_claim(api, monkeypatch):
     owner = api.ok("tasks_new", _idempotent())["task_id"]
     waiter = api.ok("tasks_new", _idempotent())["task_id"]
-    transact_cancel = cancellation._transact_cancel
+    cancel_waiter = cancellation._cancel_waiter
 
-    def owner_fails_first(ctx, task_id, now):  # between the cancel's read and its transaction
+    def owner_fails_first(ctx, task_id, now, by):  # between the cancel's read and its write
         _update(api, _claim(api, owner)["task_id"], exit_code=2, duration=1.0)  # the waiter is queued
-        return transact_cancel(ctx, task_id, now)
+        return cancel_waiter(ctx, task_id, now, by)
 
-    monkeypatch.setattr(cancellation, "_transact_cancel", owner_fails_first)
+    monkeypatch.setattr(cancellation, "_cancel_waiter", owner_fails_first)
     assert api.ok("task_cancel", {"task_id": waiter})["canceled"]
     assert _result(api, waiter)["state"] == "CANCELED"
     assert api.ok("bot_poll", bot_body(), role="bot")["cmd"] == "sleep"  # its queued slice went with it

@@ -112,8 +112,9 @@ def test_a_failed_run_keeps_why(state, missing):
 
 def test_a_kill_marks_a_running_task_without_ending_it():
     result = _running()
-    assert transitions.kill(result, NOW) == {"state": "RUNNING", "outcome": "RUNNING", "killing": True,
-                                             "abandoned_ts": NOW, "modified_ts": NOW}
+    assert transitions.kill(result, NOW, "user:admin@example.com") == {
+        "state": "RUNNING", "outcome": "RUNNING", "killing": True, "abandoned_ts": NOW, "modified_ts": NOW,
+        "canceled_by": "user:admin@example.com"}
     assert result.state == State.RUNNING and result.killing
 
 
@@ -127,7 +128,7 @@ MOVES = {
     "take_success": lambda r: transitions.take_success(r, _result(State.COMPLETED), NOW),
     "abandon": lambda r: transitions.abandon(r, State.EXPIRED, NOW),
     "fail": lambda r: transitions.fail(r, State.BOT_DIED, "", None, NOW),
-    "kill": lambda r: transitions.kill(r, NOW),
+    "kill": lambda r: transitions.kill(r, NOW, "user:admin@example.com"),
 }
 
 
