@@ -4,10 +4,15 @@
 live as real bots do, over real HTTP against the gateway: poll (echoing their
 session and reporting their sleep streak), sleep as long as the server says
 when it has nothing, claim the candidates in order until one is won, and
-complete it with a line of stdout. Before they start, `--submitters` threads
-create `--tasks` tasks spread over `--queues` queues (distinct dimension sets,
-as in `bench.scheduler`: each bot matches three). Ends when every task was
-completed, or after `--limit-secs`.
+complete it with a line of stdout. `--submitters` threads create `--tasks`
+tasks spread over `--queues` queues (distinct dimension sets, as in
+`bench.scheduler`: each bot matches three) while the bots run, as CI systems
+would, keeping at most `--backlog` created and not yet completed: the
+emulator answers each poll with a full scan of the pending slices
+(LOCAL-STACK.md), which 10,000 pending slices would take past the Firestore
+client's deadline; deployed, the queries are indexed. `--backlog 0` creates
+them all before the bots start. Ends when every task was completed, or after
+`--limit-secs`.
 
 Prints poll and claim latencies (p50, p99), claims lost to races, tasks per
 second, Firestore reads and writes per poll, claim and completion (from the
@@ -16,7 +21,7 @@ the 5xx answers of each function in the gateway's access log (retried ones
 included, timers' and cron's too). Checks every task ran exactly once: claims
 won and completions sent per task on the bots' side, and each task's result
 (COMPLETED, first try, by the bot that won it). Usage:
-`python -m bench.load [--bots N] [--tasks N] [--queues N] [--submitters N] [--limit-secs S]`.
+`python -m bench.load [--bots N] [--tasks N] [--queues N] [--backlog N] [--submitters N] [--limit-secs S]`.
 """
 
 import argparse
@@ -61,6 +66,8 @@ class Fleet:
         self.failed: Counter[str] = Counter()
         self.all_done = threading.Event()
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._issued = 0
 
     def claimed(self, task_id: str, bot_id: str) -> None:
         with self._lock:
@@ -70,8 +77,16 @@ class Fleet:
     def completed(self, task_id: str) -> None:
         with self._lock:
             self.completions[task_id] += 1
+            self._room.notify_all()
             if len(self.completions) >= self.expected:
                 self.all_done.set()
+
+    def wait_for_room(self, backlog: int) -> None:
+        """Returns when fewer than `backlog` tasks were created and not yet
+        completed (0: at once), counting the one about to be created."""
+        with self._room:
+            self._room.wait_for(lambda: not backlog or self._issued - len(self.completions) < backlog)
+            self._issued += 1
 
     def failure(self, error: ApiError) -> None:
         with self._lock:
@@ -114,25 +129,37 @@ def live(api: Api, bot: Bot, fleet: Fleet, stop: threading.Event) -> None:
             stop.wait(ERROR_PAUSE_SECS)
 
 
-def create(api: Api, args: argparse.Namespace) -> list[str]:
-    """Creates the tasks, round robin over the queues, from `--submitters` threads."""
-    return in_parallel(args.submitters, lambda t: call(api, "tasks_new", task_body(t % args.queues),
-                                                         USER).body["task_id"], range(args.tasks))
+def create(api: Api, args: argparse.Namespace, fleet: Fleet) -> tuple[list[str], float]:
+    """Creates the tasks, round robin over the queues, from `--submitters`
+    threads, keeping at most `--backlog` of them not completed; the task ids
+    and the time it took."""
+    def one(t: int) -> str:
+        fleet.wait_for_room(args.backlog)
+        return call(api, "tasks_new", task_body(t % args.queues), USER).body["task_id"]
+
+    start = time.perf_counter()
+    return in_parallel(args.submitters, one, range(args.tasks)), time.perf_counter() - start
 
 
-def run_fleet(api: Api, bots: list[Bot], args: argparse.Namespace, fleet: Fleet) -> float:
-    """The bots live until every task completed, or `--limit-secs`; the elapsed time."""
+def run_fleet(api: Api, bots: list[Bot], args: argparse.Namespace, fleet: Fleet) -> tuple[list[str], float, float]:
+    """With `--backlog`, the bots live while the tasks are created, else
+    after; until every task completed, or `--limit-secs`. The task ids, the
+    time their creation took and the bots' elapsed time."""
+    if not args.backlog:
+        task_ids, create_secs = create(api, args, fleet)
     stop = threading.Event()
     threads = [threading.Thread(target=live, args=(api, bot, fleet, stop), daemon=True) for bot in bots]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
-    fleet.all_done.wait(args.limit_secs)
+    if args.backlog:
+        task_ids, create_secs = create(api, args, fleet)
+    fleet.all_done.wait(max(0.0, args.limit_secs - (time.perf_counter() - start)))
     elapsed = time.perf_counter() - start
     stop.set()
     for thread in threads:
         thread.join()
-    return elapsed
+    return task_ids, create_secs, elapsed
 
 
 def results_of(api: Api, task_ids: list[str]) -> list[dict[str, Any]]:
@@ -210,7 +237,9 @@ def passed(rows: list[tuple[str, Any]]) -> bool:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bots", type=int, default=500, help="Simulated bots, one thread each.")
-    parser.add_argument("--tasks", type=int, default=10_000, help="Tasks created before the bots start.")
+    parser.add_argument("--tasks", type=int, default=10_000, help="Tasks to create.")
+    parser.add_argument("--backlog", type=int, default=1_000,
+                        help="Most tasks created and not yet completed (0: create them all before the bots start).")
     parser.add_argument("--queues", type=int, default=10, help="Distinct queues (dimension sets) of the tasks.")
     parser.add_argument("--submitters", type=int, default=8, help="Threads creating the tasks.")
     parser.add_argument("--limit-secs", type=float, default=3600.0, help="Stop the bots after this long (then report).")
@@ -230,11 +259,8 @@ def main() -> None:
             api = Api.of_stack(state_dir, stack["base_url"])
             bots = [Bot(bot_dimensions(b, args.queues)) for b in range(args.bots)]
             in_parallel(args.submitters, lambda bot: bot.call(api, "bot_handshake"), bots)
-            create_start = time.perf_counter()
-            task_ids = create(api, args)
-            create_secs = time.perf_counter() - create_start
             fleet = Fleet(args.tasks)
-            run_secs = run_fleet(api, bots, args, fleet)
+            task_ids, create_secs, run_secs = run_fleet(api, bots, args, fleet)
             results = results_of(api, task_ids)
         finally:
             local_stack.down(state_dir)
@@ -242,8 +268,8 @@ def main() -> None:
     done = len(fleet.completions)
     rows: list[tuple[str, Any]] = [
         ("date", date), ("bots", args.bots), ("tasks", args.tasks), ("queues", args.queues),
-        ("submitter threads", args.submitters),
-        ("create: tasks per s (before the bots start)", len(task_ids) / create_secs),
+        ("submitter threads", args.submitters), ("backlog (0: all created before the bots start)", args.backlog),
+        ("create: tasks per s", len(task_ids) / create_secs),
         ("run: wall time (s)", run_secs),
         ("tasks completed per s", done / run_secs),
         *call_figures(fleet.tally),

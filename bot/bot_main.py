@@ -37,6 +37,7 @@ import threading
 import time
 import traceback
 import uuid
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence, TypeVar
@@ -46,8 +47,10 @@ from bot import events, host_state, layout as layout_lib, probation, remote, run
 from bot import hooks as hooks_lib
 from bot.cas_cache import Limits
 from bot.runner_protocol import RunnerInput
+from bot.runner_server import RunnerServer
 from bot.running_code import Code, current_code
 from bot.task_runner import Clock, Timings
+from bot.unpacked_code import UnpackedCode
 from bot.updater import UpdateError, Updater
 from shared import dimensions as dims_lib
 from shared.api_error import ApiError
@@ -90,6 +93,8 @@ STOP_CHECK_SECS = 0.25
 #: The file on_before_task may write for the task (SWARMING_BOT_FILE), beside
 #: w/, which the runner wipes before the command starts; deleted after the task.
 BOT_FILE = "bot_file.json"
+#: Runners are forked from a runner server (bot/runner_server.py) where the bot runs from a zip on Linux.
+FORK_RUNNERS = sys.platform.startswith("linux")
 
 
 class Outcome(str, enum.Enum):
@@ -132,6 +137,10 @@ class Bot:
         self._now = now  # Unix time, which the authentication headers' expiry is in.
         self._reboot = reboot  # Reboots the host, for a hook's bot.host_reboot().
         self._code = code or current_code()  # What runs: its version, how to start a runner.
+        # The running zip unpacked and compiled, which runners start from; None from source.
+        self._unpacked = (UnpackedCode(self._code.zip_path, self._code.version, self._layout.code)
+                          if self._code.zip_path is not None else None)
+        self._runner_server: RunnerServer | None = None  # Forks the runners from the unpacked copy.
         # Update, restart, last known good copy.
         self._updater = updater or Updater(self._code, self._layout, [], bot_token=lambda: api.token)
         self._last_ditch_margin = last_ditch_margin  # Past the runner's own allowances.
@@ -278,6 +287,7 @@ class Bot:
                     self.bot_id, self._remote.server, source.value, reply.server_version, self._code.version,
                     reply.bot_version)
         self._updater.connected()
+        self._runner_python_args()  # Unpacks the version (once) and starts the runner server, not in a task's time.
         self.view.server_dimensions = reply.server_dimensions
         self._take_group_hooks(reply)
         self.hooks.on_handshake(self.view)
@@ -413,6 +423,7 @@ class Bot:
             return
         self._shut_down_reason = reason
         logger.info("bot %s: shutting down: %s", self.bot_id, reason)
+        self.close()
         self.hooks.on_bot_shutdown(self.view)
         self.hooks.setup_bot(self.view)  # What it answers no longer matters.
         self.reporter.report(events.BOT_SHUTDOWN, reason)
@@ -480,28 +491,78 @@ class Bot:
         env = self._runner_env()
         env["SWARMING_BOT_FILE"] = str(bot_file)
         # runner_supervisor starts `runner_cmd` followed by arguments of its own.
-        runner_cmd = [sys.executable, *self._code.python_args("run_task")]
+        python_args = self._runner_python_args()
+        runner_cmd = [sys.executable, *python_args, "run_task"]
         given = list(runner_cmd)
         self.hooks.on_before_task(self.view, str(bot_file), runner_cmd, env)
 
-        def popen(args: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+        def popen(args: Sequence[str], **kwargs: Any) -> Any:
             if runner_cmd != given and list(args[:len(given)]) == given:
                 logger.info("task %s: on_before_task changed the runner's command to %s", manifest.task_id,
                             runner_cmd)
-                args = [*runner_cmd, *args[len(given):]]
-            return subprocess.Popen(args, **kwargs)
+                return subprocess.Popen([*runner_cmd, *args[len(given):]], **kwargs)
+            return self._start_runner(args, python_args, **kwargs)
 
         try:
-            return runner_supervisor.run(
-                self._runner_input(manifest, run_token), python_args=self._code.python_args(),
+            report = runner_supervisor.run(
+                self._runner_input(manifest, run_token), python_args=python_args,
                 cwd=self._code.source_root, env=env, shutdown=self._shutdown,
                 deadline_secs=self._last_ditch(manifest), popen=popen,
             )
+            if report.failure is not None and self._unpacked is not None:
+                self._unpacked.suspect()  # A damaged copy may be why: checked whole before the next task,
+                self.close()  # and a new runner server started from it.
+            return report
         finally:
             try:
                 bot_file.unlink()
             except OSError:  # Never written; or left for the start-up clean-up.
                 pass
+
+    def _runner_python_args(self) -> list[str]:
+        """`python3 <these> run_task` starts a task runner: from the unpacked
+        copy of the running version, or, should it fail to build, the zip."""
+        if self._unpacked is not None:
+            try:
+                self._unpacked.ensure()
+            except (OSError, zipfile.BadZipFile) as e:
+                self.reporter.error(f"cannot unpack version {self._code.version} into {self._unpacked.path}: "
+                                    f"{e}; task runners start from the zip")
+            else:
+                self._serve_runners(self._unpacked.python_args())
+                return self._unpacked.python_args()
+        return self._code.python_args()
+
+    def _serve_runners(self, python_args: list[str]) -> None:
+        """Starts the runner server of `python_args`, unless it runs."""
+        server = self._runner_server
+        if not FORK_RUNNERS or (server is not None and server.alive):
+            return
+        self.close()
+        try:
+            self._layout.logs.mkdir(parents=True, exist_ok=True)
+            self._runner_server = RunnerServer(python_args, env=self._runner_env(),
+                                               stdout=self._layout.runner_stdout)
+        except OSError as e:
+            logger.error("bot %s: cannot start the runner server (%s): task runners are spawned", self.bot_id, e)
+
+    def _start_runner(self, args: Sequence[str], python_args: Sequence[str], **kwargs: Any) -> Any:
+        """Forks the runner from the runner server, when it serves these
+        python arguments and can; else spawns it."""
+        server = self._runner_server
+        prefix = [sys.executable, *python_args, "run_task"]
+        if server is not None and server.python_args == tuple(python_args) and list(args[:len(prefix)]) == prefix:
+            try:
+                return server.popen(args[len(prefix):], **kwargs)
+            except OSError as e:
+                logger.error("bot %s: the runner server cannot fork (%s): spawning the task runner", self.bot_id, e)
+        return subprocess.Popen(args, **kwargs)
+
+    def close(self) -> None:
+        """Ends the runner server, if any (before the bot exits or execs)."""
+        if self._runner_server is not None:
+            self._runner_server.close()
+            self._runner_server = None
 
     def _after_task(self, failure: bool, internal_failure: bool, dimensions: dims_lib.Dimensions,
                     summary: dict[str, Any]) -> None:

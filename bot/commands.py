@@ -8,6 +8,7 @@
     is_fine     exit 0 if this code imports and its config is readable
     attributes  print the bot's dimensions, state and version as JSON
     run_task    internal: run one task (bot/runner_main.py)
+    runner_server  internal: fork the bot's task runners (bot/runner_server.py)
 
 Exit codes: see ExitCode; `run_task` has its own (bot/runner_protocol.py).
 
@@ -294,7 +295,16 @@ def run_task(args: Sequence[str]) -> int:
     return runner_main.main(args)
 
 
+def serve_runners(args: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="runner_server", description="Internal: forks the bot's task runners.")
+    parser.add_argument("--socket-fd", type=int, required=True, help="the socket to the bot")
+    options = parser.parse_args(args)
+    from bot import runner_server
+
+    return runner_server.serve(options.socket_fd)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "start_bot": start_bot, "config": config, "version": version, "is_fine": is_fine,
-    "attributes": attributes, "run_task": run_task,
+    "attributes": attributes, "run_task": run_task, "runner_server": serve_runners,
 }

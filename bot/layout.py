@@ -8,6 +8,8 @@ everything it does not know is deleted at start-up.
     swarming_bot.zip         the last known good bot code (LKGBC)
     swarming_bot.1.zip       the two copies the bot runs from, alternately
     swarming_bot.2.zip
+    code/<version>/          the running version unpacked and byte-compiled, which task runners
+                             start from (bot/unpacked_code.py); other versions' copies are deleted
     w/                       the task's working directory, wiped before and after each task
     io/                      the task's ISOLATED_OUTDIR, beside w/ and wiped with it
     ctx/                     the task's LUCI_CONTEXT file (its secret bytes; bot/luci_context.py),
@@ -39,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 RUNNING_ZIPS = ("swarming_bot.1.zip", "swarming_bot.2.zip")
 LOCK = "swarming.lck"
+#: The unpacked copies of the bot code (bot/unpacked_code.py).
+CODE = "code"
 #: Credentials in files, kept by the start-up clean-up only until the bot reads them (bot/credentials.py).
 BOOTSTRAP_TOKEN, BOT_TOKEN = "bootstrap_token", "bot_token"
 #: The bot group's hooks script (the handshake's `bot_config`): the next handshake gives it again.
@@ -46,7 +50,7 @@ HOOKS = "hooks"
 #: What lives for one task only: made for it, wiped before and after it, and at start-up.
 TASK_DIRS = ("w", "io", "ctx")
 #: Kept at start-up; TASK_DIRS are not.
-KEPT = frozenset({"c", "cas_cache", "logs", LOCK, LKGBC, *RUNNING_ZIPS, BOOTSTRAP_TOKEN, BOT_TOKEN,
+KEPT = frozenset({"c", "cas_cache", "logs", LOCK, CODE, LKGBC, *RUNNING_ZIPS, BOOTSTRAP_TOKEN, BOT_TOKEN,
                   "README.md"})  # README.md: the seed lets on_bot_startup drop one in.
 KEPT_SUFFIX = "-cacert.pem"  # TLS roots some libraries insist on reading from a file.
 #: Each log rolls over at this size, keeping this many older files.
@@ -82,6 +86,10 @@ class Layout:
     @property
     def lkgbc(self) -> Path:
         return self.root / LKGBC
+
+    @property
+    def code(self) -> Path:
+        return self.root / CODE
 
     @property
     def work(self) -> Path:

@@ -43,8 +43,9 @@ class Unauthorized(ApiError):
 
 class RunGone(ApiError):
     """A task update the server refused for good: the run is no longer this
-    bot's to report on (409), or the server knows no such task (its own 404,
-    not a proxy's page)."""
+    bot's to report on (409), the server knows no such task (its own 404, not
+    a proxy's page), or it refuses the credential (its own 401: a run token
+    expired or signed with a secret since rotated, which no retry mends)."""
 
 
 class BadManifest(ApiError):
@@ -106,12 +107,14 @@ class Remote:
         return self._call("bot_claim", request, _claim_reply)
 
     def task_update(self, attributes: BotAttributes, run_id: str, update: Update) -> TaskUpdateReply:
-        """Raises RunGone when the run is no longer this bot's."""
+        """Raises RunGone when the run is no longer this bot's, or its
+        credential is refused for good."""
         try:
             return self._call("bot_task_update", TaskUpdate(self.with_session(attributes), run_id, update),
                               TaskUpdateReply.from_wire)
         except ApiError as e:
-            if e.status == CONFLICT or (e.status, e.code) == (NOT_FOUND, "not_found"):
+            if e.status == CONFLICT or (e.status, e.code) in ((NOT_FOUND, "not_found"),
+                                                               (UNAUTHORIZED, "unauthenticated")):
                 raise RunGone(e.call, e.status, e.code, e.message) from e
             raise
 

@@ -1,6 +1,8 @@
-"""Runs in the bot's process: each task in a task runner child process
+"""Runs in the bot's process: each task in a task runner process of its own
 (`run_task`, bot/runner_main.py; seed: "run", "Time out handling"), so that
-a runner that hangs or crashes costs one task, never the bot.
+a runner that hangs or crashes costs one task, never the bot. The runner is
+the bot's child, or forked by the bot's runner server (bot/runner_server.py,
+through `popen`): either way the bot knows it by its pid.
 
 The bot writes the runner's input and reads what becomes of the task from the
 status pipe (bot/runner_protocol.py). It keeps a last-ditch deadline of its

@@ -1,12 +1,15 @@
-"""`swarming bots` and `swarming bot`: the fleet as the registry sees it."""
+"""`swarming bots`, `bot` and `bot-tasks`: the fleet as the registry sees it; `terminate` and
+`delete-bots`: taking bots out of it."""
 
 import json
+import sys
 from typing import Any, Iterator
 
 import click
 
 from client.api import ApiError, Client
-from client.tasks_cli import fail, pairs, server_options
+from client.exit_status import ExitStatus
+from client.tasks_cli import _collect, fail, pairs, server_options
 
 #: Bots asked for per page while listing.
 PAGE = 500
@@ -41,7 +44,7 @@ def bots(client: Client, dimensions: tuple[str, ...], busy: bool | None, dead: b
             click.echo(json.dumps(counts, indent=2) if as_json else
                        "  ".join(f"{k}: {v}" for k, v in counts.items()))
             return
-        found = list(_all_bots(client, filters, limit))
+        found = list(paged(client, "bots_list", filters, limit))
     except ApiError as e:
         fail(e)
     if as_json:
@@ -51,14 +54,13 @@ def bots(client: Client, dimensions: tuple[str, ...], busy: bool | None, dead: b
         click.echo(_line(bot))
 
 
-def _all_bots(client: Client, filters: dict[str, Any], limit: int | None) -> Iterator[dict[str, Any]]:
-    """Follows the cursor until `limit` bots or the end."""
+def paged(client: Client, function: str, body: dict[str, Any], limit: int | None) -> Iterator[dict[str, Any]]:
+    """The items of `function`'s pages, following the cursor until `limit` items or the end."""
     cursor, shown = None, 0
     while True:
         page_size = min(PAGE, limit - shown) if limit else PAGE
-        page = client.call("bots_list", {**filters, "limit": page_size, "cursor": cursor})
-        for bot in page["items"]:
-            yield bot
+        page = client.call(function, {**body, "limit": page_size, "cursor": cursor})
+        yield from page["items"]
         shown += len(page["items"])
         cursor = page["cursor"]
         if not cursor or (limit and shown >= limit):
@@ -105,8 +107,69 @@ def bot(client: Client, bot_id: str, event_count: int, task_count: int, as_json:
         click.echo(f"  {event['ts']}  {event['event_type']:<15} {event.get('message', '')}")
     click.echo("tasks:")
     for task in shown["tasks"]:
-        click.echo(f"  {task['task_id']}  {task['state']:<10} exit {task['exit_code']}  {task['name']}")
+        click.echo(f"  {task_line(task)}")
 
 
 def _latest(client: Client, function: str, bot_id: str, count: int) -> list[dict[str, Any]]:
     return client.call(function, {"bot_id": bot_id, "limit": count})["items"] if count else []
+
+
+def task_line(task: dict[str, Any]) -> str:
+    return f"{task['task_id']}  {task['state']:<12} exit {task['exit_code']}  {task['name']}"
+
+
+@click.command("bot-tasks")
+@server_options
+@click.argument("bot_id")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
+              help="At most this many tasks, newest first (pages are followed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the tasks' results as a JSON list.")
+def bot_tasks(client: Client, bot_id: str, limit: int, as_json: bool) -> None:
+    """List the tasks a bot ran, newest first."""
+    try:
+        found = list(paged(client, "bot_tasks", {"bot_id": bot_id}, limit))
+    except ApiError as e:
+        fail(e)
+    click.echo(json.dumps(found, indent=2) if as_json else "\n".join(map(task_line, found)), nl=bool(found))
+
+
+@click.command()
+@server_options
+@click.argument("bot_id")
+@click.option("--reason", default="", help="Why: shown in the termination task's name.")
+@click.option("--wait", is_flag=True, help="Wait until the bot ran its termination task (it then exits).")
+@click.option("--timeout", type=float, default=0, help="With --wait: give up after this many seconds (0: never).")
+def terminate(client: Client, bot_id: str, reason: str, wait: bool, timeout: float) -> None:
+    """Ask a bot to stop: it finishes its current task, then runs a termination task and exits.
+
+    Prints the termination task's id; with --wait, exits as 'collect' of that task does."""
+    if timeout and not wait:
+        raise click.UsageError("--timeout goes with --wait")
+    try:
+        task_id = client.call("bot_terminate", {"bot_id": bot_id, "reason": reason})["task_id"]
+    except ApiError as e:
+        fail(e)
+    click.echo(task_id)
+    if wait:
+        sys.exit(_collect(client, [task_id], timeout, False, None, None))
+
+
+@click.command("delete-bots")
+@server_options
+@click.argument("bot_ids", nargs=-1, required=True, metavar="BOT_ID...")
+@click.option("--force", "-f", is_flag=True, help="Do not ask for confirmation.")
+def delete_bots(client: Client, bot_ids: tuple[str, ...], force: bool) -> None:
+    """Forget bots. A bot still running comes back when it next calls the server.
+
+    Asks first, unless --force. Exits 1 if any bot was unknown (the others are deleted)."""
+    if not force:
+        click.confirm(f"Delete {len(bot_ids)} bot(s): {' '.join(bot_ids)}?", abort=True, err=True)
+    failed = False
+    for bot_id in bot_ids:
+        try:
+            client.call("bot_delete", {"bot_id": bot_id})
+            click.echo(f"deleted {bot_id}")
+        except ApiError as e:
+            click.echo(f"error: {bot_id}: {e.message}", err=True)
+            failed = True
+    sys.exit(ExitStatus.ERROR if failed else ExitStatus.SUCCESS)

@@ -27,6 +27,10 @@ class ExitStatus(enum.IntEnum):
 def for_result(result: dict) -> int:
     state = State(result["state"])
     if state == State.COMPLETED:
-        code = result.get("exit_code") or 0
-        return code if 0 <= code <= 255 else (128 - code if code < 0 else 255)
+        return for_exit_code(result.get("exit_code") or 0)
     return ExitStatus[state.name]
+
+
+def for_exit_code(code: int) -> int:
+    """A process's exit code as ours: a signal N (negative) gives 128 + N."""
+    return code if 0 <= code <= 255 else (128 - code if code < 0 else 255)

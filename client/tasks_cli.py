@@ -6,11 +6,11 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, BinaryIO, Callable, NoReturn, TypeVar
 
 import click
 
-from client import credentials, exit_status, transfers
+from client import credentials, exit_status, outcome, slices, transfers
 from client.api import ApiError, Client
 from shared import local_state, task_properties, task_request
 from shared.cas import Digest
@@ -68,6 +68,20 @@ def pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
     return pairs
 
 
+class TagType(click.ParamType):
+    """A tag, KEY:VALUE, the key not empty."""
+
+    name = "KEY:VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not task_request.TAG_RE.fullmatch(value):
+            self.fail(f"{value!r} is not key:value", param, ctx)
+        return value
+
+
+tag_type = TagType()
+
+
 def _read_secret(context: click.Context, param: click.Parameter, path: str | None) -> bytes | None:
     """The file's bytes, read while the options are parsed: a file missing,
     unreadable or too large is a usage error before any call."""
@@ -91,7 +105,7 @@ def request_options(command: Callable) -> Callable:
         click.option("--name", default="", help="Task name."),
         click.option("--priority", type=int, default=task_request.DEFAULT_PRIORITY, show_default=True,
                      help="0 (most urgent) to 255."),
-        click.option("--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Tag (repeatable)."),
+        click.option("--tag", "tags", multiple=True, type=tag_type, help="Tag (repeatable)."),
         click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable."),
         click.option("--user", default="", help="User the task runs for (default: the caller)."),
         click.option("--hard-timeout", type=int, default=task_properties.DEFAULT_EXECUTION_TIMEOUT_SECS,
@@ -113,7 +127,38 @@ def request_options(command: Callable) -> Callable:
         click.option("--secret-bytes-path", "secret_bytes", metavar="FILE", callback=_read_secret,
                      help=f"Give the task this file's bytes (at most {task_properties.MAX_SECRET_BYTES} bytes), "
                           "which it alone reads, from the file its LUCI_CONTEXT variable names."),
-        click.argument("command_args", nargs=-1, required=True, metavar="-- COMMAND [ARGS]..."),
+        click.option("--relative-cwd", default="", metavar="PATH",
+                     help="Run the command in this directory, relative to the task's inputs."),
+        click.option("--env-prefix", "env_prefixes", multiple=True, nargs=2, metavar="KEY PATH",
+                     help="Prepend PATH (relative to the task's directory) to the variable KEY, as a path list "
+                          "(repeatable; the paths of a key in order)."),
+        click.option("--named-cache", "named_caches", multiple=True, nargs=2, metavar="NAME PATH",
+                     help="Mount the bot's named cache NAME at PATH, relative to the task's directory (repeatable)."),
+        click.option("--output", "outputs", multiple=True, metavar="PATH",
+                     help="A file the command leaves, relative to its directory, to upload with its outputs "
+                          "(repeatable)."),
+        click.option("--optional-dimension", "optional_dimensions", multiple=True, nargs=3,
+                     type=(str, str, click.IntRange(min=1)), metavar="KEY VALUE EXPIRATION",
+                     help="Ask also for this dimension during the first EXPIRATION seconds, then without it: "
+                          "makes task slices (repeatable; see docs/cli.md)."),
+        click.option("--service-account", default="", metavar="ACCOUNT",
+                     help="The task's service account: 'none' (default) or 'bot' (the bot's own)."),
+        click.option("--parent-task-id", envvar="SWARMING_TASK_ID", default="", metavar="TASK_ID",
+                     help="The task that creates this one: cancelled with it. Default: $SWARMING_TASK_ID, set "
+                          "when run inside a task."),
+        click.option("--pubsub-topic", default="", metavar="projects/P/topics/T",
+                     help="Publish a message on this Pub/Sub topic when the task ends (docs/tasks.md)."),
+        click.option("--pubsub-userdata", default="", metavar="TEXT",
+                     help="Given back in the message's data, as 'userdata'."),
+        click.option("--pubsub-auth-token", envvar="SWARMING_PUBSUB_AUTH_TOKEN", default="", metavar="TOKEN",
+                     help="Sent as the message's 'auth_token' attribute, never shown by the service "
+                          "(default: $SWARMING_PUBSUB_AUTH_TOKEN, which keeps it off the command line)."),
+        click.option("--bot-ping-tolerance", type=int, default=task_request.DEFAULT_BOT_PING_TOLERANCE_SECS,
+                     show_default=True, help="Seconds the bot may go silent before the task is BOT_DIED."),
+        click.option("--json-input", type=click.File("rb"), metavar="FILE",
+                     help="The whole NewTaskRequest as JSON, as the HTTP API's tasks_new takes it ('-': stdin); "
+                          "no request flag nor command then."),
+        click.argument("command_args", nargs=-1, metavar="-- COMMAND [ARGS]..."),
     ]):
         command = decorator(command)
     return command
@@ -122,11 +167,25 @@ def request_options(command: Callable) -> Callable:
 def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: tuple[str, ...],
                   env: tuple[str, ...], user: str, hard_timeout: int, io_timeout: int, grace_period: int,
                   idempotent: bool, expiration: int, wait_for_capacity: bool, secret_bytes: bytes | None,
-                  command_args: tuple[str, ...]) -> dict[str, Any]:
+                  command_args: tuple[str, ...], relative_cwd: str = "",
+                  env_prefixes: tuple[tuple[str, str], ...] = (), named_caches: tuple[tuple[str, str], ...] = (),
+                  outputs: tuple[str, ...] = (), optional_dimensions: tuple[slices.Optional, ...] = (),
+                  service_account: str = "", parent_task_id: str = "", pubsub_topic: str = "",
+                  pubsub_userdata: str = "", pubsub_auth_token: str = "",
+                  bot_ping_tolerance: int = task_request.DEFAULT_BOT_PING_TOLERANCE_SECS) -> dict[str, Any]:
+    if not command_args:
+        raise click.UsageError("give the command after '--', or the whole request with --json-input")
+    prefixes: dict[str, list[str]] = {}
+    for key, path in env_prefixes:
+        prefixes.setdefault(key, []).append(path)
     properties = {
         "command": list(command_args),
+        "relative_cwd": relative_cwd,
         "dimensions": [{"key": k, "value": v} for k, v in pairs(dimensions, "--dimension")],
         "env": [{"key": k, "value": v} for k, v in pairs(env, "--env")],
+        "env_prefixes": [{"key": k, "value": paths} for k, paths in prefixes.items()],
+        "caches": [{"name": n, "path": p} for n, p in named_caches],
+        "outputs": list(outputs),
         "execution_timeout_secs": hard_timeout,
         "io_timeout_secs": io_timeout,
         "grace_period_secs": grace_period,
@@ -134,10 +193,32 @@ def build_request(dimensions: tuple[str, ...], name: str, priority: int, tags: t
     }
     if secret_bytes is not None:
         properties["secret_bytes"] = to_base64(secret_bytes)
-    task_slice = {"properties": properties, "expiration_secs": expiration, "wait_for_capacity": wait_for_capacity}
     # Its own uuid: a retried create returns the task the first try made (Client.new_task retries it).
-    return {"name": name, "priority": priority, "tags": list(tags), "user": user, "task_slices": [task_slice],
-            "request_uuid": str(uuid.uuid4())}
+    return {"name": name, "priority": priority, "tags": list(tags), "user": user,
+            "task_slices": slices.task_slices(properties, expiration, wait_for_capacity, list(optional_dimensions)),
+            "service_account": service_account, "parent_task_id": parent_task_id,
+            "pubsub_topic": pubsub_topic, "pubsub_userdata": pubsub_userdata, "pubsub_auth_token": pubsub_auth_token,
+            "bot_ping_tolerance_secs": bot_ping_tolerance, "request_uuid": str(uuid.uuid4())}
+
+
+def _read_json_input(source: BinaryIO, request_args: dict[str, Any]) -> dict[str, Any]:
+    """The request of --json-input, which no request flag may amend (but the
+    inputs, --cas-dir or --cas-digest): each given on the command line is a
+    usage error, so that what runs is the file."""
+    context = click.get_current_context()
+    given = [name for name in request_args
+             if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given or request_args["command_args"]:
+        options = {param.name: param.opts[-1] for param in context.command.params}
+        flags = ", ".join("the command" if n == "command_args" else options[n] for n in given)
+        raise click.UsageError(f"--json-input is the whole request: drop {flags or 'the command'}")
+    try:
+        request = json.loads(source.read(task_request.MAX_REQUEST_BYTES + 1))
+    except ValueError as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint="--json-input") from None
+    if not isinstance(request, dict):
+        raise click.BadParameter("not a JSON object (a NewTaskRequest)", param_hint="--json-input")
+    return {"request_uuid": str(uuid.uuid4()), **request}
 
 
 def output_options(command: Callable) -> Callable:
@@ -151,17 +232,22 @@ def output_options(command: Callable) -> Callable:
     return command
 
 
-def _trigger(client: Client, cas_dir: Path | None, cas_digest: Digest | None, **request_args: Any) -> str:
+def _trigger(client: Client, cas_dir: Path | None, cas_digest: Digest | None, json_input: BinaryIO | None,
+             **request_args: Any) -> str:
     """Creates the task; with --cas-dir, uploads its inputs first."""
     if cas_dir and cas_digest:
         raise click.UsageError("give --cas-dir or --cas-digest, not both")
-    request = build_request(**request_args)  # Checked before anything is uploaded.
+    # Checked before anything is uploaded.
+    if json_input:
+        request = _read_json_input(json_input, request_args)
+    else:
+        request = build_request(**request_args)
     try:
         if cas_dir:
             cas_digest = transfers.archive(client, cas_dir).digest
             click.echo(f"inputs {cas_digest}", err=True)
-        if cas_digest:
-            request["task_slices"][0]["properties"]["cas_input_root"] = {"digest": cas_digest.to_wire()}
+        for task_slice in request["task_slices"] if cas_digest else ():
+            task_slice["properties"]["cas_input_root"] = {"digest": cas_digest.to_wire()}
         return client.new_task(request)["task_id"]
     except ApiError as e:
         fail(e)
@@ -234,6 +320,7 @@ def _collect(client: Client, task_ids: list[str], timeout: float, as_json: bool,
                 _download_outputs(client, result, output_dir)
             if sink is not None:
                 stdouts.append(sink.decode("utf-8", "replace"))
+            _explain(client, result)
             results.append(result)
     except ApiError as e:
         fail(e)
@@ -247,6 +334,18 @@ def _collect(client: Client, task_ids: list[str], timeout: float, as_json: bool,
     if as_json:
         click.echo(json.dumps([{**r, "output": o} for r, o in zip(results, stdouts)], indent=2))
     return next((code for code in map(exit_status.for_result, results) if code), 0)
+
+
+def _explain(client: Client, result: dict[str, Any]) -> None:
+    """Says on stderr why a task did not complete (client/outcome.py); its
+    request, for the slice it waited on, only then."""
+    if result["state"] == State.COMPLETED.value:
+        return
+    try:
+        request = client.call("task_request", {"task_id": result["task_id"]})
+    except ApiError:
+        request = None  # The reason without the slice's dimensions.
+    click.echo(outcome.explain(result, request), err=True)
 
 
 def _download_outputs(client: Client, result: dict[str, Any], output_dir: Path) -> None:

@@ -6,7 +6,9 @@ script's URL may carry a bootstrap token as `?token=`), which is either
   bot's service account, or the service account Cloud Tasks and Cloud
   Scheduler call the timers and the cron as (the `internal` caller); or
 - a token the server signed itself (`functions.signed_tokens`): a bot's, a
-  task runner's, or a new host's bootstrap token.
+  task runner's, or a new host's bootstrap token, or the web UI's session
+  token, minted for a person once their ID token was verified here
+  (`functions.ui_session`: the browser shows it from its cookie).
 
 There is no other way in: no static token, locally either (the local stack
 runs an OIDC issuer of its own). What a caller may then do is
@@ -37,8 +39,8 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("missing 'Authorization: Bearer <token>' header")
-        kind = next((k for k in (signed_tokens.BOT, signed_tokens.RUN, signed_tokens.BOOTSTRAP) if k.owns(token)),
-                    None)
+        kinds = (signed_tokens.BOT, signed_tokens.RUN, signed_tokens.BOOTSTRAP, signed_tokens.SESSION)
+        kind = next((k for k in kinds if k.owns(token)), None)
         if kind is not None:
             return self._signed(kind, token)
         if id_tokens.looks_like_jwt(token):
@@ -51,6 +53,8 @@ class Authenticator:
         if self._tokens is None:
             raise Unauthorized(f"{kind.name}s are not accepted: the server has no token secret")
         claims = self._tokens.verify(kind, token, self._clock())
+        if kind is signed_tokens.SESSION:
+            return Caller(Kind.PERSON, claims["sub"])
         if kind is signed_tokens.BOOTSTRAP:
             return Caller(Kind.BOOTSTRAP, f"bootstrap:{claims['sub']}")
         bot = {"bot_id": claims["bot"], "group": claims["group"], "group_version": claims["gv"]}

@@ -33,6 +33,13 @@ from shared.task_request import TaskRequest
 
 BOT_DIED = "timer_bot_died"
 MAX_TRIES = 2
+#: A timer delivered this long after its second could not be delivered or
+#: served before: the service was unreachable, and so were the heartbeats.
+LATE_DELIVERY = datetime.timedelta(seconds=60)
+#: After such an outage, the bots have this long to report again...
+OUTAGE_GRACE = datetime.timedelta(seconds=120)
+#: ...unless their silence outlasted this: then it is theirs.
+MAX_OUTAGE = datetime.timedelta(hours=1)
 
 
 def arm(ctx: Context, task_id: str, try_number: int, due: datetime.datetime, delivered: int | None = None) -> int:
@@ -52,10 +59,11 @@ def check(ctx: Context, task_id: str, try_number: int, now: datetime.datetime,
         result = found[0] if found else None
         if found is None or result.state != State.RUNNING or result.try_number != try_number:
             return {"done": "the try is no longer running"}
-        due = result.modified_ts + datetime.timedelta(seconds=result.bot_ping_tolerance_secs)
+        due = silence_due(result)
         if now < due:
-            second = arm(ctx, task_id, try_number, due, delivered)
-            return {"done": "alive", "next": datetime.datetime.fromtimestamp(second, datetime.UTC).isoformat()}
+            return _again(ctx, task_id, try_number, due, delivered)
+        if _after_outage(delivered, due, now):
+            return _again(ctx, task_id, try_number, now + OUTAGE_GRACE, delivered)
         return _end(ctx, found, State.BOT_DIED, "the bot stopped reporting", None, now)
 
     outcome = settle(task_id, attempt)
@@ -63,6 +71,31 @@ def check(ctx: Context, task_id: str, try_number: int, now: datetime.datetime,
         return outcome
     dedup.finished(ctx, outcome, now)
     return {"done": outcome.state.value}
+
+
+def _again(ctx: Context, task_id: str, try_number: int, due: datetime.datetime,
+           delivered: int | None) -> dict[str, Any]:
+    second = arm(ctx, task_id, try_number, due, delivered)
+    return {"done": "alive", "next": datetime.datetime.fromtimestamp(second, datetime.UTC).isoformat()}
+
+
+def silence_due(result: TaskResult) -> datetime.datetime:
+    """When the running try is dead unless its bot reports."""
+    return result.modified_ts + datetime.timedelta(seconds=result.bot_ping_tolerance_secs)
+
+
+def _after_outage(delivered: int | None, due: datetime.datetime, now: datetime.datetime) -> bool:
+    """The check comes late (a timer delivered `LATE_DELIVERY` after its
+    second `delivered`, or the sweep doing what a timer due then should have
+    done; none: a call that does not say when it was due): the service
+    may have been unreachable meanwhile, and the bot's heartbeats with it.
+    Its run then gets `OUTAGE_GRACE` to report before it is declared dead,
+    so a bot still running is not raced by a retry; a silence longer than
+    `MAX_OUTAGE` is the bot's own."""
+    if delivered is None:
+        return False
+    late = now - datetime.datetime.fromtimestamp(delivered, datetime.UTC) > LATE_DELIVERY
+    return late and now - due < MAX_OUTAGE
 
 
 def task_error(ctx: Context, bot: BotRequest, message: TaskError, now: datetime.datetime) -> TaskErrorReply:
@@ -96,7 +129,7 @@ def _end(ctx: Context, found: tuple[TaskResult, TaskRequest, Any], state: State,
     moved meanwhile)."""
     result, request, seen = found
     # Output proves the command started (its first heartbeat may not be written yet).
-    had_output = bool(result.run_id and ctx.store.read_output(result.run_id, 0, 1))
+    had_output = bool(result.run_id and ctx.store.has_output(result.run_id))
     batch = ctx.store.batch()
     if state == State.BOT_DIED and _retryable(result, request, had_output, now):
         changes = slices.enqueue(ctx, batch, result, request, result.current_task_slice, now,

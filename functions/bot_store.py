@@ -3,6 +3,8 @@ the dimension values of each pool (counted like `functions.store`)."""
 
 import datetime
 import hashlib
+import logging
+import threading
 import uuid
 from typing import Any
 
@@ -12,12 +14,13 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from functions import bot_liveness as liveness
 from functions import ops
-from functions.bot_entry import DIMENSIONS_TTL, BotEntry
+from functions.bot_entry import DIMENSIONS_REWRITE_SECS, DIMENSIONS_TTL, BotEntry
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
 from shared.bot_api import is_bot_id
-from functions.store import (BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TASK_RESULTS, Filter, check_index,
-                             filtered, get, query)
+from functions.store import BOT_DIMENSIONS, BOT_EVENTS, BOT_LIVENESS, BOTS, TASK_RESULTS, Filter, count, get, query
+
+logger = logging.getLogger(__name__)
 
 #: Bot events are kept this long (a Firestore TTL policy on `expire_at`).
 EVENTS_TTL = datetime.timedelta(days=28)
@@ -31,6 +34,9 @@ def dimension_filter(flag: str) -> Filter:
 class BotStore:
     def __init__(self, db: firestore.Client):
         self._db = db
+        self._lock = threading.Lock()
+        #: Dimension value document → when this instance last wrote it (seconds).
+        self._values_written: dict[str, float] = {}
 
     def _bot(self, bot_id: str) -> firestore.DocumentReference:
         return self._db.collection(BOTS).document(bot_id)
@@ -74,11 +80,7 @@ class BotStore:
         return False
 
     def count_bots(self, filters: list[Filter]) -> int:
-        """An aggregation: Firestore bills one read per 1,000 entries counted."""
-        check_index(BOTS, filters, None)
-        count = int(filtered(self._db, BOTS, filters).count().get()[0][0].value)
-        ops.read(max(1, -(-count // 1000)))
-        return count
+        return count(self._db, BOTS, filters)
 
     def set_dead(self, bot_id: str, dead: bool) -> bool:
         """Flags the entry dead or alive; False when the bot is not registered."""
@@ -121,17 +123,37 @@ class BotStore:
     # Dimension values of each pool, for `bots_dimensions`.
 
     def put_dimension_values(self, dims: dict[str, list[str]], now: datetime.datetime) -> None:
-        batch = self._db.batch()
-        count = 0
+        """Records each (pool, key, value) a bot reports, for a week. Each is
+        written once a day at most by this instance: thousands of bots of a
+        pool share its common values, and a burst of new bots would otherwise
+        all write the same few documents at once. A commit that meets
+        another's lock is left to the bot's next refresh: these documents
+        only list the values that exist."""
+        docs = {}
         for pool in dims.get("pool", []):
             for key, values in dims.items():
                 for value in values:
                     doc_id = hashlib.sha256(f"{pool}\n{key}\n{value}".encode()).hexdigest()[:32]
-                    batch.set(self._db.collection(BOT_DIMENSIONS).document(doc_id),
-                              {"pool": pool, "key": key, "value": value, "expire_at": now + DIMENSIONS_TTL})
-                    count += 1
-        ops.write(count)
-        batch.commit()
+                    docs[doc_id] = {"pool": pool, "key": key, "value": value, "expire_at": now + DIMENSIONS_TTL}
+        with self._lock:
+            fresh = {doc_id: doc for doc_id, doc in docs.items()
+                     if now.timestamp() - self._values_written.get(doc_id, -DIMENSIONS_REWRITE_SECS)
+                     >= DIMENSIONS_REWRITE_SECS}
+            self._values_written.update(dict.fromkeys(fresh, now.timestamp()))
+        if not fresh:
+            return
+        batch = self._db.batch()
+        for doc_id, doc in fresh.items():
+            batch.set(self._db.collection(BOT_DIMENSIONS).document(doc_id), doc)
+        try:
+            batch.commit()
+        except gexc.Aborted:
+            logger.warning("dimension values not recorded (locked by another writer): left to a later refresh")
+            with self._lock:
+                for doc_id in fresh:
+                    self._values_written.pop(doc_id, None)
+            return
+        ops.write(len(fresh))
 
     def dimension_values(self, pool: str | None, now: datetime.datetime) -> list[tuple[str, str]]:
         """(key, value) pairs some bot reported lately (TTL deletion lags, so

@@ -24,18 +24,19 @@ PAGE = 100
 ATTEMPTS = 3
 
 
-def cancel(ctx: Context, task_id: str, kill_running: bool, now: datetime.datetime) -> dict[str, Any]:
-    """`{canceled, was_running}` as in the reference."""
+def cancel(ctx: Context, task_id: str, kill_running: bool, now: datetime.datetime, by: str) -> dict[str, Any]:
+    """`{canceled, was_running}` as in the reference; the result records `by`
+    whom (`canceled_by`), and its children `parent task <task_id>`."""
     answer = {"canceled": False, "was_running": False}
     for _ in range(ATTEMPTS):
         result = ctx.store.get_result(task_id)
         if result is None or result.state.is_final:
             break
         if result.state == State.RUNNING:
-            answer = {"canceled": kill_running and _kill(ctx, task_id, now), "was_running": True}
+            answer = {"canceled": kill_running and _kill(ctx, task_id, now, by), "was_running": True}
             break
         try:
-            answer = {"canceled": _cancel_pending(ctx, result, now), "was_running": False}
+            answer = {"canceled": _cancel_pending(ctx, result, now, by), "was_running": False}
             break
         except LostRace:
             continue  # Claimed meanwhile: look again.
@@ -43,54 +44,54 @@ def cancel(ctx: Context, task_id: str, kill_running: bool, now: datetime.datetim
     return answer
 
 
-def _cancel_pending(ctx: Context, result: TaskResult, now: datetime.datetime) -> bool:
+def _cancel_pending(ctx: Context, result: TaskResult, now: datetime.datetime, by: str) -> bool:
     if result.waiting_on:
-        return _transact_cancel(ctx, result.task_id, now)
+        return _cancel_waiter(ctx, result.task_id, now, by)
     pending = ctx.store.get_to_run(result.task_id, result.current_task_slice)
     if pending is None:
         raise LostRace("no pending slice")
     batch = ctx.store.batch()
     batch.delete_to_run(*pending)
-    batch.update_result(result.task_id, transitions.abandon(result, State.CANCELED, now))
+    batch.update_result(result.task_id, transitions.abandon(result, State.CANCELED, now, by))
     batch.commit()
     dedup.finished(ctx, result, now)
     return True
 
 
-def _transact_cancel(ctx: Context, task_id: str, now: datetime.datetime) -> bool:
+def _cancel_waiter(ctx: Context, task_id: str, now: datetime.datetime, by: str) -> bool:
     """A waiter (functions.dedup) has no pending slice: its result alone. One
     released meanwhile has one again (LostRace: look again)."""
 
     def change(result: TaskResult, _batch: TaskBatch) -> Writes:
         if result.state != State.PENDING or not result.waiting_on:
             return Writes.NOTHING
-        transitions.abandon(result, State.CANCELED, now)
+        transitions.abandon(result, State.CANCELED, now, by)
         return Writes.RESULT
 
-    ended = ctx.store.transact(task_id, change)
+    ended = ctx.store.change_task(task_id, change)
     if ended.state == State.PENDING:
         raise LostRace("released meanwhile")
     return ended.state == State.CANCELED
 
 
-def _kill(ctx: Context, task_id: str, now: datetime.datetime) -> bool:
+def _kill(ctx: Context, task_id: str, now: datetime.datetime, by: str) -> bool:
     def change(result: TaskResult, _batch: TaskBatch) -> Writes:
         if result.state != State.RUNNING or result.killing:
             return Writes.NOTHING
-        transitions.kill(result, now)
+        transitions.kill(result, now, by)
         return Writes.RESULT
 
-    return ctx.store.transact(task_id, change).killing
+    return ctx.store.change_task(task_id, change).killing
 
 
 def _cancel_children(ctx: Context, task_id: str, kill_running: bool, now: datetime.datetime) -> None:
     states = [State.PENDING.value, State.RUNNING.value]
     for child in ctx.store.results_where("parent_task_id", task_id, MAX_CHILDREN, states):
-        cancel(ctx, child.task_id, kill_running, now)
+        cancel(ctx, child.task_id, kill_running, now, f"parent task {task_id}")
 
 
 def cancel_many(ctx: Context, tags: list[str], kill_running: bool, limit: int, now: datetime.datetime,
-                budget: Budget, cursor: str | None = None, owner: str | None = None) -> dict[str, Any]:
+                budget: Budget, by: str, cursor: str | None = None, owner: str | None = None) -> dict[str, Any]:
     """`tasks_cancel`: the pending (and, with `kill_running`, running) tasks
     having every tag (and created by `owner`, when given), at most `limit`, as
     many as the budget allows. `cursor`, null once every task was looked at,
@@ -106,7 +107,7 @@ def cancel_many(ctx: Context, tags: list[str], kill_running: bool, limit: int, n
         last = result.task_id
         if set(tags) <= set(result.tags) and owner in (None, result.authenticated):
             matched += 1
-            canceled += cancel(ctx, result.task_id, kill_running, now)["canceled"]
+            canceled += cancel(ctx, result.task_id, kill_running, now, by)["canceled"]
     return _answer(matched, canceled, last if budget.stopped else None, now)
 
 

@@ -93,4 +93,4 @@ def release(ctx: Context, task_id: str, owner: TaskResult, now: datetime.datetim
                            expiration_ts=result.expiration_ts)
         return Writes.RESULT
 
-    ctx.store.transact(task_id, change)
+    ctx.store.change_task(task_id, change)

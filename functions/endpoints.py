@@ -17,26 +17,26 @@ from typing import Any, Callable, Sequence
 import flask
 
 from functions import (bootstrap, bot_auth, bot_death, bot_registry, budget, cancellation, fleet, long_poll,
-                       permissions, runs, scheduler, slices, stdout, sweep, tasks, termination, timers)
+                       notifications, ops, pending, permissions, runs, scheduler, slices, stdout, sweep, task_query,
+                       tasks, termination, timers, ui)
 from functions.bot_code import VERSION_RE, BotCodeError
 from functions.bot_registry import BotRequest
 from functions.errors import BadRequest, NotFound, Unavailable
 from functions.fleet import pools_of
 from functions.http import Call, Function
-from functions.models import iso
+from functions.models import TaskResult, iso
 from functions.permissions import Action
 from functions.signed_tokens import BOOTSTRAP
 from functions.tasks import Requester
 from shared import bot_api
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
-from shared.cas import MAX_BATCH
+from shared.cas import DIGEST, DIGESTS, MAX_BATCH
 from shared.errors import ConfigError, ValidationError
 from shared.service_config import BotGroup
 from shared.states import State
-from shared.task_properties import DIGEST
-from shared.task_request import MAX_SLICES, REQUEST, TaskRequest
-from shared.wire import MAX_INT64, REQUIRED, Boolean, Field, Integer, ListOf, MapOf, Schema, Shape, Text
+from shared.task_request import MAX_SLICES, MAX_TAG_LENGTH, REQUEST, TAG_RE, TaskRequest
+from shared.wire import MAX_INT64, REQUIRED, Boolean, Choice, Field, Integer, ListOf, MapOf, Schema, Shape, Text
 
 logger = logging.getLogger(__name__)
 _rand = random.SystemRandom()
@@ -100,8 +100,11 @@ TASK_RESULT = _object({
     "bot_dimensions": _type("object", nullable=True), "exit_code": _type("integer", nullable=True),
     "duration": _type("number", nullable=True), "failure": BOOLEAN, "internal_failure": BOOLEAN,
     "deduped_from": _TS, "parent_task_id": _TS, "bot_ping_tolerance_secs": INTEGER,
-    "missing_cas": _type("array", nullable=True), "internal_failure_message": _TS,
+    "missing_cas": _type("array", nullable=True), "internal_failure_message": _TS, "canceled_by": _TS,
     "cas_output_root": _type("object", nullable=True), "performance_stats": _type("object", nullable=True),
+    "costs_usd": _list(_type("number")), "cost_saved_usd": _type("number", nullable=True),
+    "server_cost": {"type": "object", "properties": {name: INTEGER for name in ops.SERVER_COST}},
+    "notification_error": _TS,
 }, stdout_length=_type("integer", nullable=True))
 BOT = _object({
     "bot_id": STRING, "dimensions": _PAIRS, "state": OBJECT, "version": STRING, "task_id": _TS, "is_busy": BOOLEAN,
@@ -175,8 +178,8 @@ def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
     service = call.service
 
     def answer() -> bot_api.PollReply:
-        return scheduler.poll(call.store, service.queue_cache, service.registry, bot, service.clock(), _rand,
-                              expected_version=_current_version(call))
+        return scheduler.poll(call.store, service.queue_cache, service.offers, service.registry, bot, service.clock(),
+                              _rand, expected_version=_current_version(call))
 
     def queue_keys() -> list[str]:
         entry = bot.entry(None)
@@ -253,7 +256,8 @@ def bot_claim(call: Call, message: bot_api.ClaimRequest) -> dict[str, Any]:
     token is the task runner's credential, for this run only. The bot's own
     token, in the answer's header, outlasts the task."""
     bot, _ = _bot(call, message.attributes)
-    reply = scheduler.claim(call.service.context, call.service.registry, bot, message, call.now)
+    reply = scheduler.claim(call.service.context, call.service.offers, call.service.registry, bot, message,
+                            call.now)
     if isinstance(reply, bot_api.Run):
         hard_timeout = reply.manifest.hard_timeout
         run_token = call.service.bot_tokens.run_token(call.caller, reply.manifest.task_id, hard_timeout, call.now)
@@ -355,6 +359,21 @@ def task_stdout(call: Call, params: dict[str, Any]) -> dict[str, Any]:
                         check=_reader(call))
 
 
+@takes(ONE_TASK, _object({"task_id": STRING, "state": STRING, "slices": _list(_object({
+    "slice": INTEGER, "matching_bots": INTEGER, "partial": BOOLEAN, "position": _type("integer", nullable=True),
+    "expiration_ts": _TS, "blocking": _type("object", nullable=True)}))}), (404,))
+def task_pending(call: Call, params: dict[str, str]) -> dict[str, Any]:
+    """`task_id` → why it is still pending: for each slice it may still run
+    (`slices`, empty unless `PENDING`), how many live bots match it now
+    (`matching_bots`; `partial` when it has more OR alternatives than are
+    counted), when none does the dimension that rules out the most bots
+    (`blocking: {dimension, matching_bots}`), how many pending slices of its
+    queue bots get first (`position`, on the slice that waits) and when it
+    expires. A few count aggregations, whatever the fleet's size. Viewers of
+    the task's pool."""
+    return pending.explain(call.store, call.service.bot_store, params["task_id"], _reader(call))
+
+
 @takes(Shape({"task_id": task_ids.Id(task_ids.TASK), "kill_running": Boolean(from_text=True)}),
        _object({"canceled": BOOLEAN, "was_running": BOOLEAN}), (404,))
 def task_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -367,7 +386,7 @@ def task_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     if found is None:
         raise NotFound(f"no task {task_id}")
     call.authorize(found.pool, owner=found.authenticated)
-    return cancellation.cancel(call.service.context, task_id, params["kill_running"], call.now)
+    return cancellation.cancel(call.service.context, task_id, params["kill_running"], call.now, call.caller.identity)
 
 
 #: Tags a bulk cancel may AND.
@@ -395,7 +414,82 @@ def tasks_cancel(call: Call, params: dict[str, Any]) -> dict[str, Any]:
         call.authorize(pool, owner=call.caller.identity)
         owner = call.caller.identity
     return cancellation.cancel_many(call.service.context, tags, params["kill_running"], params["limit"], call.now,
-                                    budget.Budget(budget.REQUEST_SECS), cursor=params["cursor"], owner=owner)
+                                    budget.Budget(budget.REQUEST_SECS), call.caller.identity, cursor=params["cursor"],
+                                    owner=owner)
+
+
+#: Tags a task list ANDs, at most: with several, each costs a count's read.
+MAX_QUERY_TAGS = 16
+_TIME_PARAM = "RFC 3339, or seconds since the epoch; on the `sort` time"
+TASK_SELECTION: dict[str, Field] = {
+    "state": Choice(task_query.STATES, "ALL"),
+    "tags": ListOf(Text(MAX_TAG_LENGTH, TAG_RE), MAX_QUERY_TAGS, from_text=True, nullable=True,
+                   description="'key:value' tags, ANDed"),
+    "sort": Choice(task_query.TIMES + tuple(time.upper() for time in task_query.TIMES), "created_ts",
+                   description="the time the tasks are ordered by (newest first) and `start`/`end` bound"),
+    "start": task_query.Timestamp(None, nullable=True, description=f"from this time on ({_TIME_PARAM})"),
+    "end": task_query.Timestamp(None, nullable=True, description=f"before this time ({_TIME_PARAM})"),
+}
+TASK_PAGE = Shape({**TASK_SELECTION, "limit": fleet.LIMIT,
+                   "cursor": Text(1024, default=None, nullable=True, description="the previous page's cursor")})
+
+
+def _task_query(call: Call, params: dict[str, Any]) -> task_query.Query:
+    """The selection, once the caller may read every pool its `pool:` tags
+    name; with none, the caller must be allowed every pool (a global admin)."""
+    tags = tuple(params["tags"] or ())
+    selection = task_query.Selection(params["state"], tags, params["sort"].lower(), params["start"], params["end"])
+    for pool in sorted({tag.partition(":")[2] for tag in tags if tag.startswith("pool:")}) or [None]:
+        call.authorize(pool)
+    return task_query.Query(call.store.db, selection)
+
+
+def _task_page(call: Call, params: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A page of task documents, and the answer's `cursor` and `now`."""
+    query = _task_query(call, params)
+    cursor = task_query.Cursor.parse(params["cursor"], params["sort"].lower()) if params["cursor"] else None
+    docs, after = query.page(params["limit"] or fleet.DEFAULT_LIMIT, cursor)
+    return docs, {"cursor": after.to_text() if after else None, "now": iso(call.now)}
+
+
+@takes(TASK_PAGE, _object({"items": _list(TASK_RESULT), "now": STRING, **_PAGE}))
+def tasks_list(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """`state` (PENDING, RUNNING, PENDING_RUNNING, COMPLETED,
+    COMPLETED_SUCCESS, COMPLETED_FAILURE, EXPIRED, TIMED_OUT, BOT_DIED,
+    CANCELED, KILLED, NO_RESOURCE, CLIENT_ERROR, DEDUPED, ALL), `tags` (ANDed),
+    `sort` (`created_ts`, `started_ts`, `completed_ts`: newest first, and only
+    tasks that have that time), `start`, `end`, `limit` ≤ 1000 (200),
+    `cursor` → `{items, cursor, now}`: the task results, `cursor` null on the
+    last page. A page may hold fewer than `limit` with a cursor still set
+    (with several tags, a call reads at most 1,000 tasks). Viewers of the pool
+    the `pool:` tag names; without one, global admins."""
+    docs, page = _task_page(call, params)
+    return {"items": [TaskResult.from_doc(doc).to_wire() for doc in docs], **page}
+
+
+@takes(TASK_PAGE, _object({"items": _list(_object({"task_id": STRING, "name": STRING, "task_slices": _list(OBJECT),
+                                                     "authenticated": STRING})), "now": STRING, **_PAGE}))
+def tasks_requests(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `tasks_list` → `{items, cursor, now}`: the requests
+    of the same tasks (as `task_request` answers them, with `task_id`)."""
+    docs, page = _task_page(call, params)
+    return {"items": [{"task_id": doc["task_id"], **TaskRequest.from_wire(doc["request"]).to_wire(),
+                       "authenticated": doc["authenticated"]} for doc in docs], **page}
+
+
+@takes(Shape(TASK_SELECTION), _object({"count": INTEGER, "at_least": BOOLEAN, "now": STRING,
+                                        "server_cost": _object({name: INTEGER for name in ops.SERVER_COST}),
+                                        "cost_saved_usd": _type("number")}))
+def tasks_count(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """The selection of `tasks_list` → `{count, at_least, now, server_cost,
+    cost_saved_usd}`: exact up to 10,000 tasks (1,000 with several tags),
+    beyond which `at_least` is true and `count` the bound; the sums are over
+    the tasks counted: what they cost the service (Firestore reads, writes,
+    Cloud Tasks operations) and what deduplication saved. Viewers of the
+    pool the `pool:` tag names."""
+    counted = _task_query(call, params).count()
+    return {"count": counted.count, "at_least": counted.at_least, "now": iso(call.now),
+            "server_cost": counted.server_cost, "cost_saved_usd": counted.cost_saved_usd}
 
 
 #: What every timer's body has (functions.timers): the task, and the second
@@ -404,6 +498,9 @@ _TIMER = {"task_id": task_ids.Id(task_ids.TASK),
           "due": Integer(0, timers.LAST_SECOND, None, nullable=True, description="the timer's second (epoch)")}
 TIMER_EXPIRE = Shape({**_TIMER, "slice": Integer(0, MAX_SLICES - 1, 0)})
 TIMER_BOT_DIED = Shape({**_TIMER, "try_number": Integer(1, bot_death.MAX_TRIES, 1)})
+TIMER_NOTIFY = Shape({**_TIMER, "attempt": Integer(0, MAX_INT64, 0, description="failed attempts before this one"),
+                      "missing": Integer(0, notifications.MISSING_TOPIC_ATTEMPTS, 0,
+                                         description="attempts that found no topic")})
 
 
 #: What a timer answers: what it found to do.
@@ -425,6 +522,18 @@ def timer_bot_died(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     retried once on another bot)."""
     return bot_death.check(call.service.context, params["task_id"], params["try_number"], call.now,
                            _due(call, params))
+
+
+@takes(TIMER_NOTIFY, _DONE)
+def timer_notify(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """Cloud Tasks' call after a task whose request named a `pubsub_topic`
+    ended: publishes `{"task_id", "userdata"}` there (with the `auth_token`
+    attribute when one was given), or arms the next attempt when Pub/Sub
+    failed. A topic still missing after 5 attempts is given up, and the
+    task's result says why (`notification_error`). At least once: a
+    duplicate delivery may publish twice."""
+    return notifications.deliver(call.service.context, call.service.publisher, params["task_id"],
+                                 params["attempt"], params["missing"], call.now, _due(call, params))
 
 
 def _due(call: Call, params: dict[str, Any]) -> int | None:
@@ -537,6 +646,22 @@ def bot_terminate(call: Call, params: dict[str, str]) -> dict[str, Any]:
     return termination.terminate(call.service.context, bot_id, pools[0], reason, _requester(call), call.now)
 
 
+# The web UI.
+
+@takes(Shape({}, lenient=True), STRING, (404,), media="text/html")
+def ui_page(call: Call, params: dict[str, Any]) -> flask.Response | dict[str, Any]:
+    """The web UI (`text/html`): `GET /ui` and `/ui/tasks` (tasks),
+    `/ui/task/<task_id>`, `/ui/bots` (filtered by `pool`, `dimensions`,
+    `state`), `/ui/bot/<bot_id>`, `/ui/files/<hash>/<size>` (a tree's files,
+    each linked to a short-lived signed URL); `/ui/api/<name>` answers the pages' scripts
+    in JSON (`task_stdout`, `task_cancel`, `bot_terminate`, `bot_delete`,
+    `retry`). Each page shows what the function of the JSON API answers the
+    signed-in person, asked with the same authorization. Sign in at
+    `/ui/signin` (an ID token → an HttpOnly session cookie): not signed in,
+    a page redirects there."""
+    return ui.Pages(call, {f.name: f for f in FUNCTIONS}).serve(flask.request.path)
+
+
 # The server itself.
 
 @takes(Shape({}), _object({"server_version": STRING, "bot_version": _TS, "config_version": STRING}))
@@ -596,7 +721,7 @@ def config_push(call: Call, params: dict[str, dict[str, str]]) -> dict[str, Any]
     return {"version": config.version}
 
 
-@takes(Shape({"digests": ListOf(DIGEST, MAX_BATCH, default=REQUIRED)}), _object({"missing": _DIGESTS}))
+@takes(Shape({"digests": DIGESTS}), _object({"missing": _DIGESTS}))
 def cas_find_missing(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """`digests` (≤ 1,000 `{hash, size_bytes}`) → `{missing}`: those the
     content-addressed store lacks."""
@@ -650,8 +775,16 @@ FUNCTIONS: list[Function] = [
     Function("task_request", task_request, Action.READ_TASK, ("GET", "POST"),
              summary="A task's request (no secret bytes)"),
     Function("task_stdout", task_stdout, Action.READ_TASK, ("GET", "POST"), summary="A range of a task's stdout"),
+    Function("task_pending", task_pending, Action.READ_TASK, ("GET", "POST"),
+             summary="Why a task is still pending: matching bots, its place in its queue, its slices' expiry"),
     Function("task_cancel", task_cancel, Action.CANCEL_TASK,
              summary="Cancel a task, and kill it if it runs and asked to"),
+    Function("tasks_list", tasks_list, Action.READ_TASK,
+             summary="Tasks by state, tags and time, newest first, paged"),
+    Function("tasks_requests", tasks_requests, Action.READ_TASK,
+             summary="The requests of the tasks tasks_list selects, paged"),
+    Function("tasks_count", tasks_count, Action.READ_TASK,
+             summary="How many tasks a tasks_list selection has (exact up to a bound)"),
     Function("tasks_cancel", tasks_cancel, Action.CANCEL_TASK, summary="Cancel the tasks having every given tag"),
     Function("bots_list", bots_list, Action.READ_BOTS, ("GET", "POST"), summary="Bots by dimensions and state, paged"),
     Function("bots_count", bots_count, Action.READ_BOTS, ("GET", "POST"),
@@ -664,6 +797,8 @@ FUNCTIONS: list[Function] = [
     Function("bot_delete", bot_delete, Action.MANAGE_BOTS, summary="Forget a bot (it comes back if it calls again)"),
     Function("bot_terminate", bot_terminate, Action.MANAGE_BOTS,
              summary="Queue a priority-0 termination task for a bot: it finishes its task, then exits"),
+    Function("ui", ui_page, Action.SEE_SERVER, ("GET", "POST"), browser=ui.Browser(),
+             summary="The web UI: tasks, a task and its live stdout, bots, a bot"),
     Function("server_details", server_details, Action.SEE_SERVER, ("GET", "POST"),
              summary="The server's, the bot code's and the configuration's versions"),
     Function("server_permissions", server_permissions, Action.SEE_SERVER, ("GET", "POST"),
@@ -678,6 +813,8 @@ FUNCTIONS: list[Function] = [
     Function("timer_expire", timer_expire, Action.RUN_TIMERS, summary="Cloud Tasks: a pending slice's time is up"),
     Function("timer_bot_died", timer_bot_died, Action.RUN_TIMERS,
              summary="Cloud Tasks: has a running task's bot gone silent?"),
+    Function("timer_notify", timer_notify, Action.RUN_TIMERS,
+             summary="Cloud Tasks: publish a task's end on its Pub/Sub topic"),
     Function("cron_sweep", cron_sweep, Action.RUN_TIMERS,
              summary="Repairs what lost timers left; marks bots dead or alive"),
 ]

@@ -9,7 +9,7 @@ import functools
 import inspect
 import json
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import flask
 import requests
@@ -84,6 +84,18 @@ class Call:
         return permissions.refusal(self.config, self.caller, self.action, pool, owner) is None
 
 
+class Browser(Protocol):
+    """What a function that browsers call adds to the edge (functions.ui):
+    the credential from a session cookie, the answers that need no caller
+    (sign-in, scripts), and errors as pages."""
+
+    def token(self, request: flask.Request) -> str | None: ...
+
+    def public(self, request: flask.Request) -> flask.Response | None: ...
+
+    def error(self, request: flask.Request, status: int, body: dict[str, Any]) -> flask.Response | None: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Function:
     """One Cloud Function: its name (also its URL path), handler and what it does."""
@@ -95,6 +107,8 @@ class Function:
     summary: str = ""
     #: Also takes the token as `?token=` (a URL pasted into `curl ... | sh`).
     token_param: bool = False
+    #: Called by a browser (the web UI), as functions.http.Browser says.
+    browser: Browser | None = None
 
     @property
     def description(self) -> str:
@@ -109,7 +123,8 @@ def serve(function: Function, request: flask.Request) -> flask.Response:
         response = answer
     else:
         status, body = answer
-        response = flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
+        page = function.browser.error(request, status, body) if function.browser and status >= 400 else None
+        response = page or flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
     response.headers.update(headers)
     response.headers["X-Firestore-Reads"] = str(count.reads)
     response.headers["X-Firestore-Writes"] = str(count.writes)
@@ -124,11 +139,12 @@ def _handle(function: Function, request: flask.Request) -> tuple[Answer, dict[st
     try:
         if request.method not in function.methods:
             raise MethodNotAllowed(f"{function.name} accepts {', '.join(function.methods)}", function.methods)
+        public = function.browser.public(request) if function.browser else None
+        if public is not None:
+            return public, {}
         call = _call(function, request)
         with logs.labelled(**_subjects(call)):
-            answer = function.handler(call)
-        if function.action.pool_scoped and not call.authorized:
-            raise RuntimeError(f"{function.name} answered without deciding whether {call.caller.identity} may")
+            answer = _answer(function, call)
         return (answer if isinstance(answer, flask.Response) else (200, answer)), _renewed_token(call)
     except ValidationError as e:
         return (400, ApiError(function.name, 400, BadRequest.code, str(e), e.field).to_wire()), {}
@@ -140,6 +156,21 @@ def _handle(function: Function, request: flask.Request) -> tuple[Answer, dict[st
             return _error(function, Unavailable("a backend of the service is unreachable; retry later"))
         logger.exception("%s failed", function.name)
         return (500, ApiError(function.name, 500, HttpError.code, "internal error").to_wire()), {}
+
+
+def _answer(function: Function, call: Call) -> dict[str, Any] | flask.Response:
+    answer = function.handler(call)
+    if function.action.pool_scoped and not call.authorized:
+        raise RuntimeError(f"{function.name} answered without deciding whether {call.caller.identity} may")
+    return answer
+
+
+def invoke(call: Call, function: Function, params: dict[str, Any]) -> dict[str, Any] | flask.Response:
+    """What `function` answers `params` for the caller of `call`, decided as
+    this edge decides: how a page shows what the JSON API would answer."""
+    inner = dataclasses.replace(call, action=function.action, params=params, authorized=False, bot_token=None)
+    _admit(inner)
+    return _answer(function, inner)
 
 
 def _error(function: Function, error: HttpError) -> tuple[Answer, dict[str, str]]:
@@ -175,21 +206,28 @@ def _call(function: Function, request: flask.Request) -> Call:
     authorization = request.headers.get("Authorization")
     if not authorization and function.token_param and request.args.get("token"):
         authorization = f"Bearer {request.args['token']}"
+    if not authorization and function.browser and (cookie := function.browser.token(request)):
+        authorization = f"Bearer {cookie}"
     base = base_url(request)
     server_url = svc.settings.functions_url.rstrip("/") or base
-    caller = svc.auth.authenticate(authorization, _audiences(server_url, function.name, svc.service_config.get()))
+    caller = svc.auth.authenticate(authorization, audiences(server_url, function.name, svc.service_config.get()))
     token = (authorization or "").partition(" ")[2].strip()
     call = Call(svc, caller, function.action, _params(request), base, token, _remote_ip(request, svc))
     if function.token_param:
         call.params.pop("token", None)
-    if function.action.pool_scoped:
-        permissions.check_kind(call.config, call.caller, function.action)
-    else:
-        call.authorize()
+    _admit(call)
     return call
 
 
-def _audiences(server_url: str, function_name: str, config: ServiceConfig) -> list[str]:
+def _admit(call: Call) -> None:
+    """Authorizes the call as far as can be before its handler knows the pool."""
+    if call.action.pool_scoped:
+        permissions.check_kind(call.config, call.caller, call.action)
+    else:
+        call.authorize()
+
+
+def audiences(server_url: str, function_name: str, config: ServiceConfig) -> list[str]:
     """What an ID token may be minted for: the function's URL (Cloud Tasks',
     Cloud Scheduler's), the service's base URL (one token for every
     function), or the audience settings.toml names."""

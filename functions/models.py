@@ -19,10 +19,19 @@ from shared.states import State
 _MAX_MILLIS = 10**15 - 1
 #: Shards of the sweep's queries over growing fields (DESIGN.md §11).
 SHARDS = 16
+#: Shards of the task lists' indexes without a tag (functions.task_query): the
+#: newest entries of a state land in four ranges, not at the end of one. Each
+#: is one more disjunction of such a query (times at most three outcomes: 12,
+#: of Firestore's 30), which the emulator runs as a scan of its own.
+QUERY_SHARDS = 4
 
 
 def shard_of(task_id: str) -> int:
     return int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) % SHARDS
+
+
+def query_shard_of(task_id: str) -> int:
+    return int(hashlib.sha256(task_id.encode()).hexdigest()[8:16], 16) % QUERY_SHARDS
 
 
 def iso(ts: datetime.datetime | None) -> str | None:
@@ -57,6 +66,9 @@ class TaskResult:
     bot_ping_tolerance_secs: int = 1200
     #: A kill was asked while it ran: the bot is told to stop; it ends KILLED.
     killing: bool = False
+    #: Who cancelled or killed it: the caller, or `parent task <id>` when it
+    #: went with its parent.
+    canceled_by: str | None = None
     abandoned_ts: datetime.datetime | None = None
     #: The successful idempotent task whose outcome this one took.
     deduped_from: str | None = None
@@ -80,6 +92,21 @@ class TaskResult:
     #: Drawn by the request that creates the task: a create whose answer was
     #: lost tells by it whether the task stored is its own (functions.tasks).
     creation_id: str = ""
+    #: The request names a Pub/Sub topic: its end arms `timer_notify`
+    #: (functions.notifications), and with an auth token kept apart (`notify_token`).
+    notify: bool = False
+    notify_token: bool = False
+    #: Why the end's notification could not be published, after its last attempt.
+    notification_error: str | None = None
+    #: What the bot running the task said it costs (its state's `cost_usd_hour`).
+    bot_cost_usd_hour: float | None = None
+    #: Each run's cost, its bot's cost an hour times how long it held the task
+    #: (the reference's `costs_usd`); a deduplicated task saved its owner's.
+    costs_usd: list[float] = dataclasses.field(default_factory=list)
+    cost_saved_usd: float | None = None
+    #: What the task cost the service, added up by the requests that wrote its
+    #: result (functions.ops.SERVER_COST: Firestore reads and writes, Cloud Tasks calls).
+    server_cost: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def run_id(self) -> str | None:
@@ -92,17 +119,30 @@ class TaskResult:
         result.state = State(result.state)
         return result
 
+    @property
+    def outcome(self) -> str:
+        """The state a task list filters on: COMPLETED told apart as a
+        success, a failure (non-zero exit code) or a deduplicated success."""
+        if self.state != State.COMPLETED:
+            return self.state.value
+        if self.deduped_from:
+            return "DEDUPED"
+        return "COMPLETED_FAILURE" if self.exit_code else "COMPLETED_SUCCESS"
+
     def to_doc(self) -> dict[str, Any]:
         doc = dataclasses.asdict(self)
         doc["state"] = self.state.value
         doc["shard"] = shard_of(self.task_id)
+        doc["query_shard"] = query_shard_of(self.task_id)
+        doc["outcome"] = self.outcome
         return doc
 
     def to_wire(self) -> dict[str, Any]:
         wire = self.to_doc()
         for internal in ("shard", "claim_id", "killing", "waiting_on", "properties_hash", "excluded_bot",
-                         "creation_id"):
+                         "creation_id", "notify", "notify_token", "bot_cost_usd_hour"):
             del wire[internal]
+        del wire["query_shard"], wire["outcome"]
         for key in ("created_ts", "modified_ts", "started_ts", "completed_ts", "expiration_ts", "abandoned_ts"):
             wire[key] = iso(wire[key])
         wire["run_id"] = self.run_id

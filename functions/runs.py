@@ -41,7 +41,7 @@ def update(ctx: Context, registry: Registry, bot: BotRequest, message: TaskUpdat
         return Writes.OUTPUT | Writes.RESULT
 
     try:
-        result = ctx.store.transact(task_ids.summary_id(message.run_id), change,
+        result = ctx.store.change_task(task_ids.summary_id(message.run_id), change,
                                     output=(message.run_id, report.offset, report.output))
     except stdout.Refused as e:
         logger.warning("run %s of bot %s: %s", message.run_id, bot.bot_id, e)

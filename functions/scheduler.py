@@ -7,12 +7,13 @@ guarded by the pending slice's update time and the `create()` of the run
 
 import datetime
 import random
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from functions import bot_death, termination, transitions
 from functions.bot_registry import BotRequest, Registry
 from functions.context import Context
 from functions.models import TaskResult, TaskToRun
+from functions.offers import Offers
 from functions.queues import QueueCache
 from functions.store import LostRace, Store
 from shared import dimensions as dims_lib
@@ -22,10 +23,6 @@ from shared.manifest import Manifest
 from shared.states import State
 from shared.task_request import TaskRequest
 
-#: Pending slices a poll reads (each a billed read), and the candidates it
-#: returns: drawn from the most urgent ones read, so that concurrent bots
-#: spread over twice as many tasks as each is offered.
-POLL_SCAN, MAX_CANDIDATES = 10, 5
 MAX_SLEEP_SECS = 60.0
 #: What a bot run from source reports as its version: it is never told to update.
 DEV_VERSION = "dev"
@@ -41,8 +38,8 @@ def sleep_secs(streak: int, rand: random.Random) -> float:
     return min(MAX_SLEEP_SECS, 1.5 ** (streak + 1)) * rand.uniform(0.9, 1.1)
 
 
-def poll(store: Store, cache: QueueCache, registry: Registry, bot: BotRequest, now: datetime.datetime,
-         rand: random.Random, expected_version: str | None = None) -> PollReply:
+def poll(store: Store, cache: QueueCache, offers: Offers, registry: Registry, bot: BotRequest,
+         now: datetime.datetime, rand: random.Random, expected_version: str | None = None) -> PollReply:
     """`update` when the bot runs other code than `expected_version` (the
     digest of the current zip, or None to not check), `terminate` when a
     termination task waits for it (even quarantined or in maintenance: those
@@ -53,7 +50,7 @@ def poll(store: Store, cache: QueueCache, registry: Registry, bot: BotRequest, n
     entry = bot.entry(None)
     held_back = bool(entry.quarantined or entry.maintenance_msg)
     queue_keys = matching_queues(store, cache, bot, now, only_own=held_back)
-    pending = store.pending(queue_keys, POLL_SCAN) if queue_keys else []
+    pending = store.pending(queue_keys, offers.scan_size(bot.bot_id)) if queue_keys else []
     matching = [t for t in pending if t.expiration_ts > now and t.excluded_bot != bot.bot_id]
     terminate = _termination(store, matching)
     if terminate:
@@ -62,7 +59,8 @@ def poll(store: Store, cache: QueueCache, registry: Registry, bot: BotRequest, n
         streak = bot.state.get("sleep_streak", 0)
         duration = sleep_secs(streak if isinstance(streak, int) else 0, rand)
         return Sleep(duration, session)
-    return Claim(tuple(Candidate(t.task_id, t.slice_index) for t in _spread(matching, rand)), session)
+    return Claim(tuple(Candidate(t.task_id, t.slice_index) for t in offers.choose(bot.bot_id, matching, rand)),
+                 session)
 
 
 def _termination(store: Store, matching: list[TaskToRun]) -> str | None:
@@ -97,26 +95,32 @@ def matching_queues(store: Store, cache: QueueCache, bot: BotRequest, now: datet
     return keys
 
 
-def _spread(matching: list[TaskToRun], rand: random.Random) -> list[TaskToRun]:
-    """Shuffles the head of the queue among tasks of the same priority, so
-    concurrent bots do not all race for the same task."""
-    head_priority = matching[0].order_key.split(":")[0]
-    head = [t for t in matching if t.order_key.split(":")[0] == head_priority]
-    rand.shuffle(head)
-    return (head + matching[len(head):])[:MAX_CANDIDATES]
-
-
-def claim(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequest,
+def claim(ctx: Context, offers: Offers, registry: Registry, bot: BotRequest, request: ClaimRequest,
           now: datetime.datetime) -> ClaimReply:
-    store = ctx.store
-    pending = store.get_to_run(request.task_id, request.slice)
+    pending = ctx.store.get_to_run(request.task_id, request.slice)
+    refusal = pending and _refusal(pending[0], bot)
+    if refusal:
+        offers.release(request.task_id, request.slice)  # Still pending, for another bot.
+        return Skip(refusal)
+    offers.take(request.task_id, request.slice)
     if pending is None:
         return _replay(ctx, registry, bot, request, now, "the task is no longer pending")
-    to_run, update_time = pending
+    return _claim(ctx, registry, bot, request, pending, now)
+
+
+def _refusal(to_run: TaskToRun, bot: BotRequest) -> str | None:
+    """Why this bot may not run the pending slice, if it may not."""
     if not dims_lib.matches(to_run.dimensions, bot.flat):
-        return Skip("the bot's dimensions do not match the task's")
+        return "the bot's dimensions do not match the task's"
     if to_run.excluded_bot == bot.bot_id:
-        return Skip("this retry must run on another bot")
+        return "this retry must run on another bot"
+    return None
+
+
+def _claim(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequest,
+           pending: tuple[TaskToRun, Any], now: datetime.datetime) -> ClaimReply:
+    store = ctx.store
+    to_run, update_time = pending
     found = store.get_task(request.task_id)
     if found is None:
         return Skip("the task is gone")
@@ -130,7 +134,8 @@ def claim(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimReque
     batch = store.batch()
     batch.delete_to_run(to_run, update_time)
     batch.update_result(request.task_id, transitions.claim(
-        result, bot.bot_id, bot.dimensions, request.claim_id, to_run.try_number, request.slice, now))
+        result, bot.bot_id, bot.dimensions, request.claim_id, to_run.try_number, request.slice, now,
+        transitions.cost_usd_hour(bot.state)))
     batch.merge_bot(bot.bot_id, entry.to_doc(now))
     try:
         batch.commit()

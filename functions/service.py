@@ -15,8 +15,9 @@ import requests
 import requests.adapters
 from google.cloud import firestore, storage
 from google.cloud.storage import retry as storage_retry
+from google.pubsub_v1 import PublisherClient
 
-from functions import cas
+from functions import cas, notifications
 from functions.auth import Authenticator
 from functions.bot_auth import BotTokens
 from functions.bot_code import BotCodeCache, Prebuilt, Sources
@@ -27,6 +28,7 @@ from functions.config_source import ConfigSource
 from functions.context import Context
 from functions.fleet import Fleet
 from functions.id_tokens import GOOGLE_CERTS_URL, IdTokens
+from functions.offers import Offers
 from functions.pending_watch import PendingWatch
 from functions.queues import QueueCache
 from functions.settings import Settings
@@ -85,7 +87,13 @@ class Service:
 
     @functools.cached_property
     def store(self) -> Store:
-        return Store(_bounded_firestore(self.settings.project))
+        return Store(_bounded_firestore(self.settings.project),
+                     on_end=lambda task_id: notifications.arm(self.timers, task_id, self.clock()))
+
+    @functools.cached_property
+    def publisher(self) -> notifications.Publisher:
+        """Pub/Sub, or its emulator when PUBSUB_EMULATOR_HOST is set (the client reads it)."""
+        return notifications.Publisher(PublisherClient())
 
     @functools.cached_property
     def bot_store(self) -> BotStore:
@@ -111,6 +119,10 @@ class Service:
     @functools.cached_property
     def pending_watch(self) -> PendingWatch:
         return PendingWatch(self.store.watch_pending)
+
+    @functools.cached_property
+    def offers(self) -> Offers:
+        return Offers()
 
     @functools.cached_property
     def service_config(self) -> ConfigSource:

@@ -40,10 +40,12 @@ class Kind:
 BOOTSTRAP = Kind("swb1", "bootstrap token")
 BOT = Kind("swbt1", "bot token")
 RUN = Kind("swrt1", "run token")
+#: A person signed in to the web UI: only ever in its HttpOnly session cookie (functions.ui_session).
+SESSION = Kind("swst1", "session token")
 
 
 class SignedTokens:
-    """Mints and verifies the three kinds under one secret."""
+    """Mints and verifies the four kinds under one secret."""
 
     def __init__(self, secret: str):
         if not secret:

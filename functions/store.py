@@ -5,6 +5,7 @@ owns the collection names and the document id scheme, and counts every read
 and write (`functions.ops`) so that each request's cost can be reported.
 """
 
+import dataclasses
 import datetime
 import enum
 import hashlib
@@ -18,12 +19,15 @@ from functions import ops, stdout
 from functions.errors import NotFound, Unavailable
 from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
+from shared.states import State
 from shared.task_request import TaskRequest
 
 #: One document per task: its result, with the immutable request inside (one
 #: write at creation and one read at a claim fewer than two documents).
 TASK_RESULTS = "task_results"
 SECRET_BYTES = "secret_bytes"
+#: A notified task's Pub/Sub auth token, read only by its notification.
+PUBSUB_TOKENS = "pubsub_auth_tokens"
 REQUEST_UUIDS = "request_uuids"
 DEDUP = "dedup"
 TASK_TO_RUN = "task_to_run"
@@ -33,6 +37,10 @@ BOTS = "bots"
 BOT_EVENTS = "bot_events"
 BOT_LIVENESS = "bot_liveness"
 BOT_DIMENSIONS = "bot_dimensions"
+#: The times a task list is ordered and ranged on (functions.task_query).
+TASK_TIMES = ("created_ts", "started_ts", "completed_ts")
+#: The web UI's sign-in credentials already used (functions.ui_session): a link signs in once.
+UI_SIGNINS = "ui_signins"
 #: Values one Firestore `in` filter takes.
 MAX_IN_VALUES = 30
 #: Reads and guarded commits of one decision (`settle`) before it gives up.
@@ -54,6 +62,9 @@ COMPOSITE_INDEXES = frozenset({
     (TASK_RESULTS, ("state", "waiting_on")),
     (TASK_RESULTS, ("tags", "state")),
     (BOT_EVENTS, ("bot_id", "ts")),
+    # Task lists: a tag (or, with none, the query shards), the outcome (or any), by a time.
+    *((TASK_RESULTS, (key,) + outcome + (time,)) for time in TASK_TIMES
+      for key in ("tags", "query_shard") for outcome in ((), ("outcome",))),
 })
 
 
@@ -88,6 +99,14 @@ def query(db: firestore.Client, collection: str, filters: list[Filter], order_by
     docs = list(q.stream())
     ops.read(max(1, len(docs)))
     return docs
+
+
+def count(db: firestore.Client, collection: str, filters: list[Filter]) -> int:
+    """An aggregation, counted: Firestore bills one read per 1,000 entries counted."""
+    check_index(collection, filters, None)
+    found = int(filtered(db, collection, filters).count().get()[0][0].value)
+    ops.read(max(1, -(-found // 1000)))
+    return found
 
 
 def filtered(db: firestore.Client, collection: str, filters: list[Filter]) -> Any:
@@ -153,10 +172,13 @@ def settle(task_id: str, attempt: Callable[[], T]) -> T:
 
 
 class Store:
-    """Reads and transactions on tasks; writes go through a `TaskBatch`."""
+    """Reads of tasks and their guarded changes; writes go through a `TaskBatch`.
+    `on_end(task_id)` is called before a commit that ends a task whose end is
+    notified (the outbox rule: functions.notifications arms its timer)."""
 
-    def __init__(self, db: firestore.Client):
+    def __init__(self, db: firestore.Client, on_end: Callable[[str], None] | None = None):
         self._db = db
+        self._on_end = on_end
 
     @property
     def db(self) -> firestore.Client:
@@ -195,6 +217,16 @@ class Store:
     def get_secret(self, task_id: str) -> bytes | None:
         snap = get(self._doc(SECRET_BYTES, task_id))
         return snap.get("data") if snap.exists else None
+
+    def get_pubsub_token(self, task_id: str) -> str | None:
+        snap = get(self._doc(PUBSUB_TOKENS, task_id))
+        return snap.get("token") if snap.exists else None
+
+    def ending(self, task_id: str) -> None:
+        """A commit is about to end a task whose end is notified."""
+        if self._on_end is None:
+            raise RuntimeError(f"task {task_id}: its end is to be notified, and this store has no on_end")
+        self._on_end(task_id)
 
     def get_request_uuid(self, key: str) -> str | None:
         """The task created under a request uuid (key: user and uuid)."""
@@ -265,6 +297,21 @@ class Store:
         watch = filtered(self._db, TASK_TO_RUN, [("queue_key", "==", queue_key)]).on_snapshot(changed)
         return watch.unsubscribe
 
+    def count_ahead(self, to_run: TaskToRun) -> int:
+        """How many pending slices of its queue bots get before this one."""
+        return count(self._db, TASK_TO_RUN, [("queue_key", "==", to_run.queue_key),
+                                             ("order_key", "<", to_run.order_key)])
+
+    def use_once(self, key: str, expire_at: datetime.datetime) -> bool:
+        """Records that the sign-in credential hashed to `key` was used;
+        False when it already was (its document's TTL is `expire_at`)."""
+        ops.write()
+        try:
+            self._doc(UI_SIGNINS, key).create({"expire_at": expire_at})
+        except gexc.AlreadyExists:
+            return False
+        return True
+
     def expired_slices(self, shard: int, before: datetime.datetime, limit: int) -> list[TaskToRun]:
         docs = query(self._db, TASK_TO_RUN, [("shard", "==", shard), ("expiration_ts", "<", before)],
                      order_by="expiration_ts", limit=limit)
@@ -290,82 +337,148 @@ class Store:
 
     # Runs.
 
-    def transact(self, task_id: str, change: Callable[[TaskResult, "TaskBatch"], Writes],
-                 output: tuple[str, int, bytes] | None = None) -> TaskResult:
-        """In one transaction: reads the result, lets `change` check and change
-        it, add writes to the batch it is given, and decide what else to write:
-        the stdout packet `output` (run id, offset, bytes) at its offset, and
-        the result. An unknown task is NotFound (a 404)."""
+    def change_task(self, task_id: str, change: Callable[[TaskResult, "TaskBatch"], Writes],
+                    output: tuple[str, int, bytes] | None = None) -> TaskResult:
+        """Reads the result, lets `change` check and change it, add writes to
+        the batch it is given, and decide what else to write: the stdout
+        packet `output` (run id, offset, bytes) at its offset, and the result.
+        One batch, guarded by what was read (the result's update time, each
+        stdout chunk's, or its absence); a lost race reads and decides again
+        (`settle`). No lock is taken, so writers of one task never wait on
+        each other's (on the emulator contended transactions livelock,
+        LOCAL-STACK.md). An unknown task is NotFound (a 404)."""
         result_ref = self._doc(TASK_RESULTS, task_id)
-        run_id, offset, data = output or ("", 0, b"")
 
-        @firestore.transactional
-        def apply(transaction) -> TaskResult:
-            snap = get(result_ref, transaction)
+        def attempt() -> TaskResult:
+            snap = get(result_ref)
             if not snap.exists:
                 raise NotFound(f"no task {task_id}")
             result = TaskResult.from_doc(snap.to_dict())
-            extra = TaskBatch(self, transaction)
-            writes = change(result, extra)
-            if Writes.OUTPUT in writes:
-                self._write_output(transaction, run_id, offset, data)
+            was_final = result.state.is_final
+            batch = TaskBatch(self)
+            writes = change(result, batch)
+            if Writes.OUTPUT in writes and output is not None:
+                self._write_output(batch, *output)
             if Writes.RESULT in writes:
-                ops.write()
-                transaction.update(result_ref, result.to_doc())
-            extra.count()
+                batch.update_result(task_id, _rewritten(result, ends=result.state.is_final and not was_final),
+                                    snap.update_time)
+            batch.commit()
             return result
 
-        return apply(self._db.transaction())
+        return settle(task_id, attempt)
 
-    def _write_output(self, transaction, run_id: str, offset: int, data: bytes) -> None:
+    def _write_output(self, batch: "TaskBatch", run_id: str, offset: int, data: bytes) -> None:
         """Raises stdout.Refused when the packet would change the stdout written."""
-        chunks = self.output_chunks(run_id, [index for index, _, _ in stdout.pieces(offset, data)], transaction)
+        snaps = self._chunk_snaps(run_id, [index for index, _, _ in stdout.pieces(offset, data)])
+        chunks = {index: stdout.Chunk.from_doc(snap.to_dict()) for index, snap in snaps.items() if snap.exists}
         for index, chunk in stdout.write(chunks, offset, data).items():
-            ops.write()
-            transaction.set(self._chunk_ref(run_id, index), chunk.to_doc())
+            seen = snaps[index]
+            batch.put_chunk(seen.reference, chunk.to_doc(), seen.update_time if seen.exists else None)
 
     def _chunk_ref(self, run_id: str, index: int) -> firestore.DocumentReference:
         return self._db.collection(TASK_OUTPUT).document(f"{hashed(run_id)}:{index:06d}")
 
-    def output_chunks(self, run_id: str, indexes: Iterable[int], transaction=None) -> dict[int, stdout.Chunk]:
-        """The stored chunks of these indexes (a missing one is left out)."""
+    def _chunk_snaps(self, run_id: str, indexes: Iterable[int]) -> dict[int, firestore.DocumentSnapshot]:
         refs = {index: self._chunk_ref(run_id, index) for index in indexes}
         if not refs:
             return {}
-        snaps = {snap.id: snap for snap in self._db.get_all(list(refs.values()), transaction=transaction)}
+        snaps = {snap.id: snap for snap in self._db.get_all(list(refs.values()))}
         ops.read(len(refs))
-        return {index: stdout.Chunk.from_doc(snaps[ref.id].to_dict()) for index, ref in refs.items()
-                if snaps[ref.id].exists}
+        return {index: snaps[ref.id] for index, ref in refs.items()}
 
-    def read_output(self, run_id: str, offset: int, length: int) -> bytes:
-        """Up to `length` bytes written contiguously from `offset`."""
-        chunks = self.output_chunks(run_id, stdout.chunk_range(offset, length))
-        return stdout.read(chunks, offset, length).data
+    def output_chunks(self, run_id: str, indexes: Iterable[int]) -> dict[int, stdout.Chunk]:
+        """The stored chunks of these indexes (a missing one is left out)."""
+        return {index: stdout.Chunk.from_doc(snap.to_dict())
+                for index, snap in self._chunk_snaps(run_id, indexes).items() if snap.exists}
+
+    def has_output(self, run_id: str) -> bool:
+        """Whether any chunk of the run's stdout was written, wherever it
+        starts (one read: a range of document names)."""
+        prefix = f"{hashed(run_id)}:"
+        collection = self._db.collection(TASK_OUTPUT)
+        return bool(query(self._db, TASK_OUTPUT, [("__name__", ">=", collection.document(prefix)),
+                                                   ("__name__", "<", collection.document(prefix + "~"))], limit=1))
+
+
+@dataclasses.dataclass
+class _ResultWrite:
+    """A write of a task's result, added to the writer when the batch is
+    flushed: then what the request cost so far is known, and goes with it."""
+
+    task_id: str
+    doc: dict[str, Any]
+    seen_update_time: Any = None
+    #: It ends a task whose end is notified.
+    ends_notified: bool = False
+    #: The result created, which is told its server cost too (it may be answered).
+    created: TaskResult | None = None
+
+
+def _rewritten(result: TaskResult, ends: bool) -> dict[str, Any]:
+    """The whole result as `Store.change_task` writes it: `server_cost` grows
+    by increments only (TaskBatch.flush), and `notify` goes with the write
+    that ends the task, as a move's fields do (functions.transitions)."""
+    doc = result.to_doc()
+    doc.pop("server_cost", None)
+    if not ends:
+        doc.pop("notify", None)
+    return doc
 
 
 class TaskBatch:
-    """Writes committed all or nothing: a batch, or the writes a transaction
-    adds. Creates fail when the document exists, guarded deletes when it
-    changed since it was read."""
+    """Writes committed all or nothing, in one batch. Creates fail when the
+    document exists, guarded updates and deletes when it changed since it was
+    read."""
 
-    def __init__(self, store: Store, transaction: Any = None):
+    def __init__(self, store: Store):
         self._store = store
         self._db = store.db
-        self._writer = transaction if transaction is not None else self._db.batch()
+        self._writer = self._db.batch()
         self._writes = 0
+        self._results: list[_ResultWrite] = []
 
     def _add(self, method: str, ref: firestore.DocumentReference, *args: Any, **kwargs: Any) -> None:
         getattr(self._writer, method)(ref, *args, **kwargs)
         self._writes += 1
 
     def create_task(self, result: TaskResult, request: TaskRequest) -> None:
-        self._add("create", self._store._doc(TASK_RESULTS, result.task_id),
-                  {**result.to_doc(), "request": request.to_wire()})
+        self._results.append(_ResultWrite(result.task_id, {**result.to_doc(), "request": request.to_wire()},
+                                          ends_notified=result.notify and result.state.is_final,
+                                          created=result))
 
     def update_result(self, task_id: str, changes: dict[str, Any], seen_update_time: Any = None) -> None:
-        """Guarded by `seen_update_time` when given: the result must not have changed since."""
-        option = self._db.write_option(last_update_time=seen_update_time) if seen_update_time else None
-        self._add("update", self._store._doc(TASK_RESULTS, task_id), changes, option=option)
+        """Guarded by `seen_update_time` when given: the result must not have
+        changed since. A move to a final state (functions.transitions) says
+        in `notify` whether the end is notified."""
+        ends = bool(changes.get("notify")) and State(changes["state"]).is_final
+        self._results.append(_ResultWrite(task_id, dict(changes), seen_update_time=seen_update_time,
+                                          ends_notified=ends))
+
+    def flush(self) -> None:
+        """Adds the results' writes: the first with what the request cost so
+        far (Firestore increments: no write of its own), after the timers of
+        the ends to notify are armed (the outbox rule)."""
+        results, self._results = self._results, []
+        if not results:
+            return
+        for write in results:
+            if write.ends_notified:
+                self._store.ending(write.task_id)
+        spent = ops.unattributed(self._writes + len(results))
+        for write in results:
+            ref = self._store._doc(TASK_RESULTS, write.task_id)
+            if write.created:
+                write.created.server_cost = ops.added({}, spent)
+                self._add("create", ref, {**write.doc, "server_cost": write.created.server_cost})
+            else:
+                increments = {f"server_cost.{name}": firestore.Increment(n) for name, n in spent.items() if n}
+                seen = write.seen_update_time
+                self._add("update", ref, {**write.doc, **increments},
+                          option=self._db.write_option(last_update_time=seen) if seen else None)
+            spent = {}
+
+    def create_pubsub_token(self, task_id: str, token: str) -> None:
+        self._add("create", self._store._doc(PUBSUB_TOKENS, task_id), {"token": token})
 
     def create_to_run(self, to_run: TaskToRun) -> None:
         self._add("create", self._store._to_run_ref(to_run.task_id, to_run.slice_index), to_run.to_doc())
@@ -393,17 +506,23 @@ class TaskBatch:
         self._add("delete", self._db.collection(DEDUP).document(properties_hash),
                   option=self._db.write_option(last_update_time=seen_update_time))
 
+    def put_chunk(self, ref: firestore.DocumentReference, doc: dict[str, Any], seen_update_time: Any) -> None:
+        """A stdout chunk: created, or replacing the one read at `seen_update_time`."""
+        if seen_update_time is None:
+            self._add("create", ref, doc)
+        else:
+            self._add("update", ref, doc, option=self._db.write_option(last_update_time=seen_update_time))
+
     def merge_bot(self, bot_id: str, doc: dict[str, Any]) -> None:
         self._add("set", self._db.collection(BOTS).document(bot_id), doc, merge=True)
-
-    def count(self) -> None:
-        """Counts the writes of a transaction (which commits them itself)."""
-        ops.write(self._writes)
 
     def commit(self) -> None:
         """Raises Taken when a created document exists, LostRace when a guarded
         one changed (Contended when a lock held it too long); a failed batch
-        writes, and costs, nothing."""
+        writes, and costs, nothing. An empty batch is not sent."""
+        self.flush()
+        if not self._writes:
+            return
         try:
             self._writer.commit()
         except gexc.AlreadyExists as e:

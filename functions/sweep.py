@@ -5,7 +5,9 @@ does nothing when the state moved on.
 Per shard (DESIGN.md §11: growing fields only in sharded composite indexes):
 pending slices past their expiration by more than `LATE`, and running tasks
 whose result was not written for the shortest ping tolerance; each goes
-through the same handler its timer would have called. Then the tasks still
+through the same handler its timer would have called, as that timer
+delivered late: a run found silent long after its due time is given the
+outage grace (functions/bot_death.py) before it is declared dead. Then the tasks still
 waiting on an identical idempotent task that ended more than `LATE` ago (its
 instance died before it released them): released as it would have.
 
@@ -25,6 +27,7 @@ import contextlib
 import datetime
 import functools
 import logging
+import math
 from typing import Any, Callable, Iterator
 
 from functions import bot_death, dedup, logs, slices
@@ -81,7 +84,8 @@ def _shard(shard: int, ctx: Context, now: datetime.datetime, budget: Budget, cou
         return
     for result in budget.each(ctx.store.silent_runs(shard, now - SILENT, BATCH)):
         with _on_its_own(counts, "dead_runs", result.task_id):
-            counts["dead_runs"] += bot_death.check(ctx, result.task_id, result.try_number, now)["done"] != "alive"
+            due = math.ceil(bot_death.silence_due(result).timestamp())
+            counts["dead_runs"] += bot_death.check(ctx, result.task_id, result.try_number, now, due)["done"] != "alive"
 
 
 def _stranded_waiters(ctx: Context, now: datetime.datetime, budget: Budget, counts: Counts) -> None:

@@ -84,6 +84,7 @@ def _create(ctx: Context, request: TaskRequest, requester: Requester, uuid_key: 
         pool=request.pool, authenticated=requester.identity, creation_id=uuid.uuid4().hex,
         created_ts=now, modified_ts=now, parent_task_id=request.parent_task_id or None,
         bot_ping_tolerance_secs=request.bot_ping_tolerance_secs, current_task_slice=first or 0,
+        notify=bool(request.pubsub_topic), notify_token=bool(request.pubsub_auth_token),
         expiration_ts=None if first is None else now + datetime.timedelta(
             seconds=request.task_slices[first].expiration_secs),
     )
@@ -96,6 +97,8 @@ def _create(ctx: Context, request: TaskRequest, requester: Requester, uuid_key: 
     secret = next((s.properties.secret_bytes for s in request.task_slices if s.properties.secret_bytes), None)
     if secret is not None:
         batch.create_secret(task_id, secret)
+    if request.pubsub_auth_token:
+        batch.create_pubsub_token(task_id, request.pubsub_auth_token)
     if uuid_key:
         batch.create_request_uuid(uuid_key, task_id, now + REQUEST_UUID_TTL)
     _commit(ctx, batch, result)

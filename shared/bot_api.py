@@ -20,12 +20,12 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
-from shared.cas import MAX_BATCH, Digest
+from shared.cas import DIGEST, MAX_BATCH, Digest
 from shared.errors import ValidationError
-from shared.manifest import Manifest
-from shared.task_properties import CAS_REFERENCE, DIGEST, MAX_TIMEOUT_SECS, CasReference
+from shared.manifest import MANIFEST, Manifest
+from shared.task_properties import CAS_REFERENCE, MAX_TIMEOUT_SECS, CasReference
 from shared.task_request import MAX_SLICES
-from shared.wire import (MAX_INT64, REQUIRED, Base64, Boolean, Choice, Field, Integer, Json, ListOf, Number, Schema,
+from shared.wire import (MAX_INT64, REQUIRED, Base64, Boolean, Choice, Field, Integer, Json, ListOf, Number,
                          Shape, Tagged, Text, WireObject, to_base64)
 
 ATTRIBUTES = ("dimensions", "state", "version", "session")
@@ -530,18 +530,8 @@ class Skip:
         return _with_session({"cmd": "skip", "reason": self.reason}, self.session)
 
 
-class _Manifest(Field):
-    """What a claimed run runs (`shared.manifest`)."""
-
-    def read(self, value: Any, path: str) -> Manifest:
-        return Manifest.from_wire(value, path)
-
-    def schema(self) -> Schema:
-        return {"type": "object"}
-
-
 CLAIM_REPLY = Tagged("cmd", {
-    "run": _reply({"cmd": _cmd("run"), "manifest": _Manifest(),
+    "run": _reply({"cmd": _cmd("run"), "manifest": MANIFEST,
                    "run_token": Text(MAX_SESSION_LENGTH, default=REQUIRED, description="the task runner's token")},
                   lambda wire: Run(wire.read("manifest"), wire.read("session"), wire.read("run_token"))),
     "skip": _reply({"cmd": _cmd("skip"), "reason": Text(10_000)},

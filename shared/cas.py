@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from shared.errors import ValidationError
-from shared.wire import MAX_INT64, REQUIRED, WireObject
+from shared.wire import MAX_INT64, REQUIRED, Integer, ListOf, Shape, Text, WireObject
 
 #: Where a blob lives in the bucket: `cas/sha256/<hex>`.
 OBJECT_PREFIX = "cas/sha256/"
@@ -77,9 +77,8 @@ class Digest:
 
     @classmethod
     def from_wire(cls, body: Any, field: str) -> Digest:
-        digest = WireObject(body, field, {"hash", "size_bytes"})
-        return cls(digest.string("hash", 64, _HEX_RE, default=REQUIRED),
-                   digest.integer("size_bytes", 0, MAX_INT64))
+        digest: Digest = DIGEST.read(body, field)
+        return digest
 
     @classmethod
     def parse(cls, text: str) -> Digest:
@@ -100,11 +99,17 @@ class Digest:
         return f"{self.hash}/{self.size_bytes}"
 
 
+#: A blob's name on the wire.
+DIGEST = Shape({"hash": Text(64, _HEX_RE.pattern, min_length=64, default=REQUIRED),
+                "size_bytes": Integer(0, MAX_INT64)},
+               build=lambda wire: Digest(wire.read("hash"), wire.read("size_bytes")))
+#: At most MAX_BATCH digests, as the CAS endpoints take them.
+DIGESTS = ListOf(DIGEST, MAX_BATCH, default=REQUIRED)
+
+
 def digests_from_wire(body: Any, field: str) -> list[Digest]:
-    """A list of at most MAX_BATCH digests, as the CAS endpoints take them."""
-    if not isinstance(body, list) or len(body) > MAX_BATCH:
-        raise ValidationError(field, f"must be a list of at most {MAX_BATCH} digests")
-    return [Digest.from_wire(item, f"{field}[{i}]") for i, item in enumerate(body)]
+    digests: list[Digest] = DIGESTS.read(body, field)
+    return digests
 
 
 @dataclasses.dataclass(frozen=True)

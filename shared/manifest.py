@@ -7,19 +7,19 @@ server may add."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
+from typing import Any, Dict, Optional, Tuple
 
 from shared import dimensions as dims_lib
 from shared import task_id as task_ids
 from shared.cas import Digest
-from shared.errors import ValidationError
 from shared.task_properties import (
-    ENV_KEY_RE, MAX_COMMAND_ARGS, MAX_ENV_KEY_LENGTH, MAX_ENV_KEYS, MAX_ENV_VALUE_LENGTH, MAX_OUTPUTS,
-    MAX_TIMEOUT_SECS, Cache, CasReference, TaskProperties, read_caches,
+    CACHES, CAS_REFERENCE, ENV_KEY_RE, MAX_ARG_LENGTH, MAX_COMMAND_ARGS, MAX_ENV_KEY_LENGTH, MAX_ENV_KEYS,
+    MAX_ENV_PREFIX_PATHS, MAX_ENV_VALUE_LENGTH, MAX_OUTPUTS, MAX_SECRET_BYTES, MAX_TIMEOUT_SECS, Cache, CasReference,
+    TaskProperties, read_caches,
 )
-from shared.wire import MAX_INT64, REQUIRED, WireObject, base64_bytes, relative_path, to_base64
+from shared.wire import (REQUIRED, Base64, ListOf, MapOf, Number, RelativePath, Shape, Text, WireObject,
+                         to_base64)
 
-T = TypeVar("T")
 MAX_HOST_LENGTH = 2048
 
 
@@ -63,26 +63,8 @@ class Manifest:
 
     @classmethod
     def from_wire(cls, body: Any, field: str = "manifest") -> Manifest:
-        wire = WireObject(body, field, [f.name for f in dataclasses.fields(cls)], lenient=True)
-        grace, io_timeout = wire.optional("grace_period"), wire.optional("io_timeout")
-        root, secret = wire.optional("cas_input_root"), wire.optional("secret_bytes")
-        return cls(
-            task_id=task_ids.parse_run_id(wire.get("task_id"), wire.field("task_id")),
-            bot_id=wire.string("bot_id", dims_lib.MAX_VALUE_LENGTH, default=REQUIRED),
-            command=tuple(_string(arg, where) for where, arg in wire.items("command", MAX_COMMAND_ARGS, 1)),
-            env=_string_map(wire, "env", lambda value, where: _string(value, where, MAX_ENV_VALUE_LENGTH)),
-            hard_timeout=wire.number("hard_timeout", 0, MAX_TIMEOUT_SECS),
-            grace_period=None if grace is None else wire.number("grace_period", 0, MAX_TIMEOUT_SECS),
-            io_timeout=0.0 if io_timeout is None else wire.number("io_timeout", 0, MAX_TIMEOUT_SECS),
-            relative_cwd=relative_path(wire.get("relative_cwd", ""), wire.field("relative_cwd"), allow_empty=True),
-            env_prefixes=_string_map(wire, "env_prefixes", _paths),
-            dimensions=dims_lib.validate_bot(wire.get("dimensions", {}), wire.field("dimensions")),
-            cas_input_root=None if root is None else CasReference.from_wire(root, wire.field("cas_input_root")).digest,
-            caches=tuple(read_caches(wire)),
-            outputs=tuple(relative_path(path, where) for where, path in wire.items("outputs", MAX_OUTPUTS)),
-            secret_bytes=None if secret is None else base64_bytes(secret, wire.field("secret_bytes")),
-            host=wire.string("host", MAX_HOST_LENGTH),
-        )
+        manifest: Manifest = MANIFEST.read(body, field)
+        return manifest
 
     def to_wire(self) -> Dict[str, Any]:
         return {
@@ -104,28 +86,42 @@ class Manifest:
         }
 
 
-def _string(value: Any, field: str, max_length: int = MAX_INT64) -> str:
-    if not isinstance(value, str) or len(value) > max_length:
-        raise ValidationError(field, "must be a string" if max_length == MAX_INT64
-                              else f"must be a string of at most {max_length} characters")
-    return value
+
+_ENV_NAME = Text(MAX_ENV_KEY_LENGTH, ENV_KEY_RE, min_length=1)
+_SECONDS = Number(0, MAX_TIMEOUT_SECS)
 
 
-def _paths(value: Any, field: str) -> Tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise ValidationError(field, "must be a non-empty list of paths")
-    return tuple(relative_path(path, f"{field}[{i}]") for i, path in enumerate(value))
+def _build(wire: WireObject) -> Manifest:
+    io_timeout = wire.read("io_timeout")
+    return Manifest(
+        task_id=wire.read("task_id"), bot_id=wire.read("bot_id"), command=tuple(wire.read("command")),
+        env=dict(wire.read("env")), hard_timeout=wire.read("hard_timeout"), grace_period=wire.read("grace_period"),
+        io_timeout=0.0 if io_timeout is None else io_timeout, relative_cwd=wire.read("relative_cwd"),
+        env_prefixes={key: tuple(paths) for key, paths in wire.read("env_prefixes").items()},
+        dimensions=wire.read("dimensions"),
+        cas_input_root=None if (root := wire.read("cas_input_root")) is None else root.digest,
+        caches=tuple(read_caches(wire)), outputs=tuple(wire.read("outputs")), secret_bytes=wire.read("secret_bytes"),
+        host=wire.read("host"),
+    )
 
 
-def _string_map(wire: WireObject, key: str, read_value: Callable[[Any, str], T]) -> Dict[str, T]:
-    """`{NAME: value}` keyed by environment variable names."""
-    body = wire.get(key, {})
-    if not isinstance(body, dict) or len(body) > MAX_ENV_KEYS:
-        raise ValidationError(wire.field(key), f"must map at most {MAX_ENV_KEYS} names to values")
-    found: Dict[str, T] = {}
-    for name, value in body.items():
-        where = f"{wire.field(key)}.{name}"
-        if len(name) > MAX_ENV_KEY_LENGTH or not ENV_KEY_RE.fullmatch(name):
-            raise ValidationError(where, f"the name must match {ENV_KEY_RE.pattern}")
-        found[name] = read_value(value, where)
-    return found
+#: The manifest on the wire, read leniently: a newer server may add fields.
+MANIFEST = Shape({
+    "task_id": task_ids.Id(task_ids.RUN, description="the run id: every update names it"),
+    "bot_id": Text(dims_lib.MAX_VALUE_LENGTH, default=REQUIRED),
+    "command": ListOf(Text(MAX_ARG_LENGTH), MAX_COMMAND_ARGS, min_items=1),
+    "env": MapOf(_ENV_NAME, Text(MAX_ENV_VALUE_LENGTH), MAX_ENV_KEYS, default={}),
+    "hard_timeout": _SECONDS,
+    "grace_period": Number(0, MAX_TIMEOUT_SECS, default=None, nullable=True,
+                           description="from SIGTERM to SIGKILL; null: the bot's default"),
+    "io_timeout": Number(0, MAX_TIMEOUT_SECS, default=0.0, nullable=True,
+                         description="seconds without output before the command is stopped; 0: none"),
+    "relative_cwd": RelativePath(allow_empty=True, default=""),
+    "env_prefixes": MapOf(_ENV_NAME, ListOf(RelativePath(), MAX_ENV_PREFIX_PATHS, 1), MAX_ENV_KEYS, default={}),
+    "dimensions": dims_lib.BotDimensions(default={}),
+    "cas_input_root": Shape(CAS_REFERENCE.fields, CAS_REFERENCE.build, default=None, nullable=True),
+    "caches": CACHES,
+    "outputs": ListOf(RelativePath(), MAX_OUTPUTS),
+    "secret_bytes": Base64(MAX_SECRET_BYTES, default=None, nullable=True),
+    "host": Text(MAX_HOST_LENGTH, default="", description="the server URL for the whole task; empty: the bot's"),
+}, _build, lenient=True)

@@ -16,8 +16,8 @@ from typing import Any
 
 from shared import dimensions as dims_lib
 from shared.errors import ValidationError
-from shared.cas import Digest
-from shared.wire import (MAX_INT64, REQUIRED, Base64, Boolean, Integer, ListOf, RelativePath, Shape, Text,
+from shared.cas import DIGEST, Digest
+from shared.wire import (REQUIRED, Base64, Boolean, Integer, ListOf, RelativePath, Shape, Text,
                          WireObject, to_base64)
 
 MAX_TIMEOUT_SECS = 7 * 24 * 3600
@@ -66,10 +66,6 @@ class Cache:
         return {"name": self.name, "path": self.path}
 
 
-#: A blob's name in the content-addressed store (`shared.cas.Digest`).
-DIGEST = Shape({"hash": Text(64, r"[0-9a-f]{64}", min_length=64, default=REQUIRED),
-                "size_bytes": Integer(0, MAX_INT64)},
-               build=lambda wire: Digest(wire.read("hash"), wire.read("size_bytes")))
 CAS_REFERENCE = Shape({"digest": DIGEST}, build=lambda wire: CasReference(wire.read("digest")))
 CACHE = Shape({"name": Text(128, CACHE_NAME_RE, min_length=1, default=REQUIRED), "path": RelativePath()},
               build=lambda wire: Cache(wire.read("name"), wire.read("path")))

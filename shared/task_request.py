@@ -3,8 +3,8 @@
 `from_wire` turns the JSON body of `tasks_new` into typed, normalised values
 (every default filled in) and raises ValidationError naming the field path on
 the first problem; `to_wire` gives back the same JSON shape, without the secret
-bytes unless asked, so that `from_wire(to_wire(include_secrets=True))` is the
-same request. What a slice runs is in `shared.task_properties`.
+bytes and the Pub/Sub auth token unless asked, so that
+`from_wire(to_wire(include_secrets=True))` is the same request. What a slice runs is in `shared.task_properties`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ MAX_NAME_LENGTH = 1024
 MAX_TAGS, MAX_TAG_LENGTH = 256, 1024
 MAX_USER_LENGTH = MAX_SERVICE_ACCOUNT_LENGTH = 256
 MAX_PUBSUB_LENGTH = 1024
+#: What Pub/Sub takes as an attribute's value (the auth token), in bytes.
+MAX_PUBSUB_ATTRIBUTE_BYTES = 1024
+#: A full Pub/Sub topic name: a project id, and a topic id as Pub/Sub allows
+#: them (3 to 255 characters, starting with a letter, never with `goog`).
+PUBSUB_TOPIC_RE = re.compile(r"projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/topics/(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254}")
 #: `service_account` values honoured: none for the task ("" or "none"), or the
 #: bot's own, which the task may use through the bot's hooks ("bot").
 SERVICE_ACCOUNTS = ("", "none", "bot")
@@ -72,10 +77,12 @@ class TaskRequest:
     #: Validate and normalise only: nothing is created.
     evaluate_only: bool = False
     service_account: str = ""  # One of SERVICE_ACCOUNTS, as given.
-    # Always empty until something publishes: a request asking for a
-    # notification is refused rather than silently never notified.
+    #: Where the task's end is announced (functions.notifications), with the
+    #: userdata in the message and the token as its `auth_token` attribute.
     pubsub_topic: str = ""
     pubsub_userdata: str = ""
+    #: A secret: never in a reply, a result or a log (to_wire leaves it out).
+    pubsub_auth_token: str = ""
 
     @classmethod
     def from_wire(cls, body: Any) -> "TaskRequest":
@@ -85,9 +92,12 @@ class TaskRequest:
     def _build(cls, request: WireObject) -> "TaskRequest":
         values = {key: request.read(key) for key in REQUEST.fields}
         _check_slices(values["task_slices"])
-        for key in ("pubsub_topic", "pubsub_userdata"):
-            if values[key]:
-                raise ValidationError(request.field(key), "Pub/Sub notifications are not supported yet")
+        for key in ("pubsub_userdata", "pubsub_auth_token"):
+            if values[key] and not values["pubsub_topic"]:
+                raise ValidationError(request.field(key), "needs a pubsub_topic")
+        if len(values["pubsub_auth_token"].encode()) > MAX_PUBSUB_ATTRIBUTE_BYTES:
+            raise ValidationError(request.field("pubsub_auth_token"),
+                                  f"more than {MAX_PUBSUB_ATTRIBUTE_BYTES} bytes of UTF-8 (Pub/Sub's limit)")
         built = cls(**values)
         if len(json.dumps(built.to_wire(include_secrets=True)).encode()) > MAX_REQUEST_BYTES:
             raise ValidationError("request", f"more than {MAX_REQUEST_BYTES} bytes of JSON")
@@ -99,7 +109,9 @@ class TaskRequest:
         return self.task_slices[0].properties.dimensions["pool"][0]
 
     def to_wire(self, include_secrets: bool = False) -> dict[str, Any]:
-        """Every field; the slices' secret bytes only with `include_secrets`."""
+        """Every field; the slices' secret bytes and the Pub/Sub auth token
+        only with `include_secrets`."""
+        secrets = {"pubsub_auth_token": self.pubsub_auth_token} if include_secrets else {}
         return {
             "name": self.name,
             "priority": self.priority,
@@ -113,6 +125,7 @@ class TaskRequest:
             "service_account": self.service_account,
             "pubsub_topic": self.pubsub_topic,
             "pubsub_userdata": self.pubsub_userdata,
+            **secrets,
         }
 
 
@@ -130,7 +143,6 @@ SLICE = Shape({
     "expiration_secs": Integer(MIN_EXPIRATION_SECS, MAX_EXPIRATION_SECS, DEFAULT_EXPIRATION_SECS),
     "wait_for_capacity": Boolean(),
 }, build=lambda wire: TaskSlice(**{key: wire.read(key) for key in SLICE.fields}))
-_NO_PUBSUB = "not supported yet: must be empty"
 REQUEST = Shape({
     "name": Text(MAX_NAME_LENGTH),
     "priority": Integer(MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY, description="below 20: admins only"),
@@ -143,8 +155,10 @@ REQUEST = Shape({
                                        DEFAULT_BOT_PING_TOLERANCE_SECS),
     "evaluate_only": Boolean(description="validate and normalise only: nothing is stored"),
     "service_account": _ServiceAccount(SERVICE_ACCOUNTS, default="", reason="must be empty, 'none' or 'bot'"),
-    "pubsub_topic": Text(MAX_PUBSUB_LENGTH, description=_NO_PUBSUB),
-    "pubsub_userdata": Text(MAX_PUBSUB_LENGTH, description=_NO_PUBSUB),
+    "pubsub_topic": Text(MAX_PUBSUB_LENGTH, f"({PUBSUB_TOPIC_RE.pattern})?",
+                         description="projects/P/topics/T: a message there when the task ends"),
+    "pubsub_userdata": Text(MAX_PUBSUB_LENGTH, description="the message's `userdata`"),
+    "pubsub_auth_token": Text(MAX_PUBSUB_LENGTH, description="the message's `auth_token` attribute; never shown"),
 }, build=TaskRequest._build)
 
 

@@ -98,10 +98,14 @@ class Text(Field):
         self.max_length, self.min_length = max_length, min_length
         self.pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
 
+    def _size(self) -> str:
+        if self.min_length == self.max_length:
+            return str(self.max_length)
+        return f"{self.min_length} to {self.max_length}" if self.min_length else f"at most {self.max_length}"
+
     def read(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not self.min_length <= len(value) <= self.max_length:
-            size = f"{self.min_length} to {self.max_length}" if self.min_length else f"at most {self.max_length}"
-            raise ValidationError(path, f"must be a string of {size} characters")
+            raise ValidationError(path, f"must be a string of {self._size()} characters")
         unicode_text(value, path)
         if self.pattern is not None and not self.pattern.fullmatch(value):
             raise ValidationError(path, f"must match {self.pattern.pattern}")

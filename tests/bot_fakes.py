@@ -171,13 +171,11 @@ class _Handler(QuietHandler):
 
 def bot_zip_entries(server: str, *, server_version: str = "test",
                     replace: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
-    """The files of a bot zip, as the server builds it."""
-    entries: dict[str, bytes] = {}
-    for package in ("bot", "shared"):
-        for path in sorted((REPO / package).rglob("*.py")):
-            if "__pycache__" not in path.parts:
-                entries[path.relative_to(REPO).as_posix()] = path.read_bytes()
-    entries["__main__.py"] = (REPO / "bot" / "zip_main.py").read_bytes()
+    """The files of a bot zip, as the server builds it (the libraries it
+    vendors included: task runners start without the site-packages)."""
+    from functions.bot_code import Sources
+
+    entries = {name: path.read_bytes() for name, path in Sources(root=REPO).files().items()}
     entries["config.json"] = json.dumps({"server": server, "server_version": server_version}).encode()
     entries["bot_config.py"] = b'"""Hooks (none in tests)."""\n'
     entries.update(replace or {})

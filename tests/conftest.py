@@ -67,6 +67,7 @@ def emulator_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     try:
         started.append(emulators.start_firestore(processes.free_port(), logs / "firestore.log"))
         started.append(emulators.start_storage(processes.free_port(), logs / "storage.log", logs / "gcs"))
+        started.append(emulators.start_pubsub(processes.free_port(), logs / "pubsub.log"))
         env = {k: v for e in started for k, v in e.env.items()}
         # The CAS URLs are signed with a key of our own, as on the local stack.
         env["SWARMING_SIGNING_KEY_FILE"] = str(emulators.signing_key(logs / "signing_key.json"))

@@ -6,6 +6,7 @@ import copy
 import pytest
 import requests
 
+from shared.task_request import PUBSUB_TOPIC_RE
 from tests.builders import bot_body, task_body, with_field
 
 
@@ -59,8 +60,10 @@ def test_invalid_request_is_400_naming_the_field(api, path, value, field):
     (("service_account",), "robot@project.iam.gserviceaccount.com", "service_account",
      "task service accounts are not supported"),
     (("service_account",), "robot", "service_account", "must be empty, 'none' or 'bot'"),
-    (("pubsub_topic",), "projects/p/topics/t", "pubsub_topic", "Pub/Sub notifications are not supported yet"),
-    (("pubsub_userdata",), "opaque", "pubsub_userdata", "Pub/Sub notifications are not supported yet"),
+    (("pubsub_topic",), "projects/p/topics/t", "pubsub_topic",
+     "must match (" + PUBSUB_TOPIC_RE.pattern + ")?"),
+    (("pubsub_userdata",), "opaque", "pubsub_userdata", "needs a pubsub_topic"),
+    (("pubsub_auth_token",), "secret", "pubsub_auth_token", "needs a pubsub_topic"),
     (PROPS + ("env",), [{"key": "LUCI_CONTEXT", "value": "/tmp/ctx.json"}], "task_slices[0].properties.env[0].key",
      "LUCI_CONTEXT is set by the bot for every task"),
 ])

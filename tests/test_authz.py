@@ -37,7 +37,11 @@ TABLE = """
 | task_result | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_request | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_stdout | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
+| task_pending | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | task_cancel | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
+| tasks_list | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
+| tasks_requests | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
+| tasks_count | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | tasks_cancel | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | bots_list | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | bots_count | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
@@ -47,6 +51,7 @@ TABLE = """
 | bot_tasks | 401 | 401 | 401 | 401 | 401 | 200 | 403 | 200 | 200 | 200 | 403 | 403 | 403 |
 | bot_delete | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
 | bot_terminate | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 200 | 200 | 403 | 403 | 403 |
+| ui | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 403 | 403 | 403 |
 | server_details | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 403 | 403 | 403 |
 | server_permissions | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 403 | 403 | 403 |
 | server_token | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
@@ -55,6 +60,7 @@ TABLE = """
 | cas_urls | 401 | 401 | 401 | 401 | 401 | 200 | 200 | 200 | 200 | 200 | 200 | 200 | 200 |
 | timer_expire | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
 | timer_bot_died | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
+| timer_notify | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
 | cron_sweep | 401 | 401 | 401 | 401 | 401 | 403 | 403 | 403 | 403 | 200 | 403 | 403 | 403 |
 """.strip()
 
@@ -144,7 +150,11 @@ CALLS: dict[str, Callable[[World, str], tuple[str, dict[str, Any]]]] = {
     "task_result": lambda w, c: ("POST", {"task_id": w.task}),
     "task_request": lambda w, c: ("POST", {"task_id": w.task}),
     "task_stdout": lambda w, c: ("POST", {"task_id": w.task}),
+    "task_pending": lambda w, c: ("POST", {"task_id": w.task}),
     "task_cancel": lambda w, c: ("POST", {"task_id": w.admins_task}),
+    "tasks_list": lambda w, c: ("POST", {"tags": ["pool:authz"]}),
+    "tasks_requests": lambda w, c: ("POST", {"tags": ["pool:authz"]}),
+    "tasks_count": lambda w, c: ("POST", {"tags": ["pool:authz"]}),
     "tasks_cancel": lambda w, c: ("POST", {"tags": ["pool:authz", "matrix:1"]}),
     "bots_list": lambda w, c: ("POST", {"dimensions": ["pool:authz"]}),
     "bots_count": lambda w, c: ("POST", {"dimensions": ["pool:authz"]}),
@@ -154,6 +164,7 @@ CALLS: dict[str, Callable[[World, str], tuple[str, dict[str, Any]]]] = {
     "bot_tasks": lambda w, c: ("POST", {"bot_id": "authz-1"}),
     "bot_delete": lambda w, c: ("POST", {"bot_id": w.registered(f"authz-del-{CALLERS.index(c)}")}),
     "bot_terminate": lambda w, c: ("POST", {"bot_id": "authz-1", "reason": c}),
+    "ui": lambda w, c: ("GET", {}),
     "server_details": lambda w, c: ("POST", {}),
     "server_permissions": lambda w, c: ("POST", {"pool": "authz"}),
     "server_token": lambda w, c: ("POST", {}),
@@ -162,6 +173,7 @@ CALLS: dict[str, Callable[[World, str], tuple[str, dict[str, Any]]]] = {
     "cas_urls": lambda w, c: ("POST", {}),
     "timer_expire": lambda w, c: ("POST", {"task_id": w.task, "slice": 0}),
     "timer_bot_died": lambda w, c: ("POST", {"task_id": w.task, "try_number": 1}),
+    "timer_notify": lambda w, c: ("POST", {"task_id": w.task}),
     "cron_sweep": lambda w, c: ("POST", {}),
 }
 

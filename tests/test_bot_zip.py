@@ -4,6 +4,7 @@ last known good copy (LKGBC, bot/updater.py) and the fallback to it
 (bot/zip_main.py, bot/probation.py), with real zips and real processes
 against a loopback fake server."""
 
+import base64
 import glob
 import hashlib
 import json
@@ -75,6 +76,14 @@ def run_until_it_polls_again(fake: FakeServer, zip_path: Path) -> bytes:
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMING_") and k != "PYTHONPATH"}
     return {**env, "SWARMING_TOKEN": TOKEN}
+
+
+#: A task's command printing its parent's command line: the task runner's.
+PRINT_RUNNER_ARGS = "import os; print(open(f'/proc/{os.getppid()}/cmdline').read().replace(chr(0), ' '))"
+
+
+def task_output(fake: FakeServer) -> str:
+    return b"".join(base64.b64decode(u.get("output") or "") for u in fake.bodies("bot_task_update")).decode()
 
 
 def versions(fake: FakeServer, call: str) -> list[str]:
@@ -200,7 +209,7 @@ def test_start_bot_copies_the_zip_to_1_and_runs_tasks_from_it(fake: FakeServer, 
     zip_path = tmp_path / "bot" / "swarming_bot.zip"
     data, digest = make_zip(zip_path, fake.url)
     fake.script("bot_poll", claim(TASK_A))
-    fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", "print('from the zip')"]))
+    fake.script("bot_claim", run(TASK_A, [sys.executable, "-c", PRINT_RUNNER_ARGS]))
 
     bot_process = start_zip_bot(zip_path, "--once")
     _, stderr = bot_process.communicate(timeout=60)
@@ -212,7 +221,11 @@ def test_start_bot_copies_the_zip_to_1_and_runs_tasks_from_it(fake: FakeServer, 
     final = fake.bodies("bot_task_update")[-1]
     assert final["exit_code"] == 0 and final["version"] == digest
     assert sorted(p.name for p in zip_path.parent.iterdir()) == [
-        "c", "cas_cache", "logs", "swarming.lck", "swarming_bot.1.zip", "swarming_bot.zip"]
+        "c", "cas_cache", "code", "logs", "swarming.lck", "swarming_bot.1.zip", "swarming_bot.zip"]
+    # The task runner was forked from the runner server of the version's unpacked copy, not the zip.
+    assert [p.name for p in (zip_path.parent / "code").iterdir()] == [digest]
+    runner_args = task_output(fake).split()
+    assert runner_args[1:4] == ["-S", str(zip_path.parent / "code" / digest), "runner_server"]
 
 
 def test_update_execs_the_new_version_and_a_task_makes_it_the_last_known_good(
@@ -237,6 +250,8 @@ def test_update_execs_the_new_version_and_a_task_makes_it_the_last_known_good(
     assert (bot_dir / "swarming_bot.2.zip").read_bytes() == new
     assert fake.bodies("bot_task_update")[-1]["exit_code"] == 0
     assert (bot_dir / "swarming_bot.zip").read_bytes() == new  # The task made it the LKGBC.
+    # The new version unpacked a copy of its own for its runners; the old one's is gone.
+    assert [p.name for p in (bot_dir / "code").iterdir()] == [new_version]
 
 
 def test_a_version_that_fails_to_start_falls_back_to_the_last_known_good(

@@ -110,7 +110,8 @@ def test_the_manifest_is_canonical_and_round_trips(tmp_path):
     ({"symlinks": {"l": "a/../.."}}, "symlink 'l'", "normalized"),
     ({"symlinks": {"l": "x", "l/f": "y"}}, "'l/f'", "is under 'l'"),
     ({"files": {"f": {"hash": HEX, "size_bytes": 1}}, "directories": ["f"]}, "'f'", "named twice"),
-    ({"files": {"f": {"hash": "nope", "size_bytes": 1}}}, "manifest.files['f'].hash", "must match"),
+    ({"files": {"f": {"hash": "nope", "size_bytes": 1}}}, "manifest.files['f'].hash", "of 64 characters"),
+    ({"files": {"f": {"hash": "g" * 64, "size_bytes": 1}}}, "manifest.files['f'].hash", "must match"),
     ({"files": {"f": {"hash": HEX, "size_bytes": 1, "mode": 7}}}, "manifest.files['f'].mode", "unknown"),
 ])
 def test_a_manifest_that_would_write_outside_or_is_malformed_is_refused(manifest, field, reason):

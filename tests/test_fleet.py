@@ -1,11 +1,14 @@
 """The bot registry: entries written only on change, liveness, the dead
 sweep, events, and the client's bot endpoints."""
 
+import concurrent.futures
 import datetime
 import itertools
 import logging
 import threading
 import time
+
+import requests
 
 from bot.remote import Remote
 from functions import sweep
@@ -185,6 +188,24 @@ def test_bots_count_and_dimensions(api):
     assert dims == [{"key": "id", "value": ["a", "b"]}, {"key": "os", "value": ["Linux", "Mac"]},
                     {"key": "pool", "value": ["default"]}]
     assert {"key": "gpu", "value": ["nvidia"]} in api.ok("bots_dimensions", {}, role="admin")["bots_dimensions"]
+
+
+def test_a_burst_of_new_bots_writes_each_shared_dimension_value_once(api):
+    """40 bots of one pool and os handshake at once: none fails, and the
+    values they share are written once by the instance, not 40 times."""
+    def handshake(n: int) -> requests.Response:
+        return api.post("bot_handshake", bot_body(f"burst-{n}"), role="bot")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(handshake, range(40)))
+    assert [a.status_code for a in answers] == [200] * 40
+    alone = api.post("bot_handshake", bot_body("burst-late"), role="bot")
+    again = api.post("bot_handshake", bot_body("burst-late"), role="bot")
+    # Its entry, sighting, event, and its own id value; the second time not even that.
+    assert int(alone.headers["X-Firestore-Writes"]) == int(again.headers["X-Firestore-Writes"]) + 1
+    dims = api.ok("bots_dimensions", {"pool": "default"})["bots_dimensions"]
+    assert {"key": "os", "value": ["Linux"]} in dims
+    assert len(next(d["value"] for d in dims if d["key"] == "id")) == 41
 
 
 def test_bot_events_and_tasks_tell_the_bot_story(api):

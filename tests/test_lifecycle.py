@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from functions import cancellation, dedup, sweep
+from functions import bot_death, cancellation, dedup, stdout, sweep
 from local import cloud_tasks_emulator
 from tests.builders import bot_body, task_body
 
@@ -186,6 +186,16 @@ def test_heartbeats_keep_a_task_alive_without_new_timers(api, clock):
     assert _result(api, task_id)["state"] == "RUNNING"
 
 
+def test_output_past_a_lost_first_chunk_still_proves_the_command_started(api):
+    task_id = _task(api)["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    # The first chunk never came.
+    late = _update(api, run_id, output=base64.b64encode(b"later").decode(), output_chunk_start=stdout.CHUNK_SIZE + 10)
+    assert late.status_code == 200
+    answer = api.ok("bot_task_error", bot_body(task_id=run_id, message="disk on fire"), role="bot")
+    assert answer["state"] == "BOT_DIED"  # not retried: it may have had effects
+
+
 def test_a_task_error_is_bot_died_or_client_error(api):
     started = _task(api)["task_id"]
     run_id = _claim(api, started)["task_id"]
@@ -244,10 +254,14 @@ def test_cancelling_a_task_cancels_its_children_and_bulk_cancel_by_tags(api):
     assert f"parent_task_id:{parent}" in api.ok("task_request", {"task_id": children[0]})["tags"]
     api.ok("task_cancel", {"task_id": parent})
     assert [_result(api, c)["state"] for c in children] == ["CANCELED", "CANCELED"]
+    assert _result(api, parent)["canceled_by"] == "user:user@example.com"  # Who, recorded.
+    assert {_result(api, c)["canceled_by"] for c in children} == {f"parent task {parent}"}
     tagged = [_task(api, tags=["team:web", f"n:{i}"])["task_id"] for i in range(3)]
     answer = api.ok("tasks_cancel", {"tags": ["team:web", "pool:default"], "limit": 2})
     assert answer["canceled"] == 2
     assert sorted(_result(api, t)["state"] for t in tagged) == ["CANCELED", "CANCELED", "PENDING"]
+    by = sorted(str(_result(api, t)["canceled_by"]) for t in tagged)
+    assert by == ["None", "user:user@example.com", "user:user@example.com"]
     assert api.post("tasks_cancel", {"tags": []}).status_code == 400
 
 
@@ -348,13 +362,13 @@ def test_cancel_a_waiter(api, kill):
 def test_cancel_a_waiter_released_meanwhile_leaves_nothing_to_claim(api, monkeypatch):
     owner = api.ok("tasks_new", _idempotent())["task_id"]
     waiter = api.ok("tasks_new", _idempotent())["task_id"]
-    transact_cancel = cancellation._transact_cancel
+    cancel_waiter = cancellation._cancel_waiter
 
-    def owner_fails_first(ctx, task_id, now):  # between the cancel's read and its transaction
+    def owner_fails_first(ctx, task_id, now, by):  # between the cancel's read and its write
         _update(api, _claim(api, owner)["task_id"], exit_code=2, duration=1.0)  # the waiter is queued
-        return transact_cancel(ctx, task_id, now)
+        return cancel_waiter(ctx, task_id, now, by)
 
-    monkeypatch.setattr(cancellation, "_transact_cancel", owner_fails_first)
+    monkeypatch.setattr(cancellation, "_cancel_waiter", owner_fails_first)
     assert api.ok("task_cancel", {"task_id": waiter})["canceled"]
     assert _result(api, waiter)["state"] == "CANCELED"
     assert api.ok("bot_poll", bot_body(), role="bot")["cmd"] == "sleep"  # its queued slice went with it
@@ -383,9 +397,13 @@ def test_a_waiter_released_as_it_expires_leaves_nothing_to_claim(api, svc, clock
 
 # What lost timers leave behind.
 
+def _timers(svc, cloud_tasks):
+    return list(cloud_tasks_emulator.client_for(cloud_tasks.host).list_tasks(parent=svc.settings.tasks_queue))
+
+
 def _drop_timers(svc, cloud_tasks):
     client = cloud_tasks_emulator.client_for(cloud_tasks.host)
-    for task in client.list_tasks(parent=svc.settings.tasks_queue):
+    for task in _timers(svc, cloud_tasks):
         client.delete_task(name=task.name)
 
 
@@ -398,7 +416,15 @@ def test_the_sweep_repairs_what_lost_timers_left(api, svc, clock, cloud_tasks):
     assert api.ok("cron_sweep", {}, role="admin")["expired_slices"] == 0  # nothing late yet
     clock.offset = datetime.timedelta(seconds=600 + 61)
     swept = api.ok("cron_sweep", {}, role="admin")
-    assert swept["expired_slices"] == 1 and swept["dead_runs"] == 1
+    assert swept["expired_slices"] == 1 and swept["dead_runs"] == 0
     assert _result(api, pending)["state"] == "EXPIRED"
-    assert _result(api, running)["state"] == "BOT_DIED"  # never started, but its slice has no time left
+    # Found long after its due time, the run may have been silenced by an
+    # outage: its timer is armed again, after the outage grace.
+    assert _result(api, running)["state"] == "RUNNING"
+    [rearmed] = _timers(svc, cloud_tasks)
+    clock.offset += bot_death.OUTAGE_GRACE
+    due = rearmed.schedule_time.timestamp()
+    assert abs(due - (time.time() + clock.offset.total_seconds())) < 30
+    answer = api.ok("timer_bot_died", {"task_id": running, "try_number": 1, "due": int(due)}, role="admin")
+    assert answer == {"done": "BOT_DIED"}  # delivered on time, still silent; never started, but no time left
     assert api.ok("cron_sweep", {}, role="admin")["dead_runs"] == 0  # and again: nothing to do

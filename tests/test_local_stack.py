@@ -96,7 +96,8 @@ def test_failure_midway_stops_what_had_started(state_dir: Path):
     assert result.returncode == 1, result
     assert result.stderr == f"error: port {gateway_port} for gateway is already in use\n"
     assert not (state_dir / "stack.json").exists()
-    assert all((state_dir / "logs" / f"{name}.log").exists() for name in ("firestore", "storage", "cloud_tasks"))
+    assert all((state_dir / "logs" / f"{name}.log").exists()
+               for name in ("firestore", "pubsub", "storage", "cloud_tasks"))
     assert pids_mentioning(f"--port={firestore_port}") == []
     assert pids_mentioning(f"--port {cloud_tasks_port} ") == []
     assert pids_mentioning(str(state_dir)) == []
@@ -106,18 +107,19 @@ def test_detached_stack_answers_refuses_a_second_and_stops_clean(state_dir: Path
     result = swarming("local", "up", "--detach", "--bots", "0", "--state-dir", str(state_dir))
     assert result.returncode == 0, result.stderr
     state = local_stack.read_state(state_dir)
-    assert [line.split()[0] for line in result.stdout.splitlines()[:5]] == [
-        "firestore", "storage", "cloud_tasks", "gateway", "cron"]
+    assert [line.split()[0] for line in result.stdout.splitlines()[:6]] == [
+        "firestore", "pubsub", "storage", "cloud_tasks", "gateway", "cron"]
     assert f"BASE_URL={state['base_url']}" in result.stdout.splitlines()
 
     status = swarming("local", "status", "--json", "--state-dir", str(state_dir))
     assert status.returncode == 0, status
     shown = json.loads(status.stdout)
     assert shown["running"] and [(p["name"], p["alive"]) for p in shown["processes"]] == [
-        ("firestore", True), ("storage", True), ("cloud_tasks", True), ("gateway", True), ("cron", True)]
+        ("firestore", True), ("pubsub", True), ("storage", True), ("cloud_tasks", True), ("gateway", True),
+        ("cron", True)]
     assert shown["project"] == shown["bucket"] == "swarming-local"
     ports = shown["ports"]
-    assert set(ports) == {"firestore", "storage", "cloud_tasks", "cloud_tasks_certs", "gateway"}
+    assert set(ports) == {"firestore", "pubsub", "storage", "cloud_tasks", "cloud_tasks_certs", "gateway"}
     cloud_tasks = next(p for p in shown["processes"] if p["name"] == "cloud_tasks")
     assert cloud_tasks["url"] == f"127.0.0.1:{ports['cloud_tasks']}"
     assert cloud_tasks["log"] == str(state_dir / "logs" / "cloud_tasks.log")
@@ -149,7 +151,8 @@ def test_detached_stack_answers_refuses_a_second_and_stops_clean(state_dir: Path
 
     pids = [p["pid"] for p in state["processes"]]
     stopped = swarming("local", "down", "--state-dir", str(state_dir))
-    assert stopped.returncode == 0 and stopped.stdout == "stopped: cron, gateway, cloud_tasks, storage, firestore\n"
+    assert stopped.returncode == 0
+    assert stopped.stdout == "stopped: cron, gateway, cloud_tasks, storage, pubsub, firestore\n"
     assert_gone(pids, state_dir)
     assert pids_mentioning(f"local.cloud_tasks_emulator --port {ports['cloud_tasks']} ") == []
     assert swarming("local", "status", "--state-dir", str(state_dir)).returncode == 1
@@ -169,7 +172,7 @@ def test_foreground_stack_stops_on_signal(state_dir: Path, sig: signal.Signals):
         stack.send_signal(sig)
         out, err = stack.communicate(timeout=30)
         assert stack.returncode == 0, err
-        assert out.splitlines()[-1] == "stopped: cron, gateway, cloud_tasks, storage, firestore"
+        assert out.splitlines()[-1] == "stopped: cron, gateway, cloud_tasks, storage, pubsub, firestore"
         assert_gone([p["pid"] for p in state["processes"]], state_dir)
         assert not (state_dir / "stack.json").exists()
     finally:

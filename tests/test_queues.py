@@ -12,6 +12,7 @@ import pytest
 
 from functions import scheduler, tasks
 from functions.bot_registry import BotRequest
+from functions.offers import Offers
 from functions.queues import CACHE_SECS, FULL_READ_SECS, REFRESH, STAMP_MARGIN, QueueCache, TaskQueue
 from functions.tasks import Requester
 from shared import task_id as task_ids
@@ -141,8 +142,8 @@ def _new(svc, cache, body, now=NOW) -> str:
 def _poll(svc, cache, now, **dims):
     body = bot_body()
     body["dimensions"].update(dims)
-    return scheduler.poll(svc.store, cache, svc.registry, BotRequest.of(Poll.from_wire(body).attributes, {}), now,
-                          random.Random(0)).to_wire()
+    return scheduler.poll(svc.store, cache, Offers(), svc.registry, BotRequest.of(Poll.from_wire(body).attributes, {}),
+                          now, random.Random(0)).to_wire()
 
 
 def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):

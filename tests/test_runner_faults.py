@@ -175,6 +175,8 @@ def test_no_process_of_a_task_outlives_the_bot_s_death(fake: FakeServer, tmp_pat
     ((404, {}, {}), False),  # Not the API's answer (a proxy's page): the server may still know the run.
     ((409, {"error": {"code": "conflict", "message": "not held"}}, {}), True),
     ((400, {"error": {"code": "invalid_argument", "message": "bad"}}, {}), False),
+    ((401, {"error": {"code": "unauthenticated", "message": "expired"}}, {}), True),  # The run token, for good.
+    ((401, {}, {}), False),  # A proxy's page.
 ])
 def test_only_the_server_saying_so_makes_a_run_gone(fake: FakeServer, reply: Reply, gone: bool) -> None:
     fake.script("bot_task_update", reply)

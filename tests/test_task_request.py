@@ -49,7 +49,8 @@ def _full_body() -> dict[str, Any]:
         {"properties": _properties(command=["fallback"]), "expiration_secs": 3600},
         name="full", priority=20, tags=["k:v", "build:1"], user="alice", parent_task_id="5cfcee8008757010",
         request_uuid="0b3c2d1e-7f4a-4e2b-9c1d-5a6b7c8d9e0f", bot_ping_tolerance_secs=600, evaluate_only=True,
-        service_account="bot", pubsub_topic="", pubsub_userdata="",
+        service_account="bot", pubsub_topic="projects/my-project/topics/builds", pubsub_userdata="build 1",
+        pubsub_auth_token="t0ken",
     )
 
 
@@ -87,8 +88,16 @@ def _pairs(count: int) -> list[dict[str, str]]:
     (("service_account",), "BOT", "service_account"),
     (("pubsub_topic",), 1, "pubsub_topic"),
     (("pubsub_topic",), "projects/p/topics/t", "pubsub_topic"),
+    (("pubsub_topic",), "projects/my-project/topics/goog-x", "pubsub_topic"),
+    (("pubsub_topic",), "projects/my-project/subscriptions/builds", "pubsub_topic"),
+    (("pubsub_topic",), "my-topic", "pubsub_topic"),
+    (("pubsub_topic",), "projects/my-project/topics/" + "t" * 256, "pubsub_topic"),
     (("pubsub_userdata",), None, "pubsub_userdata"),
     (("pubsub_userdata",), "opaque", "pubsub_userdata"),
+    (("pubsub_userdata",), "u" * 1025, "pubsub_userdata"),
+    (("pubsub_auth_token",), "secret", "pubsub_auth_token"),
+    (("pubsub_auth_token",), 7, "pubsub_auth_token"),
+    (("pubsub_auth_token",), "é" * 513, "pubsub_auth_token"),
     (("task_slices",), [], "task_slices"),
     (("task_slices",), DELETE, "task_slices"),
     (("task_slices",), [1], "task_slices[0]"),
@@ -243,6 +252,8 @@ def test_every_field_is_read():
     assert props.cas_input_root.digest == Digest(HASH, 42)
     assert props.secret_bytes == b"\x00top secret\xff" and props.has_secret_bytes
     assert (props.io_timeout_secs, props.grace_period_secs, props.idempotent) == (0, 10, True)
+    assert (request.pubsub_topic, request.pubsub_userdata) == ("projects/my-project/topics/builds", "build 1")
+    assert request.pubsub_auth_token == "t0ken"
 
 
 @pytest.mark.parametrize("count", [1, 8])
@@ -301,6 +312,7 @@ def test_a_request_read_back_without_its_secret_knows_it_has_one():
     props = TaskRequest.from_wire(stored).task_slices[0].properties
     assert props.secret_bytes is None and props.secret_withheld and props.has_secret_bytes
     assert TaskRequest.from_wire(stored).to_wire() == stored
+    assert "pubsub_auth_token" not in stored and "t0ken" not in str(stored)
     with pytest.raises(ValueError):
         props.properties_hash()
 

@@ -17,7 +17,7 @@ import pytest
 from google.cloud import firestore, tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
-from functions import store, sweep, timers
+from functions import bot_death, store, sweep, timers
 from local import cloud_tasks_emulator
 from tests.builders import bot_body
 from tests.grpc_faults import InjectedStatus
@@ -186,12 +186,65 @@ class Lock:
         self._holder.join(10)
 
 
+# After an outage: a late delivery gives the bots time to report again.
+
+def _bot_died(api, task_id: str, due: int) -> dict[str, Any]:
+    return api.ok("timer_bot_died", {"task_id": task_id, "try_number": 1, "due": due}, "admin")
+
+
+def test_a_timer_delivered_late_gives_the_silent_run_the_outage_grace(api, svc, clock, cloud_tasks):
+    """Firestore was unreachable for 5 minutes: the timer could not be served
+    and neither could the bot's heartbeats. The run is not declared dead (nor
+    retried beside the bot still running it) until the grace has passed."""
+    task_id = _task(api, bot_ping_tolerance_secs=60)["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    _started(api, run_id)
+    [(claimed, _)] = _queued(svc, cloud_tasks, "timer_bot_died", task_id)
+    clock.offset = 60 * SECOND + 5 * 60 * SECOND  # delivered at last, 5 minutes after its second
+    answer = _bot_died(api, task_id, claimed)
+    assert answer["done"] == "alive" and _result(api, task_id)["state"] == "RUNNING"
+    grace_end = _second(answer["next"])
+    assert abs(grace_end - (time.time() + clock.offset.total_seconds() + bot_death.OUTAGE_GRACE.seconds)) < 30
+    assert grace_end in [second for second, _ in _queued(svc, cloud_tasks, "timer_bot_died", task_id)]
+    clock.offset += bot_death.OUTAGE_GRACE - 30 * SECOND
+    _update(api, run_id)  # the bot reports again within the grace
+    clock.offset += 30 * SECOND
+    assert _bot_died(api, task_id, grace_end)["done"] == "alive"  # on time, and it reported: alive
+
+
+def test_a_run_silent_through_the_grace_dies_on_its_timer(api, svc, clock, cloud_tasks):
+    task_id = _task(api, bot_ping_tolerance_secs=60)["task_id"]
+    _started(api, _claim(api, task_id)["task_id"])
+    [(claimed, _)] = _queued(svc, cloud_tasks, "timer_bot_died", task_id)
+    clock.offset = 60 * SECOND + 10 * 60 * SECOND
+    grace_end = _second(_bot_died(api, task_id, claimed)["next"])
+    clock.offset += bot_death.OUTAGE_GRACE
+    assert _bot_died(api, task_id, grace_end) == {"done": "BOT_DIED"}
+
+
+def test_a_silence_longer_than_any_outage_is_the_bots_own(api, svc, clock, cloud_tasks):
+    task_id = _task(api, bot_ping_tolerance_secs=60)["task_id"]
+    _started(api, _claim(api, task_id)["task_id"])
+    [(claimed, _)] = _queued(svc, cloud_tasks, "timer_bot_died", task_id)
+    clock.offset = 60 * SECOND + bot_death.MAX_OUTAGE
+    assert _bot_died(api, task_id, claimed) == {"done": "BOT_DIED"}
+
+
+def test_a_timer_late_by_less_than_an_outage_decides_at_once(api, svc, clock, cloud_tasks):
+    task_id = _task(api, bot_ping_tolerance_secs=60)["task_id"]
+    _started(api, _claim(api, task_id)["task_id"])
+    [(claimed, _)] = _queued(svc, cloud_tasks, "timer_bot_died", task_id)
+    clock.offset = 60 * SECOND + bot_death.LATE_DELIVERY - 5 * SECOND
+    assert _bot_died(api, task_id, claimed) == {"done": "BOT_DIED"}
+
+
 def test_a_locked_task_is_skipped_by_the_sweep_and_the_rest_swept(api, svc, clock, cloud_tasks, caplog):
     locked, other = (_task(api, bot_ping_tolerance_secs=60)["task_id"] for _ in range(2))
     for task_id in (locked, other):
         _started(api, _claim(api, task_id)["task_id"])
     _drop_timers(svc, cloud_tasks)
-    clock.offset = 61 * SECOND + sweep.SILENT
+    # Silent long enough for the sweep, and late by less than bot_death.LATE_DELIVERY: no outage grace.
+    clock.offset = 40 * SECOND + sweep.SILENT
     lock = Lock(svc.settings.project, locked)
     try:
         swept = api.ok("cron_sweep", {}, role="admin")
@@ -278,7 +331,7 @@ def test_a_timer_cloud_tasks_would_not_create_leaves_its_task_to_the_sweep(api, 
     assert refused.status_code == 503 and "Cloud Tasks" in refused.json()["error"]["message"]
     assert time.monotonic() - begin < UNAVAILABLE_WITHIN_SECS
     _drop_timers(svc, cloud_tasks)  # and Cloud Tasks dropped the timer for good
-    clock.offset = 91 * SECOND + sweep.SILENT
+    clock.offset = 40 * SECOND + sweep.SILENT  # both due, neither late by bot_death.LATE_DELIVERY
     swept = api.ok("cron_sweep", {}, role="admin")
     # Ending the started run needs no timer; retrying the fresh one needs its slice's.
     assert (swept["dead_runs"], swept["failed"]) == (1, 1)

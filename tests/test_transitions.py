@@ -35,9 +35,9 @@ def test_a_claim_makes_the_task_running_on_the_bot():
     changes = transitions.claim(result, "bot-1", {"pool": ["p"]}, "claim-1", 2, 1, NOW)
     assert (result.state, result.bot_id, result.claim_id, result.try_number, result.current_task_slice,
             result.started_ts, result.modified_ts) == (State.RUNNING, "bot-1", "claim-1", 2, 1, NOW, NOW)
-    assert changes == {"state": "RUNNING", "modified_ts": NOW, "bot_id": "bot-1", "claim_id": "claim-1",
-                       "bot_dimensions": {"pool": ["p"]}, "started_ts": NOW, "try_number": 2,
-                       "current_task_slice": 1}
+    assert changes == {"state": "RUNNING", "outcome": "RUNNING", "modified_ts": NOW, "bot_id": "bot-1",
+                       "claim_id": "claim-1", "bot_dimensions": {"pool": ["p"]}, "started_ts": NOW, "try_number": 2,
+                       "current_task_slice": 1, "bot_cost_usd_hour": None}
 
 
 @pytest.mark.parametrize("killing, completion, state", [
@@ -98,8 +98,8 @@ def test_a_deduplicated_task_copies_the_success():
 @pytest.mark.parametrize("state", [State.EXPIRED, State.CANCELED, State.NO_RESOURCE])
 def test_a_pending_task_is_abandoned(state):
     result = _result(waiting_on="owner")
-    assert transitions.abandon(result, state, NOW) == {"state": state.value, "modified_ts": NOW,
-                                                       "abandoned_ts": NOW, "waiting_on": None}
+    assert transitions.abandon(result, state, NOW) == {"state": state.value, "outcome": state.value,
+                                                       "modified_ts": NOW, "abandoned_ts": NOW, "waiting_on": None}
     assert result.state == state
 
 
@@ -112,8 +112,9 @@ def test_a_failed_run_keeps_why(state, missing):
 
 def test_a_kill_marks_a_running_task_without_ending_it():
     result = _running()
-    assert transitions.kill(result, NOW) == {"state": "RUNNING", "killing": True, "abandoned_ts": NOW,
-                                             "modified_ts": NOW}
+    assert transitions.kill(result, NOW, "user:admin@example.com") == {
+        "state": "RUNNING", "outcome": "RUNNING", "killing": True, "abandoned_ts": NOW, "modified_ts": NOW,
+        "canceled_by": "user:admin@example.com"}
     assert result.state == State.RUNNING and result.killing
 
 
@@ -127,7 +128,7 @@ MOVES = {
     "take_success": lambda r: transitions.take_success(r, _result(State.COMPLETED), NOW),
     "abandon": lambda r: transitions.abandon(r, State.EXPIRED, NOW),
     "fail": lambda r: transitions.fail(r, State.BOT_DIED, "", None, NOW),
-    "kill": lambda r: transitions.kill(r, NOW),
+    "kill": lambda r: transitions.kill(r, NOW, "user:admin@example.com"),
 }
 
 

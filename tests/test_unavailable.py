@@ -55,8 +55,9 @@ class OwnFirestore:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self._pid = emulators.start_firestore(self.port, self._log).process.pid
+    def start(self, import_data: Path | None = None) -> None:
+        """On its port; with `import_data`, holding what that export held."""
+        self._pid = emulators.start_firestore(self.port, self._log, import_data).process.pid
 
     def stop(self) -> None:
         processes.stop(self._pid)

@@ -185,6 +185,231 @@ resource "google_firestore_index" "bot_events_bot_ts" {
   }
 }
 
+# Task lists (functions/task_query.py): a tag in front, or with no tag the four
+# query shards (no single hot range at the end of a state's range), then the
+# outcome (or any), and the time, newest first.
+resource "google_firestore_index" "task_results_tag_created" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "created_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_tag_outcome_created" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "outcome"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "created_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_qshard_created" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path = "query_shard"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "created_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_qshard_outcome_created" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path = "query_shard"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "outcome"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "created_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_tag_started" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "started_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_tag_outcome_started" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "outcome"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "started_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_qshard_started" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path = "query_shard"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "started_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_qshard_outcome_started" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path = "query_shard"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "outcome"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "started_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_tag_completed" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "completed_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_tag_outcome_completed" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path   = "tags"
+    array_config = "CONTAINS"
+  }
+
+  fields {
+    field_path = "outcome"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "completed_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_qshard_completed" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path = "query_shard"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "completed_ts"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "task_results_qshard_outcome_completed" {
+  project    = var.project
+  database   = google_firestore_database.default.name
+  collection = "task_results"
+
+  fields {
+    field_path = "query_shard"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "outcome"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "completed_ts"
+    order      = "DESCENDING"
+  }
+}
+
 # Expired documents are deleted by Firestore's TTL policies (within about a
 # day; readers ignore what expired already).
 resource "google_firestore_field" "ttl" {
@@ -192,6 +417,7 @@ resource "google_firestore_field" "ttl" {
     bot_events     = "bot_events"
     bot_dimensions = "bot_dimensions"
     request_uuids  = "request_uuids"
+    ui_signins     = "ui_signins"
   }
 
   project    = var.project

@@ -16,7 +16,11 @@ locals {
     "task_result",
     "task_request",
     "task_stdout",
+    "task_pending",
     "task_cancel",
+    "tasks_list",
+    "tasks_requests",
+    "tasks_count",
     "tasks_cancel",
     "bots_list",
     "bots_count",
@@ -26,6 +30,7 @@ locals {
     "bot_tasks",
     "bot_delete",
     "bot_terminate",
+    "ui",
     "server_details",
     "server_permissions",
     "server_token",
@@ -34,6 +39,7 @@ locals {
     "cas_urls",
     "timer_expire",
     "timer_bot_died",
+    "timer_notify",
     "cron_sweep",
   ]
 

@@ -1,4 +1,4 @@
-# The timers (Cloud Tasks: timer_expire, timer_bot_died) and the cron
+# The timers (Cloud Tasks: timer_expire, timer_bot_died, timer_notify) and the cron
 # (Cloud Scheduler: cron_sweep), both calling as the timers' service account,
 # whose OIDC tokens the functions accept as the service itself
 # (SWARMING_SERVICE_ACCOUNT).

@@ -1,0 +1,102 @@
+"""The pending slices this instance lately offered to a bot as its first
+candidate: concurrent polls of one queue get different heads, so their claims
+do not race for one task, and a bot alone on its queues gets the head.
+
+Memory of one instance only, and a hint: correctness still comes from the
+claim's guarded batch alone (DESIGN.md §6). An offer is held until the bot
+polls again or `TTL_SECS` pass: longer than a poll → claim round trip, short
+enough that a bot that never claims delays nobody. A slice claimed on this
+instance stays held as long, won or lost, as polls may still read it pending.
+
+Order (the README's promise, issue 16): when no other bot holds an offer on
+this instance, a poll offers the pending slices strictly in order: the most
+urgent first. Under contention a bot's one candidate is drawn at random among
+the most urgent priority's slices that nobody holds, within the scan; the scan reads `SCAN` slices
+plus one per offer held, up to `MAX_SCAN`, so no task starts ahead of more
+than `MAX_SCAN - 1` older tasks of its queues with the same or higher
+priority that were pending when it was offered.
+"""
+
+import random
+import threading
+import time
+from typing import Callable
+
+from functions.models import TaskToRun
+
+#: Pending slices a poll reads without contention (each a billed read), the
+#: most a poll reads, and the candidates it returns.
+SCAN, MAX_SCAN, MAX_CANDIDATES = 10, 40, 5
+TTL_SECS = 3.0
+#: Slices read per offer another bot holds: the polls of other instances,
+#: unseen here, hold about as many again.
+SPREAD = 2
+#: The holder of a slice being claimed.
+TAKEN = ""
+
+
+def _key(to_run: TaskToRun) -> str:
+    return f"{to_run.task_id}:{to_run.slice_index}"
+
+
+def _same_priority(ordered: list[TaskToRun]) -> int:
+    """How many of the slices, in order, share the first one's priority."""
+    priority = ordered[0].order_key.split(":")[0]
+    return next((i for i, t in enumerate(ordered) if t.order_key.split(":")[0] != priority), len(ordered))
+
+
+class Offers:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: Slice key → (bot id, monotonic time the offer lapses).
+        self._held: dict[str, tuple[str, float]] = {}
+
+    def scan_size(self, bot_id: str) -> int:
+        """How many pending slices the poll of `bot_id` reads: enough that
+        the offers held by other bots leave it a free one."""
+        with self._lock:
+            self._prune()
+            others = sum(1 for holder, _ in self._held.values() if holder not in (bot_id, TAKEN))
+        return min(MAX_SCAN, SCAN + SPREAD * others)
+
+    def choose(self, bot_id: str, pending: list[TaskToRun], rand: random.Random) -> list[TaskToRun]:
+        """The candidates for `bot_id` among `pending` (in order), its first
+        one held for it. Under contention, only that one: the others would be
+        claimed by the bots polling meanwhile. Slices held by other bots are
+        offered last, only when nothing else is left."""
+        with self._lock:
+            self._prune()
+            self._release_bot(bot_id)
+            contended = any(holder != TAKEN for holder, _ in self._held.values())
+            free = [t for t in pending if _key(t) not in self._held]
+            held = [t for t in pending if _key(t) in self._held]
+            if contended and free:
+                # Others claim the rest meanwhile: one candidate, and a lost claim polls again.
+                chosen = [free[rand.randrange(_same_priority(free))]]
+            else:
+                chosen = (free + held)[:MAX_CANDIDATES]
+            if chosen and chosen[0] in free:
+                self._held[_key(chosen[0])] = (bot_id, self._clock() + TTL_SECS)
+            return chosen
+
+    def release(self, task_id: str, slice_index: int) -> None:
+        """The slice is free again: its claim was refused, and it is still pending."""
+        with self._lock:
+            self._held.pop(f"{task_id}:{slice_index}", None)
+
+    def take(self, task_id: str, slice_index: int) -> None:
+        """A bot claims the slice: held by nobody until the offer would have
+        lapsed, so that a poll that read it before the claim's commit does
+        not offer it again."""
+        with self._lock:
+            self._held[f"{task_id}:{slice_index}"] = (TAKEN, self._clock() + TTL_SECS)
+
+    def _release_bot(self, bot_id: str) -> None:
+        for key in [k for k, (holder, _) in self._held.items() if holder == bot_id]:
+            del self._held[key]
+
+    def _prune(self) -> None:
+        now = self._clock()
+        for key in [k for k, (_, lapses) in self._held.items() if lapses <= now]:
+            del self._held[key]

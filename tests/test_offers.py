@@ -1,0 +1,106 @@
+"""The scheduler's order: strictly the most urgent first for a bot alone on
+its queues, different first candidates for concurrent bots, and the bound
+on how far out of order a task may start (functions/offers.py)."""
+
+import datetime
+import random
+
+from functions import offers
+from functions.models import TaskToRun
+from functions.offers import MAX_CANDIDATES, MAX_SCAN, SCAN, TTL_SECS, Offers
+from tests.builders import bot_body, task_body
+
+
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _pending(count: int, priority: int = 100, start: int = 0) -> list[TaskToRun]:
+    return [TaskToRun(task_id=f"t{start + i:04d}0", slice_index=0, queue_key="q", order_key=f"{priority:03d}:{i:015d}",
+                      dimensions={}, expiration_ts=NOW) for i in range(count)]
+
+
+def _ids(chosen: list[TaskToRun]) -> list[str]:
+    return [t.task_id for t in chosen]
+
+
+def test_a_bot_alone_gets_the_pending_slices_strictly_in_order():
+    pending = _pending(8)
+    for seed in range(20):
+        assert _ids(Offers().choose("bot-1", pending, random.Random(seed))) == _ids(pending[:MAX_CANDIDATES])
+
+
+def test_a_bot_polling_again_is_still_alone_and_gets_the_head_again():
+    book, pending = Offers(), _pending(8)
+    book.choose("bot-1", pending, random.Random(0))
+    assert _ids(book.choose("bot-1", pending, random.Random(1)))[0] == pending[0].task_id
+
+
+def test_concurrent_bots_get_different_first_candidates_of_the_head_priority():
+    book = Offers()
+    pending = _pending(10) + _pending(10, priority=200, start=10)
+    firsts = [book.choose(f"bot-{b}", pending, random.Random(b))[0] for b in range(10)]
+    assert len({t.task_id for t in firsts}) == 10
+    assert all(t.order_key.startswith("100:") for t in firsts)  # never a lower priority while a higher is free
+
+
+def test_held_slices_are_offered_last_and_only_when_nothing_else_is_left():
+    book, pending = Offers(), _pending(2)
+    book.choose("bot-1", pending, random.Random(0))
+    book.choose("bot-2", pending, random.Random(0))
+    third = book.choose("bot-3", pending, random.Random(0))
+    assert len(third) == 2  # both held: still offered, the claim decides
+
+
+def test_an_offer_lapses_or_is_released_when_its_claim_is_refused():
+    clock = Clock()
+    book, pending = Offers(clock), _pending(3)
+    held = book.choose("bot-1", pending, random.Random(0))[0]
+    assert book.scan_size("bot-2") == SCAN + offers.SPREAD
+    book.release(held.task_id, held.slice_index)
+    assert book.scan_size("bot-2") == SCAN
+    book.choose("bot-1", pending, random.Random(0))
+    clock.now += TTL_SECS
+    assert book.scan_size("bot-2") == SCAN
+    assert _ids(book.choose("bot-2", pending, random.Random(5))) == _ids(pending)  # alone again: in order
+
+
+def test_a_claimed_slice_read_again_before_its_commit_is_offered_last_and_order_is_kept():
+    book, pending = Offers(), _pending(MAX_CANDIDATES - 1)
+    first = book.choose("bot-1", pending, random.Random(0))[0]
+    book.take(first.task_id, first.slice_index)
+    for seed in range(10):  # the lone bot's next poll read the claimed slice still pending
+        assert _ids(book.choose("bot-1", pending, random.Random(seed))) == _ids(pending[1:] + pending[:1])
+
+
+def test_the_scan_widens_with_the_offers_held_up_to_its_bound():
+    book = Offers()
+    pending = _pending(MAX_SCAN + 20)
+    for b in range(MAX_SCAN + 10):
+        chosen = book.choose(f"bot-{b}", pending[:book.scan_size(f"bot-{b}")], random.Random(b))
+        # The bound: a first candidate is never past the scan's end.
+        assert pending.index(chosen[0]) < MAX_SCAN
+    assert book.scan_size("bot-new") == MAX_SCAN
+
+
+def test_one_bot_polling_runs_equal_priority_tasks_oldest_first(api):
+    """Through the service: tasks of one priority, created in turn, start in
+    the order they were created, however many there are to choose from."""
+    created = [api.ok("tasks_new", task_body(command=["echo", str(i)]))["task_id"] for i in range(12)]
+    started = []
+    for _ in created:
+        answer = api.ok("bot_poll", bot_body(), role="bot")
+        candidate = answer["candidates"][0]
+        claim = api.ok("bot_claim", {**bot_body(), **candidate, "claim_id": candidate["task_id"]}, role="bot")
+        started.append(candidate["task_id"])
+        api.ok("bot_task_update", {**bot_body(), "task_id": claim["manifest"]["task_id"], "exit_code": 0,
+                                   "duration": 0.1}, role="bot")
+    assert started == created
+    assert offers.SCAN < len(created)  # the order held beyond one scan's worth
