@@ -340,9 +340,10 @@ def _create_timers_queue(host: str) -> None:
 #: connections (610 s); gunicorn's default, 2 s, closed connections that
 #: clients were about to reuse (`RemoteDisconnected`).
 GATEWAY_WORKERS, GATEWAY_THREADS, GATEWAY_KEEP_ALIVE_SECS = 2, 512, 620
-#: Each answer's line in the gateway's log names its Firestore reads and writes (benches add them up).
+#: Each answer's line in the gateway's log names its Firestore reads and
+#: writes (benches add them up) and the caller's user agent (Cloud Tasks').
 GATEWAY_ACCESS_LOG = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms reads=%({x-firestore-reads}o)s ' \
-                     'writes=%({x-firestore-writes}o)s'
+                     'writes=%({x-firestore-writes}o)s "%(a)s"'
 GATEWAY_OPTIONS = ("--workers", str(GATEWAY_WORKERS), "--worker-class", "gthread",
                    "--threads", str(GATEWAY_THREADS), "--worker-connections", str(2 * GATEWAY_THREADS),
                    "--keep-alive", str(GATEWAY_KEEP_ALIVE_SECS), "--access-logformat", GATEWAY_ACCESS_LOG)

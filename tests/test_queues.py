@@ -133,7 +133,13 @@ def test_cache_writes_a_queue_once_per_refresh_and_shows_its_own_writes_at_once(
     assert cache.needs_write(TaskQueue.for_dimensions({"pool": ["p"]}, NOW + REFRESH))
 
 
-def _new(svc, cache, body, now=NOW) -> str:
+def _present() -> datetime.datetime:
+    """Now, for the tests on the emulators: tasks created at a fixed time
+    would meet their real expiry timers once the suite has run that long."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def _new(svc, cache, body, now) -> str:
     """Creates a task on an instance whose queue cache is `cache`."""
     return tasks.new(dataclasses.replace(svc.context, queues=cache), TaskRequest.from_wire(body), USER,
                      now)["task_id"]
@@ -147,19 +153,19 @@ def _poll(svc, cache, now, **dims):
 
 
 def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):
-    creator, poller = QueueCache(), QueueCache()
-    assert _poll(svc, poller, NOW)["cmd"] == "sleep"  # the poller has read the pool: empty
-    task_id = _new(svc, creator, task_body())
-    assert _poll(svc, poller, NOW + datetime.timedelta(seconds=1))["cmd"] == "sleep"
-    later = NOW + datetime.timedelta(seconds=CACHE_SECS + 1)
+    creator, poller, now = QueueCache(), QueueCache(), _present()
+    assert _poll(svc, poller, now)["cmd"] == "sleep"  # the poller has read the pool: empty
+    task_id = _new(svc, creator, task_body(), now)
+    assert _poll(svc, poller, now + datetime.timedelta(seconds=1))["cmd"] == "sleep"
+    later = now + datetime.timedelta(seconds=CACHE_SECS + 1)
     assert _poll(svc, poller, later)["candidates"] == [{"task_id": task_id, "slice": 0}]
 
 
 def test_poll_finds_or_dimensions_and_skips_other_queues(svc):
-    cache = QueueCache()
-    mac = _new(svc, cache, task_body(dimensions={"pool": "default", "os": "Linux|Mac"}))
-    _new(svc, cache, task_body(dimensions={"pool": "default", "gpu": "yes"}))
-    answer = _poll(svc, QueueCache(), NOW, os=["Mac"])
+    cache, now = QueueCache(), _present()
+    mac = _new(svc, cache, task_body(dimensions={"pool": "default", "os": "Linux|Mac"}), now)
+    _new(svc, cache, task_body(dimensions={"pool": "default", "gpu": "yes"}), now)
+    answer = _poll(svc, QueueCache(), now, os=["Mac"])
     assert [c["task_id"] for c in answer["candidates"]] == [mac]
 
 
@@ -188,11 +194,11 @@ def test_idle_poll_with_a_warm_cache_and_its_session_costs_at_most_one_read_and_
 
 
 def _pending_order(svc, pool: str) -> tuple[list[str], list[str]]:
-    cache, created = QueueCache(), []
+    cache, created, now = QueueCache(), [], _present()
     for i, priority in enumerate([50, 100, 100, 100, 10]):
         body = task_body(dimensions={"pool": pool}, priority=priority)
-        created.append(_new(svc, cache, body, NOW + datetime.timedelta(seconds=i)))
-    queue_key = TaskQueue.for_dimensions({"pool": [pool]}, NOW).queue_key
+        created.append(_new(svc, cache, body, now + datetime.timedelta(seconds=i)))
+    queue_key = TaskQueue.for_dimensions({"pool": [pool]}, now).queue_key
     return [t.task_id for t in svc.store.pending([queue_key], 10)], created
 
 
@@ -230,9 +236,9 @@ def test_task_ids_drawn_in_the_same_millisecond_never_collide(svc, monkeypatch):
     """Ids repeat when the millisecond and the random bits do: a fresh id is drawn."""
     draws = iter([0x1230, 0x1230, 0x4560])
     monkeypatch.setattr(task_ids, "new_request_id", lambda now, rand=None: next(draws))
-    cache = QueueCache()
-    first = _new(svc, cache, task_body())
-    second = _new(svc, cache, task_body())
+    cache, now = QueueCache(), _present()
+    first = _new(svc, cache, task_body(), now)
+    second = _new(svc, cache, task_body(), now)
     assert (first, second) == ("12300", "45600")
     assert svc.store.get_result(second).task_id == second
 
