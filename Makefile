@@ -79,7 +79,7 @@ bench-pickup: install
 bench-query: install
 	$(BIN)/python -m bench.query
 
-# Not in `bench`: at its defaults (500 bots, 10,000 tasks) it outlasts the emulator on 2 cores (docs/benchmarks.md).
+# Not in `bench`: at its defaults (500 bots, 10,000 tasks) it takes most of an hour on 2 cores (docs/benchmarks.md).
 bench-load: install
 	$(BIN)/python -m bench.load
 
