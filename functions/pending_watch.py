@@ -138,6 +138,13 @@ class PendingWatch:
             stops = self._stale()
         _stop(stops)
 
+    def close(self) -> None:
+        """Stops every listener (the service is done with)."""
+        with self._lock:
+            stops = [listener.stop for listener in self._listeners.values()]
+            self._listeners.clear()
+        _stop(stops)
+
     def _stale(self) -> list[Callable[[], None] | None]:
         """Forgets the listeners idle past the linger (under the lock); what stops them."""
         now = self._clock()

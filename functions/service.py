@@ -116,6 +116,13 @@ class Service:
     def queue_cache(self) -> QueueCache:
         return QueueCache()
 
+    def close(self) -> None:
+        """Stops what runs in the background for this service: the long
+        poll's listeners, if any was made (a cached property not read yet)."""
+        watch = self.__dict__.get("pending_watch")
+        if watch is not None:
+            watch.close()
+
     @functools.cached_property
     def pending_watch(self) -> PendingWatch:
         return PendingWatch(self.store.watch_pending)

@@ -125,6 +125,7 @@ def svc(emulator_env: dict[str, str], cloud_tasks: cloud_tasks_emulator.Emulator
     current.service_config.push(service_config.read_dir(CONFIG_DIR))  # CONFIG
     with service.use(current):
         yield current
+    current.close()  # Its listeners would run, and cost CPU, until the suite ends.
 
 
 @pytest.fixture(scope="session")

@@ -155,3 +155,13 @@ def test_a_poll_with_no_queue_waits_on_nothing():
     watch = PendingWatch(FakeListen(), Clock())
     with watch.waiting([], MOST) as added:
         assert added is not None and watch.listening() == []
+
+
+def test_closing_stops_every_listener_lingering_or_not():
+    listen = FakeListen()
+    watch = PendingWatch(listen, Clock())
+    with watch.waiting(["p:a"], MOST):
+        pass  # Its listener lingers, for the next poll.
+    with watch.waiting(["p:b"], MOST):
+        watch.close()
+    assert sorted(listen.stopped) == ["p:a", "p:b"] and watch.listening() == []
