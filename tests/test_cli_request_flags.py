@@ -48,8 +48,8 @@ def test_every_flag_reaches_the_request(api, base_url):
 
 def test_the_pubsub_flags_reach_the_request_and_the_token_comes_from_the_environment(api, base_url, monkeypatch):
     monkeypatch.setenv("SWARMING_PUBSUB_AUTH_TOKEN", "s3cret-token")
-    result = _swarming(base_url, "trigger", "-d", "pool=default", "--wait-for-capacity",
-                       "--pubsub-topic", "projects/my-ci-project/topics/builds", "--pubsub-userdata", "build 7", "--", "true")
+    result = _swarming(base_url, "trigger", "-d", "pool=default", "--wait-for-capacity", "--pubsub-topic",
+                       "projects/my-ci-project/topics/builds", "--pubsub-userdata", "build 7", "--", "true")
     request = _request(api, result)
     assert (request["pubsub_topic"], request["pubsub_userdata"]) == ("projects/my-ci-project/topics/builds", "build 7")
     assert "s3cret-token" not in json.dumps(request)  # Kept for the publisher alone.
