@@ -15,7 +15,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions import ops, stdout
+from functions import listener, ops, stdout
 from functions.errors import NotFound, Unavailable
 from functions.models import TaskResult, TaskToRun
 from functions.queues import TaskQueue
@@ -294,8 +294,7 @@ class Store:
             on_change(added, len(docs), max(1, len(kept)) if first else len(kept))
             first = False
 
-        watch = filtered(self._db, TASK_TO_RUN, [("queue_key", "==", queue_key)]).on_snapshot(changed)
-        return watch.unsubscribe
+        return listener.listen(filtered(self._db, TASK_TO_RUN, [("queue_key", "==", queue_key)]), changed)
 
     def count_ahead(self, to_run: TaskToRun) -> int:
         """How many pending slices of its queue bots get before this one."""

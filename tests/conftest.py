@@ -115,8 +115,8 @@ def svc(emulator_env: dict[str, str], cloud_tasks: cloud_tasks_emulator.Emulator
     name = f"test-{uuid.uuid4().hex[:12]}"
     storage.Client(project=name, credentials=AnonymousCredentials()).create_bucket(name)
     queue = f"projects/{name}/locations/local/queues/timers"
-    cloud_tasks_emulator.client_for(cloud_tasks.host).create_queue(
-        parent=queue.rsplit("/queues/", 1)[0], queue={"name": queue})
+    timers = cloud_tasks_emulator.client_for(cloud_tasks.host)
+    timers.create_queue(parent=queue.rsplit("/queues/", 1)[0], queue={"name": queue})
     settings = Settings(project=name, bucket=name, functions_url=base_url, tasks_queue=queue,
                         tasks_emulator_host=cloud_tasks.host, service_account=TIMERS_ACCOUNT,
                         id_token_certs_url=cloud_tasks.certs_url, storage_url=emulator_env["STORAGE_EMULATOR_HOST"],
@@ -126,6 +126,9 @@ def svc(emulator_env: dict[str, str], cloud_tasks: cloud_tasks_emulator.Emulator
     with service.use(current):
         yield current
     current.close()  # Its listeners would run, and cost CPU, until the suite ends.
+    # Its timers would reach the gateway in later tests, whose service knows
+    # none of their tasks, and be retried there until the suite ends.
+    timers.delete_queue(name=queue)
 
 
 @pytest.fixture(scope="session")

@@ -158,7 +158,7 @@ def test_a_run_the_server_disowns_stops_the_task_and_returns_to_polling(
 
     assert bot.run_once() is Outcome.RAN
 
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # Not the command's 60 s.
     assert len(updates(fake)) == 2 and all("exit_code" not in u for u in updates(fake))
 
 
@@ -188,7 +188,7 @@ def test_must_stop_while_running_kills_and_reports_the_completion(
 
     assert bot.run_once() is Outcome.RAN
 
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # Not the command's 60 s.
     final = updates(fake)[-1]
     assert final["exit_code"] == -signal.SIGTERM and final["duration"] > 0
     assert "canceled" not in final and final["hard_timeout"] is False and final["io_timeout"] is False
@@ -323,7 +323,7 @@ def test_a_hung_runner_meets_the_last_ditch_timeout_with_its_command(fake: FakeS
     assert 1.5 <= time.monotonic() - started < 10  # 0.5 + 0 + 0.2 + 0.3 + 0.5 s
     [reported] = fake.bodies("bot_task_error")
     assert "last-ditch timeout of 2 s" in reported["message"]
-    assert wait_gone([int(output(fake))], 2) == []
+    assert wait_gone([int(output(fake))], 15) == []
 
 
 def test_the_task_runs_in_a_runner_process_with_its_outdir(fake: FakeServer, bot: Bot, tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ def test_the_bot_s_death_ends_the_task_its_runner_and_the_server(fake: FakeServe
         bot_process.kill()
         bot_process.communicate(timeout=10)
 
-    assert wait_gone([server, runner, shell], 1 + 5) == []  # The grace period, then the kill.
+    assert wait_gone([server, runner, shell], 15) == []  # The grace period (1 s), then the kill.
     assert all("exit_code" not in u for u in fake.bodies("bot_task_update"))  # Left to the server.
 
 

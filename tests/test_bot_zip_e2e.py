@@ -10,6 +10,7 @@ last leaves the bot idle, alive, on good code. Waits are generous (90 s); no
 test asserts how long anything took.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -91,6 +92,16 @@ class Stack:
         worked out as the server does (same sources, same installed packages)."""
         self.hooks.write_text(hooks, encoding="utf-8")
         return digest(Sources(root=self.sources).entries(self.base_url, "dev"))
+
+    @contextlib.contextmanager
+    def serving(self, hooks: str) -> Iterator[str]:
+        """Serves `hooks` within the block (its version), then again what
+        was served before it, whichever test served that."""
+        before = self.hooks.read_text(encoding="utf-8")
+        try:
+            yield self.serve(hooks)
+        finally:
+            self.serve(before)
 
     def swarming(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([SWARMING, *args[:1], "--state-dir", str(self.state_dir), *args[1:]],
@@ -177,8 +188,7 @@ def test_the_idle_bot_updates_itself_to_new_code_and_keeps_running_tasks(stack: 
 
 def test_a_broken_version_is_refused_and_the_bot_keeps_its_code(stack: Stack):
     good = stack.bot()["version"]
-    broken = stack.serve(BROKEN_HOOKS)
-    try:
+    with stack.serving(BROKEN_HOOKS) as broken:
         refused = wait_for("the bot_error of the refused update", lambda: [
             e for e in stack.events("bot_error") if broken in e.get("message", "")])
         assert "not fine" in refused[0]["message"], refused
@@ -188,16 +198,13 @@ def test_a_broken_version_is_refused_and_the_bot_keeps_its_code(stack: Stack):
         # on its good code while the broken one is still the server's.
         stack.run_hi()
         assert broken in stack.bot()["state"]["refused_versions"]
-    finally:
-        assert stack.serve(HOOKS_B) == good
     stack.run_hi()
     assert stack.bot()["version"] == good
 
 
 def test_a_hook_quarantines_the_bot_and_restoring_the_hooks_releases_it(stack: Stack):
     good = stack.bot()["version"]
-    quarantining = stack.serve(QUARANTINE_HOOKS)
-    try:
+    with stack.serving(QUARANTINE_HOOKS) as quarantining:
         wait_for("the bot on the quarantining hooks", lambda: stack.bot()["version"] == quarantining)
         wait_for("the bot quarantined", lambda: stack.bot()["quarantined"])
         assert stack.bot()["state"]["quarantined"] == "test"
@@ -206,8 +213,6 @@ def test_a_hook_quarantines_the_bot_and_restoring_the_hooks_releases_it(stack: S
         task_id = triggered.stdout.strip()
         time.sleep(5)  # a few polls of the quarantined bot: it gets no task
         assert stack.call("task_result", {"task_id": task_id})["state"] == "PENDING"
-    finally:
-        assert stack.serve(HOOKS_B) == good
     wait_for("the bot back on the normal hooks", lambda: stack.bot()["version"] == good)
     wait_for("the bot out of quarantine", lambda: not stack.bot()["quarantined"])
     collected = stack.swarming("collect", "--timeout", str(int(WAIT_SECS)), "--json", task_id)

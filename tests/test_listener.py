@@ -1,0 +1,86 @@
+"""Firestore listeners (functions/listener.py) against a real emulator taken
+down under them: they re-open a few times a window instead of spinning, come
+back with Firestore, and once stopped stay stopped."""
+
+import queue
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from google.api_core import bidi
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore
+
+from functions import listener
+from tests.test_unavailable import OwnFirestore
+
+#: How long Firestore stays down under the listener: without the throttle,
+#: thousands of re-opens.
+DOWN_SECS = 4
+
+
+class Opens:
+    """Counts the streams opened by every listener of the process."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        opened = bidi.BidiRpc.open
+
+        def counted(rpc: bidi.BidiRpc) -> None:
+            self.count += 1
+            opened(rpc)
+
+        monkeypatch.setattr(bidi.BidiRpc, "open", counted)
+
+
+@pytest.fixture
+def own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OwnFirestore]:
+    own = OwnFirestore(tmp_path / "firestore.log")
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", own.host)
+    yield own
+    own.stop()
+
+
+def _write(db: firestore.Client, doc: str, deadline_secs: float = 30) -> None:
+    """Writes one document, once the (restarted) emulator takes it."""
+    deadline = time.monotonic() + deadline_secs
+    while True:
+        try:
+            db.collection("c").document(doc).set({"x": 1}, timeout=5)
+            return
+        except Exception:
+            assert time.monotonic() < deadline, "Firestore never came back"
+            time.sleep(0.5)
+
+
+def test_a_listener_waits_out_an_outage_comes_back_and_once_stopped_stays_stopped(
+        own: OwnFirestore, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = firestore.Client(project=f"p-{uuid.uuid4().hex[:8]}", credentials=AnonymousCredentials())
+    opens = Opens(monkeypatch)
+    sizes: queue.Queue[int] = queue.Queue()
+
+    def changed(docs: list[Any], _changes: list[Any], _read_time: Any) -> None:
+        sizes.put(len(docs))
+
+    stop = listener.listen(db.collection("c"), changed)
+    assert sizes.get(timeout=30) == 0  # The first snapshot: nothing yet.
+
+    own.stop()
+    before = opens.count
+    time.sleep(DOWN_SECS)
+    assert opens.count - before <= listener.REOPENS + 1
+
+    own.start()  # Empty, on the same port.
+    _write(db, "d")
+    deadline = time.monotonic() + 2 * listener.WINDOW.total_seconds() + 30
+    while (size := sizes.get(timeout=max(0.1, deadline - time.monotonic()))) != 1:
+        assert time.monotonic() < deadline, f"the listener never saw the write (last snapshot: {size})"
+
+    stop()
+    stopped_at = opens.count
+    own.stop()
+    time.sleep(2)
+    assert opens.count == stopped_at
+    assert sizes.empty()
