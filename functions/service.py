@@ -33,16 +33,16 @@ from functions.pending_watch import PendingWatch
 from functions.queues import QueueCache
 from functions.settings import Settings
 from functions.signed_tokens import SignedTokens
-from functions.store import Store
+from functions.store import RETRY_SECS, Store
 from functions.timers import TimerSettings, Timers, make_client
 
 
 #: Each attempt of a call to Firestore or Cloud Storage gives up after this
-#: long, and its retries after this long in all: when a backend is
+#: long, and its retries after RETRY_SECS in all (functions/store.py, whose
+#: queries take it too): when a backend is
 #: unreachable, a request answers 503 within seconds (functions.http) instead
 #: of holding its caller for the clients' defaults (one to five minutes).
 CALL_TIMEOUT_SECS = 10.0
-RETRY_SECS = 5.0
 #: Cloud Storage's (connect, read) timeouts: a read's is per socket read, not
 #: the whole download's.
 STORAGE_TIMEOUT = (5.0, CALL_TIMEOUT_SECS)

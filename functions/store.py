@@ -12,6 +12,7 @@ import hashlib
 from typing import Any, Callable, Iterable, TypeVar
 
 from google.api_core import exceptions as gexc
+from google.api_core import retry as retries
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -74,6 +75,17 @@ class UndeclaredIndex(RuntimeError):
 
 Filter = tuple[str, str, Any]
 
+#: Passed to every query and aggregation. Left to its default, a query whose
+#: stream fails midway looks its retry up on the raw gRPC method and raises an
+#: AttributeError over the real error (google-cloud-firestore 2.34.1,
+#: `_retry_query_after_exception`). Only an unavailable Firestore is tried
+#: again, within RETRY_SECS as every call (functions/service.py): a query
+#: that timed out would take the whole call timeout again; it stands, and
+#: the caller gets its 503.
+RETRY_SECS = 5.0
+QUERY_RETRY = retries.Retry(predicate=retries.if_exception_type(gexc.ServiceUnavailable, gexc.InternalServerError),
+                            initial=0.2, maximum=1.0, multiplier=2.0, timeout=RETRY_SECS)
+
 
 def get(ref: firestore.DocumentReference, transaction=None) -> firestore.DocumentSnapshot:
     """Reads one document, counted."""
@@ -96,7 +108,7 @@ def query(db: firestore.Client, collection: str, filters: list[Filter], order_by
         q = q.start_after({order_by or "__name__": start_after})
     if limit:
         q = q.limit(limit)
-    docs = list(q.stream())
+    docs = list(q.stream(retry=QUERY_RETRY))
     ops.read(max(1, len(docs)))
     return docs
 
@@ -104,7 +116,7 @@ def query(db: firestore.Client, collection: str, filters: list[Filter], order_by
 def count(db: firestore.Client, collection: str, filters: list[Filter]) -> int:
     """An aggregation, counted: Firestore bills one read per 1,000 entries counted."""
     check_index(collection, filters, None)
-    found = int(filtered(db, collection, filters).count().get()[0][0].value)
+    found = int(filtered(db, collection, filters).count().get(retry=QUERY_RETRY)[0][0].value)
     ops.read(max(1, -(-found // 1000)))
     return found
 

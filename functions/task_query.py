@@ -123,7 +123,7 @@ class Query:
 
     def _count(self, lead: str | None, bound: int) -> int:
         """The tasks of the lead's query, up to `bound`: one read per 1,000."""
-        found = int(self._query(lead).limit(bound).count().get()[0][0].value)
+        found = int(self._query(lead).limit(bound).count().get(retry=store.QUERY_RETRY)[0][0].value)
         ops.read(max(1, math.ceil(found / ENTRIES_PER_READ)))
         return found
 
@@ -145,7 +145,7 @@ class Query:
             if after is not None:
                 page = page.start_after({self._selection.time: after.ts,
                                          "__name__": self._db.collection(store.TASK_RESULTS).document(after.doc_id)})
-            docs = list(page.limit(min(batch, most - seen)).stream())
+            docs = list(page.limit(min(batch, most - seen)).stream(retry=store.QUERY_RETRY))
             ops.read(max(1, len(docs)))
             yield from docs
             seen += len(docs)
@@ -197,7 +197,7 @@ class Query:
         for name in ops.SERVER_COST:
             aggregation = aggregation.sum(f"server_cost.{name}", alias=name)
         aggregation = aggregation.sum("cost_saved_usd", alias="cost_saved_usd")
-        found = {result.alias: result.value for result in aggregation.get()[0]}
+        found = {result.alias: result.value for result in aggregation.get(retry=store.QUERY_RETRY)[0]}
         count = int(found["count"])
         ops.read(max(1, math.ceil(count / ENTRIES_PER_READ)))
         return Count(count, count >= COUNT_BOUND, {name: int(found[name] or 0) for name in ops.SERVER_COST},

@@ -176,6 +176,20 @@ def test_a_firestore_that_never_answers_is_a_503_once_each_try_timed_out(
         _assert_unavailable(api.post("tasks_new", task_body()), started, within=SILENT_WITHIN_SECS)
 
 
+@pytest.mark.parametrize("function", ["tasks_list", "tasks_count"])  # A query's stream; an aggregation's.
+def test_a_query_that_times_out_is_a_503_without_a_retry(
+        api, svc: service.Service, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        function: str) -> None:
+    config = svc.service_config  # Read before, as by an instance that ran earlier: the query is the first call.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        _use_firestore(svc, monkeypatch, f"127.0.0.1:{silent.getsockname()[1]}")
+        svc.service_config = config
+        started = time.monotonic()
+        _assert_unavailable(api.post(function, {}, role="admin"), started, within=SILENT_WITHIN_SECS)
+    logged = [r.getMessage() for r in caplog.records if "backend is unreachable" in r.getMessage()]
+    assert logged and all("DeadlineExceeded" in m for m in logged), logged  # Not a RetryError: tried once.
+
+
 def test_an_unreachable_cloud_storage_is_a_503(api, svc: service.Service, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{processes.free_port()}")  # Nothing listens.
     cut_off = service.Service(svc.settings, svc.clock)
