@@ -11,7 +11,9 @@ would, keeping at most `--backlog` created and not yet completed: the
 emulator answers each poll with a full scan of the pending slices
 (LOCAL-STACK.md), which 10,000 pending slices would take past the Firestore
 client's deadline; deployed, the queries are indexed. `--backlog 0` creates
-them all before the bots start. Ends when every task was completed, or after
+them all before the bots start. The bots start over `--ramp-secs` (30 s), as
+a fleet's machines come up: 500 first polls in the same second, each a full
+scan on the emulator, take it past the client's deadline. Ends when every task was completed, or after
 `--limit-secs`.
 
 Prints poll and claim latencies (p50, p99), claims lost to races, tasks per
@@ -21,7 +23,8 @@ the 5xx answers of each function in the gateway's access log (retried ones
 included, timers' and cron's too). Checks every task ran exactly once: claims
 won and completions sent per task on the bots' side, and each task's result
 (COMPLETED, first try, by the bot that won it). Usage:
-`python -m bench.load [--bots N] [--tasks N] [--queues N] [--backlog N] [--submitters N] [--limit-secs S]`.
+`python -m bench.load [--bots N] [--tasks N] [--queues N] [--backlog N] [--submitters N] [--ramp-secs S]
+[--limit-secs S]`.
 """
 
 import argparse
@@ -150,16 +153,28 @@ def run_fleet(api: Api, bots: list[Bot], args: argparse.Namespace, fleet: Fleet)
     stop = threading.Event()
     threads = [threading.Thread(target=live, args=(api, bot, fleet, stop), daemon=True) for bot in bots]
     start = time.perf_counter()
-    for thread in threads:
-        thread.start()
+    ramp = threading.Thread(target=start_spread, args=(threads, args.ramp_secs, stop), daemon=True)
+    ramp.start()
     if args.backlog:
         task_ids, create_secs = create(api, args, fleet)
     fleet.all_done.wait(max(0.0, args.limit_secs - (time.perf_counter() - start)))
     elapsed = time.perf_counter() - start
     stop.set()
+    ramp.join()
     for thread in threads:
-        thread.join()
+        if thread.ident is not None:
+            thread.join()
     return task_ids, create_secs, elapsed
+
+
+def start_spread(threads: list[threading.Thread], secs: float, stop: threading.Event) -> None:
+    """Starts the bots' threads evenly over `secs`, as machines of a fleet
+    come up, not in the same instant (until `stop`)."""
+    for thread in threads:
+        if stop.is_set():
+            return
+        thread.start()
+        stop.wait(secs / len(threads))
 
 
 def results_of(api: Api, task_ids: list[str]) -> list[dict[str, Any]]:
@@ -243,6 +258,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queues", type=int, default=10, help="Distinct queues (dimension sets) of the tasks.")
     parser.add_argument("--submitters", type=int, default=8, help="Threads creating the tasks.")
     parser.add_argument("--limit-secs", type=float, default=3600.0, help="Stop the bots after this long (then report).")
+    parser.add_argument("--ramp-secs", type=float, default=30.0,
+                        help="The bots start over this long (0: all at once, a stampede the emulator sheds with 503s).")
     args = parser.parse_args()
     check_bots_cover_queues(parser, args.bots, args.queues)
     return args
@@ -269,6 +286,7 @@ def main() -> None:
     rows: list[tuple[str, Any]] = [
         ("date", date), ("bots", args.bots), ("tasks", args.tasks), ("queues", args.queues),
         ("submitter threads", args.submitters), ("backlog (0: all created before the bots start)", args.backlog),
+        ("bots started over (s)", args.ramp_secs),
         ("create: tasks per s", len(task_ids) / create_secs),
         ("run: wall time (s)", run_secs),
         ("tasks completed per s", done / run_secs),
