@@ -166,7 +166,7 @@ def test_from_source_the_version_is_dev_and_attributes_are_json(monkeypatch: pyt
     assert {"os", "cpu", "python", "pool"} <= attrs["dimensions"].keys()
     # The default hooks' state, as the bot's first handshake would send it.
     assert {"disk", "ram", "uptime"} <= attrs["state"].keys()
-    assert (attrs["state"]["sleep_streak"], attrs["state"]["running_time"]) == (0, 0.0)
+    assert attrs["state"]["sleep_streak"] == 0 and 0 <= attrs["state"]["running_time"] < 30  # Just started.
     assert unknown.returncode == 2 and "start_bot" in unknown.stderr
     assert config.returncode == 1 and "source" in config.stderr
 
