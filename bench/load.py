@@ -29,6 +29,7 @@ won and completions sent per task on the bots' side, and each task's result
 
 import argparse
 import datetime
+import math
 import re
 import tempfile
 import threading
@@ -84,12 +85,17 @@ class Fleet:
             if len(self.completions) >= self.expected:
                 self.all_done.set()
 
-    def wait_for_room(self, backlog: int) -> None:
-        """Returns when fewer than `backlog` tasks were created and not yet
-        completed (0: at once), counting the one about to be created."""
+    def wait_for_room(self, backlog: int, until: float = math.inf) -> bool:
+        """True when fewer than `backlog` tasks were created and not yet
+        completed (0: at once), counting the one about to be created; False
+        when `until` (a perf_counter time) came first."""
         with self._room:
-            self._room.wait_for(lambda: not backlog or self._issued - len(self.completions) < backlog)
+            while backlog and self._issued - len(self.completions) >= backlog and time.perf_counter() < until:
+                self._room.wait(min(until - time.perf_counter(), 1.0))
+            if time.perf_counter() >= until:
+                return False
             self._issued += 1
+            return True
 
     def failure(self, error: ApiError) -> None:
         with self._lock:
@@ -132,16 +138,18 @@ def live(api: Api, bot: Bot, fleet: Fleet, stop: threading.Event) -> None:
             stop.wait(ERROR_PAUSE_SECS)
 
 
-def create(api: Api, args: argparse.Namespace, fleet: Fleet) -> tuple[list[str], float]:
+def create(api: Api, args: argparse.Namespace, fleet: Fleet, until: float = math.inf) -> tuple[list[str], float]:
     """Creates the tasks, round robin over the queues, from `--submitters`
-    threads, keeping at most `--backlog` of them not completed; the task ids
-    and the time it took."""
-    def one(t: int) -> str:
-        fleet.wait_for_room(args.backlog)
+    threads, keeping at most `--backlog` of them not completed, none after
+    `until` (a perf_counter time); the task ids and the time it took."""
+    def one(t: int) -> str | None:
+        if not fleet.wait_for_room(args.backlog, until):
+            return None
         return call(api, "tasks_new", task_body(t % args.queues), USER).body["task_id"]
 
     start = time.perf_counter()
-    return in_parallel(args.submitters, one, range(args.tasks)), time.perf_counter() - start
+    created = in_parallel(args.submitters, one, range(args.tasks))
+    return [task_id for task_id in created if task_id is not None], time.perf_counter() - start
 
 
 def run_fleet(api: Api, bots: list[Bot], args: argparse.Namespace, fleet: Fleet) -> tuple[list[str], float, float]:
@@ -155,8 +163,8 @@ def run_fleet(api: Api, bots: list[Bot], args: argparse.Namespace, fleet: Fleet)
     start = time.perf_counter()
     ramp = threading.Thread(target=start_spread, args=(threads, args.ramp_secs, stop), daemon=True)
     ramp.start()
-    if args.backlog:
-        task_ids, create_secs = create(api, args, fleet)
+    if args.backlog:  # Created while the bots run: none past the limit.
+        task_ids, create_secs = create(api, args, fleet, until=start + args.limit_secs)
     fleet.all_done.wait(max(0.0, args.limit_secs - (time.perf_counter() - start)))
     elapsed = time.perf_counter() - start
     stop.set()
@@ -227,7 +235,7 @@ def check_rows(fleet: Fleet, task_ids: list[str], results: list[dict[str, Any]])
         ("check: results COMPLETED", sum(r["state"] == "COMPLETED" for r in results)),
         ("check: results on their first try", sum(r.get("try_number") == 1 for r in results)),
         ("check: results by the bot that won the claim",
-         sum(r.get("bot_id") == fleet.winner.get(r["task_id"]) for r in results)),
+         sum(r.get("bot_id") is not None and r["bot_id"] == fleet.winner.get(r["task_id"]) for r in results)),
     ]
 
 
