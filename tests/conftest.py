@@ -26,6 +26,7 @@ from functions import bot_auth, service, signed_tokens
 from functions.settings import Settings
 from local import cloud_tasks_emulator, emulators, gateway, processes
 from shared import bot_api, service_config
+from tests.own_firestore import OwnFirestore, use_firestore
 
 #: Where the bots look for a GCE metadata server: nowhere (a port nothing listens on).
 NO_METADATA_SERVER = "127.0.0.1:1"
@@ -129,6 +130,16 @@ def svc(emulator_env: dict[str, str], cloud_tasks: cloud_tasks_emulator.Emulator
     # Its timers would reach the gateway in later tests, whose service knows
     # none of their tasks, and be retried there until the suite ends.
     timers.delete_queue(name=queue)
+
+
+@pytest.fixture
+def own_firestore(svc: service.Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OwnFirestore]:
+    """The test's service (and any Firestore client it makes) on a Firestore
+    emulator of its own."""
+    own = OwnFirestore(tmp_path / "firestore.log")
+    use_firestore(svc, monkeypatch, own.host)
+    yield own
+    own.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,7 @@ back with Firestore, and once stopped stay stopped."""
 import queue
 import time
 import uuid
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from google.api_core import bidi
@@ -14,7 +13,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
 from functions import listener
-from tests.test_unavailable import OwnFirestore
+from tests.own_firestore import OwnFirestore
 
 #: How long Firestore stays down under the listener: without the throttle,
 #: thousands of re-opens.
@@ -35,14 +34,6 @@ class Opens:
         monkeypatch.setattr(bidi.BidiRpc, "open", counted)
 
 
-@pytest.fixture
-def own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OwnFirestore]:
-    own = OwnFirestore(tmp_path / "firestore.log")
-    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", own.host)
-    yield own
-    own.stop()
-
-
 def _write(db: firestore.Client, doc: str, deadline_secs: float = 30) -> None:
     """Writes one document, once the (restarted) emulator takes it."""
     deadline = time.monotonic() + deadline_secs
@@ -56,7 +47,7 @@ def _write(db: firestore.Client, doc: str, deadline_secs: float = 30) -> None:
 
 
 def test_a_listener_waits_out_an_outage_comes_back_and_once_stopped_stays_stopped(
-        own: OwnFirestore, monkeypatch: pytest.MonkeyPatch) -> None:
+        own_firestore: OwnFirestore, monkeypatch: pytest.MonkeyPatch) -> None:
     db = firestore.Client(project=f"p-{uuid.uuid4().hex[:8]}", credentials=AnonymousCredentials())
     opens = Opens(monkeypatch)
     sizes: queue.Queue[int] = queue.Queue()
@@ -67,12 +58,12 @@ def test_a_listener_waits_out_an_outage_comes_back_and_once_stopped_stays_stoppe
     stop = listener.listen(db.collection("c"), changed)
     assert sizes.get(timeout=30) == 0  # The first snapshot: nothing yet.
 
-    own.stop()
+    own_firestore.stop()
     before = opens.count
     time.sleep(DOWN_SECS)
     assert opens.count - before <= listener.REOPENS + 1
 
-    own.start()  # Empty, on the same port.
+    own_firestore.start()  # Empty, on the same port.
     _write(db, "d")
     deadline = time.monotonic() + 2 * listener.WINDOW.total_seconds() + 30
     while (size := sizes.get(timeout=max(0.1, deadline - time.monotonic()))) != 1:
@@ -80,7 +71,7 @@ def test_a_listener_waits_out_an_outage_comes_back_and_once_stopped_stays_stoppe
 
     stop()
     stopped_at = opens.count
-    own.stop()
+    own_firestore.stop()
     time.sleep(2)
     assert opens.count == stopped_at
     assert sizes.empty()

@@ -5,10 +5,9 @@ is back; the clients back off as told and `collect` waits through the outage.
 Also: a 405 names the methods the function takes (`Allow`)."""
 
 import base64
+import datetime
 import hashlib
 import logging
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,18 +15,24 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import grpc
 import pytest
 import requests
 from click.testing import CliRunner
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore
+from google.cloud.firestore_v1 import types as firestore_types
 
 from bot import api_client
 from client.cli import cli
 from client.exit_status import ExitStatus
-from functions import service
+from functions import service, store
 from functions.errors import RETRY_AFTER_SECS
-from local import emulators, processes
+from local import processes
 from tests.bot_fakes import FakeServer, error, ok, served
 from tests.builders import bot_body, task_body
+from tests.grpc_faults import FirestoreServer, hang
+from tests.own_firestore import use_firestore
 
 REPO = Path(__file__).resolve().parents[1]
 #: Liveness bounds, generous: an unreachable backend is a 503 within this long
@@ -39,51 +44,6 @@ REFUSED_WITHIN_SECS, SILENT_WITHIN_SECS = 15.0, 25.0
 RECOVERY_SECS = 60.0
 #: The CLI, run as its own process, as a person runs it.
 SWARMING = [sys.executable, "-c", "from client.cli import main; main()"]
-
-
-class OwnFirestore:
-    """A Firestore emulator of one test's own: stopped and started again on
-    its port, or frozen."""
-
-    def __init__(self, log: Path):
-        self.port = processes.free_port()
-        self._log = log
-        self._pid = 0
-        self.start()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, import_data: Path | None = None) -> None:
-        """On its port; with `import_data`, holding what that export held."""
-        self._pid = emulators.start_firestore(self.port, self._log, import_data).process.pid
-
-    def stop(self) -> None:
-        processes.stop(self._pid)
-
-    def freeze(self, frozen: bool) -> None:
-        """Stops it answering (its connections wait, unanswered) with what it
-        holds kept, or lets it go on."""
-        os.kill(self._pid, signal.SIGSTOP if frozen else signal.SIGCONT)
-
-
-def _use_firestore(svc: service.Service, monkeypatch: pytest.MonkeyPatch, host: str) -> None:
-    """Points the service's Firestore client at `host`. Its clients are made on
-    first use, which may already have happened (a late timer of an earlier
-    test reaches whichever service is in use): the service forgets them all."""
-    for made in [name for name in svc.__dict__ if name not in ("settings", "clock")]:
-        del svc.__dict__[made]
-    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host)
-
-
-@pytest.fixture
-def own_firestore(svc: service.Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OwnFirestore]:
-    """The test's service on a Firestore emulator of its own."""
-    own = OwnFirestore(tmp_path / "firestore.log")
-    _use_firestore(svc, monkeypatch, own.host)
-    yield own
-    own.stop()
 
 
 @pytest.fixture
@@ -171,23 +131,57 @@ def test_collect_waits_through_a_firestore_outage_and_ends_with_the_task_run_onc
 def test_a_firestore_that_never_answers_is_a_503_once_each_try_timed_out(
         api, svc: service.Service, monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:  # Connections wait in its backlog, unanswered.
-        _use_firestore(svc, monkeypatch, f"127.0.0.1:{silent.getsockname()[1]}")
+        use_firestore(svc, monkeypatch, f"127.0.0.1:{silent.getsockname()[1]}")
         started = time.monotonic()
         _assert_unavailable(api.post("tasks_new", task_body()), started, within=SILENT_WITHIN_SECS)
 
 
-@pytest.mark.parametrize("function", ["tasks_list", "tasks_count"])  # A query's stream; an aggregation's.
+@pytest.mark.parametrize("function, method", [("tasks_list", "RunQuery"), ("tasks_count", "RunAggregationQuery")])
 def test_a_query_that_times_out_is_a_503_without_a_retry(
         api, svc: service.Service, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-        function: str) -> None:
+        function: str, method: str) -> None:
+    """Against a server that takes the query and never answers. (A bare
+    socket that never answers is not the same: gRPC gives up connecting to
+    it after 20 s, UNAVAILABLE, which is retried.)"""
+    asked: list[Any] = []
+
+    def never(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        asked.append(request)
+        return hang(request, context)
+
     config = svc.service_config  # Read before, as by an instance that ran earlier: the query is the first call.
-    with socket.create_server(("127.0.0.1", 0)) as silent:
-        _use_firestore(svc, monkeypatch, f"127.0.0.1:{silent.getsockname()[1]}")
+    with FirestoreServer({method: never}) as server:
+        use_firestore(svc, monkeypatch, server.host)
         svc.service_config = config
         started = time.monotonic()
         _assert_unavailable(api.post(function, {}, role="admin"), started, within=SILENT_WITHIN_SECS)
+    assert len(asked) == 1  # Not tried again: a retry would take the whole timeout again.
     logged = [r.getMessage() for r in caplog.records if "backend is unreachable" in r.getMessage()]
-    assert logged and all("DeadlineExceeded" in m for m in logged), logged  # Not a RetryError: tried once.
+    assert logged and all("DeadlineExceeded" in m for m in logged), logged
+
+
+def test_a_query_whose_stream_breaks_midway_goes_on_after_the_last_document_it_had(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first answer streams two documents and breaks (UNAVAILABLE); the
+    query is asked again from after the second, and the caller gets all four
+    once each (left to the client library's default retry, the break raised
+    its own AttributeError)."""
+    names = [f"projects/p/databases/(default)/documents/c/d{i}" for i in range(4)]
+    asked: list[Any] = []
+
+    def run_query(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        asked.append(request)
+        for name in names[:2] if len(asked) == 1 else names[2:]:
+            yield firestore_types.RunQueryResponse(document={"name": name}, read_time=datetime.datetime.now())
+        if len(asked) == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "broken midway")
+
+    with FirestoreServer({"RunQuery": run_query}) as server:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", server.host)
+        docs = store.query(firestore.Client(project="p", credentials=AnonymousCredentials()), "c", [])
+    assert [doc.id for doc in docs] == ["d0", "d1", "d2", "d3"]
+    assert len(asked) == 2
+    assert asked[1].structured_query.start_at.values[0].reference_value == names[1]
 
 
 def test_an_unreachable_cloud_storage_is_a_503(api, svc: service.Service, monkeypatch: pytest.MonkeyPatch) -> None:

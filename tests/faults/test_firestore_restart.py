@@ -7,31 +7,19 @@ byte for byte; `collect` waits through it all."""
 
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from functions import service
 from local import emulators
 from tests.conftest import REPO
 from tests.faults import checks
 from tests.faults.proxy import Fault
 from tests.faults.test_network_faults import SWARMING, _spared
-from tests.test_unavailable import OwnFirestore, _use_firestore
 
 BLOCKS = 400
 TASKS = 2
 #: How long Firestore stays down, its data exported.
 DOWN_SECS = 3
-
-
-@pytest.fixture
-def own_firestore(svc: service.Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OwnFirestore]:
-    own = OwnFirestore(tmp_path / "firestore.log")
-    _use_firestore(svc, monkeypatch, own.host)
-    yield own
-    own.stop()
 
 
 @pytest.mark.usefixtures("as_user")
