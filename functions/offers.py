@@ -8,6 +8,11 @@ polls again or `TTL_SECS` pass: longer than a poll → claim round trip, short
 enough that a bot that never claims delays nobody. A slice claimed on this
 instance stays held as long, won or lost, as polls may still read it pending.
 
+A slice offered to another bot, or being claimed, is offered to no one else
+until that offer lapses: the bot polls again then (`lapse_secs`). With many
+bots on a shallow queue, offering it anyway made every bot race the holder
+for each new task (49 claims per task in the 500-bot load bench).
+
 Order (the README's promise, issue 16): when no other bot holds an offer on
 this instance, a poll offers the pending slices strictly in order: the most
 urgent first. Under contention a bot's one candidate is drawn at random among
@@ -63,22 +68,28 @@ class Offers:
     def choose(self, bot_id: str, pending: list[TaskToRun], rand: random.Random) -> list[TaskToRun]:
         """The candidates for `bot_id` among `pending` (in order), its first
         one held for it. Under contention, only that one: the others would be
-        claimed by the bots polling meanwhile. Slices held by other bots are
-        offered last, only when nothing else is left."""
+        claimed by the bots polling meanwhile. Never a slice another bot
+        holds or is claiming: none when every one is (see `lapse_secs`)."""
         with self._lock:
             self._prune()
             self._release_bot(bot_id)
             contended = any(holder != TAKEN for holder, _ in self._held.values())
             free = [t for t in pending if _key(t) not in self._held]
-            held = [t for t in pending if _key(t) in self._held]
-            if contended and free:
-                # Others claim the rest meanwhile: one candidate, and a lost claim polls again.
-                chosen = [free[rand.randrange(_same_priority(free))]]
-            else:
-                chosen = (free + held)[:MAX_CANDIDATES]
-            if chosen and chosen[0] in free:
-                self._held[_key(chosen[0])] = (bot_id, self._clock() + TTL_SECS)
+            if not free:
+                return []
+            # Under contention, others claim the rest meanwhile: one candidate, and a lost claim polls again.
+            chosen = [free[rand.randrange(_same_priority(free))]] if contended else free[:MAX_CANDIDATES]
+            self._held[_key(chosen[0])] = (bot_id, self._clock() + TTL_SECS)
             return chosen
+
+    def lapse_secs(self, pending: list[TaskToRun]) -> float:
+        """How long until the first hold on `pending` lapses: when a bot
+        offered none of them may poll again. A lost claim costs the same
+        reads as a poll, and with many bots on a shallow queue every bot
+        would race the one holder for each new task."""
+        with self._lock:
+            lapses = [self._held[_key(t)][1] for t in pending if _key(t) in self._held]
+        return max(0.0, min(lapses, default=self._clock()) - self._clock())
 
     def release(self, task_id: str, slice_index: int) -> None:
         """The slice is free again: its claim was refused, and it is still pending."""

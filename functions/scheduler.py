@@ -26,6 +26,9 @@ from shared.task_request import TaskRequest
 MAX_SLEEP_SECS = 60.0
 #: What a bot run from source reports as its version: it is never told to update.
 DEV_VERSION = "dev"
+#: Added to the sleep of a bot whose matching slices are all offered to
+#: others: the holder's claim is then most likely committed.
+HELD_MARGIN_SECS = 0.25
 #: Pending slices a poll looks up to see whether one is a termination task.
 MAX_TERMINATION_LOOKUPS = 2
 
@@ -59,8 +62,10 @@ def poll(store: Store, cache: QueueCache, offers: Offers, registry: Registry, bo
         streak = bot.state.get("sleep_streak", 0)
         duration = sleep_secs(streak if isinstance(streak, int) else 0, rand)
         return Sleep(duration, session)
-    return Claim(tuple(Candidate(t.task_id, t.slice_index) for t in offers.choose(bot.bot_id, matching, rand)),
-                 session)
+    chosen = offers.choose(bot.bot_id, matching, rand)
+    if not chosen:  # Each offered to another bot: poll again when the first offer lapses, if still pending.
+        return Sleep(offers.lapse_secs(matching) * rand.uniform(1.0, 1.2) + HELD_MARGIN_SECS, session)
+    return Claim(tuple(Candidate(t.task_id, t.slice_index) for t in chosen), session)
 
 
 def _termination(store: Store, matching: list[TaskToRun]) -> str | None:

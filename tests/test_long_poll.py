@@ -140,9 +140,12 @@ def test_many_held_polls_share_one_listener_and_a_task_wakes_one_of_them(api, sv
     assert len(woken) == tasks  # One per task, not a herd of 50 claiming each.
     assert all(a["cmd"] == "claim" and {c["task_id"] for c in a["candidates"]} <= created for a in woken)
     # Left unclaimed, the tasks are seen pending at the others' next look, as
-    # when a woken poll's bot has gone.
+    # when a woken poll's bot has gone, and offered again (their first
+    # offers have lapsed), each to one of them: not the herd.
     later = [p.result(timeout=long_poll.RECHECK_SECS + SOON)[0] for p in polls if p.result() not in woken]
-    assert all(a["cmd"] == "claim" for a in later)
+    offered = [a for a in later if a["cmd"] == "claim"]
+    assert {c["task_id"] for a in offered for c in a["candidates"]} == created
+    assert len(offered) < len(later)
 
 
 def test_past_the_instances_holds_per_queue_bots_back_off(api, svc):

@@ -5,7 +5,7 @@ on how far out of order a task may start (functions/offers.py)."""
 import datetime
 import random
 
-from functions import offers
+from functions import offers, scheduler
 from functions.models import TaskToRun
 from functions.offers import MAX_CANDIDATES, MAX_SCAN, SCAN, TTL_SECS, Offers
 from tests.builders import bot_body, task_body
@@ -51,12 +51,16 @@ def test_concurrent_bots_get_different_first_candidates_of_the_head_priority():
     assert all(t.order_key.startswith("100:") for t in firsts)  # never a lower priority while a higher is free
 
 
-def test_held_slices_are_offered_last_and_only_when_nothing_else_is_left():
-    book, pending = Offers(), _pending(2)
+def test_a_slice_another_bot_holds_is_offered_to_no_one_until_the_offer_lapses():
+    clock = Clock()
+    book, pending = Offers(clock), _pending(2)
     book.choose("bot-1", pending, random.Random(0))
+    clock.now += 1.0
     book.choose("bot-2", pending, random.Random(0))
-    third = book.choose("bot-3", pending, random.Random(0))
-    assert len(third) == 2  # both held: still offered, the claim decides
+    assert book.choose("bot-3", pending, random.Random(0)) == []  # both held: no race with their holders
+    assert book.lapse_secs(pending) == TTL_SECS - 1.0  # bot-1's, the first to lapse
+    clock.now += book.lapse_secs(pending)
+    assert _ids(book.choose("bot-3", pending, random.Random(0))) == _ids(pending[:1])
 
 
 def test_an_offer_lapses_or_is_released_when_its_claim_is_refused():
@@ -72,12 +76,13 @@ def test_an_offer_lapses_or_is_released_when_its_claim_is_refused():
     assert _ids(book.choose("bot-2", pending, random.Random(5))) == _ids(pending)  # alone again: in order
 
 
-def test_a_claimed_slice_read_again_before_its_commit_is_offered_last_and_order_is_kept():
+def test_a_claimed_slice_read_again_before_its_commit_is_not_offered_and_order_is_kept():
     book, pending = Offers(), _pending(MAX_CANDIDATES - 1)
     first = book.choose("bot-1", pending, random.Random(0))[0]
     book.take(first.task_id, first.slice_index)
     for seed in range(10):  # the lone bot's next poll read the claimed slice still pending
-        assert _ids(book.choose("bot-1", pending, random.Random(seed))) == _ids(pending[1:] + pending[:1])
+        assert _ids(book.choose("bot-1", pending, random.Random(seed))) == _ids(pending[1:])
+    assert book.choose("bot-2", pending[:1], random.Random(0)) == []
 
 
 def test_the_scan_widens_with_the_offers_held_up_to_its_bound():
@@ -85,8 +90,9 @@ def test_the_scan_widens_with_the_offers_held_up_to_its_bound():
     pending = _pending(MAX_SCAN + 20)
     for b in range(MAX_SCAN + 10):
         chosen = book.choose(f"bot-{b}", pending[:book.scan_size(f"bot-{b}")], random.Random(b))
-        # The bound: a first candidate is never past the scan's end.
-        assert pending.index(chosen[0]) < MAX_SCAN
+        # The bound: a first candidate is never past the scan's end; past
+        # MAX_SCAN offers held, the scan holds none free.
+        assert pending.index(chosen[0]) < MAX_SCAN if b < MAX_SCAN else chosen == []
     assert book.scan_size("bot-new") == MAX_SCAN
 
 
@@ -104,3 +110,15 @@ def test_one_bot_polling_runs_equal_priority_tasks_oldest_first(api):
                                    "duration": 0.1}, role="bot")
     assert started == created
     assert offers.SCAN < len(created)  # the order held beyond one scan's worth
+
+
+def test_a_bot_whose_only_task_is_offered_to_another_sleeps_until_that_offer_lapses(api):
+    """Through the service: many bots on a shallow queue do not all race for
+    each new task; the one it was offered to claims it."""
+    task_id = api.ok("tasks_new", task_body())["task_id"]
+    first = api.ok("bot_poll", bot_body("bot-1"), role="bot")
+    assert [c["task_id"] for c in first["candidates"]] == [task_id]
+    second = api.ok("bot_poll", bot_body("bot-2"), role="bot")
+    assert second["cmd"] == "sleep" and 0 < second["duration"] <= TTL_SECS * 1.2 + scheduler.HELD_MARGIN_SECS
+    claim = api.ok("bot_claim", {**bot_body("bot-1"), **first["candidates"][0], "claim_id": "c-1"}, role="bot")
+    assert claim["cmd"] == "run"
