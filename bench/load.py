@@ -2,9 +2,10 @@
 
 `--bots` bench bots, one thread each, are admitted by a bootstrap token, then
 live as real bots do, over real HTTP against the gateway: poll (echoing their
-session and reporting their sleep streak), sleep as long as the server says
-when it has nothing, claim the candidates in order until one is won, and
-complete it with a line of stdout. `--submitters` threads create `--tasks`
+session and reporting their sleep streak; held up to `--hold-secs`, 60 s, the
+real bot's long poll), sleep as long as the server says when it has nothing,
+claim the candidates in order until one is won, and complete it with a line
+of stdout. `--submitters` threads create `--tasks`
 tasks spread over `--queues` queues (distinct dimension sets, as in
 `bench.scheduler`: each bot matches three) while the bots run, as CI systems
 would, keeping at most `--backlog` created and not yet completed: the
@@ -24,12 +25,13 @@ included, timers' and cron's too). Checks every task ran exactly once: claims
 won and completions sent per task on the bots' side, and each task's result
 (COMPLETED, first try, by the bot that won it). Usage:
 `python -m bench.load [--bots N] [--tasks N] [--queues N] [--backlog N] [--submitters N] [--ramp-secs S]
-[--limit-secs S]`.
+[--hold-secs S] [--limit-secs S] [--firestore-java-opts OPTS]`.
 """
 
 import argparse
 import datetime
 import math
+import os
 import re
 import tempfile
 import threading
@@ -45,6 +47,8 @@ from bench.scheduler import (
     Bot, Cost, Tally, bot_dimensions, call, call_rows, check_bots_cover_queues, in_parallel, percentile, task_body,
 )
 from bench.task_life import USER, Api
+from bot import bot_main
+from local import emulators
 from local import stack as local_stack
 from shared.api_error import ApiError
 from shared.bot_api import Completion, Update
@@ -53,6 +57,9 @@ from shared.bot_api import Completion, Update
 ERROR_PAUSE_SECS = 1.0
 #: Threads that read the results at the end.
 CHECKERS = 16
+#: The emulator holds every document in its heap: 512 MB (the stack's
+#: default) is nearly full at 3,000 tasks, and the full JIT serves more per CPU.
+LONG_RUN_JAVA_OPTS = "-Xmx3g -XX:+UseSerialGC"
 #: A request line of gunicorn's access log and its status: `"POST /bot_poll HTTP/1.1" 200`.
 ACCESS_LINE = re.compile(r'"[A-Z]+ /([^/?" ]+)[^"]*" (\d{3}) ')
 
@@ -120,11 +127,12 @@ def run_one(api: Api, bot: Bot, candidates: list[dict[str, Any]], fleet: Fleet) 
         return
 
 
-def live(api: Api, bot: Bot, fleet: Fleet, stop: threading.Event) -> None:
-    """One bot's loop until `stop`: poll, then claim or sleep as told."""
+def live(api: Api, bot: Bot, fleet: Fleet, stop: threading.Event, hold_secs: float) -> None:
+    """One bot's loop until `stop`: poll (held up to `hold_secs`, as the real
+    bot's long poll), then claim or sleep as told."""
     while not stop.is_set():
         try:
-            poll = bot.call(api, "bot_poll")
+            poll = bot.call(api, "bot_poll", hold_secs=hold_secs)
             if poll.body["cmd"] == "claim":
                 fleet.tally.add("poll: claim", poll)
                 bot.sleep_streak = 0
@@ -159,7 +167,7 @@ def run_fleet(api: Api, bots: list[Bot], args: argparse.Namespace, fleet: Fleet)
     if not args.backlog:
         task_ids, create_secs = create(api, args, fleet)
     stop = threading.Event()
-    threads = [threading.Thread(target=live, args=(api, bot, fleet, stop), daemon=True) for bot in bots]
+    threads = [threading.Thread(target=live, args=(api, bot, fleet, stop, args.hold_secs), daemon=True) for bot in bots]
     start = time.perf_counter()
     ramp = threading.Thread(target=start_spread, args=(threads, args.ramp_secs, stop), daemon=True)
     ramp.start()
@@ -268,6 +276,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--limit-secs", type=float, default=3600.0, help="Stop the bots after this long (then report).")
     parser.add_argument("--ramp-secs", type=float, default=30.0,
                         help="The bots start over this long (0: all at once, a stampede the emulator sheds with 503s).")
+    parser.add_argument("--hold-secs", type=float, default=bot_main.POLL_HOLD_SECS,
+                        help="How long a poll may be held (the real bot's long poll; 0: short polls).")
+    parser.add_argument("--firestore-java-opts", default=LONG_RUN_JAVA_OPTS,
+                        help="The Firestore emulator's JVM options (it holds every document in its heap).")
     args = parser.parse_args()
     check_bots_cover_queues(parser, args.bots, args.queues)
     return args
@@ -279,6 +291,7 @@ def main() -> None:
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp)
+        os.environ[emulators.FIRESTORE_JAVA_OPTS_ENV] = args.firestore_java_opts
         stack = local_stack.up(state_dir, bots=0, config_dir=task_life.CONFIG_DIR)
         try:
             api = Api.of_stack(state_dir, stack["base_url"])
@@ -294,7 +307,8 @@ def main() -> None:
     rows: list[tuple[str, Any]] = [
         ("date", date), ("bots", args.bots), ("tasks", args.tasks), ("queues", args.queues),
         ("submitter threads", args.submitters), ("backlog (0: all created before the bots start)", args.backlog),
-        ("bots started over (s)", args.ramp_secs),
+        ("bots started over (s)", args.ramp_secs), ("poll held up to (s)", args.hold_secs),
+        ("Firestore emulator's JVM options", args.firestore_java_opts),
         ("create: tasks per s", len(task_ids) / create_secs),
         ("run: wall time (s)", run_secs),
         ("tasks completed per s", done / run_secs),

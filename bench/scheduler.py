@@ -67,8 +67,8 @@ class Reply:
     secs: float
 
 
-def call(api: Api, function: str, body: dict[str, Any], caller: str) -> Reply:
-    answer, (reads, writes, _, secs) = api.call(function, body, caller)
+def call(api: Api, function: str, body: dict[str, Any], caller: str, held_secs: float = 0.0) -> Reply:
+    answer, (reads, writes, _, secs) = api.call(function, body, caller, held_secs)
     return Reply(answer, reads, writes, secs)
 
 
@@ -120,7 +120,7 @@ class Bot:
                 "version": "dev", **fields}
         if self.session is not None:
             body["session"] = self.session
-        reply = call(api, function, body, self.id)
+        reply = call(api, function, body, self.id, float(fields.get("hold_secs", 0.0)))
         self.session = reply.body.get("session", self.session)
         return reply
 

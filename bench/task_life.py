@@ -55,14 +55,16 @@ class Api:
     def bootstrap_token(self) -> str:
         return self._bootstrap
 
-    def call(self, function: str, body: dict[str, Any], caller: str) -> tuple[dict[str, Any], Cost]:
+    def call(self, function: str, body: dict[str, Any], caller: str,
+             held_secs: float = 0.0) -> tuple[dict[str, Any], Cost]:
+        """`held_secs`: how long the server may hold the call (a long poll)."""
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = ApiClient(self._base, None)
         client.token = self._tokens.get(caller, self._bootstrap)
         start = time.perf_counter()
         try:
-            answer = client.answer(function, body)
+            answer = client.answer(function, body, held_secs=held_secs)
         finally:
             self._tokens[caller] = client.token  # Renewed by the answer, for a bot.
         elapsed = time.perf_counter() - start
