@@ -158,6 +158,11 @@ class LostRace(Exception):
     """A precondition-guarded write found the documents changed under it."""
 
 
+class CommitRefused(gexc.ServiceUnavailable):
+    """A commit not sent: too many in flight on this instance for too long
+    (functions.service.gate_commits). Nothing was written."""
+
+
 class Unsure(Exception):
     """A commit failed after it was sent (its deadline passed, or the service
     was unavailable through the client's retries): it may have been applied."""
@@ -538,6 +543,8 @@ class TaskBatch:
             self._writer.commit()
         except gexc.AlreadyExists as e:
             raise Taken(str(e)) from e
+        except CommitRefused as e:
+            raise Unavailable(str(e)) from e
         except gexc.Aborted as e:
             raise Contended(str(e)) from e
         except (gexc.FailedPrecondition, gexc.NotFound, gexc.Conflict) as e:

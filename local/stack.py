@@ -66,6 +66,9 @@ SECRETS_FILE = "secrets.json"
 #: The functions' environment, as the gateway runs them (it holds the token secret: 0600).
 FUNCTIONS_ENV_FILE = "functions_env.json"
 BOT_READY_SECS = 30.0
+#: The most Firestore commits each gateway worker has in flight: the emulator
+#: collapses under hundreds at once (functions.service.gate_commits).
+EMULATOR_MAX_COMMITS = 16
 #: How often the local cron calls `cron_sweep` (Cloud Scheduler's in production).
 CRON_SECS = 60.0
 #: The Cloud Tasks queue of the timers (`timer_expire`, `timer_bot_died`, `timer_notify`).
@@ -204,6 +207,7 @@ def _start_all(state_dir: Path, state: dict[str, Any], bots: int, gateway_port: 
            # The timers call the functions back at the gateway's URL, which is also their tokens' audience.
            "SWARMING_FUNCTIONS_URL": gateway_url, "SWARMING_TASKS_QUEUE": TIMERS_QUEUE,
            "SWARMING_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
+           "SWARMING_FIRESTORE_MAX_COMMITS": str(EMULATOR_MAX_COMMITS),
            "SWARMING_SIGNING_KEY_FILE": str(emulators.signing_key(state_dir / "signing_key.json"))}
     processes.write_private(state_dir / FUNCTIONS_ENV_FILE, env)
     gateway = _launch(state_dir, state, "gateway", "gateway",
