@@ -165,8 +165,8 @@ def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
     it (even quarantined or in maintenance), else `{cmd: claim, candidates}`:
     the most urgent pending slices it matches (priority, then oldest first, or
     newest first in a LIFO pool), or `{cmd: sleep, duration}` (1.5^(streak+1)
-    s up to 60 s, jittered; at most about 4 s when each slice it matches is
-    offered to another bot: until the first offer lapses). A quarantined bot or one in maintenance only
+    s up to 60 s, jittered; also when each slice it matches is offered to
+    another bot, then never before the first offer lapses). A quarantined bot or one in maintenance only
     sleeps. `request_uuid` makes a retried poll the same poll. With
     `hold_secs`, a poll with nothing to do is held up to that long (at most
     the server's SWARMING_POLL_HOLD_SECS) and answered as soon as a task

@@ -58,13 +58,13 @@ def poll(store: Store, cache: QueueCache, offers: Offers, registry: Registry, bo
     terminate = _termination(store, matching)
     if terminate:
         return Terminate(terminate, session)
+    streak = bot.state.get("sleep_streak", 0)
+    backoff = sleep_secs(streak if isinstance(streak, int) else 0, rand)
     if not matching or held_back:
-        streak = bot.state.get("sleep_streak", 0)
-        duration = sleep_secs(streak if isinstance(streak, int) else 0, rand)
-        return Sleep(duration, session)
+        return Sleep(backoff, session)
     chosen = offers.choose(bot.bot_id, matching, rand)
-    if not chosen:  # Each offered to another bot: poll again when the first offer lapses, if still pending.
-        return Sleep(offers.lapse_secs(matching) * rand.uniform(1.0, 1.2) + HELD_MARGIN_SECS, session)
+    if not chosen:  # Each offered to another bot: back off as idle, and not before the first offer lapses.
+        return Sleep(max(backoff, offers.lapse_secs(matching) * rand.uniform(1.0, 1.2) + HELD_MARGIN_SECS), session)
     return Claim(tuple(Candidate(t.task_id, t.slice_index) for t in chosen), session)
 
 
