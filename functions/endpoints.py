@@ -745,14 +745,15 @@ def cas_urls(call: Call, params: dict[str, Any]) -> dict[str, Any]:
 
 @takes(Shape({}), _object({"bots": {"type": "object", "additionalProperties": INTEGER},
                            **{name: INTEGER for name in ("expired_slices", "dead_runs", "released_waiters", "failed")},
-                           "swept": _list(STRING), "partial": BOOLEAN}))
+                           "swept": _list(STRING), "failed_lanes": _list(STRING), "partial": BOOLEAN}))
 def cron_sweep(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """Cloud Scheduler's call, every minute: flags bots dead or alive again
     (`bots`), repairs what lost timers left (`expired_slices`, `dead_runs`)
     and releases the tasks waiting on an identical task whose end did not
     release them (`released_waiters`), shard by shard (`swept`). A task it
     cannot repair now is logged and counted (`failed`), and the next sweep
-    tries again. It stops after 20 s (`partial: true`) and the next sweeps go
+    tries again; so is a lane whose reads failed (`failed_lanes`: `bots`, a
+    shard, `waiters`). It stops after 20 s (`partial: true`) and the next sweeps go
     on: each starts at the next shard in turn. Safe at any time."""
     return sweep.sweep(call.service.context, call.service.fleet, call.now, budget.Budget(budget.REQUEST_SECS))
 

@@ -13,7 +13,8 @@ instance died before it released them): released as it would have.
 
 Each task is repaired on its own: one that fails (a lock held too long, a
 Firestore or Cloud Tasks error) is logged with its id, counted in `failed` and
-left to the next sweep, which finds it again; the others are swept.
+left to the next sweep, which finds it again; the others are swept. So is
+each lane: one whose reads fail is logged and named in `failed_lanes`.
 
 A sweep stops when its time budget is spent (functions.budget) and leaves the
 rest to the next sweeps. The bots come first: what is done there is not done
@@ -28,7 +29,7 @@ import datetime
 import functools
 import logging
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from functions import bot_death, dedup, logs, slices
 from functions.budget import Budget
@@ -49,23 +50,37 @@ WAITER_PAGES = 10
 logger = logging.getLogger(__name__)
 
 Counts = dict[str, int]
+T = TypeVar("T")
 #: A lane sweeps its part, adding what it did to the counts.
 Lane = Callable[[Context, datetime.datetime, Budget, Counts], None]
 
 
 def sweep(ctx: Context, fleet: Fleet, now: datetime.datetime, budget: Budget) -> dict[str, Any]:
     """What it did, the tasks it could not repair (`failed`), the lanes it
-    went through (`swept`, in order), and `partial` when it stopped for want
-    of time."""
+    went through (`swept`, in order) and those whose reads failed
+    (`failed_lanes`), and `partial` when it stopped for want of time."""
     counts: Counts = {"expired_slices": 0, "dead_runs": 0, "released_waiters": 0, "failed": 0}
-    bots = fleet.sweep(now, budget)
+    failed_lanes: list[str] = []
+    bots = _lane_on_its_own("bots", lambda: fleet.sweep(now, budget), failed_lanes) or {}
     swept = []
     for name, lane in ring(now):
         if budget.over():
             break
         swept.append(name)
-        lane(ctx, now, budget, counts)
-    return {"bots": bots, **counts, "swept": swept, "partial": budget.stopped}
+        _lane_on_its_own(name, functools.partial(lane, ctx, now, budget, counts), failed_lanes)
+    return {"bots": bots, **counts, "swept": swept, "failed_lanes": failed_lanes, "partial": budget.stopped}
+
+
+def _lane_on_its_own(name: str, run: Callable[[], T], failed_lanes: list[str]) -> T | None:
+    """A lane whose reads failed (a query past its deadline on a loaded
+    Firestore) is logged and named in `failed_lanes`; the other lanes are
+    swept, and the next sweep reads it again."""
+    try:
+        return run()
+    except Exception:  # Whatever it is, it must not stop the other lanes.
+        failed_lanes.append(name)
+        logger.exception("cron_sweep: lane %s failed; left to the next sweep", name)
+        return None
 
 
 def ring(now: datetime.datetime) -> list[tuple[str, Lane]]:

@@ -14,10 +14,11 @@ from typing import Any
 
 import grpc
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore, tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
-from functions import bot_death, store, sweep, timers
+from functions import bot_death, models, store, sweep, timers
 from local import cloud_tasks_emulator
 from tests.builders import bot_body
 from tests.grpc_faults import InjectedStatus
@@ -257,6 +258,30 @@ def test_a_locked_task_is_skipped_by_the_sweep_and_the_rest_swept(api, svc, cloc
     swept = api.ok("cron_sweep", {}, role="admin")  # the next sweep: the lock is gone
     assert (swept["dead_runs"], swept["failed"]) == (1, 0)
     assert _result(api, locked)["state"] == "BOT_DIED"
+
+
+def test_a_lane_whose_query_fails_is_named_and_the_others_swept(api, svc, clock, cloud_tasks, monkeypatch, caplog):
+    """A query past its deadline on a loaded Firestore (seen in the load
+    bench) fails its lane, not the sweep: the task of another shard is
+    still repaired, and the sweep answers 200."""
+    task_id = _task(api, bot_ping_tolerance_secs=60)["task_id"]
+    _started(api, _claim(api, task_id)["task_id"])
+    _drop_timers(svc, cloud_tasks)
+    failing = (models.shard_of(task_id) + 1) % models.SHARDS
+    silent_runs = store.Store.silent_runs
+
+    def past_its_deadline(self: store.Store, shard: int, *args: Any) -> Any:
+        if shard == failing:
+            raise gexc.DeadlineExceeded("injected")
+        return silent_runs(self, shard, *args)
+
+    monkeypatch.setattr(store.Store, "silent_runs", past_its_deadline)
+    clock.offset = 40 * SECOND + sweep.SILENT
+    swept = api.ok("cron_sweep", {}, role="admin")
+    assert swept["failed_lanes"] == [f"shard {failing}"]
+    assert len(swept["swept"]) == models.SHARDS + 1 and swept["dead_runs"] == 1
+    assert _result(api, task_id)["state"] == "BOT_DIED"
+    assert any(f"lane shard {failing} failed" in r.getMessage() for r in caplog.records if r.name == sweep.__name__)
 
 
 # Cloud Tasks failing, at the timers' client transport.
