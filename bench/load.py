@@ -2,8 +2,8 @@
 
 `--bots` bench bots, one thread each, are admitted by a bootstrap token, then
 live as real bots do, over real HTTP against the gateway: poll (echoing their
-session and reporting their sleep streak; held up to `--hold-secs`, 60 s, the
-real bot's long poll), sleep as long as the server says when it has nothing,
+session and reporting their sleep streak; held up to `--hold-secs`: 0, or 60
+for the real bot's long poll), sleep as long as the server says when it has nothing,
 claim the candidates in order until one is won, and complete it with a line
 of stdout. `--submitters` threads create `--tasks`
 tasks spread over `--queues` queues (distinct dimension sets, as in
@@ -276,8 +276,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--limit-secs", type=float, default=3600.0, help="Stop the bots after this long (then report).")
     parser.add_argument("--ramp-secs", type=float, default=30.0,
                         help="The bots start over this long (0: all at once, a stampede the emulator sheds with 503s).")
-    parser.add_argument("--hold-secs", type=float, default=bot_main.POLL_HOLD_SECS,
-                        help="How long a poll may be held (the real bot's long poll; 0: short polls).")
+    parser.add_argument("--hold-secs", type=float, default=0.0,
+                        help=f"How long a poll may be held ({bot_main.POLL_HOLD_SECS:g}: the real bot's long poll; "
+                             "0: short polls, the default: on the emulator, the long poll's listeners slow every "
+                             "commit, docs/local-stack.md).")
     parser.add_argument("--firestore-java-opts", default=LONG_RUN_JAVA_OPTS,
                         help="The Firestore emulator's JVM options (it holds every document in its heap).")
     args = parser.parse_args()
