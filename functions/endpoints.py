@@ -166,11 +166,11 @@ def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
     the most urgent pending slices it matches (priority, then oldest first, or
     newest first in a LIFO pool), or `{cmd: sleep, duration}` (1.5^(streak+1)
     s up to 60 s, jittered; also when each slice it matches is offered to
-    another bot, then never before the first offer lapses). A quarantined bot or one in maintenance only
-    sleeps. `request_uuid` makes a retried poll the same poll. With
-    `hold_secs`, a poll with nothing to do is held up to that long (at most
-    the server's SWARMING_POLL_HOLD_SECS) and answered as soon as a task
-    comes, or `{cmd: sleep, duration: 0}` when none did (a long poll); a bot
+    another bot, then never before the first offer lapses). A quarantined
+    bot or one in maintenance only sleeps. `request_uuid` makes a retried
+    poll the same poll. With `hold_secs`, a poll with nothing to do is held
+    up to that long (at most the server's SWARMING_POLL_HOLD_SECS) and
+    answered as soon as a task comes, or `{cmd: sleep, duration: 0}` when none did (a long poll); a bot
     with no queue yet, or one past SWARMING_POLL_HOLDS_PER_QUEUE held polls
     on each of its queues, gets its back-off instead."""
     bot, group = _bot(call, message.attributes)
@@ -753,8 +753,8 @@ def cron_sweep(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     release them (`released_waiters`), shard by shard (`swept`). A task it
     cannot repair now is logged and counted (`failed`), and the next sweep
     tries again; so is a lane whose reads failed (`failed_lanes`: `bots`, a
-    shard, `waiters`). It stops after 20 s (`partial: true`) and the next sweeps go
-    on: each starts at the next shard in turn. Safe at any time."""
+    shard, `waiters`). It stops after 20 s (`partial: true`) and the next
+    sweeps go on: each starts at the next shard in turn. Safe at any time."""
     return sweep.sweep(call.service.context, call.service.fleet, call.now, budget.Budget(budget.REQUEST_SECS))
 
 
