@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from google.api_core import bidi
+from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
@@ -75,3 +76,24 @@ def test_a_listener_waits_out_an_outage_comes_back_and_once_stopped_stays_stoppe
     time.sleep(2)
     assert opens.count == stopped_at
     assert sizes.empty()
+
+
+def test_an_unsubscribe_between_a_failure_and_its_re_open_stops_the_re_open(
+        emulator_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the outage test cannot force: the stream failed, the
+    listener is stopped, then the stream's thread asks whether to re-open."""
+    watches: list[Any] = []
+    on_snapshot = firestore.CollectionReference.on_snapshot
+
+    def kept(self: firestore.CollectionReference, callback: Any) -> Any:
+        watches.append(on_snapshot(self, callback))
+        return watches[-1]
+
+    monkeypatch.setattr(firestore.CollectionReference, "on_snapshot", kept)
+    db = firestore.Client(project=f"p-{uuid.uuid4().hex[:8]}", credentials=AnonymousCredentials())
+    stop = listener.listen(db.collection("c"), lambda *_: None)
+    failure = gexc.ServiceUnavailable("the stream failed")
+    rpc = watches[0]._rpc  # The unsubscribe lets go of it; its thread may still ask.
+    assert rpc._should_recover(failure)  # Running: it would re-open.
+    stop()
+    assert not rpc._should_recover(failure)  # Stopped: never again.
