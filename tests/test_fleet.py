@@ -273,7 +273,7 @@ def test_cron_sweep_is_for_admins(api):
     swept = api.ok("cron_sweep", {}, role="admin")
     assert {k: v for k, v in swept.items() if k != "swept"} == {
         "bots": {"dead": 0, "alive": 0, "forgotten": 0}, "expired_slices": 0, "dead_runs": 0, "released_waiters": 0,
-        "failed": 0, "partial": False}
+        "failed": 0, "failed_lanes": [], "partial": False}
     assert sorted(swept["swept"]) == sorted(name for name, _ in sweep.ring(NOW))  # every lane
 
 
