@@ -41,7 +41,9 @@ TAKEN = ""
 
 
 def _key(to_run: TaskToRun) -> str:
-    return f"{to_run.task_id}:{to_run.slice_index}"
+    """One try of a slice: the retry of a try that was claimed is a new
+    pending slice, held by nobody."""
+    return f"{to_run.task_id}:{to_run.slice_index}:{to_run.try_number}"
 
 
 def _same_priority(ordered: list[TaskToRun]) -> int:
@@ -91,17 +93,17 @@ class Offers:
             lapses = [self._held[_key(t)][1] for t in pending if _key(t) in self._held]
         return max(0.0, min(lapses, default=self._clock()) - self._clock())
 
-    def release(self, task_id: str, slice_index: int) -> None:
+    def release(self, to_run: TaskToRun) -> None:
         """The slice is free again: its claim was refused, and it is still pending."""
         with self._lock:
-            self._held.pop(f"{task_id}:{slice_index}", None)
+            self._held.pop(_key(to_run), None)
 
-    def take(self, task_id: str, slice_index: int) -> None:
+    def take(self, to_run: TaskToRun) -> None:
         """A bot claims the slice: held by nobody until the offer would have
         lapsed, so that a poll that read it before the claim's commit does
         not offer it again."""
         with self._lock:
-            self._held[f"{task_id}:{slice_index}"] = (TAKEN, self._clock() + TTL_SECS)
+            self._held[_key(to_run)] = (TAKEN, self._clock() + TTL_SECS)
 
     def _release_bot(self, bot_id: str) -> None:
         for key in [k for k, (holder, _) in self._held.items() if holder == bot_id]:

@@ -105,11 +105,11 @@ def claim(ctx: Context, offers: Offers, registry: Registry, bot: BotRequest, req
     pending = ctx.store.get_to_run(request.task_id, request.slice)
     refusal = pending and _refusal(pending[0], bot)
     if refusal:
-        offers.release(request.task_id, request.slice)  # Still pending, for another bot.
+        offers.release(pending[0])  # Still pending, for another bot.
         return Skip(refusal)
-    offers.take(request.task_id, request.slice)
     if pending is None:
         return _replay(ctx, registry, bot, request, now, "the task is no longer pending")
+    offers.take(pending[0])
     return _claim(ctx, registry, bot, request, pending, now)
 
 

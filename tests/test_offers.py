@@ -2,6 +2,7 @@
 its queues, different first candidates for concurrent bots, and the bound
 on how far out of order a task may start (functions/offers.py)."""
 
+import dataclasses
 import datetime
 import random
 
@@ -68,7 +69,7 @@ def test_an_offer_lapses_or_is_released_when_its_claim_is_refused():
     book, pending = Offers(clock), _pending(3)
     held = book.choose("bot-1", pending, random.Random(0))[0]
     assert book.scan_size("bot-2") == SCAN + offers.SPREAD
-    book.release(held.task_id, held.slice_index)
+    book.release(held)
     assert book.scan_size("bot-2") == SCAN
     book.choose("bot-1", pending, random.Random(0))
     clock.now += TTL_SECS
@@ -79,10 +80,20 @@ def test_an_offer_lapses_or_is_released_when_its_claim_is_refused():
 def test_a_claimed_slice_read_again_before_its_commit_is_not_offered_and_order_is_kept():
     book, pending = Offers(), _pending(MAX_CANDIDATES - 1)
     first = book.choose("bot-1", pending, random.Random(0))[0]
-    book.take(first.task_id, first.slice_index)
+    book.take(first)
     for seed in range(10):  # the lone bot's next poll read the claimed slice still pending
         assert _ids(book.choose("bot-1", pending, random.Random(seed))) == _ids(pending[1:])
     assert book.choose("bot-2", pending[:1], random.Random(0)) == []
+
+
+def test_the_retry_of_a_claimed_try_is_offered_at_once():
+    """A try claimed, then lost (its bot died before it started): its retry
+    is pending again and must not wait for the claim's hold to lapse."""
+    book, [first] = Offers(), _pending(1)
+    book.take(first)
+    retry = dataclasses.replace(first, try_number=2, excluded_bot="bot-1")
+    assert book.choose("bot-2", [first], random.Random(0)) == []
+    assert book.choose("bot-2", [retry], random.Random(0)) == [retry]
 
 
 def test_the_scan_widens_with_the_offers_held_up_to_its_bound():
