@@ -58,14 +58,19 @@ def poll(store: Store, cache: QueueCache, offers: Offers, registry: Registry, bo
     terminate = _termination(store, matching)
     if terminate:
         return Terminate(terminate, session)
-    streak = bot.state.get("sleep_streak", 0)
-    backoff = sleep_secs(streak if isinstance(streak, int) else 0, rand)
     if not matching or held_back:
-        return Sleep(backoff, session)
+        return Sleep(_backoff(bot, rand), session)
     chosen = offers.choose(bot.bot_id, matching, rand)
     if not chosen:  # Each offered to another bot: back off as idle, and not before the first offer lapses.
-        return Sleep(max(backoff, offers.lapse_secs(matching) * rand.uniform(1.0, 1.2) + HELD_MARGIN_SECS), session)
+        lapse = offers.lapse_secs(matching) * rand.uniform(1.0, 1.2) + HELD_MARGIN_SECS
+        return Sleep(max(_backoff(bot, rand), lapse), session)
     return Claim(tuple(Candidate(t.task_id, t.slice_index) for t in chosen), session)
+
+
+def _backoff(bot: BotRequest, rand: random.Random) -> float:
+    """The idle bot's sleep, by the streak it reports."""
+    streak = bot.state.get("sleep_streak", 0)
+    return sleep_secs(streak if isinstance(streak, int) else 0, rand)
 
 
 def _termination(store: Store, matching: list[TaskToRun]) -> str | None:
