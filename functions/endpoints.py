@@ -178,9 +178,9 @@ def bot_poll(call: Call, message: bot_api.Poll) -> dict[str, Any]:
         return bot_api.Restart(f"the bot's group is now {group.name!r} as configured: handshake again").to_wire()
     service = call.service
 
-    def answer() -> bot_api.PollReply:
-        return scheduler.poll(call.store, service.queue_cache, service.offers, service.registry, bot, service.clock(),
-                              _rand, expected_version=_current_version(call))
+    def answer(fresh: bool) -> bot_api.PollReply:
+        return scheduler.poll(call.store, service.queue_cache, service.heads, service.offers, service.registry, bot,
+                              service.clock(), _rand, expected_version=_current_version(call), fresh=fresh)
 
     def queue_keys() -> list[str]:
         entry = bot.entry(None)
@@ -257,11 +257,11 @@ def bot_claim(call: Call, message: bot_api.ClaimRequest) -> dict[str, Any]:
     token is the task runner's credential, for this run only. The bot's own
     token, in the answer's header, outlasts the task."""
     bot, _ = _bot(call, message.attributes)
-    reply = scheduler.claim(call.service.context, call.service.offers, call.service.registry, bot, message,
-                            call.now)
+    service = call.service
+    reply = scheduler.claim(service.context, service.heads, service.offers, service.registry, bot, message, call.now)
     if isinstance(reply, bot_api.Run):
         hard_timeout = reply.manifest.hard_timeout
-        run_token = call.service.bot_tokens.run_token(call.caller, reply.manifest.task_id, hard_timeout, call.now)
+        run_token = service.bot_tokens.run_token(call.caller, reply.manifest.task_id, hard_timeout, call.now)
         reply = dataclasses.replace(reply, run_token=run_token)
         ttl = datetime.timedelta(seconds=hard_timeout + call.config.settings.bot_session_ttl_secs)
         caller = call.caller

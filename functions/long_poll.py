@@ -33,10 +33,11 @@ AFTER_HOLD_SECS = 0.0
 RECHECK_SECS = 10.0
 
 
-def poll(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,
+def poll(answer: Callable[[bool], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,
          budget: Budget, most: int) -> PollReply:
-    """`answer()` (the scheduler's poll), held while it says sleep and time
-    is left in `budget`; `queue_keys()`: the queues the bot takes from. A
+    """`answer(fresh)` (the scheduler's poll; `fresh` after a wake: the new
+    slice is in no read kept), held while it says sleep and time is left in
+    `budget`; `queue_keys()`: the queues the bot takes from. A
     bot with no queue, or whose queues each have `most` polls held already
     by this instance, gets the scheduler's answer (its back-off): a held
     poll keeps an instance billed, and those held take the next tasks."""
@@ -46,18 +47,20 @@ def poll(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], w
         ops.read(watch.take_reads())
 
 
-def _held(answer: Callable[[], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,
+def _held(answer: Callable[[bool], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,
           budget: Budget, most: int) -> PollReply:
     if budget.over():
-        return answer()
+        return answer(False)
+    woken = False
     while True:
         keys = queue_keys()
         with watch.waiting(keys, most) as added:
-            reply = answer()
+            reply = answer(woken)
             if not isinstance(reply, Sleep) or not keys or added is None:
                 return reply
             if not _wait(added, keys, watch, budget):
                 return Sleep(AFTER_HOLD_SECS, reply.session)
+            woken = True
 
 
 def _wait(added: threading.Event, keys: list[str], watch: PendingWatch, budget: Budget) -> bool:

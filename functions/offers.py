@@ -84,6 +84,12 @@ class Offers:
             self._held[_key(chosen[0])] = (bot_id, self._clock() + TTL_SECS)
             return chosen
 
+    def any_free(self, bot_id: str, pending: list[TaskToRun]) -> bool:
+        """Whether `choose` would offer `bot_id` one of `pending`."""
+        with self._lock:
+            self._prune()
+            return any(self._held.get(_key(t), (bot_id,))[0] == bot_id for t in pending)
+
     def lapse_secs(self, pending: list[TaskToRun]) -> float:
         """How long until the first hold on `pending` lapses: when a bot
         offered none of them may poll again. A lost claim costs the same

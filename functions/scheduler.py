@@ -12,6 +12,7 @@ from typing import Any, TypeGuard
 from functions import bot_death, termination, transitions
 from functions.bot_registry import BotRequest, Registry
 from functions.context import Context
+from functions.heads import Heads
 from functions.models import TaskResult, TaskToRun
 from functions.offers import Offers
 from functions.queues import QueueCache
@@ -41,20 +42,21 @@ def sleep_secs(streak: int, rand: random.Random) -> float:
     return min(MAX_SLEEP_SECS, 1.5 ** (streak + 1)) * rand.uniform(0.9, 1.1)
 
 
-def poll(store: Store, cache: QueueCache, offers: Offers, registry: Registry, bot: BotRequest,
-         now: datetime.datetime, rand: random.Random, expected_version: str | None = None) -> PollReply:
+def poll(store: Store, cache: QueueCache, heads: Heads, offers: Offers, registry: Registry, bot: BotRequest,
+         now: datetime.datetime, rand: random.Random, expected_version: str | None = None,
+         fresh: bool = False) -> PollReply:
     """`update` when the bot runs other code than `expected_version` (the
     digest of the current zip, or None to not check), `terminate` when a
     termination task waits for it (even quarantined or in maintenance: those
-    bots get no other task), else `claim` or `sleep`."""
+    bots get no other task), else `claim` or `sleep`. `fresh`: read the
+    queues' heads, whatever this instance read lately."""
     session = registry.check_in(bot, None, now)
     if _needs_update(bot, expected_version):
         return UpdateCode(expected_version, session)
     entry = bot.entry(None)
     held_back = bool(entry.quarantined or entry.maintenance_msg)
     queue_keys = matching_queues(store, cache, bot, now, only_own=held_back)
-    pending = store.pending(queue_keys, offers.scan_size(bot.bot_id)) if queue_keys else []
-    matching = [t for t in pending if t.expiration_ts > now and t.excluded_bot != bot.bot_id]
+    matching = _pending(store, heads, offers, bot, queue_keys, now, fresh) if queue_keys else []
     terminate = _termination(store, matching)
     if terminate:
         return Terminate(terminate, session)
@@ -65,6 +67,17 @@ def poll(store: Store, cache: QueueCache, offers: Offers, registry: Registry, bo
         lapse = offers.lapse_secs(matching) * rand.uniform(1.0, 1.2) + HELD_MARGIN_SECS
         return Sleep(max(_backoff(bot, rand), lapse), session)
     return Claim(tuple(Candidate(t.task_id, t.slice_index) for t in chosen), session)
+
+
+def _pending(store: Store, heads: Heads, offers: Offers, bot: BotRequest, queue_keys: list[str],
+             now: datetime.datetime, fresh: bool) -> list[TaskToRun]:
+    """The pending slices of `queue_keys` the bot may run, in order: read,
+    or as this instance read them lately (functions/heads.py)."""
+    def for_bot(pending: list[TaskToRun]) -> list[TaskToRun]:
+        return [t for t in pending if t.expiration_ts > now and t.excluded_bot != bot.bot_id]
+
+    return for_bot(heads.pending(queue_keys, offers.scan_size(bot.bot_id), store.pending, fresh,
+                                 lambda kept: offers.any_free(bot.bot_id, for_bot(kept))))
 
 
 def _backoff(bot: BotRequest, rand: random.Random) -> float:
@@ -105,8 +118,9 @@ def matching_queues(store: Store, cache: QueueCache, bot: BotRequest, now: datet
     return keys
 
 
-def claim(ctx: Context, offers: Offers, registry: Registry, bot: BotRequest, request: ClaimRequest,
+def claim(ctx: Context, heads: Heads, offers: Offers, registry: Registry, bot: BotRequest, request: ClaimRequest,
           now: datetime.datetime) -> ClaimReply:
+    heads.forget(request.task_id, request.slice)  # Won, lost or refused: polls here read it afresh.
     pending = ctx.store.get_to_run(request.task_id, request.slice)
     refusal = pending and _refusal(pending[0], bot)
     if refusal:

@@ -28,6 +28,7 @@ from functions.bot_store import BotStore
 from functions.config_source import ConfigSource
 from functions.context import Context
 from functions.fleet import Fleet
+from functions.heads import Heads
 from functions.id_tokens import GOOGLE_CERTS_URL, IdTokens
 from functions.offers import Offers
 from functions.pending_watch import PendingWatch
@@ -158,6 +159,10 @@ class Service:
     @functools.cached_property
     def offers(self) -> Offers:
         return Offers()
+
+    @functools.cached_property
+    def heads(self) -> Heads:
+        return Heads(self.settings.poll_reuse_secs)
 
     @functools.cached_property
     def service_config(self) -> ConfigSource:

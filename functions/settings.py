@@ -86,6 +86,9 @@ class Settings:
     #: The most polls an instance holds on one queue; the bots beyond back off
     #: as before: a held poll keeps an instance billed, a sleeping bot does not.
     poll_holds_per_queue: int = _env("SWARMING_POLL_HOLDS_PER_QUEUE", 10)
+    #: How long an instance's polls reuse the heads of queues it read
+    #: (functions.heads); 0: every poll reads them.
+    poll_reuse_secs: float = _env("SWARMING_POLL_REUSE_SECS", 1.0)
     #: The most Firestore commits an instance has in flight (0: no bound).
     #: For the emulator (functions.service.gate_commits); the local stack sets it.
     firestore_max_commits: int = _env("SWARMING_FIRESTORE_MAX_COMMITS", 0)

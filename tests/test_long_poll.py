@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from functions import long_poll
+from functions import long_poll, offers
 from tests.builders import bot_body, task_body
 
 #: What a bot asks for in these tests; the server's bound is SWARMING_POLL_HOLD_SECS.
@@ -72,6 +72,24 @@ def test_a_held_poll_is_answered_as_soon_as_a_task_comes(api, svc):
     assert answer["cmd"] == "claim" and answer["candidates"][0]["task_id"] == task_id
     claim = api.ok("bot_claim", {**bot_body("held-1"), **answer["candidates"][0], "claim_id": "c1"}, role="bot")
     assert claim["cmd"] == "run"
+
+
+def test_a_held_poll_woken_by_a_task_reads_the_queue_afresh(api, svc):
+    """The instance's last read of the queue (functions/heads.py) holds only
+    a slice offered to another bot: the woken poll does not answer from it."""
+    offered = _new_task(api, os="Linux")
+    other = api.ok("bot_poll", _poll_body("other", os=["Linux"]), role="bot")
+    assert other["candidates"][0]["task_id"] == offered
+    held = _held(api, _poll_body("held-1", os=["Linux"]))
+    _until(lambda: svc.pending_watch.listening())
+    time.sleep(0.2)
+    assert not held.done()
+    start = time.monotonic()
+    task_id = _new_task(api, os="Linux")
+    answer, _ = held.result(timeout=SOON)
+    # Well before the other bot's offer lapses (offers.TTL_SECS) and any recheck (long_poll.RECHECK_SECS).
+    assert time.monotonic() - start < offers.TTL_SECS
+    assert answer["cmd"] == "claim" and [c["task_id"] for c in answer["candidates"]] == [task_id]
 
 
 def test_an_old_bot_that_asks_no_hold_is_answered_at_once_with_its_back_off(api, svc):

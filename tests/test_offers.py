@@ -58,6 +58,7 @@ def test_a_slice_another_bot_holds_is_offered_to_no_one_until_the_offer_lapses()
     book.choose("bot-1", pending, random.Random(0))
     clock.now += 1.0
     book.choose("bot-2", pending, random.Random(0))
+    assert not book.any_free("bot-3", pending) and book.any_free("bot-1", pending)  # its own offer is free to it
     assert book.choose("bot-3", pending, random.Random(0)) == []  # both held: no race with their holders
     assert book.lapse_secs(pending) == TTL_SECS - 1.0  # bot-1's, the first to lapse
     clock.now += book.lapse_secs(pending)
@@ -139,3 +140,25 @@ def test_a_bot_whose_only_task_is_offered_to_another_sleeps_until_that_offer_lap
     assert backed_off["cmd"] == "sleep" and backed_off["duration"] >= 0.9 * scheduler.MAX_SLEEP_SECS
     claim = api.ok("bot_claim", {**bot_body("bot-1"), **first["candidates"][0], "claim_id": "c-1"}, role="bot")
     assert claim["cmd"] == "run"
+
+
+def test_polls_of_an_instance_reuse_its_read_of_the_heads_and_never_offer_a_claimed_slice(api, svc):
+    """Through the service (functions/heads.py): after one poll's read, the
+    polls of other bots on the queue read no slice, and each gets one nobody
+    else was offered; a slice claimed is offered to no one, read again or not."""
+    assert svc.settings.poll_reuse_secs >= 1  # the production default: the polls below come within it
+    created = [api.ok("tasks_new", task_body(command=["echo", str(i)]))["task_id"] for i in range(6)]
+    first = api.post("bot_poll", bot_body("bot-0"), role="bot")
+    offered = [first.json()["candidates"][0]["task_id"]]
+    assert int(first.headers["X-Firestore-Reads"]) >= len(created)
+    for b in range(1, 4):
+        answer = api.post("bot_poll", bot_body(f"bot-{b}"), role="bot")
+        assert int(answer.headers["X-Firestore-Reads"]) <= 1  # the bot's own record, at most: no slice
+        offered.append(answer.json()["candidates"][0]["task_id"])
+    assert len(set(offered)) == 4 and set(offered) <= set(created)
+    for b, task_id in enumerate(offered):
+        claim = api.ok("bot_claim", {**bot_body(f"bot-{b}"), "task_id": task_id, "slice": 0, "claim_id": f"c{b}"},
+                       role="bot")
+        assert claim["cmd"] == "run"
+    later = api.ok("bot_poll", bot_body("bot-9"), role="bot")
+    assert later["cmd"] == "claim" and later["candidates"][0]["task_id"] in set(created) - set(offered)

@@ -12,6 +12,7 @@ import pytest
 
 from functions import scheduler, tasks
 from functions.bot_registry import BotRequest
+from functions.heads import Heads
 from functions.offers import Offers
 from functions.queues import CACHE_SECS, FULL_READ_SECS, REFRESH, STAMP_MARGIN, QueueCache, TaskQueue
 from functions.tasks import Requester
@@ -148,8 +149,8 @@ def _new(svc, cache, body, now) -> str:
 def _poll(svc, cache, now, **dims):
     body = bot_body()
     body["dimensions"].update(dims)
-    return scheduler.poll(svc.store, cache, Offers(), svc.registry, BotRequest.of(Poll.from_wire(body).attributes, {}),
-                          now, random.Random(0)).to_wire()
+    bot = BotRequest.of(Poll.from_wire(body).attributes, {})
+    return scheduler.poll(svc.store, cache, Heads(0), Offers(), svc.registry, bot, now, random.Random(0)).to_wire()
 
 
 def test_a_new_queue_reaches_other_instances_within_the_cache_time(svc):
