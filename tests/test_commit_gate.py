@@ -12,6 +12,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
 
 from functions import service, store
+from functions.errors import RETRY_AFTER_SECS
+from tests.builders import task_body
 
 #: How long each commit is held in flight below the gate.
 HELD_SECS = 0.3
@@ -73,3 +75,23 @@ def test_a_commit_that_waited_too_long_for_its_turn_is_refused_unsent(emulator_e
     first.join()
     assert client.collection("c").document("first").get().exists
     assert not client.collection("c").document("second").get().exists
+
+
+def test_an_endpoint_whose_commit_is_refused_answers_503_and_writes_nothing(api, svc) -> None:
+    """Through the service: `tasks_new` on an instance whose one commit turn
+    is held answers 503 with Retry-After, and no task exists after it."""
+    client = svc.store.db
+    go = threading.Event()
+    _under_gate(client, lambda: go.wait(30))
+    service.gate_commits(client, 1, wait_secs=0.5)
+    holder = threading.Thread(target=lambda: client.collection("c").document("holder").set({"x": 1}))
+    holder.start()
+    time.sleep(0.2)
+    response = api.post("tasks_new", task_body())
+    go.set()
+    holder.join()
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECS)
+    assert response.json()["code"] == "unavailable"
+    assert api.ok("tasks_list", {})["items"] == []
+    assert api.ok("tasks_new", task_body())["task_id"]  # the turn free again: written
