@@ -92,6 +92,7 @@ def test_an_endpoint_whose_commit_is_refused_answers_503_and_writes_nothing(api,
     holder.join()
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == str(RETRY_AFTER_SECS)
-    assert response.json()["code"] == "unavailable"
-    assert api.ok("tasks_list", {})["items"] == []
-    assert api.ok("tasks_new", task_body())["task_id"]  # the turn free again: written
+    assert response.json()["error"]["code"] == "unavailable"
+    assert api.ok("tasks_list", {}, role="admin")["items"] == []
+    task_id = api.ok("tasks_new", task_body())["task_id"]  # the turn free again: written
+    assert [t["task_id"] for t in api.ok("tasks_list", {}, role="admin")["items"]] == [task_id]
