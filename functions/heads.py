@@ -12,16 +12,18 @@ What keeps a reused read from misleading bots:
 - only a read that found slices is reused: a new task on an empty queue is
   seen by the next poll;
 - a claim made on this instance, won, lost or refused, removes its slice
-  from every read kept (`forget`); a read left with nothing is not reused;
+  from every read kept (`forget`); a read left with nothing is not reused,
+  nor one that offered a slice already gone: with several instances, a read
+  a second old offers slices the others' bots claimed meanwhile;
 - a held poll woken for a new slice reads afresh (functions/long_poll.py);
 - a read that stopped at its limit is reused for a scan no longer than the
   one it was made for, and only while it has a slice to offer this bot:
   those beyond it may be free when the ones read are all held. A read that
   found fewer than it asked (the queues' whole content) is reused as is.
 
-A slice claimed on another instance meanwhile costs a bot one lost claim at
-most, as a race between two polls does; a task more urgent than those read
-waits at most `reuse_secs` longer.
+A slice claimed on another instance meanwhile costs a bot one lost claim,
+as a race between two polls does, and the next poll here reads afresh; a
+task more urgent than those read waits at most `reuse_secs` longer.
 """
 
 import dataclasses
@@ -66,11 +68,16 @@ class Heads:
                 self._reads[key] = _Read(found, limit, len(found) < limit, self._clock() + self._reuse_secs)
         return found
 
-    def forget(self, task_id: str, slice_index: int) -> None:
-        """The slice was claimed here: no kept read offers it again."""
+    def forget(self, task_id: str, slice_index: int, gone: bool) -> None:
+        """A bot claims the slice here: no kept read offers it again. When it
+        was `gone` already (claimed on another instance, cancelled, expired),
+        the reads that held it are stale: they are dropped."""
         with self._lock:
-            for kept in self._reads.values():
-                kept.slices = [t for t in kept.slices if (t.task_id, t.slice_index) != (task_id, slice_index)]
+            for key, kept in list(self._reads.items()):
+                rest = [t for t in kept.slices if (t.task_id, t.slice_index) != (task_id, slice_index)]
+                if gone and len(rest) < len(kept.slices):
+                    del self._reads[key]
+                kept.slices = rest
 
     def _kept(self, key: tuple[str, ...], limit: int, offers_any: Callable[[list[TaskToRun]], bool]
               ) -> list[TaskToRun]:

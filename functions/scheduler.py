@@ -120,8 +120,8 @@ def matching_queues(store: Store, cache: QueueCache, bot: BotRequest, now: datet
 
 def claim(ctx: Context, heads: Heads, offers: Offers, registry: Registry, bot: BotRequest, request: ClaimRequest,
           now: datetime.datetime) -> ClaimReply:
-    heads.forget(request.task_id, request.slice)  # Won, lost or refused: polls here read it afresh.
     pending = ctx.store.get_to_run(request.task_id, request.slice)
+    heads.forget(request.task_id, request.slice, gone=pending is None)
     refusal = pending and _refusal(pending[0], bot)
     if refusal:
         offers.release(pending[0])  # Still pending, for another bot.

@@ -61,9 +61,9 @@ def test_a_slice_claimed_here_is_never_offered_again_and_an_emptied_read_is_read
     queue = Queue(2)
     heads = Heads(1.0, Clock())
     heads.pending(["q"], 10, queue.read)
-    heads.forget("q00000", 0)
+    heads.forget("q00000", 0, gone=False)
     assert _ids(heads.pending(["q"], 10, queue.read)) == ["q00010"] and queue.reads == 1
-    heads.forget("q00010", 0)
+    heads.forget("q00010", 0, gone=False)
     queue.slices = queue.slices[2:]
     assert heads.pending(["q"], 10, queue.read) == [] and queue.reads == 2
 
@@ -108,3 +108,13 @@ def test_a_read_that_stopped_at_its_limit_is_read_again_when_it_has_nothing_to_o
     assert len(heads.pending(["q"], 10, deep.read, offers_any=lambda kept: False)) == 10 and deep.reads == 2
     heads.pending(["q"], 10, shallow.read, fresh=True)
     assert len(heads.pending(["q"], 10, shallow.read, offers_any=lambda kept: False)) == 3 and shallow.reads == 1
+
+
+def test_a_read_that_offered_a_slice_already_gone_is_dropped():
+    queue, other = Queue(3), Queue(2, "r")
+    heads = Heads(1.0, Clock())
+    heads.pending(["q"], 10, queue.read)
+    heads.pending(["r"], 10, other.read)
+    heads.forget("q00010", 0, gone=True)
+    assert _ids(heads.pending(["q"], 10, queue.read)) == _ids(queue.slices) and queue.reads == 2
+    assert len(heads.pending(["r"], 10, other.read)) == 2 and other.reads == 1
