@@ -7,7 +7,12 @@ Prints, and writes to bench/results/lifecycle.json:
   issue's budget (≤ 8 writes, ≤ 12 reads);
 - tasks created per second, sustained for `--create-seconds` by `--creators`
   threads;
-- end-to-end tasks per second with `--bots` real local bots running `true`.
+- end-to-end tasks per second with `--bots` real local bots running `true`,
+  with the CPU each part of the stack used meanwhile (bench/cpu.py: the
+  Firestore emulator, the gateway, the bots with their task runners...), next
+  to the raw rate of 3-document batch commits (a claim's write) on the same
+  emulator in the same run (in another project: the emulator's queries scan
+  the whole project, and these would slow the stack's down).
 
 Usage: `python -m bench.lifecycle [--lives N] [--create-seconds S]
 [--creators N] [--bots N] [--tasks N]`.
@@ -15,17 +20,23 @@ Usage: `python -m bench.lifecycle [--lives N] [--create-seconds S]
 
 import argparse
 import concurrent.futures
+import os
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from google.cloud import firestore
+
+from bench import cpu
 from bench.results import report
+from bench.scheduler import firestore_client, for_duration
 from bench.task_life import CONFIG_DIR, STEPS, USER, Api, one_life, task_request
 from local import stack as local_stack
 
 BUDGET_WRITES, BUDGET_READS = 8, 12
+RAW_THREADS, RAW_SECS = 8, 5.0
 
 
 def sustained_creates(api: Api, seconds: float, threads: int) -> tuple[int, float]:
@@ -49,16 +60,44 @@ def sustained_creates(api: Api, seconds: float, threads: int) -> tuple[int, floa
 
 
 def end_to_end(api: Api, tasks: int) -> float:
-    """Seconds from creating `tasks` trivial tasks to all of them COMPLETED."""
+    """Seconds from creating `tasks` trivial tasks to none of the pool's
+    pending or running (one count a second: the bench's own watching costs
+    the stack next to nothing), then each checked COMPLETED."""
     started = time.perf_counter()
     ids = [api.call("tasks_new", task_request(pool="default", command=["true"]), USER)[0]["task_id"]
            for _ in range(tasks)]
-    pending = set(ids)
-    while pending:
+    while api.call("tasks_count", {"state": "PENDING_RUNNING", "tags": ["pool:default"]}, USER)[0]["count"]:
         time.sleep(0.5)
-        pending = {t for t in pending
-                   if api.call("task_result", {"task_id": t}, USER)[0]["state"] in ("PENDING", "RUNNING")}
-    return time.perf_counter() - started
+    secs = time.perf_counter() - started
+    states = {api.call("task_result", {"task_id": t}, USER)[0]["state"] for t in ids}
+    if states != {"COMPLETED"}:
+        raise SystemExit(f"end to end: tasks ended {sorted(states)}, not all COMPLETED")
+    return secs
+
+
+def raw_batches(db: firestore.Client) -> float:
+    """Batches of 3 new documents committed per second by RAW_THREADS threads."""
+    counts = [0] * RAW_THREADS
+
+    def work(n: int) -> None:
+        batch = db.batch()
+        for d in range(3):
+            batch.set(db.collection("bench_raw_batches").document(f"{n}-{counts[n]}-{d}"), {"n": d})
+        batch.commit()
+        counts[n] += 1
+
+    secs = for_duration(RAW_THREADS, RAW_SECS, work)
+    return sum(counts) / secs
+
+
+def cpu_rows(used: dict[str, float], tasks: int, secs: float) -> list[tuple[str, object]]:
+    """The CPU of each part of the stack per task, and the share of the machine it took."""
+    cores = os.cpu_count() or 1
+    rows: list[tuple[str, object]] = [(f"end-to-end: CPU ms per task, {kind}", used[kind] * 1000 / tasks)
+                                      for kind in sorted(used, key=lambda k: -used[k])]
+    rows += [("end-to-end: CPU ms per task, all", sum(used.values()) * 1000 / tasks),
+             (f"end-to-end: share of the {cores} cores used", sum(used.values()) / (cores * secs))]
+    return rows
 
 
 def main() -> None:
@@ -75,9 +114,14 @@ def main() -> None:
         try:
             api = Api.of_stack(state_dir, stack["base_url"])
             lives = [one_life(api) for _ in range(args.lives)]
-            created, create_secs = sustained_creates(api, args.create_seconds, args.creators)
             end_to_end(api, args.bots)  # wakes the bots, backed off while idle, as a busy fleet is
+            before = cpu.by_kind(stack)
             e2e_secs = end_to_end(api, args.tasks)
+            used = cpu.used(before, cpu.by_kind(stack))
+            # In a project of its own: the emulator's queries scan their project, every document of it.
+            raw_rate = raw_batches(firestore_client(stack, project="bench-raw"))
+            # Last: the tasks it leaves pending expire by the thousand a minute later.
+            created, create_secs = sustained_creates(api, args.create_seconds, args.creators)
         finally:
             local_stack.down(state_dir)
     last = lives[-1]
@@ -93,7 +137,9 @@ def main() -> None:
         ("task life: cloud tasks ops", sum(last[s][2] for s in STEPS)),
         (f"tasks created per second ({args.creators} threads, {args.create_seconds:.0f} s)", created / create_secs),
         (f"end-to-end tasks per second ({args.bots} bots, {args.tasks} tasks of `true`)", args.tasks / e2e_secs),
+        (f"raw 3-doc batch commits per second ({RAW_THREADS} threads, same emulator)", raw_rate),
     ]
+    rows += cpu_rows(used, args.tasks, e2e_secs)
     report("lifecycle", rows)
 
 

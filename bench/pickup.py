@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import cpu
 from bench.results import report
 from bench.task_life import CONFIG_DIR, USER, Api, task_request
 from local import stack as local_stack
@@ -41,7 +42,6 @@ from local import stack as local_stack
 #: A line of the gateway's access log (local.stack.GATEWAY_ACCESS_LOG).
 _LINE = re.compile(r'"(?:GET|POST) /(?P<function>\w+)[^"]*" (?P<status>\d+) .* reads=(?P<reads>\d*) '
                    r'writes=(?P<writes>\d*)')
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclasses.dataclass
@@ -56,19 +56,6 @@ class Idle:
 
     def per_bot_minute(self, value: float) -> float:
         return value / (self.bots * self.seconds / 60)
-
-
-def gateway_cpu_secs(pid: int) -> float:
-    """User and system CPU of the gateway's processes (its process group: gunicorn and its workers)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pid:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICKS
 
 
 def bot_calls(log: Path, offset: int) -> tuple[list[tuple[str, int, int]], int]:
@@ -86,12 +73,12 @@ def bot_calls(log: Path, offset: int) -> tuple[list[tuple[str, int, int]], int]:
 def measure_idle(gateway: dict[str, Any], bots: int, seconds: float) -> Idle:
     log = Path(gateway["log"])
     _, offset = bot_calls(log, 0)
-    cpu = gateway_cpu_secs(gateway["pid"])
+    before = cpu.group_secs(gateway["pid"])
     time.sleep(seconds)
     calls, _ = bot_calls(log, offset)
-    cpu = gateway_cpu_secs(gateway["pid"]) - cpu
+    used = cpu.group_secs(gateway["pid"]) - before
     return Idle(calls=len(calls), polls=sum(1 for c in calls if c[0] == "bot_poll"),
-                reads=sum(c[1] for c in calls), writes=sum(c[2] for c in calls), cpu_secs=cpu, seconds=seconds,
+                reads=sum(c[1] for c in calls), writes=sum(c[2] for c in calls), cpu_secs=used, seconds=seconds,
                 bots=bots)
 
 

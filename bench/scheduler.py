@@ -255,10 +255,11 @@ def idle_polls(api: Api, bots: list[Bot], threads: int, secs: float, tally: Tall
     return rotate(bots, threads, secs, step)
 
 
-def firestore_client(stack: dict[str, Any]) -> firestore.Client:
-    """The official client on the stack's emulator (it reads the variable when built)."""
+def firestore_client(stack: dict[str, Any], project: str | None = None) -> firestore.Client:
+    """The official client on the stack's emulator (it reads the variable when
+    built), in the stack's project or in `project`."""
     os.environ["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{stack['ports']['firestore']}"
-    return firestore.Client(project=stack["project"])
+    return firestore.Client(project=project or stack["project"])
 
 
 def raw_transactions(db: firestore.Client, threads: int) -> float:
