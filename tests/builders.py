@@ -37,3 +37,13 @@ def with_field(body: dict[str, Any], path: tuple, value: Any) -> dict[str, Any]:
     else:
         target[path[-1]] = value
     return body
+
+
+class MonotonicClock:
+    """A stand-in for `time.monotonic` that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

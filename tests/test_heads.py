@@ -6,16 +6,9 @@ import datetime
 
 from functions.heads import Heads
 from functions.models import TaskToRun
+from tests.builders import MonotonicClock
 
 NOW = datetime.datetime.now(datetime.UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Queue:
@@ -38,7 +31,7 @@ def _ids(slices: list[TaskToRun]) -> list[str]:
 
 
 def test_a_read_that_found_slices_is_reused_until_it_lapses():
-    clock, queue = Clock(), Queue(3)
+    clock, queue = MonotonicClock(), Queue(3)
     heads = Heads(1.0, clock)
     first = heads.pending(["q"], 10, queue.read)
     queue.slices.append(TaskToRun(task_id="new0", slice_index=0, queue_key="q", order_key="000:0",
@@ -51,7 +44,7 @@ def test_a_read_that_found_slices_is_reused_until_it_lapses():
 
 def test_an_empty_read_is_not_reused_so_a_new_task_is_seen_at_once():
     queue = Queue(0)
-    heads = Heads(1.0, Clock())
+    heads = Heads(1.0, MonotonicClock())
     assert heads.pending(["q"], 10, queue.read) == []
     queue.slices = Queue(1).slices
     assert _ids(heads.pending(["q"], 10, queue.read)) == ["q00000"] and queue.reads == 2
@@ -59,7 +52,7 @@ def test_an_empty_read_is_not_reused_so_a_new_task_is_seen_at_once():
 
 def test_a_slice_claimed_here_is_never_offered_again_and_an_emptied_read_is_read_again():
     queue = Queue(2)
-    heads = Heads(1.0, Clock())
+    heads = Heads(1.0, MonotonicClock())
     heads.pending(["q"], 10, queue.read)
     heads.forget("q00000", 0, gone=False)
     assert _ids(heads.pending(["q"], 10, queue.read)) == ["q00010"] and queue.reads == 1
@@ -69,7 +62,7 @@ def test_a_slice_claimed_here_is_never_offered_again_and_an_emptied_read_is_read
 
 
 def test_a_wider_scan_reads_again_unless_the_read_had_the_whole_queue():
-    clock, queue = Clock(), Queue(30)
+    clock, queue = MonotonicClock(), Queue(30)
     heads = Heads(1.0, clock)
     heads.pending(["q"], 10, queue.read)
     assert len(heads.pending(["q"], 5, queue.read)) == 5 and queue.reads == 1
@@ -82,11 +75,11 @@ def test_a_wider_scan_reads_again_unless_the_read_had_the_whole_queue():
 
 def test_fresh_reads_and_zero_reuses_nothing():
     queue = Queue(3)
-    heads = Heads(1.0, Clock())
+    heads = Heads(1.0, MonotonicClock())
     heads.pending(["q"], 10, queue.read)
     heads.pending(["q"], 10, queue.read, fresh=True)
     assert queue.reads == 2
-    never = Heads(0.0, Clock())
+    never = Heads(0.0, MonotonicClock())
     for _ in range(3):
         never.pending(["q"], 10, queue.read)
     assert queue.reads == 5
@@ -94,7 +87,7 @@ def test_fresh_reads_and_zero_reuses_nothing():
 
 def test_reads_are_kept_per_set_of_queues():
     queue = Queue(3)
-    heads = Heads(1.0, Clock())
+    heads = Heads(1.0, MonotonicClock())
     heads.pending(["q"], 10, queue.read)
     other = Queue(1, "r")
     assert _ids(heads.pending(["r"], 10, other.read)) == ["r00000"]
@@ -103,7 +96,7 @@ def test_reads_are_kept_per_set_of_queues():
 
 def test_a_read_that_stopped_at_its_limit_is_read_again_when_it_has_nothing_to_offer():
     deep, shallow = Queue(30), Queue(3)
-    heads = Heads(1.0, Clock())
+    heads = Heads(1.0, MonotonicClock())
     heads.pending(["q"], 10, deep.read)
     assert len(heads.pending(["q"], 10, deep.read, offers_any=lambda kept: False)) == 10 and deep.reads == 2
     heads.pending(["q"], 10, shallow.read, fresh=True)
@@ -112,7 +105,7 @@ def test_a_read_that_stopped_at_its_limit_is_read_again_when_it_has_nothing_to_o
 
 def test_a_read_that_offered_a_slice_already_gone_is_dropped():
     queue, other = Queue(3), Queue(2, "r")
-    heads = Heads(1.0, Clock())
+    heads = Heads(1.0, MonotonicClock())
     heads.pending(["q"], 10, queue.read)
     heads.pending(["r"], 10, other.read)
     heads.forget("q00010", 0, gone=True)

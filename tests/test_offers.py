@@ -9,18 +9,10 @@ import random
 from functions import endpoints, offers, scheduler
 from functions.models import TaskToRun
 from functions.offers import MAX_CANDIDATES, MAX_SCAN, SCAN, TTL_SECS, Offers
-from tests.builders import bot_body, task_body
+from tests.builders import MonotonicClock, bot_body, task_body
 
 
 NOW = datetime.datetime.now(datetime.UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _pending(count: int, priority: int = 100, start: int = 0) -> list[TaskToRun]:
@@ -53,7 +45,7 @@ def test_concurrent_bots_get_different_first_candidates_of_the_head_priority():
 
 
 def test_a_slice_another_bot_holds_is_offered_to_no_one_until_the_offer_lapses():
-    clock = Clock()
+    clock = MonotonicClock()
     book, pending = Offers(clock), _pending(2)
     book.choose("bot-1", pending, random.Random(0))
     clock.now += 1.0
@@ -66,7 +58,7 @@ def test_a_slice_another_bot_holds_is_offered_to_no_one_until_the_offer_lapses()
 
 
 def test_an_offer_lapses_or_is_released_when_its_claim_is_refused():
-    clock = Clock()
+    clock = MonotonicClock()
     book, pending = Offers(clock), _pending(3)
     held = book.choose("bot-1", pending, random.Random(0))[0]
     assert book.scan_size("bot-2") == SCAN + offers.SPREAD
