@@ -3,9 +3,9 @@ follow for `reuse_secs` (`SWARMING_POLL_REUSE_SECS`) instead of each poll
 querying them again.
 
 A busy queue's bots poll many times a second, and most polls find what the
-one before found: at 500 bots on 10 queues, 72 % of polls read three slices
-only to learn that each is offered to another bot (the load bench). Reusing
-the read costs nothing, and is safe because a poll's answer is a hint:
+one before found: at 500 bots on 10 queues, 72 % of polls read three
+documents each only to answer sleep (the load bench), most often because
+every slice read was offered to another bot. Reusing the read costs nothing, and is safe because a poll's answer is a hint:
 correctness comes from the claim's guarded batch alone (DESIGN.md §6).
 
 What keeps a reused read from misleading bots:
