@@ -155,3 +155,19 @@ def test_polls_of_an_instance_reuse_its_read_of_the_heads_and_never_offer_a_clai
         assert claim["cmd"] == "run"
     later = api.ok("bot_poll", bot_body("bot-9"), role="bot")
     assert later["cmd"] == "claim" and later["candidates"][0]["task_id"] in set(created) - set(offered)
+
+
+def test_a_claim_of_a_slice_already_gone_drops_the_read_that_offered_it(api, svc, monkeypatch):
+    """Through the service: a task cancelled after the instance read it is
+    offered from that read; its claim finds it gone, and the next poll reads
+    the queue afresh instead of trusting the rest of a stale read."""
+    monkeypatch.setattr(svc, "heads", Heads(60.0))
+    created = [api.ok("tasks_new", task_body(command=["echo", str(i)]))["task_id"] for i in range(4)]
+    first = api.ok("bot_poll", bot_body(), role="bot")
+    assert first["candidates"][0]["task_id"] == created[0]
+    api.ok("task_cancel", {"task_id": created[0]})
+    claim = api.ok("bot_claim", {**bot_body(), "task_id": created[0], "slice": 0, "claim_id": "c0"}, role="bot")
+    assert claim["cmd"] == "skip"
+    again = api.post("bot_poll", bot_body(), role="bot")
+    assert int(again.headers["X-Firestore-Reads"]) >= len(created) - 1  # the 3 left, read again
+    assert [c["task_id"] for c in again.json()["candidates"]] == created[1:]
