@@ -59,13 +59,19 @@ def sustained_creates(api: Api, seconds: float, threads: int) -> tuple[int, floa
     return sum(counts), time.perf_counter() - started
 
 
-def end_to_end(api: Api, tasks: int) -> float:
-    """Seconds from creating `tasks` trivial tasks to none of the pool's
-    pending or running (a page of one, twice a second: the bench's own
-    watching costs the stack next to nothing), then each checked COMPLETED."""
+def end_to_end(api: Api, tasks: int, creators: int) -> float:
+    """Seconds from creating `tasks` trivial tasks, by `creators` threads as
+    CI systems trigger them, to none of the pool's pending or running (a
+    page of one, twice a second: the bench's own watching costs the stack
+    next to nothing), then each checked COMPLETED. (Created one at a time,
+    tasks arrived at about 19 a second, and the bots' rate was that of their
+    creation.)"""
+    def create(_: int) -> str:
+        return api.call("tasks_new", task_request(pool="default", command=["true"]), USER)[0]["task_id"]
+
     started = time.perf_counter()
-    ids = [api.call("tasks_new", task_request(pool="default", command=["true"]), USER)[0]["task_id"]
-           for _ in range(tasks)]
+    with concurrent.futures.ThreadPoolExecutor(creators) as pool:
+        ids = list(pool.map(create, range(tasks)))
     unfinished = {"state": "PENDING_RUNNING", "tags": ["pool:default"], "limit": 1}
     while api.call("tasks_list", unfinished, USER)[0]["items"]:
         time.sleep(0.5)
@@ -105,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lives", type=int, default=30, help="Task lives to average the step costs over.")
     parser.add_argument("--create-seconds", type=float, default=30.0, help="How long creation is sustained.")
-    parser.add_argument("--creators", type=int, default=8, help="Threads creating tasks.")
+    parser.add_argument("--creators", type=int, default=8, help="Threads creating tasks (sustained and end to end).")
     parser.add_argument("--bots", type=int, default=20, help="Local bots for the end-to-end rate.")
     parser.add_argument("--tasks", type=int, default=200, help="Trivial tasks run end to end.")
     args = parser.parse_args()
@@ -115,9 +121,9 @@ def main() -> None:
         try:
             api = Api.of_stack(state_dir, stack["base_url"])
             lives = [one_life(api) for _ in range(args.lives)]
-            end_to_end(api, args.bots)  # wakes the bots, backed off while idle, as a busy fleet is
+            end_to_end(api, args.bots, args.creators)  # wakes the bots, backed off while idle, as a busy fleet is
             before = cpu.by_kind(stack)
-            e2e_secs = end_to_end(api, args.tasks)
+            e2e_secs = end_to_end(api, args.tasks, args.creators)
             used = cpu.used(before, cpu.by_kind(stack))
             # In a project of its own: the emulator's queries scan their project, every document of it.
             raw_rate = raw_batches(firestore_client(stack, project="bench-raw"))

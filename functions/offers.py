@@ -14,8 +14,13 @@ bots on a shallow queue, offering it anyway made every bot race the holder
 for each new task (49 claims per task in the 500-bot load bench).
 
 Order (the README's promise, issue 16): when no other bot holds an offer on
-this instance, a poll offers the pending slices strictly in order: the most
-urgent first. Under contention a bot's one candidate is drawn at random among
+this instance, and no claim made on it lately lost its slice, a poll offers
+the pending slices strictly in order: the most urgent first. A lost claim
+(the slice gone, or claimed by another bot) is the sign of bots polling
+other instances, which this one never sees: for `CONTESTED_SECS` after one,
+the instance's polls spread as under its own contention (with 2 gateway
+workers and 20 bots on one queue, offering every bot the head lost 0.8
+claims per task). Under contention a bot's one candidate is drawn at random among
 the most urgent priority's slices that nobody holds, within the scan; the scan reads `SCAN` slices
 plus one per offer held, up to `MAX_SCAN`, so no task starts ahead of more
 than `MAX_SCAN - 1` older tasks of its queues with the same or higher
@@ -33,6 +38,8 @@ from functions.models import TaskToRun
 #: most a poll reads, and the candidates it returns.
 SCAN, MAX_SCAN, MAX_CANDIDATES = 10, 40, 5
 TTL_SECS = 3.0
+#: How long after a lost claim the instance's polls spread.
+CONTESTED_SECS = 10.0
 #: Slices read per offer another bot holds: the polls of other instances,
 #: unseen here, hold about as many again.
 SPREAD = 2
@@ -58,6 +65,8 @@ class Offers:
         self._lock = threading.Lock()
         #: Slice key → (bot id, monotonic time the offer lapses).
         self._held: dict[str, tuple[str, float]] = {}
+        #: Monotonic time until which bots of other instances are known to compete.
+        self._contested_until = float("-inf")
 
     def scan_size(self, bot_id: str) -> int:
         """How many pending slices the poll of `bot_id` reads: enough that
@@ -75,7 +84,8 @@ class Offers:
         with self._lock:
             self._prune()
             self._release_bot(bot_id)
-            contended = any(holder != TAKEN for holder, _ in self._held.values())
+            contended = (self._clock() < self._contested_until
+                         or any(holder != TAKEN for holder, _ in self._held.values()))
             free = [t for t in pending if _key(t) not in self._held]
             if not free:
                 return []
@@ -84,11 +94,11 @@ class Offers:
             self._held[_key(chosen[0])] = (bot_id, self._clock() + TTL_SECS)
             return chosen
 
-    def any_free(self, bot_id: str, pending: list[TaskToRun]) -> bool:
-        """Whether `choose` would offer `bot_id` one of `pending`."""
+    def free(self, bot_id: str, pending: list[TaskToRun]) -> int:
+        """How many of `pending` `choose` may offer `bot_id`."""
         with self._lock:
             self._prune()
-            return any(self._held.get(_key(t), (bot_id,))[0] == bot_id for t in pending)
+            return sum(1 for t in pending if self._held.get(_key(t), (bot_id,))[0] == bot_id)
 
     def lapse_secs(self, pending: list[TaskToRun]) -> float:
         """How long until the first hold on `pending` lapses: when a bot
@@ -103,6 +113,12 @@ class Offers:
         """The slice is free again: its claim was refused, and it is still pending."""
         with self._lock:
             self._held.pop(_key(to_run), None)
+
+    def lost(self) -> None:
+        """A claim made on this instance lost its slice to another bot: bots
+        polling other instances compete for these queues."""
+        with self._lock:
+            self._contested_until = self._clock() + CONTESTED_SECS
 
     def take(self, to_run: TaskToRun) -> None:
         """A bot claims the slice: held by nobody until the offer would have

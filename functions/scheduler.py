@@ -77,7 +77,7 @@ def _pending(store: Store, heads: Heads, offers: Offers, bot: BotRequest, queue_
         return [t for t in pending if t.expiration_ts > now and t.excluded_bot != bot.bot_id]
 
     return for_bot(heads.pending(queue_keys, offers.scan_size(bot.bot_id), store.pending, fresh,
-                                 lambda kept: offers.any_free(bot.bot_id, for_bot(kept))))
+                                 lambda kept: offers.free(bot.bot_id, for_bot(kept))))
 
 
 def _backoff(bot: BotRequest, rand: random.Random) -> float:
@@ -127,9 +127,9 @@ def claim(ctx: Context, heads: Heads, offers: Offers, registry: Registry, bot: B
         offers.release(pending[0])  # Still pending, for another bot.
         return Skip(refusal)
     if pending is None:
-        return _replay(ctx, registry, bot, request, now, "the task is no longer pending")
+        return _replay(ctx, offers, registry, bot, request, now, "the task is no longer pending")
     offers.take(pending[0])
-    return _claim(ctx, registry, bot, request, pending, now)
+    return _claim(ctx, offers, registry, bot, request, pending, now)
 
 
 def _refusal(to_run: TaskToRun, bot: BotRequest) -> str | None:
@@ -141,7 +141,7 @@ def _refusal(to_run: TaskToRun, bot: BotRequest) -> str | None:
     return None
 
 
-def _claim(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequest,
+def _claim(ctx: Context, offers: Offers, registry: Registry, bot: BotRequest, request: ClaimRequest,
            pending: tuple[TaskToRun, Any], now: datetime.datetime) -> ClaimReply:
     store = ctx.store
     to_run, update_time = pending
@@ -150,7 +150,7 @@ def _claim(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequ
         return Skip("the task is gone")
     result, task_request = found
     if result.state != State.PENDING:  # Claimed since the slice was read.
-        return _replay(ctx, registry, bot, request, now, "another bot claimed the task")
+        return _replay(ctx, offers, registry, bot, request, now, "another bot claimed the task")
     # The outbox rule: the BOT_DIED timer exists before the claim commits.
     bot_death.arm(ctx, request.task_id, to_run.try_number,
                   now + datetime.timedelta(seconds=result.bot_ping_tolerance_secs))
@@ -164,16 +164,19 @@ def _claim(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequ
     try:
         batch.commit()
     except LostRace:
-        return _replay(ctx, registry, bot, request, now, "another bot claimed the task")
+        return _replay(ctx, offers, registry, bot, request, now, "another bot claimed the task")
     return Run(_manifest(ctx, task_request, result), registry.claimed(bot, entry, now))
 
 
-def _replay(ctx: Context, registry: Registry, bot: BotRequest, request: ClaimRequest, now: datetime.datetime,
-            reason: str) -> ClaimReply:
+def _replay(ctx: Context, offers: Offers, registry: Registry, bot: BotRequest, request: ClaimRequest,
+            now: datetime.datetime, reason: str) -> ClaimReply:
     """A retried claim (same claim_id, same bot) gets the manifest it won,
     while the run goes on: once it ended, a late copy is a skip (no manifest,
-    no secret bytes, no check-in for a task the bot no longer runs)."""
+    no secret bytes, no check-in for a task the bot no longer runs). A claim
+    another bot won tells `offers` that bots of other instances compete."""
     found = ctx.store.get_task(request.task_id)
+    if found is not None and found[0].bot_id not in (None, bot.bot_id):
+        offers.lost()
     if found is None or found[0].claim_id != request.claim_id or found[0].bot_id != bot.bot_id:
         return Skip(reason)
     if found[0].state != State.RUNNING:

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from functions import bot_death, cancellation, dedup, stdout, sweep
+from functions import bot_death, cancellation, dedup, stdout, store, sweep
 from local import cloud_tasks_emulator
 from tests.builders import bot_body, task_body
 
@@ -275,6 +275,30 @@ def test_a_different_second_completion_is_a_conflict(api):
     assert _update(api, run_id, exit_code=0, duration=2.0).status_code == 409
     result = _result(api, task_id)
     assert result["state"] == "COMPLETED" and result["failure"] and result["exit_code"] == 1
+
+
+def test_a_completion_writes_only_the_fields_it_changes(api, monkeypatch):
+    """The result's update names the fields the end changed, not the whole
+    result (its request above all); what is read back is whole."""
+    task_id = _task(api, tags=["k:v"])["task_id"]
+    run_id = _claim(api, task_id)["task_id"]
+    before = _result(api, task_id)
+    written: list[dict] = []
+    add = store.TaskBatch._add
+
+    def spy(batch, method, ref, *args, **kwargs):
+        if method == "update" and ref.parent.id == store.TASK_RESULTS:
+            written.append(args[0])
+        add(batch, method, ref, *args, **kwargs)
+
+    monkeypatch.setattr(store.TaskBatch, "_add", spy)
+    assert _update(api, run_id, exit_code=3, duration=1.5).status_code == 200
+    [fields] = written
+    assert {"state", "exit_code", "duration", "completed_ts", "modified_ts"} <= set(fields)
+    assert not {"request", "created_ts", "tags", "name", "bot_id", "started_ts"} & set(fields)
+    after = _result(api, task_id)
+    assert after["state"] == "COMPLETED" and after["exit_code"] == 3 and after["duration"] == 1.5
+    assert all(after[k] == before[k] for k in ("created_ts", "tags", "name", "bot_id", "started_ts"))
 
 
 def test_io_timeout_is_timed_out(api):

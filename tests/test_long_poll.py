@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from functions import long_poll, offers
+from functions import long_poll, offers, store
 from tests.builders import bot_body, task_body
 
 #: What a bot asks for in these tests; the server's bound is SWARMING_POLL_HOLD_SECS.
@@ -181,3 +181,22 @@ def test_past_the_instances_holds_per_queue_bots_back_off(api, svc):
 def test_a_bot_with_no_queue_backs_off(api, svc):
     answer = api.ok("bot_poll", {**_poll_body("queueless", pool="race"), "state": {"sleep_streak": 20}}, role="bot")
     assert answer["cmd"] == "sleep" and answer["duration"] >= 1
+
+
+def test_a_listener_on_a_deep_queue_holds_and_bills_only_its_window(api, svc):
+    """A queue deeper than WATCH_LIMIT: the listener's first snapshot holds
+    (and bills) WATCH_LIMIT slices, not the queue; a slice leaving the
+    window lets the next one in."""
+    created = [_new_task(api, os="Deep") for _ in range(store.WATCH_LIMIT + 5)]
+    queue_key = svc.store.get_to_run(created[0], 0)[0].queue_key
+    changes: list[tuple[int, int, int]] = []
+    stop = svc.store.watch_pending(queue_key, lambda *change: changes.append(change))
+    try:
+        _until(lambda: changes)
+        assert changes[0] == (store.WATCH_LIMIT, store.WATCH_LIMIT, store.WATCH_LIMIT)  # added, pending, reads
+        first_by_name = min(created, key=lambda t: svc.store._to_run_ref(t, 0).id)
+        api.ok("task_cancel", {"task_id": first_by_name})
+        _until(lambda: len(changes) > 1)
+        assert changes[-1] == (1, store.WATCH_LIMIT, 1)
+    finally:
+        stop()

@@ -9,7 +9,7 @@ import random
 from functions import endpoints, offers, scheduler
 from functions.heads import Heads
 from functions.models import TaskToRun
-from functions.offers import MAX_CANDIDATES, MAX_SCAN, SCAN, TTL_SECS, Offers
+from functions.offers import CONTESTED_SECS, MAX_CANDIDATES, MAX_SCAN, SCAN, TTL_SECS, Offers
 from tests.builders import MonotonicClock, bot_body, task_body
 
 
@@ -45,13 +45,26 @@ def test_concurrent_bots_get_different_first_candidates_of_the_head_priority():
     assert all(t.order_key.startswith("100:") for t in firsts)  # never a lower priority while a higher is free
 
 
+def test_after_a_lost_claim_a_bot_alone_on_the_instance_is_spread_for_a_while_then_in_order_again():
+    """A lost claim shows bots of other instances competing: they are
+    offered the head too, so this instance's polls spread."""
+    clock = MonotonicClock()
+    book, pending = Offers(clock), _pending(SCAN)
+    book.lost()
+    firsts = {tuple(_ids(book.choose("bot-1", pending, random.Random(seed)))) for seed in range(20)}
+    assert all(len(chosen) == 1 for chosen in firsts) and len(firsts) > 1
+    assert {chosen[0] for chosen in firsts} <= set(_ids(pending))
+    clock.now += CONTESTED_SECS
+    assert _ids(book.choose("bot-1", pending, random.Random(0))) == _ids(pending[:MAX_CANDIDATES])
+
+
 def test_a_slice_another_bot_holds_is_offered_to_no_one_until_the_offer_lapses():
     clock = MonotonicClock()
     book, pending = Offers(clock), _pending(2)
     book.choose("bot-1", pending, random.Random(0))
     clock.now += 1.0
     book.choose("bot-2", pending, random.Random(0))
-    assert not book.any_free("bot-3", pending) and book.any_free("bot-1", pending)  # its own offer is free to it
+    assert book.free("bot-3", pending) == 0 and book.free("bot-1", pending) == 1  # its own offer is free to it
     assert book.choose("bot-3", pending, random.Random(0)) == []  # both held: no race with their holders
     assert book.lapse_secs(pending) == TTL_SECS - 1.0  # bot-1's, the first to lapse
     clock.now += book.lapse_secs(pending)
@@ -171,3 +184,18 @@ def test_a_claim_of_a_slice_already_gone_drops_the_read_that_offered_it(api, svc
     again = api.post("bot_poll", bot_body(), role="bot")
     assert int(again.headers["X-Firestore-Reads"]) >= len(created) - 1  # the 3 left, read again
     assert [c["task_id"] for c in again.json()["candidates"]] == created[1:]
+
+
+def test_a_claim_lost_to_a_bot_of_another_instance_spreads_the_polls_of_this_one(api):
+    """Through the service: bot-2 claims the head without polling here, as a
+    bot of another instance does; bot-1, offered the head, loses it, and its
+    polls get one candidate, not the head's run, while others compete."""
+    created = [api.ok("tasks_new", task_body(command=["echo", str(i)]))["task_id"] for i in range(8)]
+    first = api.ok("bot_poll", bot_body("bot-1"), role="bot")
+    assert [c["task_id"] for c in first["candidates"]] == created[:MAX_CANDIDATES]
+    won = api.ok("bot_claim", {**bot_body("bot-2"), "task_id": created[0], "slice": 0, "claim_id": "c2"}, role="bot")
+    assert won["cmd"] == "run"
+    lost = api.ok("bot_claim", {**bot_body("bot-1"), "task_id": created[0], "slice": 0, "claim_id": "c1"}, role="bot")
+    assert lost["cmd"] == "skip"
+    again = api.ok("bot_poll", bot_body("bot-1"), role="bot")
+    assert len(again["candidates"]) == 1 and again["candidates"][0]["task_id"] in created[1:]
