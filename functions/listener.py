@@ -11,11 +11,6 @@ re-open leaves that loop running for the life of the process.
 WINDOW) and, once stopped, never re-opened. Both reach into the pinned
 google-api-core's private attributes: tests/test_listener.py checks them
 against a real emulator taken down under a listener.
-
-The client also sorts the whole result at each change, and its comparator
-builds two protobuf messages per comparison: on a window of 50 pending
-slices that was most of the gateway's CPU. A query ordered by document name
-only (no `order_by`) is sorted by its paths directly, in the same order.
 """
 
 import datetime
@@ -23,7 +18,6 @@ import threading
 from typing import Any, Callable
 
 from google.api_core import bidi
-from google.cloud.firestore_v1.base_query import BaseQuery
 
 #: At most this many re-opens of one listener's stream within WINDOW: a
 #: stream Firestore ends now and then is re-opened at once, an outage costs a
@@ -34,8 +28,6 @@ WINDOW = datetime.timedelta(seconds=10)
 
 def listen(query: Any, callback: Callable[[list[Any], list[Any], Any], None]) -> Callable[[], None]:
     """`query.on_snapshot(callback)`, throttled; returns what stops it for good."""
-    if isinstance(query, BaseQuery) and not query._orders:
-        query._comparator = _by_name
     watch = query.on_snapshot(callback)
     rpc = watch._rpc
     stopped = threading.Event()
@@ -49,8 +41,3 @@ def listen(query: Any, callback: Callable[[list[Any], list[Any], Any], None]) ->
 
     return stop
 
-
-def _by_name(doc1: Any, doc2: Any) -> int:
-    """The client's own order for a query without `order_by`: by path."""
-    path1, path2 = doc1.reference._path, doc2.reference._path
-    return (path1 > path2) - (path1 < path2)

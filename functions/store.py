@@ -47,7 +47,7 @@ MAX_IN_VALUES = 30
 #: Reads and guarded commits of one decision (`settle`) before it gives up.
 SETTLE_TRIES = 3
 #: The pending slices of a queue one listener holds (`Store.watch_pending`).
-WATCH_LIMIT = 10
+WATCH_LIMIT = 5
 T = TypeVar("T")
 
 #: The composite indexes the queries below need, as (collection, fields in
@@ -297,9 +297,9 @@ class Store:
         return sorted(found, key=lambda t: t.order_key)[:limit]
 
     def watch_pending(self, queue_key: str, on_change: Callable[[int, int, int], None]) -> Callable[[], None]:
-        """Listens to the pending slices of one queue, `WATCH_LIMIT` of them
-        by document name (a Firestore listener, an equality filter: no
-        composite index). `on_change(added, pending, reads)` runs on the
+        """Listens to the first `WATCH_LIMIT` pending slices of one queue, in
+        the order bots get them (a Firestore listener on the pending query's
+        own index). `on_change(added, pending, reads)` runs on the
         listener's thread at each change: the slices added to that window
         (all of them in the first snapshot), those in it now, and the reads
         it is billed (one per document added or changed, one at least for
@@ -310,11 +310,11 @@ class Store:
         sorts its whole result at each change, the first snapshot bills a
         read per document, and the emulator sends the whole window again at
         each change of the queue (a listener on 800 pending slices took two
-        thirds of the gateway's CPU). A slice added beyond it (the queue deep
-        already) wakes no held poll: those look again every RECHECK_SECS
-        (functions/long_poll.py), and find the queue not empty; a burst of
-        slices added to an empty queue wakes WATCH_LIMIT polls, then one
-        more per slice that enters the window as the first are claimed."""
+        thirds of the gateway's CPU). A slice added behind a full window
+        wakes no held poll: those look again every RECHECK_SECS
+        (functions/long_poll.py) and find the queue not empty. A burst added
+        to an empty queue wakes WATCH_LIMIT polls, and each slice they claim
+        lets the next one into the window, which wakes one more."""
         first = True
 
         def changed(docs: list[Any], changes: list[Any], _read_time: Any) -> None:
@@ -324,7 +324,9 @@ class Store:
             on_change(added, len(docs), max(1, len(kept)) if first else len(kept))
             first = False
 
-        return listener.listen(filtered(self._db, TASK_TO_RUN, [("queue_key", "==", queue_key)]).limit(WATCH_LIMIT),
+        filters: list[Filter] = [("queue_key", "==", queue_key)]
+        check_index(TASK_TO_RUN, filters, "order_key")
+        return listener.listen(filtered(self._db, TASK_TO_RUN, filters).order_by("order_key").limit(WATCH_LIMIT),
                                changed)
 
     def count_ahead(self, to_run: TaskToRun) -> int:

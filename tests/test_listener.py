@@ -98,26 +98,3 @@ def test_an_unsubscribe_between_a_failure_and_its_re_open_stops_the_re_open(
     stop()
     assert not rpc._should_recover(failure)  # Stopped: never again.
 
-
-def test_a_listener_without_order_sorts_its_documents_by_name_with_the_cheap_comparator(svc, monkeypatch):
-    """The pinned client takes the comparator from the query: the cheap one
-    is used (the spy counts its calls), and the order is the client's own."""
-    calls = []
-
-    def spy(doc1: Any, doc2: Any) -> int:
-        calls.append(1)
-        return by_name(doc1, doc2)
-
-    by_name = listener._by_name
-    monkeypatch.setattr(listener, "_by_name", spy)
-    collection = svc.store.db.collection(f"sorted-{uuid.uuid4().hex}")
-    names = [f"d{n:02d}" for n in (5, 1, 4, 2, 3)]
-    for name in names:
-        collection.document(name).set({"x": 1})
-    snapshots: queue.Queue = queue.Queue()
-    stop = listener.listen(collection.limit(10), lambda docs, changes, read_time: snapshots.put(docs))
-    try:
-        docs = snapshots.get(timeout=30)
-    finally:
-        stop()
-    assert [doc.id for doc in docs] == sorted(names) and calls

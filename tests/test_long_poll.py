@@ -185,8 +185,8 @@ def test_a_bot_with_no_queue_backs_off(api, svc):
 
 def test_a_listener_on_a_deep_queue_holds_and_bills_only_its_window(api, svc):
     """A queue deeper than WATCH_LIMIT: the listener's first snapshot holds
-    (and bills) WATCH_LIMIT slices, not the queue; a slice leaving the
-    window lets the next one in."""
+    (and bills) the WATCH_LIMIT most urgent slices, not the queue; the
+    first claimed lets the next one in (a burst's wakes follow its claims)."""
     created = [_new_task(api, os="Deep") for _ in range(store.WATCH_LIMIT + 5)]
     queue_key = svc.store.get_to_run(created[0], 0)[0].queue_key
     changes: list[tuple[int, int, int]] = []
@@ -194,8 +194,9 @@ def test_a_listener_on_a_deep_queue_holds_and_bills_only_its_window(api, svc):
     try:
         _until(lambda: changes)
         assert changes[0] == (store.WATCH_LIMIT, store.WATCH_LIMIT, store.WATCH_LIMIT)  # added, pending, reads
-        first_by_name = min(created, key=lambda t: svc.store._to_run_ref(t, 0).id)
-        api.ok("task_cancel", {"task_id": first_by_name})
+        body = bot_body("deep-bot")
+        body["dimensions"]["os"] = ["Deep"]
+        api.ok("bot_claim", {**body, "task_id": created[0], "slice": 0, "claim_id": "c0"}, role="bot")
         _until(lambda: len(changes) > 1)
         assert changes[-1] == (1, store.WATCH_LIMIT, 1)
     finally:
