@@ -18,13 +18,9 @@ What keeps a reused read from misleading bots:
   a second old offers slices the others' bots claimed meanwhile;
 - a held poll woken for a new slice reads afresh (functions/long_poll.py);
 - a read that stopped at its limit is reused for a scan no longer than the
-  one it was made for, and only while at least half of the slices it read
-  are free for this bot: those beyond it may be free when the ones read are
-  held, and the last few free slices of a read are what every instance's
-  bots would race for (with 2 gateway workers, polls that reused a read to
-  its end offered its last free slice 7 times in 10, and 0.7 claims per
-  task were lost). A read that found fewer than it asked (the queues' whole
-  content) is reused as is.
+  one it was made for, and only while it has a slice to offer this bot:
+  those beyond it may be free when the ones read are all held. A read that
+  found fewer than it asked (the queues' whole content) is reused as is.
 
 A slice claimed on another instance meanwhile costs a bot one lost claim,
 as a race between two polls does, and the next poll here reads afresh; a
@@ -57,14 +53,14 @@ class Heads:
         self._reads: dict[tuple[str, ...], _Read] = {}
 
     def pending(self, queue_keys: list[str], limit: int, read: Callable[[list[str], int], list[TaskToRun]],
-                fresh: bool = False, free: Callable[[list[TaskToRun]], int] = len) -> list[TaskToRun]:
+                fresh: bool = False, offers_any: Callable[[list[TaskToRun]], bool] = bool) -> list[TaskToRun]:
         """The first `limit` pending slices of `queue_keys` in order: a kept
         read when one may serve (never with `fresh`), else `read(keys,
         limit)`, kept when it found any. A kept read that stopped at its
-        limit serves only while `free(slices)`, the slices this bot may be
-        offered, is at least half of what it read."""
+        limit serves only while `offers_any(slices)`: the slices beyond
+        it may be free when those read are not."""
         key = tuple(queue_keys)
-        kept = None if fresh else self._kept(key, limit, free)
+        kept = None if fresh else self._kept(key, limit, offers_any)
         if kept:
             return kept
         found = read(queue_keys, limit)
@@ -84,12 +80,13 @@ class Heads:
                     del self._reads[key]
                 kept.slices = rest
 
-    def _kept(self, key: tuple[str, ...], limit: int, free: Callable[[list[TaskToRun]], int]) -> list[TaskToRun]:
+    def _kept(self, key: tuple[str, ...], limit: int, offers_any: Callable[[list[TaskToRun]], bool]
+              ) -> list[TaskToRun]:
         with self._lock:
             self._prune()
             kept = self._reads.get(key)
             slices = kept.slices[:limit] if kept else []
-        if kept is None or (not kept.whole and (limit > kept.limit or 2 * free(slices) < kept.limit)):
+        if kept is None or (not kept.whole and (limit > kept.limit or not offers_any(slices))):
             return []
         return slices
 

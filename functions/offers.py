@@ -94,11 +94,11 @@ class Offers:
             self._held[_key(chosen[0])] = (bot_id, self._clock() + TTL_SECS)
             return chosen
 
-    def free(self, bot_id: str, pending: list[TaskToRun]) -> int:
-        """How many of `pending` `choose` may offer `bot_id`."""
+    def any_free(self, bot_id: str, pending: list[TaskToRun]) -> bool:
+        """Whether `choose` would offer `bot_id` one of `pending`."""
         with self._lock:
             self._prune()
-            return sum(1 for t in pending if self._held.get(_key(t), (bot_id,))[0] == bot_id)
+            return any(self._held.get(_key(t), (bot_id,))[0] == bot_id for t in pending)
 
     def lapse_secs(self, pending: list[TaskToRun]) -> float:
         """How long until the first hold on `pending` lapses: when a bot

@@ -77,7 +77,7 @@ def _pending(store: Store, heads: Heads, offers: Offers, bot: BotRequest, queue_
         return [t for t in pending if t.expiration_ts > now and t.excluded_bot != bot.bot_id]
 
     return for_bot(heads.pending(queue_keys, offers.scan_size(bot.bot_id), store.pending, fresh,
-                                 lambda kept: offers.free(bot.bot_id, for_bot(kept))))
+                                 lambda kept: offers.any_free(bot.bot_id, for_bot(kept))))
 
 
 def _backoff(bot: BotRequest, rand: random.Random) -> float:

@@ -94,14 +94,13 @@ def test_reads_are_kept_per_set_of_queues():
     assert _ids(heads.pending(["q"], 10, queue.read)) == _ids(queue.slices) and queue.reads == 1
 
 
-def test_a_read_that_stopped_at_its_limit_is_read_again_when_less_than_half_of_it_is_free():
+def test_a_read_that_stopped_at_its_limit_is_read_again_when_it_has_nothing_to_offer():
     deep, shallow = Queue(30), Queue(3)
     heads = Heads(1.0, MonotonicClock())
     heads.pending(["q"], 10, deep.read)
-    assert len(heads.pending(["q"], 10, deep.read, free=lambda kept: 5)) == 10 and deep.reads == 1
-    assert len(heads.pending(["q"], 10, deep.read, free=lambda kept: 4)) == 10 and deep.reads == 2
+    assert len(heads.pending(["q"], 10, deep.read, offers_any=lambda kept: False)) == 10 and deep.reads == 2
     heads.pending(["q"], 10, shallow.read, fresh=True)
-    assert len(heads.pending(["q"], 10, shallow.read, free=lambda kept: 0)) == 3 and shallow.reads == 1
+    assert len(heads.pending(["q"], 10, shallow.read, offers_any=lambda kept: False)) == 3 and shallow.reads == 1
 
 
 def test_a_read_that_offered_a_slice_already_gone_is_dropped():
