@@ -40,4 +40,3 @@ def listen(query: Any, callback: Callable[[list[Any], list[Any], Any], None]) ->
         watch.unsubscribe()
 
     return stop
-

@@ -14,15 +14,15 @@ bots on a shallow queue, offering it anyway made every bot race the holder
 for each new task (49 claims per task in the 500-bot load bench).
 
 Order (the README's promise, issue 16): when no other bot holds an offer on
-this instance, and no claim made on it lately lost its slice, a poll offers
-the pending slices strictly in order: the most urgent first. A lost claim
-(the slice gone, or claimed by another bot) is the sign of bots polling
-other instances, which this one never sees: for `CONTESTED_SECS` after one,
-the instance's polls spread as under its own contention (with 2 gateway
-workers and 20 bots on one queue, offering every bot the head lost 0.8
-claims per task). Under contention a bot's one candidate is drawn at random among
-the most urgent priority's slices that nobody holds, within the scan; the scan reads `SCAN` slices
-plus one per offer held, up to `MAX_SCAN`, so no task starts ahead of more
+this instance, and no claim made on it lately lost its slice to another
+bot, a poll offers the pending slices strictly in order: the most urgent
+first. Such a lost claim is the sign of bots polling other instances, which
+this one never sees: for `CONTESTED_SECS` after one, the instance's polls
+spread as under its own contention (with 2 gateway workers and 20 bots on
+one queue, offering every bot the head lost 0.8 claims per task). Under
+contention a bot's one candidate is drawn at random among the most urgent
+priority's slices that nobody holds, within the scan; the scan reads `SCAN`
+slices plus one per offer held, up to `MAX_SCAN`, so no task starts ahead of more
 than `MAX_SCAN - 1` older tasks of its queues with the same or higher
 priority that were pending when it was offered.
 """
