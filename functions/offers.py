@@ -22,7 +22,7 @@ spread as under its own contention (with 2 gateway workers and 20 bots on
 one queue, offering every bot the head lost 0.8 claims per task). Under
 contention a bot's one candidate is drawn at random among the most urgent
 priority's slices that nobody holds, within the scan; the scan reads `SCAN`
-slices plus one per offer held, up to `MAX_SCAN`, so no task starts ahead of more
+slices plus `SPREAD` per offer held, up to `MAX_SCAN`, so no task starts ahead of more
 than `MAX_SCAN - 1` older tasks of its queues with the same or higher
 priority that were pending when it was offered.
 """

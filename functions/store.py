@@ -385,8 +385,9 @@ class Store:
             snap = get(result_ref)
             if not snap.exists:
                 raise NotFound(f"no task {task_id}")
-            result = TaskResult.from_doc(snap.to_dict())
-            was_final, before = result.state.is_final, result.to_doc()
+            before = snap.to_dict()
+            result = TaskResult.from_doc(before)
+            was_final = result.state.is_final
             batch = TaskBatch(self)
             writes = change(result, batch)
             if Writes.OUTPUT in writes and output is not None:

@@ -199,3 +199,14 @@ def test_a_claim_lost_to_a_bot_of_another_instance_spreads_the_polls_of_this_one
     assert lost["cmd"] == "skip"
     again = api.ok("bot_poll", bot_body("bot-1"), role="bot")
     assert len(again["candidates"]) == 1 and again["candidates"][0]["task_id"] in created[1:]
+
+
+def test_a_bots_own_claim_sent_twice_is_no_sign_of_contention(api):
+    """A duplicate claim (the same claim_id, a network retry) is answered
+    with the run the bot won; the instance's polls stay strictly in order."""
+    created = [api.ok("tasks_new", task_body(command=["echo", str(i)]))["task_id"] for i in range(8)]
+    claim = {**bot_body("bot-1"), "task_id": created[0], "slice": 0, "claim_id": "c1"}
+    assert api.ok("bot_claim", claim, role="bot")["cmd"] == "run"
+    assert api.ok("bot_claim", claim, role="bot")["cmd"] == "run"
+    later = api.ok("bot_poll", bot_body("bot-2"), role="bot")
+    assert [c["task_id"] for c in later["candidates"]] == created[1:1 + MAX_CANDIDATES]
