@@ -44,23 +44,31 @@ def poll(answer: Callable[[bool], PollReply], queue_keys: Callable[[], list[str]
     try:
         return _held(answer, queue_keys, watch, budget, most)
     finally:
+        watch.tidy()
         ops.read(watch.take_reads())
 
 
 def _held(answer: Callable[[bool], PollReply], queue_keys: Callable[[], list[str]], watch: PendingWatch,
           budget: Budget, most: int) -> PollReply:
+    """The bot joins its queues' listeners only once the scheduler found it
+    nothing: a poll that finds work (every poll of a busy fleet) keeps no
+    listener open, and the instance's listeners close once no poll waits
+    (`PendingWatch.tidy`). A slice added between that answer's read and the
+    join is in the listeners' snapshot: the poll asks again at once, once."""
+    reply = answer(False)
     if budget.over():
-        return answer(False)
-    woken = False
-    while True:
+        return reply
+    fresh = False
+    while isinstance(reply, Sleep):
         keys = queue_keys()
         with watch.waiting(keys, most) as added:
-            reply = answer(woken)
-            if not isinstance(reply, Sleep) or not keys or added is None:
+            if not keys or added is None:
                 return reply
-            if not _wait(added, keys, watch, budget):
+            missed = not fresh and watch.pending(keys)
+            if not missed and not _wait(added, keys, watch, budget):
                 return Sleep(AFTER_HOLD_SECS, reply.session)
-            woken = True
+        reply, fresh = answer(True), True
+    return reply
 
 
 def _wait(added: threading.Event, keys: list[str], watch: PendingWatch, budget: Budget) -> bool:

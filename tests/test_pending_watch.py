@@ -98,6 +98,21 @@ def test_a_listener_outlives_its_last_waiter_by_the_linger_then_stops():
         assert listen.opened == ["p:a", "p:b", "p:a"]
 
 
+def test_a_listener_no_poll_waits_on_stops_after_the_linger_though_no_poll_joins_again():
+    """A busy queue: every poll finds work and joins no listener
+    (functions/long_poll.py); the one left from the last hold stops all the same."""
+    listen, clock = FakeListen(), Clock()
+    watch = PendingWatch(listen, clock, linger_secs=10)
+    with watch.waiting(["p:a"], MOST):
+        pass
+    clock.now += 9
+    watch.tidy()
+    assert listen.stopped == [] and watch.listening() == ["p:a"]
+    clock.now += 1
+    watch.tidy()
+    assert listen.stopped == ["p:a"] and watch.listening() == []
+
+
 def test_a_listener_with_a_waiter_is_never_stopped():
     listen, clock = FakeListen(), Clock()
     watch = PendingWatch(listen, clock, linger_secs=1)
@@ -108,6 +123,7 @@ def test_a_listener_with_a_waiter_is_never_stopped():
         clock.now += 100
         with watch.waiting(["p:c"], MOST):
             pass
+        watch.tidy()
         assert "p:a" in watch.listening() and "p:a" not in listen.stopped
         listen.callbacks["p:a"](1, 4, 1)
         assert added.is_set()
