@@ -24,9 +24,10 @@ import dataclasses
 import os
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import requests
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
@@ -80,6 +81,29 @@ def mounted_session(retry: Retry, pool_maxsize: int = DEFAULT_POOLSIZE) -> reque
     return session
 
 
+class LazySession:
+    """A session made at its first use: a task runner holds a client for each
+    kind of call and, running a task without files, uses one (a session
+    costs a forked runner about a millisecond, its cookie jar above all).
+    Safe to share between threads."""
+
+    def __init__(self, make: Callable[[], requests.Session]):
+        self._make = make
+        self._lock = threading.Lock()
+        self._session: requests.Session | None = None
+
+    def get(self) -> requests.Session:
+        with self._lock:
+            if self._session is None:
+                self._session = self._make()
+            return self._session
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+
+
 @dataclasses.dataclass(frozen=True)
 class Answer:
     """A function's JSON answer, with its HTTP headers (the benches read the
@@ -99,8 +123,8 @@ class ApiClient:
         #: Sent as `Authorization: Bearer <token>` with every call; replaced by
         #: an answer's X-Swarming-Bot-Token.
         self.token = token
-        self._sessions = {True: mounted_session(retry or retry_policy()),  # By idempotent.
-                          False: mounted_session(retry_policy(idempotent=False))}
+        self._sessions = {True: LazySession(lambda: mounted_session(retry or retry_policy())),  # By idempotent.
+                          False: LazySession(lambda: mounted_session(retry_policy(idempotent=False)))}
         self._extra: dict[str, str] = {}  # set_headers': sent with every call too.
 
     def close(self) -> None:
@@ -133,8 +157,8 @@ class ApiClient:
         timeout."""
         timeout = (TIMEOUT[0], TIMEOUT[1] + held_secs)
         try:
-            response = self._sessions[idempotent].post(f"{self.server}/{function}", json=body,
-                                                       headers=self._headers(), timeout=timeout)
+            response = self._sessions[idempotent].get().post(f"{self.server}/{function}", json=body,
+                                                             headers=self._headers(), timeout=timeout)
         except requests.RequestException as e:
             raise ApiError(function, None, "unreachable", str(e)) from e
         self._renew(response)
@@ -149,8 +173,8 @@ class ApiClient:
         """GETs `function` into the file `dest`, replaced whole or not at all:
         a partial download never takes the name. Raises ApiError."""
         try:
-            response = self._sessions[True].get(f"{self.server}/{function}", params=params,
-                                                headers=self._headers(), timeout=TIMEOUT, stream=True)
+            response = self._sessions[True].get().get(f"{self.server}/{function}", params=params,
+                                                      headers=self._headers(), timeout=TIMEOUT, stream=True)
         except requests.RequestException as e:
             raise ApiError(function, None, "unreachable", str(e)) from e
         self._renew(response)

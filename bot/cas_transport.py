@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Mapping
 import requests
 from urllib3.util import Retry
 
-from bot.api_client import TIMEOUT, mounted_session, retry_policy
+from bot.api_client import TIMEOUT, LazySession, mounted_session, retry_policy
 from shared import api_error, cas_transfer
 from shared.api_error import QUOTED_CHARS, ApiError
 from shared.cas import Verifier
@@ -58,10 +58,15 @@ class SignedUrlTransport:
 
     def __init__(self, retry: Retry | None = None, timeout: tuple[float, float] = TIMEOUT):
         self._timeout = timeout
-        self._session = mounted_session(retry or transfer_retry(), pool_maxsize=cas_transfer.WORKERS)
-        self._session.auth = _no_auth  # Set, so requests looks for no ~/.netrc credential.
+        self._retry = retry or transfer_retry()
+        self._session = LazySession(self._new_session)  # A task without files makes none.
+
+    def _new_session(self) -> requests.Session:
+        session = mounted_session(self._retry, pool_maxsize=cas_transfer.WORKERS)
+        session.auth = _no_auth  # Set, so requests looks for no ~/.netrc credential.
         # The bytes as stored, which is what the digest is of.
-        self._session.headers["Accept-Encoding"] = "identity"
+        session.headers["Accept-Encoding"] = "identity"
+        return session
 
     def close(self) -> None:
         self._session.close()
@@ -77,10 +82,10 @@ class SignedUrlTransport:
         try:
             if isinstance(source, Path) and source.stat().st_size > IN_MEMORY_BYTES:
                 with open(source, "rb") as body:
-                    response = self._session.put(url, data=body, headers=dict(headers), timeout=self._timeout)
+                    response = self._session.get().put(url, data=body, headers=dict(headers), timeout=self._timeout)
             else:
                 data = source.read_bytes() if isinstance(source, Path) else source
-                response = self._session.put(url, data=data, headers=dict(headers), timeout=self._timeout)
+                response = self._session.get().put(url, data=data, headers=dict(headers), timeout=self._timeout)
         except requests.RequestException as e:
             raise _unreachable("PUT", url, e) from e
         with response:
@@ -106,7 +111,7 @@ class SignedUrlTransport:
         """One request for the bytes from `received` on (all of them from 0)."""
         headers = {"Range": f"bytes={received}-"} if received else {}
         try:
-            response = self._session.get(url, stream=True, timeout=self._timeout, headers=headers)
+            response = self._session.get().get(url, stream=True, timeout=self._timeout, headers=headers)
         except requests.RequestException as e:
             raise _unreachable("GET", url, e) from e
         with response:

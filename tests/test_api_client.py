@@ -10,8 +10,9 @@ from http.server import ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
+import requests
 
-from bot.api_client import ApiClient, retry_policy
+from bot.api_client import ApiClient, LazySession, retry_policy
 from shared.api_error import ApiError
 from shared.bot_api import BOT_TOKEN_HEADER
 from tests.bot_fakes import QuietHandler
@@ -183,3 +184,26 @@ def test_a_renewed_bot_token_in_an_answer_is_the_next_call_s(server) -> None:
     assert [headers["Authorization"] for _, headers, _ in server.seen] == [
         "Bearer tok", "Bearer renewed", "Bearer renewed-again"]
     assert client.token == "renewed-again"
+
+
+def test_a_session_is_made_at_its_first_use_once_whatever_the_threads_and_closed_with_it() -> None:
+    made: list[requests.Session] = []
+
+    def make() -> requests.Session:
+        time.sleep(0.01)  # Room for the threads to race.
+        made.append(requests.Session())
+        return made[-1]
+
+    lazy = LazySession(make)
+    assert made == []  # A task runner that sends no call of this kind makes none.
+    got: list[requests.Session] = []
+    threads = [threading.Thread(target=lambda: got.append(lazy.get())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert len(made) == 1 and got == made * 8
+    closed = []
+    made[0].close = lambda: closed.append(True)
+    lazy.close()
+    assert closed == [True]
