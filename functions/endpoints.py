@@ -27,6 +27,7 @@ from functions.http import Call, Function
 from functions.models import TaskResult, iso
 from functions.permissions import Action
 from functions.signed_tokens import BOOTSTRAP
+from functions.store import request_of
 from functions.tasks import Requester
 from shared import bot_api
 from shared import dimensions as dims_lib
@@ -474,7 +475,7 @@ def tasks_requests(call: Call, params: dict[str, Any]) -> dict[str, Any]:
     """The parameters of `tasks_list` → `{items, cursor, now}`: the requests
     of the same tasks (as `task_request` answers them, with `task_id`)."""
     docs, page = _task_page(call, params)
-    return {"items": [{"task_id": doc["task_id"], **TaskRequest.from_wire(doc["request"]).to_wire(),
+    return {"items": [{"task_id": doc["task_id"], **request_of(doc).to_wire(),
                        "authenticated": doc["authenticated"]} for doc in docs], **page}
 
 

@@ -301,6 +301,17 @@ def test_a_completion_writes_only_the_fields_it_changes(api, monkeypatch):
     assert all(after[k] == before[k] for k in ("created_ts", "tags", "name", "bot_id", "started_ts"))
 
 
+def test_a_task_stores_its_request_as_one_text_value_and_answers_it_whole(api, svc):
+    """One value to encode and decode with each read of the task, not a map
+    of dozens (functions/store.py)."""
+    task_id = _task(api, name="stored", tags=["k:v"], priority=30, command=["echo", "stored"])["task_id"]
+    doc = svc.store.db.collection(store.TASK_RESULTS).document(store.hashed(task_id)).get().to_dict()
+    assert isinstance(doc["request"], str)
+    answer = api.ok("task_request", {"task_id": task_id})
+    assert answer["name"] == "stored" and "k:v" in answer["tags"] and answer["priority"] == 30
+    assert answer["task_slices"][0]["properties"]["command"] == ["echo", "stored"]
+
+
 def test_io_timeout_is_timed_out(api):
     task_id = _task(api)["task_id"]
     run_id = _claim(api, task_id)["task_id"]

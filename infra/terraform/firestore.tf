@@ -432,7 +432,8 @@ resource "google_firestore_field" "ttl" {
 # Fields that only grow (timestamps, order keys) get no single-field index: it
 # would be a hot spot at the end of the key range. Queries over them go
 # through the composite indexes above. Nor do big maps nobody filters on (a
-# bot's free-form state, the liveness shards' bot → time maps).
+# bot's free-form state, the liveness shards' bot → time maps), nor a task's
+# request (its JSON text, read whole with its task).
 resource "google_firestore_field" "no_single_field_index" {
   for_each = {
     task_to_run_order_key     = ["task_to_run", "order_key"]
@@ -441,6 +442,7 @@ resource "google_firestore_field" "no_single_field_index" {
     task_results_modified_ts  = ["task_results", "modified_ts"]
     task_results_started_ts   = ["task_results", "started_ts"]
     task_results_completed_ts = ["task_results", "completed_ts"]
+    task_results_request      = ["task_results", "request"]
     bots_updated_ts           = ["bots", "updated_ts"]
     bots_first_seen_ts        = ["bots", "first_seen_ts"]
     bots_state                = ["bots", "state"]
