@@ -59,12 +59,12 @@ def sustained_creates(api: Api, seconds: float, threads: int) -> tuple[int, floa
     return sum(counts), time.perf_counter() - started
 
 
-def end_to_end(api: Api, tasks: int, creators: int) -> float:
+def end_to_end(api: Api, tasks: int, creators: int) -> tuple[float, list[str]]:
     """Seconds from creating `tasks` trivial tasks, by `creators` threads as
     CI systems trigger them, to none of the pool's pending or running (a
     page of one, twice a second: the bench's own watching costs the stack
-    next to nothing), then each checked COMPLETED. (Created one at a time,
-    tasks arrived at about 19 a second, and the bots' rate was that of their
+    next to nothing), and the tasks' ids. (Created one at a time, tasks
+    arrived at about 19 a second, and the bots' rate was that of their
     creation.)"""
     def create(_: int) -> str:
         return api.call("tasks_new", task_request(pool="default", command=["true"]), USER)[0]["task_id"]
@@ -75,11 +75,14 @@ def end_to_end(api: Api, tasks: int, creators: int) -> float:
     unfinished = {"state": "PENDING_RUNNING", "tags": ["pool:default"], "limit": 1}
     while api.call("tasks_list", unfinished, USER)[0]["items"]:
         time.sleep(0.5)
-    secs = time.perf_counter() - started
+    return time.perf_counter() - started, ids
+
+
+def check_completed(api: Api, ids: list[str]) -> None:
+    """Each task COMPLETED (after the CPU is counted: these reads are the bench's)."""
     states = {api.call("task_result", {"task_id": t}, USER)[0]["state"] for t in ids}
     if states != {"COMPLETED"}:
         raise SystemExit(f"end to end: tasks ended {sorted(states)}, not all COMPLETED")
-    return secs
 
 
 def raw_batches(db: firestore.Client) -> float:
@@ -121,10 +124,11 @@ def main() -> None:
         try:
             api = Api.of_stack(state_dir, stack["base_url"])
             lives = [one_life(api) for _ in range(args.lives)]
-            end_to_end(api, args.bots, args.creators)  # wakes the bots, backed off while idle, as a busy fleet is
+            check_completed(api, end_to_end(api, args.bots, args.creators)[1])  # wakes the bots, as a busy fleet is
             before = cpu.by_kind(stack)
-            e2e_secs = end_to_end(api, args.tasks, args.creators)
+            e2e_secs, ids = end_to_end(api, args.tasks, args.creators)
             used = cpu.used(before, cpu.by_kind(stack))
+            check_completed(api, ids)
             # In a project of its own: the emulator's queries scan their project, every document of it.
             raw_rate = raw_batches(firestore_client(stack, project="bench-raw"))
             # Last: the tasks it leaves pending expire by the thousand a minute later.
