@@ -5,6 +5,7 @@ task that kills its runner costs that task only, a dead server is replaced,
 and the bot's death still stops the task, the runner and the server."""
 
 import base64
+import gc
 import contextlib
 import os
 import signal
@@ -211,3 +212,13 @@ def test_a_server_that_does_not_fork_in_time_is_ended_and_the_runner_is_left_to_
         with contextlib.suppress(ProcessLookupError):  # Killed by then: a stopped process never reads its EOF.
             os.kill(pid, signal.SIGCONT)
     assert not server.alive and wait_gone([pid], 10) == []
+
+
+def test_the_server_freezes_what_it_imported_so_that_runners_share_its_pages() -> None:
+    from bot import runner_main, runner_server
+
+    try:
+        assert runner_server._imported_runner() is runner_main.main
+        assert gc.get_freeze_count() > 0  # What a collection in a runner leaves untouched.
+    finally:
+        gc.unfreeze()
