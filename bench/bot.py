@@ -15,7 +15,8 @@ Prints, and writes to bench/results/bot.json:
   task_runner.log: the claim answered, the task runner spawned, the command
   started, the completion acknowledged by the server). The bot's overhead is
   their sum for each task (issue 16: at most 150 ms), next to a bare
-  `subprocess.run(['true'])` timed in the same run;
+  `subprocess.run(['true'])` timed in the same run; and the CPU those
+  tasks took per task, the bot's (with its runners) and the gateway's;
 - what a task runner's start costs: a fresh `python3` importing its modules
   from the zip (zipimport compiles them all) and from the bot's unpacked,
   byte-compiled copy of its version with `-S` (what the bot starts runners
@@ -42,6 +43,7 @@ from typing import Any
 
 import requests
 
+from bench import cpu
 from bench.results import report
 from bench.task_life import CONFIG_DIR, USER, Api, task_request
 from local import stack as local_stack
@@ -152,7 +154,9 @@ def overhead(state_dir: Path, tasks: int) -> list[tuple[str, Any]]:
     try:
         api = Api.of_stack(state_dir, stack["base_url"])
         run_tasks(api, 1)  # wakes the bot, backed off while idle, and warms the gateway's workers
+        before = cpu.by_kind(stack)
         results = run_tasks(api, tasks)
+        used = cpu.used(before, cpu.by_kind(stack))
         bare = bare_true(tasks)
     finally:
         local_stack.down(state_dir)
@@ -219,6 +223,9 @@ def overhead(state_dir: Path, tasks: int) -> list[tuple[str, Any]]:
         ("  reference: bare subprocess.run(['true']) in this process, median (ms)", ms(bare)),
         ("command `true` as the task runner timed it, median (ms)", ms(rows["duration"])),
         ("one bot, back to back: tasks per second", tasks / span),
+        ("CPU ms per task: the bot with its task runners", used["bot"] * 1000 / tasks),
+        ("CPU ms per task: the gateway (the bot's calls, and the bench's creations and result reads)",
+         used["gateway"] * 1000 / tasks),
     ]
 
 

@@ -5,6 +5,9 @@ Prints, and writes to bench/results/lifecycle.json:
   task's life (create → poll → claim → 2 updates → complete), from the
   X-Firestore-* and X-Cloud-Tasks-Ops headers of each answer, against the
   issue's budget (≤ 8 writes, ≤ 12 reads);
+- the gateway's CPU milliseconds per call of each kind of a task's life
+  (what a deployed function is billed for), `--per-call` calls of a kind in
+  a row;
 - tasks created per second, sustained for `--create-seconds` by `--creators`
   threads;
 - end-to-end tasks per second with `--bots` real local bots running `true`,
@@ -15,7 +18,7 @@ Prints, and writes to bench/results/lifecycle.json:
   the whole project, and these would slow the stack's down).
 
 Usage: `python -m bench.lifecycle [--lives N] [--create-seconds S]
-[--creators N] [--bots N] [--tasks N]`.
+[--creators N] [--bots N] [--tasks N] [--per-call N]`.
 """
 
 import argparse
@@ -32,7 +35,7 @@ from google.cloud import firestore
 from bench import cpu
 from bench.results import report
 from bench.scheduler import firestore_client, for_duration
-from bench.task_life import CONFIG_DIR, STEPS, USER, Api, one_life, task_request
+from bench.task_life import CONFIG_DIR, STEPS, USER, Api, cpu_per_call, one_life, task_request
 from local import stack as local_stack
 
 BUDGET_WRITES, BUDGET_READS = 8, 12
@@ -117,6 +120,8 @@ def main() -> None:
     parser.add_argument("--creators", type=int, default=8, help="Threads creating tasks (sustained and end to end).")
     parser.add_argument("--bots", type=int, default=20, help="Local bots for the end-to-end rate.")
     parser.add_argument("--tasks", type=int, default=200, help="Trivial tasks run end to end.")
+    parser.add_argument("--per-call", type=int, default=100,
+                        help="Calls of each kind of a task's life timed for the gateway's CPU per call.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp)
@@ -124,6 +129,7 @@ def main() -> None:
         try:
             api = Api.of_stack(state_dir, stack["base_url"])
             lives = [one_life(api) for _ in range(args.lives)]
+            per_call = cpu_per_call(api, args.per_call, lambda: cpu.by_kind(stack)["gateway"])
             check_completed(api, end_to_end(api, args.bots, args.creators)[1])  # wakes the bots, as a busy fleet is
             before = cpu.by_kind(stack)
             e2e_secs, ids = end_to_end(api, args.tasks, args.creators)
@@ -142,6 +148,7 @@ def main() -> None:
         p50 = statistics.median(life[step][3] for life in lives) * 1000
         rows += [(f"{step}: reads", reads), (f"{step}: writes", writes), (f"{step}: cloud tasks ops", cloud_tasks),
                  (f"{step}: p50 ms", p50)]
+    rows += [(f"gateway CPU ms per call: {kind}", ms) for kind, ms in per_call.items()]
     rows += [
         (f"task life: reads (budget {BUDGET_READS})", sum(last[s][0] for s in STEPS)),
         (f"task life: writes (budget {BUDGET_WRITES})", sum(last[s][1] for s in STEPS)),

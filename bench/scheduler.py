@@ -6,14 +6,15 @@ each with one value of each key, so each bot matches three queues.
 
 1. Claims: `--claimers` threads take the bots in turn (poll, claim the
    candidates in order, complete) until every task ran. Prints claims per
-   second, the Firestore reads and writes of a claim, and checks that every
-   task was claimed exactly once; next to the rate of single-document
-   read-modify-write transactions made directly on the same emulator.
+   second, the Firestore reads and writes of a claim, the gateway's CPU per
+   task, and checks that every task was claimed exactly once; next to the
+   rate of single-document read-modify-write transactions made directly on
+   the same emulator.
 2. Idle polls: with the queues empty, `--pollers` threads poll the bots in turn
    for `--poll-seconds`, without sleeping. Prints polls per second, poll
-   latency, and reads and writes per poll (amortised, queue-cache refreshes
-   included); next to the latency of a single document read made directly on
-   the emulator by as many threads.
+   latency, reads and writes per poll (amortised, queue-cache refreshes
+   included) and the gateway's CPU per poll; next to the latency of a
+   single document read made directly on the emulator by as many threads.
 
 Reads and writes come from the X-Firestore-* headers of each answer; the
 budgets are those of the issue. Bots echo the `session` the server hands them
@@ -38,7 +39,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from google.cloud import firestore
 
-from bench import task_life
+from bench import cpu, task_life
 from bench.task_life import USER, Api
 from bench.results import report
 from local import stack as local_stack
@@ -347,6 +348,23 @@ def idle_rows(tally: Tally, secs: float, read_secs: list[float]) -> list[tuple[s
     ]
 
 
+class Gateway:
+    """The gateway's CPU seconds (its workers': what deployed functions are
+    billed for) between laps."""
+
+    def __init__(self, stack: dict[str, Any]):
+        self._stack = stack
+        self._last = self._secs()
+
+    def _secs(self) -> float:
+        return cpu.by_kind(self._stack)["gateway"]
+
+    def lap(self) -> float:
+        now = self._secs()
+        lap, self._last = now - self._last, now
+        return lap
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bots", type=int, default=1000, help="Registered bots.")
@@ -374,11 +392,15 @@ def main() -> None:
             task_ids, bots = set_up(api, args)
             setup_secs = time.perf_counter() - setup_start
             drained = Tally()
+            gateway = Gateway(stack)
             claimed, drain_secs = drain(api, bots, args.claimers, drained)
+            drain_cpu = gateway.lap()
             done = completed(api, task_ids, args.claimers)
             raw_rate = raw_transactions(db, args.claimers)
             idle = Tally()
+            gateway.lap()
             idle_secs = idle_polls(api, bots, args.pollers, args.poll_seconds, idle)
+            idle_cpu = gateway.lap()
             read_secs = raw_reads(db, args.pollers)
         finally:
             local_stack.down(state_dir)
@@ -388,7 +410,11 @@ def main() -> None:
         ("setup: handshakes + create tasks (s)", setup_secs),
     ]
     rows += claim_rows(drained, claimed, task_ids, done, drain_secs, raw_rate)
+    rows.append(("claims: gateway CPU ms per task (its polls, claims and completion)",
+                 drain_cpu * 1000 / max(1, len(task_ids))))
     rows += idle_rows(idle, idle_secs, read_secs)
+    rows.append(("idle poll: gateway CPU ms per call", idle_cpu * 1000 / max(1, idle.total(
+        label for label in list(idle.costs) if label.startswith("idle poll: ")).calls)))
     rows.append(("whole bench (s)", time.perf_counter() - began))
     report("scheduler", rows)
     if not len(claimed) == len(set(claimed)) == done == len(task_ids):

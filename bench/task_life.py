@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import requests
 
@@ -107,3 +107,36 @@ def one_life(api: Api) -> dict[str, Cost]:
                          ("complete", Update(100, packet, Completion(0, 1.0)))):
         _, costs[step] = api.call("bot_task_update", TaskUpdate(bot, run_id, update).to_wire(), BOT_ID)
     return costs
+
+
+def cpu_per_call(api: Api, calls: int, cpu_secs: Callable[[], float]) -> dict[str, float]:
+    """The CPU ms (by `cpu_secs`: the gateway's) each kind of call of a
+    task's life takes, `calls` of a kind in a row, one after the other (the
+    CPU clock ticks every 10 ms: a kind is timed over all its calls), by the
+    bot of `one_life`, with `calls` tasks pending while it polls."""
+    bot = handshake(api)
+    timed: dict[str, float] = {}
+
+    def each(kind: str, call: Callable[[int], Any]) -> list[Any]:
+        before = cpu_secs()
+        answers = [call(n) for n in range(calls)]
+        timed[kind] = (cpu_secs() - before) * 1000 / calls
+        return answers
+
+    def claim(n: int) -> Run:
+        answer = api.call("bot_claim", ClaimRequest(bot, task_ids[n], uuid.uuid4().hex).to_wire(), BOT_ID)[0]
+        run = bot_api.claim_reply(answer)
+        assert isinstance(run, Run), run
+        return run
+
+    def update(run: Run, update: Update) -> None:
+        api.call("bot_task_update", TaskUpdate(dataclasses.replace(bot, session=run.session), run.manifest.task_id,
+                                               update).to_wire(), BOT_ID)
+
+    task_ids = each("tasks_new", lambda n: api.call("tasks_new", task_request(), USER)[0]["task_id"])
+    each("bot_poll (tasks pending)", lambda n: api.call("bot_poll", Poll(bot).to_wire(), BOT_ID))
+    runs = each("bot_claim", claim)
+    each("bot_task_update (before the command)", lambda n: update(runs[n], Update()))
+    each("bot_task_update (completion)", lambda n: update(runs[n], Update(0, b"", Completion(0, 0.01))))
+    each("task_result", lambda n: api.call("task_result", {"task_id": task_ids[n]}, USER))
+    return timed

@@ -52,22 +52,25 @@ def _held(answer: Callable[[bool], PollReply], queue_keys: Callable[[], list[str
           budget: Budget, most: int) -> PollReply:
     """The bot joins its queues' listeners only once the scheduler found it
     nothing: a poll that finds work (every poll of a busy fleet) keeps no
-    listener open, and the instance's listeners close once no poll waits
-    (`PendingWatch.tidy`). A slice added between that answer's read and the
-    join is in the listeners' snapshot: the poll asks again at once, once."""
+    listener open, and the instance's listeners stop `LINGER_SECS` after no
+    poll waits on them (`PendingWatch.tidy`). A slice added between an
+    answer's read and the join is in the listeners' snapshots (`mark`:
+    what they had added before the read): the poll asks again at once."""
     reply = answer(False)
     if budget.over():
         return reply
-    fresh = False
+    mark: dict[str, int] = {}  # The first answer read before any listener of this poll.
     while isinstance(reply, Sleep):
         keys = queue_keys()
         with watch.waiting(keys, most) as added:
             if not keys or added is None:
                 return reply
-            missed = not fresh and watch.pending(keys)
-            if not missed and not _wait(added, keys, watch, budget):
+            if not watch.added_since(keys, mark) and not _wait(added, keys, watch, budget):
                 return Sleep(AFTER_HOLD_SECS, reply.session)
-        reply, fresh = answer(True), True
+            mark = watch.additions(keys)
+        if budget.over():  # Woken as the hold ends: the bot polls again at once.
+            return Sleep(AFTER_HOLD_SECS, reply.session)
+        reply = answer(True)
     return reply
 
 

@@ -41,6 +41,8 @@ class _Listener:
     waiters: dict[threading.Event, None] = dataclasses.field(default_factory=dict)
     #: The slices pending in the queue, as the last snapshot had them.
     pending: int = 0
+    #: The slices its snapshots added, the first snapshot's included.
+    additions: int = 0
     stop: Callable[[], None] | None = None
     #: When its last waiter left; None while some wait.
     idle_since: float | None = None
@@ -80,6 +82,20 @@ class PendingWatch:
         gone, or may not run it) is there for the next look."""
         with self._lock:
             return any(self._listeners[key].pending for key in queue_keys if key in self._listeners)
+
+    def additions(self, queue_keys: Sequence[str]) -> dict[str, int]:
+        """A mark of what the listeners of these queues have added so far,
+        for `added_since`."""
+        with self._lock:
+            return {key: self._listeners[key].additions for key in queue_keys if key in self._listeners}
+
+    def added_since(self, queue_keys: Sequence[str], mark: dict[str, int]) -> bool:
+        """Whether a slice came to one of these queues since `mark` was
+        taken; for a queue that had no listener then, whether one is pending."""
+        with self._lock:
+            listeners = [(key, self._listeners[key]) for key in queue_keys if key in self._listeners]
+            return any(listener.additions > mark[key] if key in mark else listener.pending > 0
+                       for key, listener in listeners)
 
     def take_reads(self) -> int:
         """The listeners' billed reads since the last call."""
@@ -132,6 +148,7 @@ class PendingWatch:
         with self._lock:
             self._reads += reads
             listener.pending = pending
+            listener.additions += added
             woken = []
             if listener.ready.is_set():
                 woken = [event for event in listener.waiters if not event.is_set()][:added]

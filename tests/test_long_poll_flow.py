@@ -66,6 +66,22 @@ def test_slices_pending_that_the_fresh_answer_still_does_not_offer_hold_the_poll
     assert scheduler.asked == [False, True]
 
 
+def test_a_slice_added_while_a_fresh_answer_read_is_asked_for_at_once_too():
+    """The poll is no waiter while it asks: an addition then wakes no one,
+    but the poll sees it once it joins again, not at its next look."""
+    listen, scheduler = FakeListen(), Scheduler(BACK_OFF, BACK_OFF, WORK)
+
+    def an_addition_during_the_second_answer() -> None:
+        if len(scheduler.asked) == 2:
+            listen.callbacks["p:a"](1, 4, 1)
+
+    scheduler.before_answer = an_addition_during_the_second_answer
+    start = time.monotonic()
+    assert _poll(scheduler, PendingWatch(listen, Clock())) is WORK
+    assert scheduler.asked == [False, True, True]
+    assert time.monotonic() - start < 2  # Liveness: not held until its next look (60 s here).
+
+
 def test_on_an_empty_queue_the_poll_waits_for_an_addition_then_asks_fresh():
     listen, scheduler = FakeListen(first_snapshot=False), Scheduler(BACK_OFF, WORK)
     watch = PendingWatch(listen, Clock())

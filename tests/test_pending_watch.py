@@ -73,6 +73,21 @@ def test_what_is_pending_is_known_from_the_last_snapshot():
         assert not watch.pending(["p:a", "p:b"]) and not watch.pending(["p:c"])
 
 
+def test_what_came_since_a_mark_is_known_and_a_queue_without_a_mark_is_judged_by_what_is_pending():
+    listen = FakeListen()
+    watch = PendingWatch(listen, Clock())
+    with watch.waiting(["p:a", "p:b"], MOST):
+        mark = watch.additions(["p:a"])
+        assert not watch.added_since(["p:a"], mark)
+        listen.callbacks["p:a"](0, 2, 1)  # One claimed: nothing came.
+        assert not watch.added_since(["p:a"], mark)
+        listen.callbacks["p:a"](1, 3, 1)
+        assert watch.added_since(["p:a"], mark)
+        assert watch.added_since(["p:b"], mark)  # No mark: the three of its first snapshot are pending.
+        listen.callbacks["p:b"](0, 0, 0)
+        assert not watch.added_since(["p:b"], mark)
+
+
 def test_a_change_that_adds_nothing_wakes_no_one_but_is_billed():
     listen = FakeListen()
     watch = PendingWatch(listen, Clock())
