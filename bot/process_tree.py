@@ -131,7 +131,6 @@ class Tree:
                 parents.append(child.pid)
         return found
 
-
     def _childless_subreaper(self) -> bool:
         """The root is this subreaper and has no child at all, so no
         descendant either: every orphan of the task is re-parented to it.
