@@ -143,8 +143,10 @@ def check_index(collection: str, filters: list[Filter], order_by: str | None) ->
 
 
 def request_of(doc: dict[str, Any]) -> TaskRequest:
-    """The request a task document holds."""
-    return TaskRequest.from_wire(json.loads(doc["request"]))
+    """The request a task document holds: its JSON text, or the map that
+    releases before the text wrote (their tasks are read as they are)."""
+    stored = doc["request"]
+    return TaskRequest.from_wire(json.loads(stored) if isinstance(stored, str) else stored)
 
 
 def hashed(id_: str) -> str:

@@ -312,6 +312,15 @@ def test_a_task_stores_its_request_as_one_text_value_and_answers_it_whole(api, s
     assert answer["task_slices"][0]["properties"]["command"] == ["echo", "stored"]
 
 
+def test_a_task_stored_by_an_older_release_with_its_request_as_a_map_is_still_read_and_run(api, svc):
+    """Upgrades read the documents as they are (docs/deploy.md)."""
+    task_id = _task(api, name="older")["task_id"]
+    ref = svc.store.db.collection(store.TASK_RESULTS).document(store.hashed(task_id))
+    ref.update({"request": store.request_of(ref.get().to_dict()).to_wire()})  # As releases before wrote it.
+    assert api.ok("task_request", {"task_id": task_id})["name"] == "older"
+    assert _claim(api, task_id)["command"] == ["echo", "hi"]
+
+
 def test_io_timeout_is_timed_out(api):
     task_id = _task(api)["task_id"]
     run_id = _claim(api, task_id)["task_id"]
