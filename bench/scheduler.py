@@ -312,7 +312,8 @@ def call_rows(label: str, cost: Cost) -> list[tuple[str, Any]]:
 
 
 def claim_rows(tally: Tally, claimed: list[str], task_ids: list[str], done: int, secs: float,
-               raw_rate: float) -> list[tuple[str, Any]]:
+               raw_rate: float, cpu_secs: float) -> list[tuple[str, Any]]:
+    """`cpu_secs`: the gateway's over the claims (what deployed functions are billed for)."""
     won = tally.costs["claim: won"]
     per_task = tally.total(("poll: claim", "claim: won", "claim: lost", "complete"))
     claims = max(1, won.calls)
@@ -327,6 +328,7 @@ def claim_rows(tally: Tally, claimed: list[str], task_ids: list[str], done: int,
         *call_rows("complete", tally.costs["complete"]),
         ("per task: reads (poll+claim+complete)", per_task.reads / claims),
         ("per task: writes (poll+claim+complete)", per_task.writes / claims),
+        ("per task: gateway CPU ms (poll+claim+complete)", cpu_secs * 1000 / claims),
         ("check: tasks created", len(task_ids)),
         ("check: tasks claimed (distinct)", len(set(claimed) & set(task_ids))),
         ("check: tasks claimed twice", len(claimed) - len(set(claimed))),
@@ -334,7 +336,8 @@ def claim_rows(tally: Tally, claimed: list[str], task_ids: list[str], done: int,
     ]
 
 
-def idle_rows(tally: Tally, secs: float, read_secs: list[float]) -> list[tuple[str, Any]]:
+def idle_rows(tally: Tally, secs: float, read_secs: list[float], cpu_secs: float) -> list[tuple[str, Any]]:
+    """`cpu_secs`: the gateway's over the idle polls."""
     polls = tally.total(label for label in list(tally.costs) if label.startswith("idle poll: "))
     poll_p50, read_p50 = statistics.median(polls.secs), statistics.median(read_secs)
     return [
@@ -342,27 +345,11 @@ def idle_rows(tally: Tally, secs: float, read_secs: list[float]) -> list[tuple[s
         ("idle polls answered other than sleep", polls.calls - tally.costs["idle poll: sleep"].calls),
         ("idle polls per s", polls.calls / secs),
         ("idle poll: p99 ms", percentile(polls.secs, 99) * 1000),
+        ("idle poll: gateway CPU ms", cpu_secs * 1000 / max(1, polls.calls)),
         ("raw 1-doc read: p50 ms (same threads)", read_p50 * 1000),
         ("raw 1-doc read: p99 ms (same threads)", percentile(read_secs, 99) * 1000),
         ("idle poll p50 / raw read p50", poll_p50 / read_p50),
     ]
-
-
-class Gateway:
-    """The gateway's CPU seconds (its workers': what deployed functions are
-    billed for) between laps."""
-
-    def __init__(self, stack: dict[str, Any]):
-        self._stack = stack
-        self._last = self._secs()
-
-    def _secs(self) -> float:
-        return cpu.by_kind(self._stack)["gateway"]
-
-    def lap(self) -> float:
-        now = self._secs()
-        lap, self._last = now - self._last, now
-        return lap
 
 
 def parse_args() -> argparse.Namespace:
@@ -392,15 +379,15 @@ def main() -> None:
             task_ids, bots = set_up(api, args)
             setup_secs = time.perf_counter() - setup_start
             drained = Tally()
-            gateway = Gateway(stack)
+            before = cpu.by_kind(stack)
             claimed, drain_secs = drain(api, bots, args.claimers, drained)
-            drain_cpu = gateway.lap()
+            drain_cpu = cpu.used(before, cpu.by_kind(stack))["gateway"]
             done = completed(api, task_ids, args.claimers)
             raw_rate = raw_transactions(db, args.claimers)
             idle = Tally()
-            gateway.lap()
+            before = cpu.by_kind(stack)
             idle_secs = idle_polls(api, bots, args.pollers, args.poll_seconds, idle)
-            idle_cpu = gateway.lap()
+            idle_cpu = cpu.used(before, cpu.by_kind(stack))["gateway"]
             read_secs = raw_reads(db, args.pollers)
         finally:
             local_stack.down(state_dir)
@@ -409,12 +396,8 @@ def main() -> None:
         ("claimer threads", args.claimers), ("poller threads", args.pollers),
         ("setup: handshakes + create tasks (s)", setup_secs),
     ]
-    rows += claim_rows(drained, claimed, task_ids, done, drain_secs, raw_rate)
-    rows.append(("claims: gateway CPU ms per task (its polls, claims and completion)",
-                 drain_cpu * 1000 / max(1, len(task_ids))))
-    rows += idle_rows(idle, idle_secs, read_secs)
-    rows.append(("idle poll: gateway CPU ms per call", idle_cpu * 1000 / max(1, idle.total(
-        label for label in list(idle.costs) if label.startswith("idle poll: ")).calls)))
+    rows += claim_rows(drained, claimed, task_ids, done, drain_secs, raw_rate, drain_cpu)
+    rows += idle_rows(idle, idle_secs, read_secs, idle_cpu)
     rows.append(("whole bench (s)", time.perf_counter() - began))
     report("scheduler", rows)
     if not len(claimed) == len(set(claimed)) == done == len(task_ids):
